@@ -1,0 +1,1 @@
+from nnspec.span import Span  # noqa: F401  (re-exported for the syntax stage)
