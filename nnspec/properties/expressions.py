@@ -1,8 +1,9 @@
 """Property expressions s(y) as pure batched tensor functions.
 
-Each expression is bound to one centre input before a search (``bind``), which fixes what depends
-on the centre: its label, the least likely label at the centre, a reference distribution. The bound
-function maps model outputs ``(B, m)`` to ``s`` of shape ``(B,)``; ``s < 0`` is a violation.
+Each expression is bound to a batch of P centre inputs before a search (``bind``), which fixes what
+depends on each centre: its label, the least likely label there, a reference distribution. The
+bound function maps model outputs ``(P, K, m)`` (K points around each of the P centres) to ``s``
+of shape ``(P, K)``; ``s < 0`` is a violation. No per-sample Python loops.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import torch
 SFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True, slots=True)
-class CentreContext:
-    """What a bound expression may know about the centre input."""
+@dataclass(frozen=True)
+class Centres:
+    """What bound expressions may know about the P centre inputs of one batched search.
 
-    label: int
-    centre_output: torch.Tensor  # (m,) raw model output at the centre
-    reference_output: torch.Tensor | None = None  # (m,) raw model output at a reference input
+    ``labels`` (P,) long; ``outputs`` (P, m) raw model outputs at the centres; ``reference``
+    (P, m) raw outputs at each centre's reference input, for KL to a reference.
+    """
+
+    labels: torch.Tensor
+    outputs: torch.Tensor
+    reference: torch.Tensor | None = None
 
 
 def as_probabilities(outputs: torch.Tensor, outputs_are_logits: bool) -> torch.Tensor:
@@ -34,6 +39,11 @@ def _read(outputs: torch.Tensor, reading: str, outputs_are_logits: bool) -> torc
     if reading == "probabilities":
         return as_probabilities(outputs, outputs_are_logits)
     return outputs
+
+
+def _pick(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (P, K, m), index (P,) -> values[p, :, index[p]] as (P, K)."""
+    return values.gather(2, index.view(-1, 1, 1).expand(-1, values.shape[1], 1)).squeeze(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,28 +61,29 @@ class ConfidenceGap:
     margin: float
     reading: str  # probabilities | logits
 
-    def bind(self, ctx: CentreContext, outputs_are_logits: bool) -> SFunction:
-        label, margin, reading = ctx.label, self.margin, self.reading
+    def bind(self, centres: Centres, outputs_are_logits: bool) -> SFunction:
+        labels, margin, reading = centres.labels, self.margin, self.reading
         if self.target == "least_likely":
-            fixed = int(torch.argmin(ctx.centre_output).item())
+            fixed = centres.outputs.argmin(dim=1)
+        elif self.target == "label":
+            fixed = torch.full_like(labels, self.target_label)
         else:
-            fixed = self.target_label
+            fixed = None
 
         def s(outputs: torch.Tensor) -> torch.Tensor:
             values = _read(outputs, reading, outputs_are_logits)
-            own = values[:, label]
+            own = _pick(values, labels)
             if fixed is None:
-                others = values.clone()
-                others[:, label] = -math.inf
-                return own - others.max(dim=1).values - margin
-            return own - values[:, fixed] - margin
+                others = values.scatter(2, labels.view(-1, 1, 1).expand(-1, values.shape[1], 1), -math.inf)
+                return own - others.amax(dim=2) - margin
+            return own - _pick(values, fixed) - margin
 
         return s
 
     def describe(self) -> str:
         against = {"untargeted": "every other label", "least_likely": "the least likely label at the centre",
                    "label": f"label {self.target_label}"}[self.target]
-        return f"{self.reading}[label] - max over {against} - {self.margin:g}"
+        return f"{self.reading}[label] - {self.reading}[{against}] - {self.margin:g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +97,12 @@ class KLDivergence:
     threshold: float
     reference: str | None  # None (uniform) | "file" | "input"
 
-    def bind(self, ctx: CentreContext, outputs_are_logits: bool) -> SFunction:
+    def bind(self, centres: Centres, outputs_are_logits: bool) -> SFunction:
         threshold = self.threshold
         q = None
         if self.reference is not None:
-            assert ctx.reference_output is not None, "reference output must be bound"
-            q = as_probabilities(ctx.reference_output[None], outputs_are_logits)[0]
+            assert centres.reference is not None, "reference outputs must be bound"
+            q = as_probabilities(centres.reference, outputs_are_logits)[:, None, :]  # (P, 1, m)
 
         def s(outputs: torch.Tensor) -> torch.Tensor:
             if outputs_are_logits:
@@ -99,8 +110,7 @@ class KLDivergence:
             else:
                 log_p = torch.log(outputs.clamp_min(1e-30))
             if q is None:
-                m = outputs.shape[-1]
-                kl = -log_p.mean(dim=-1) - math.log(m)
+                kl = -log_p.mean(dim=-1) - math.log(outputs.shape[-1])
             else:
                 kl = (q * (torch.log(q.clamp_min(1e-30)) - log_p)).sum(dim=-1)
             return kl - threshold
@@ -117,6 +127,7 @@ class OutputThreshold:
     """Reachability: a class probability or logit stays below (``<``) or above (``>``) a threshold.
 
     s = threshold - v for ``<`` and v - threshold for ``>``; ``index`` None means the input's label.
+    The boundary itself counts as safe (s = 0).
     """
 
     fn: str  # prob | logit
@@ -124,14 +135,14 @@ class OutputThreshold:
     cmp: str  # < | <= | > | >=
     threshold: float
 
-    def bind(self, ctx: CentreContext, outputs_are_logits: bool) -> SFunction:
-        index = ctx.label if self.index is None else self.index
+    def bind(self, centres: Centres, outputs_are_logits: bool) -> SFunction:
+        index = centres.labels if self.index is None else torch.full_like(centres.labels, self.index)
         reading = "probabilities" if self.fn == "prob" else "logits"
         below = self.cmp in ("<", "<=")
         threshold = self.threshold
 
         def s(outputs: torch.Tensor) -> torch.Tensor:
-            v = _read(outputs, reading, outputs_are_logits)[:, index]
+            v = _pick(_read(outputs, reading, outputs_are_logits), index)
             return threshold - v if below else v - threshold
 
         return s
@@ -149,12 +160,12 @@ class OutputValue:
     index: int | None
     tolerance: float
 
-    def bind(self, ctx: CentreContext, outputs_are_logits: bool) -> SFunction:
-        index = ctx.label if self.index is None else self.index
+    def bind(self, centres: Centres, outputs_are_logits: bool) -> SFunction:
+        index = centres.labels if self.index is None else torch.full_like(centres.labels, self.index)
         reading = "probabilities" if self.fn == "prob" else "logits"
 
         def value(outputs: torch.Tensor) -> torch.Tensor:
-            return _read(outputs, reading, outputs_are_logits)[:, index]
+            return _pick(_read(outputs, reading, outputs_are_logits), index)
 
         return value
 

@@ -1,0 +1,7 @@
+"""python -m nnspec"""
+
+import sys
+
+from nnspec.cli.main import main
+
+sys.exit(main())

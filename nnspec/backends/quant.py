@@ -1,0 +1,367 @@
+"""DeepQuant quantification by tensor-parallel MADS (paper 000, sections 4-5).
+
+For every centre x of the task, all at once (one model call per iteration for all centres):
+
+1. *violation search*: MADS minimises s over the region, stopping a centre once s < 0;
+2. *Lipschitzian metric*: MADS maximises |s(x) - s(y)| / ||x - y|| (the paper's objective w,
+   inverted) for the centres without a violation;
+3. *witness refinement*: for centres with a violation, a line search along centre -> witness and a
+   MADS that minimises the distance subject to s < 0 (extreme barrier).
+
+Every evaluated point in the region feeds both Q^ (the largest slope seen) and the witness tracker
+(the closest point with s < 0). The radius estimate is min(d, s(x) / Q^, closest witness); the
+closest witness's distance is an upper bound. Nothing here is a proof: Q^ is a sample maximum.
+L-inf regions are boxes. L1/L2 regions are handled by projection onto the ball (clipped to the
+domain, which keeps points feasible) or by the paper's augmented Lagrangian (``constraint=auglag``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from nnspec.backends.base import BoundTask
+from nnspec.backends.registry import MADS
+from nnspec.models.model import Model
+from nnspec.properties.expressions import Centres
+from nnspec.properties.regions import distance
+from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
+from nnspec.solvers import auglag
+from nnspec.solvers.mads import BatchedMads, MadsOptions
+from nnspec.solvers.projection import project_ball
+
+PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35}  # of the budget; refinement gets what is left
+# A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
+# confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
+WITNESS_SLACK = 1e-5
+
+
+@dataclass
+class _Tracker:
+    """Everything learnt from evaluated points, per centre."""
+
+    s0: torch.Tensor  # (P,)
+    q_hat: torch.Tensor  # (P,) largest slope seen
+    min_s: torch.Tensor  # (P,)
+    max_s: torch.Tensor  # (P,)
+    argmin: torch.Tensor  # (P, n)
+    argmax: torch.Tensor  # (P, n)
+    best_dist: torch.Tensor  # (P,) closest violation, inf if none
+    best_x: torch.Tensor  # (P, n)
+    best_s: torch.Tensor  # (P,)
+    queries: torch.Tensor  # (P,) long
+    trace: list[list[dict]]
+
+
+class QuantBackend:
+    info = MADS
+
+    def run(self, task: BoundTask, model: Model) -> list[Outcome]:
+        return _Quantification(task, model).run()
+
+
+class _Quantification:
+    def __init__(self, task: BoundTask, model: Model):
+        self.task, self.model = task, model
+        self.prop = task.prop
+        self.ball = task.prop.region
+        self.opts = task.options
+        self.started = time.perf_counter()
+        P = task.centres.shape[0]
+        self.P = P
+        self.shape = tuple(task.centres.shape[1:])
+        self.x0 = task.centres.reshape(P, -1).to(torch.float64)
+        n = self.x0.shape[1]
+        mask = torch.ones(self.shape, dtype=torch.float64) if self.ball.window is None else \
+            self.ball.window.mask(self.shape).to(torch.float64)
+        self.free = mask.reshape(-1).nonzero().flatten()  # dimensions the search may move
+        lo = task.lower.to(torch.float64).expand(n)
+        hi = task.upper.to(torch.float64).expand(n)
+        d = self.ball.radius
+        self.box_lo = torch.maximum(self.x0 - d, lo)[:, self.free]
+        self.box_hi = torch.minimum(self.x0 + d, hi)[:, self.free]
+        self.budget = int(self.opts["budget"])
+        self.is_range = self.prop.kind == "range"
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _embed(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Free-coordinate points y (A, K, f) -> full points (A, K, n)."""
+        full = self.x0[idx, None, :].expand(-1, y.shape[1], -1).clone()
+        full[:, :, self.free] = y
+        return full
+
+    def _outputs(self, idx: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        a, k, n = full.shape
+        out = self.model(full.reshape((a * k,) + self.shape).to(self.model.dtype))
+        return out.reshape(a, k, -1).to(torch.float64)
+
+    def _s(self, idx: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        padded = torch.zeros((self.P,) + tuple(outputs.shape[1:]), dtype=outputs.dtype)
+        padded[idx] = outputs
+        return self.s_fn(padded)[idx]
+
+    def evaluate(self, idx: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """s and distance at points y (A, K, f); records every point in the region."""
+        full = self._embed(idx, y)
+        s = self._s(idx, self._outputs(idx, full))
+        dist = distance((full - self.x0[idx, None, :]).reshape(-1, full.shape[2]), self.ball.norm)
+        dist = dist.reshape(s.shape)
+        self._record(idx, full, s, dist)
+        return s, dist
+
+    def _record(self, idx, full, s, dist) -> None:
+        t = self.tracker
+        inside = dist <= self.ball.radius * (1 + 1e-9)
+        s_in = torch.where(inside, s, torch.full_like(s, math.nan))
+        t.queries[idx] += s.shape[1]
+        slope = ((s - t.s0[idx, None]).abs() / dist.clamp_min(1e-12)).where(inside & (dist > 0), torch.zeros_like(s))
+        t.q_hat[idx] = torch.maximum(t.q_hat[idx], slope.amax(dim=1))
+        low = s_in.nan_to_num(math.inf).min(dim=1)
+        better = low.values < t.min_s[idx]
+        t.min_s[idx] = torch.where(better, low.values, t.min_s[idx])
+        ar = torch.arange(len(idx))
+        t.argmin[idx[better]] = full[ar, low.indices][better]
+        high = s_in.nan_to_num(-math.inf).max(dim=1)
+        higher = high.values > t.max_s[idx]
+        t.max_s[idx] = torch.where(higher, high.values, t.max_s[idx])
+        t.argmax[idx[higher]] = full[ar, high.indices][higher]
+        if not self.is_range:
+            viol_dist = torch.where(inside & (s < -WITNESS_SLACK), dist, torch.full_like(dist, math.inf))
+            close = viol_dist.min(dim=1)
+            closer = close.values < t.best_dist[idx]
+            t.best_dist[idx] = torch.where(closer, close.values, t.best_dist[idx])
+            t.best_x[idx[closer]] = full[ar, close.indices][closer]
+            t.best_s[idx[closer]] = s[ar, close.indices][closer]
+        for j, p in enumerate(idx.tolist()):
+            t.trace[p].append({"queries": int(t.queries[p]), "min_s": float(t.min_s[p]),
+                               "q_hat": float(t.q_hat[p]), "estimate": self._estimate(p),
+                               "upper": _finite(float(t.best_dist[p]))})
+
+    def _estimate(self, p: int) -> float | None:
+        if self.is_range:
+            return None
+        t, d = self.tracker, self.ball.radius
+        s0 = float(t.s0[p])
+        if s0 < 0:
+            return 0.0
+        est = d if float(t.q_hat[p]) <= 0 else min(d, s0 / float(t.q_hat[p]))
+        return min(est, float(t.best_dist[p]))
+
+    # ------------------------------------------------------------------ phases
+
+    def run(self) -> list[Outcome]:
+        task = self.task
+        centre_out = self.model(task.centres.to(self.model.dtype)).to(torch.float64)
+        ref_out = None
+        if task.reference is not None:
+            ref_out = self.model(task.reference.to(self.model.dtype)).to(torch.float64)
+        centres = Centres(task.labels, centre_out, ref_out)
+        self.s_fn = self.prop.expression.bind(centres, task.outputs_are_logits)
+        s0 = self.s_fn(centre_out[:, None, :])[:, 0]
+        P, n = self.x0.shape
+        self.tracker = _Tracker(
+            s0=s0, q_hat=torch.zeros(P, dtype=torch.float64), min_s=s0.clone(), max_s=s0.clone(),
+            argmin=self.x0.clone(), argmax=self.x0.clone(),
+            best_dist=torch.full((P,), math.inf, dtype=torch.float64), best_x=self.x0.clone(),
+            best_s=torch.zeros(P, dtype=torch.float64), queries=torch.ones(P, dtype=torch.long) + (ref_out is not None),
+            trace=[[] for _ in range(P)])
+        if not self.is_range:
+            at_centre = s0 < 0
+            self.tracker.best_dist[at_centre] = 0.0
+            self.tracker.best_s[at_centre] = s0[at_centre]
+        stops = ["" for _ in range(P)]
+        if self.is_range:
+            self._phase_range(stops)
+        else:
+            self._phase_search(stops)
+            self._phase_lipschitz(stops)
+            self._phase_refine(stops)
+        return self._outcomes(centre_out, stops)
+
+    def _remaining(self) -> torch.Tensor:
+        return (self.budget - self.tracker.queries).clamp_min(0)
+
+    def _mads_options(self, max_evals: int, target: float, seed_offset: int) -> MadsOptions:
+        o = self.opts
+        remaining_time = 0.0
+        if o.get("time"):
+            remaining_time = max(o["time"] * self.P - (time.perf_counter() - self.started), 1e-3)
+        return MadsOptions(max_evals=max_evals, max_seconds=remaining_time, poll=o["poll"],
+                           directions=o["directions"], search=o["search"], tolerance=o["tolerance"],
+                           target=target, seed=o["seed"] * 7919 + seed_offset)
+
+    def _run_mads(self, idx: torch.Tensor, start: torch.Tensor, objective, max_evals: int, target: float,
+                  seed_offset: int, stops: list[str]) -> BatchedMads | None:
+        """Run MADS for the centres idx from start (A, f); objective(idx, y) -> values (A', K)."""
+        if idx.numel() == 0 or max_evals < 2:
+            return None
+        opts = self._mads_options(max_evals, target, seed_offset)
+        f0 = objective(idx, start[:, None, :])[:, 0]
+        project = self._projection(idx) if self.ball.norm in ("l1", "l2") else None
+        solver = BatchedMads(start.clone(), f0, self.box_lo[idx], self.box_hi[idx], opts, project)
+        while not solver.done():
+            active, cand = solver.ask()
+            if active.numel() == 0:
+                break
+            solver.tell(objective(idx[active], cand))
+        for j, res in enumerate(solver.results()):
+            stops[int(idx[j])] = res.stop.value
+        return solver
+
+    def _projection(self, idx: torch.Tensor):
+        if self.opts["constraint"] == "auglag":
+            return None
+        norm, d = self.ball.norm, self.ball.radius
+        x0f = self.x0[:, self.free]
+
+        def project(cand: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            rows = idx[active]
+            centre = x0f[rows, None, :]
+            moved = centre + project_ball(cand - centre, norm, d)
+            return torch.maximum(torch.minimum(moved, self.box_hi[rows, None, :]), self.box_lo[rows, None, :])
+
+        return project
+
+    def _with_constraint(self, objective):
+        """For constraint=auglag on L1/L2: wrap an objective in the modified barrier, outer loop
+        driven by ``_auglag_rounds``; otherwise the objective itself."""
+        if self.ball.norm not in ("l1", "l2") or self.opts["constraint"] != "auglag":
+            return objective, None
+        state = {"lam": torch.ones(self.P, dtype=torch.float64),
+                 "shift": torch.full((self.P,), 0.5 * self.ball.radius, dtype=torch.float64)}
+
+        def wrapped(idx, y):
+            values, dist = objective(idx, y, with_dist=True)
+            c = dist - self.ball.radius
+            return auglag.barrier(values, c, state["lam"][idx], state["shift"][idx])
+
+        return wrapped, state
+
+    def _solve(self, idx, start, objective, budget, target, seed, stops) -> None:
+        """One minimisation for the centres idx, with the constraint handling of the ball."""
+        wrapped, state = self._with_constraint(objective)
+        if state is None:
+            self._run_mads(idx, start, lambda i, y: objective(i, y), budget, target, seed, stops)
+            return
+        rounds = 4
+        x = start.clone()
+        for r in range(rounds):
+            solver = self._run_mads(idx, x, wrapped, max(budget // rounds, 2), target, seed + r, stops)
+            if solver is None:
+                return
+            x = solver.x.clone()
+            full = self._embed(idx, x[:, None, :])[:, 0]
+            c = distance(full - self.x0[idx], self.ball.norm) - self.ball.radius
+            state["lam"][idx], state["shift"][idx] = auglag.update(state["lam"][idx], state["shift"][idx], c)
+
+    def _phase_search(self, stops: list[str]) -> None:
+        idx = (self.tracker.s0 >= 0).nonzero().flatten()
+        budget = int(self.budget * PHASE_SHARE["search"])
+
+        def objective(i, y, with_dist=False):
+            s, dist = self.evaluate(i, y)
+            return (s, dist) if with_dist else s
+
+        self._solve(idx, self.x0[idx][:, self.free], objective, budget, -WITNESS_SLACK, 1, stops)
+
+    def _phase_lipschitz(self, stops: list[str]) -> None:
+        t = self.tracker
+        idx = ((t.s0 >= 0) & torch.isinf(t.best_dist)).nonzero().flatten()
+        budget = int(self.budget * PHASE_SHARE["lipschitz"])
+        budget = min(budget, int(self._remaining()[idx].min()) if idx.numel() else 0)
+
+        def objective(i, y, with_dist=False):
+            s, dist = self.evaluate(i, y)
+            slope = -(s - t.s0[i, None]).abs() / dist.clamp_min(1e-12)
+            slope = torch.where(dist > 0, slope, torch.zeros_like(slope))
+            return (slope, dist) if with_dist else slope
+
+        self._solve(idx, self.x0[idx][:, self.free], objective, budget, -math.inf, 2, stops)
+
+    def _phase_refine(self, stops: list[str]) -> None:
+        t = self.tracker
+        idx = (torch.isfinite(t.best_dist) & (t.best_dist > 0)).nonzero().flatten()
+        if idx.numel() == 0 or not self.opts["refine"]:
+            return
+        self._line_search(idx)
+        budget = int(self._remaining()[idx].min())
+        if budget < 4:
+            return
+        big = 10.0 * self.ball.radius + 1.0
+
+        def objective(i, y, with_dist=False):
+            s, dist = self.evaluate(i, y)
+            value = torch.where(s < -WITNESS_SLACK, dist, big + dist)
+            return (value, dist) if with_dist else value
+
+        self._run_mads(idx, t.best_x[idx][:, self.free], objective, budget, -math.inf, 3, stops)
+
+    def _line_search(self, idx: torch.Tensor, points: int = 12, rounds: int = 2) -> None:
+        """Bisection-like scan of the segment centre -> witness, all centres in one call per round."""
+        t = self.tracker
+        lo = torch.zeros(len(idx), dtype=torch.float64)
+        hi = torch.ones(len(idx), dtype=torch.float64)
+        for _ in range(rounds):
+            if int(self._remaining()[idx].min()) < points:
+                return
+            ts = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0, 1, points + 2, dtype=torch.float64)[None, 1:-1]
+            start = self.x0[idx][:, self.free]
+            target = t.best_x[idx][:, self.free]
+            y = start[:, None, :] + ts[:, :, None] * (target - start)[:, None, :]
+            s, _ = self.evaluate(idx, y)
+            viol = s < -WITNESS_SLACK
+            first = torch.where(viol.any(dim=1), viol.to(torch.float64).argmax(dim=1), torch.full_like(lo, points).long())
+            ar = torch.arange(len(idx))
+            prev = torch.where(first > 0, ts[ar, (first - 1).clamp_min(0)], lo)
+            found = viol.any(dim=1)
+            hi = torch.where(found, ts[ar, first.clamp_max(points - 1)], hi)
+            lo = torch.where(found, prev, lo)
+
+    def _phase_range(self, stops: list[str]) -> None:
+        half = int(self.budget * 0.5)
+        idx = torch.arange(self.P)
+        start = self.x0[:, self.free]
+
+        def low(i, y, with_dist=False):
+            s, dist = self.evaluate(i, y)
+            return (s, dist) if with_dist else s
+
+        def high(i, y, with_dist=False):
+            s, dist = self.evaluate(i, y)
+            return (-s, dist) if with_dist else -s
+
+        self._solve(idx, start, low, half, -math.inf, 4, stops)
+        self._solve(idx, start, high, int(self._remaining().min()), -math.inf, 5, stops)
+
+    # ------------------------------------------------------------------ results
+
+    def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
+        t = self.tracker
+        seconds = (time.perf_counter() - self.started) / self.P
+        out = []
+        for p in range(self.P):
+            trace = t.trace[p]
+            common = dict(s_centre=float(t.s0[p]), queries=int(t.queries[p]), seconds=seconds,
+                          stop=stops[p] or "none", centre_output=centre_out[p].tolist(),
+                          lipschitz=float(t.q_hat[p]), min_s=float(t.min_s[p]), trace=trace)
+            if self.is_range:
+                out.append(Outcome(Verdict.QUANTIFIED, bounds=RadiusBounds(), witness=None,
+                                   value_range=(float(t.min_s[p]), float(t.max_s[p])), **common))
+                continue
+            witness = None
+            if math.isfinite(float(t.best_dist[p])):
+                x = t.best_x[p].reshape(self.shape)
+                witness = Witness(x=x.tolist(), distance=float(t.best_dist[p]), s=float(t.best_s[p]),
+                                  output=[], confirmed=False)
+            bounds = RadiusBounds(estimate=self._estimate(p), upper=_finite(float(t.best_dist[p])))
+            verdict = Verdict.VIOLATED if witness else Verdict.NO_VIOLATION_FOUND
+            out.append(Outcome(verdict, bounds=bounds, witness=witness, **common))
+        return out
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None

@@ -1,0 +1,234 @@
+"""`nnspec` commands. Thin: each parses options, calls one library function, prints.
+
+Exit codes are decided here and only here (see ``nnspec.errors.ExitCode``): 0 all pass, 1 some
+property failed, 2 bad input or usage, 3 internal error, 130 interrupted. Input errors print as one
+line (spec errors also show the source line and a caret); tracebacks only for internal errors,
+and only with NNSPEC_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from nnspec import __version__
+from nnspec.errors import ExitCode, InputError, NnspecError, SpecError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Safety specs as code for neural networks.")
+err_console = Console(stderr=True, highlight=False)
+
+
+def _overrides(values: list[str]) -> dict:
+    from nnspec.semantics.values import parse_override
+
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE")
+        out[name.strip()] = parse_override(value.strip())
+    return out
+
+
+@app.command()
+def check(
+    paths: List[str] = typer.Argument(..., help="spec files or folders (searched for *.nnspec)"),
+    model: List[str] = typer.Option([], "--model", "-m", help="model file; overrides the spec's; repeat to compare"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results JSON (and a .jsonl as tasks finish)"),
+    html: Optional[Path] = typer.Option(None, "--html", help="write the self-contained HTML report"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML for CI"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed for every solver (default: the spec's, else 0)"),
+    budget: Optional[int] = typer.Option(None, "--budget", help="model queries per input, for every property"),
+    set_: List[str] = typer.Option([], "--set", help="override a spec 'param': --set eps=0.05"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+    float64: bool = typer.Option(False, "--float64", help="evaluate the network in float64"),
+    require_proven: bool = typer.Option(False, "--require-proven", help="'no violation found' is not enough"),
+    cross_check: bool = typer.Option(False, "--cross-check", help="re-check witnesses on onnxruntime too"),
+) -> None:
+    """Check specs against a model; exit 0 when every property passes, 1 when one fails."""
+    from nnspec.pipeline import CheckOptions, check as run_check
+
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed {seed}: must be >= 0")
+    if budget is not None and budget < 10:
+        raise UsageError(f"--budget {budget}: must be at least 10 queries")
+    _check_device(device)
+    options = CheckOptions(models=list(model), overrides=_overrides(set_), seed=seed, budget=budget,
+                           device=device, float64=float64, require_proven=require_proven,
+                           cross_check=cross_check, json_path=json_out)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    progress = _progress(console)
+    result, pending = None, None
+    try:
+        result = run_check(paths, options, on_task=progress)
+    except BaseException as err:  # reports are still written from what finished
+        result, pending = getattr(err, "partial_result", None), err
+    if result is not None:
+        _write_reports(result, html, junit)
+        from nnspec.report.terminal import print_summary
+
+        print_summary(console, result)
+        for path, what in ((json_out, "results"), (html, "report"), (junit, "junit")):
+            if path is not None:
+                console.print(f"{what}: {path}")
+    if pending is not None:
+        raise pending
+    raise typer.Exit(int(result.exit_code()))
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+
+
+def _progress(console: Console):
+    def on_task(task, done: int, total: int) -> None:
+        prop = task.prop
+        console.print(f"[{done + 1}/{total}] {task.module.file}:{prop.span.line} {prop.name} "
+                      f"on {Path(task.inputs.path).name} ({task.backend})", highlight=False)
+    return on_task
+
+
+def _write_reports(result, html: Optional[Path], junit: Optional[Path]) -> None:
+    if html is not None:
+        from nnspec.report.html import write_html
+
+        write_html(result, html)
+    if junit is not None:
+        from nnspec.report.junit import write_junit
+
+        write_junit(result, junit)
+
+
+@app.command()
+def explain(
+    file: Path = typer.Argument(..., help="a spec file"),
+    set_: List[str] = typer.Option([], "--set", help="override a spec 'param'"),
+) -> None:
+    """Print what each property compiles to: expression, region, inputs, requirements, solver plan."""
+    from nnspec.pipeline import collect, load_specs
+    from nnspec.planning.explain import explain as render
+    from nnspec.planning.plan import plan
+
+    modules = load_specs(collect([str(file)]), _overrides(set_))
+    typer.echo(render(modules, plan(modules)), nl=False)
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="a model file (.onnx, .pt, .pt2)"),
+    cross_check: bool = typer.Option(False, "--cross-check", help="compare with onnxruntime on random inputs"),
+    lo: float = typer.Option(0.0, "--low", help="domain low for the cross-check inputs"),
+    hi: float = typer.Option(1.0, "--high", help="domain high for the cross-check inputs"),
+) -> None:
+    """Describe a model: input shape, outputs, operators, batching; exit 2 if it is unusable."""
+    import torch
+
+    from nnspec.models.loading import load_model
+
+    m = load_model(model)
+    typer.echo(f"model:      {m.name}\nsha256:     {m.sha256}\ninput:      {tuple(m.input_shape)} "
+               f"({m.n_inputs} values)\noutputs:    {m.n_outputs}\nbatching:   {m.batching}")
+    if m.operators:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(m.operators.items()))
+        typer.echo(f"operators:  {ops}")
+    if cross_check:
+        from nnspec.models.crosscheck import max_difference
+
+        diff = max_difference(model, m, torch.full((m.n_inputs,), lo, dtype=torch.float64),
+                              torch.full((m.n_inputs,), hi, dtype=torch.float64))
+        typer.echo(f"onnxruntime: max |difference| {diff:.3g} on 16 random inputs in [{lo:g}, {hi:g}]")
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="a results .json (or the .jsonl of an interrupted run)"),
+    html: Optional[Path] = typer.Option(None, "--html", help="write the HTML report here"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here"),
+) -> None:
+    """Rebuild reports from a results file."""
+    from nnspec.results.store import load_results
+
+    if html is None and junit is None:
+        raise UsageError("nothing to write: give --html and/or --junit")
+    result = load_results(results)
+    _write_reports(result, html, junit)
+    for path in (html, junit):
+        if path is not None:
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
+def version() -> None:
+    """Print the nnspec version."""
+    typer.echo(__version__)
+
+
+def _print_error(err: NnspecError) -> None:
+    if isinstance(err, SpecError):
+        from nnspec.syntax.diagnostics import render
+
+        sources: dict[str, str | None] = {}
+        for diag in err.diagnostics:
+            f = diag.span.file
+            if f not in sources:
+                try:
+                    sources[f] = Path(f).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    sources[f] = None
+            err_console.print(render(diag, sources[f]), markup=False)
+        return
+    err_console.print(err.one_line(), markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns (and, as a script, exits with) the exit code."""
+    try:
+        app(args=argv, prog_name="nnspec", standalone_mode=False)
+        code = ExitCode.OK
+    except typer.Exit as done:
+        code = done.exit_code
+    except typer.Abort:
+        code = ExitCode.INTERRUPTED
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished results were kept", markup=False)
+        code = ExitCode.INTERRUPTED
+    except InputError as err:
+        _print_error(err)
+        code = err.exit_code
+    except NnspecError as err:
+        err_console.print(f"internal error: {err}", markup=False)
+        code = ExitCode.INTERNAL
+    except Exception as err:
+        if _is_cli_usage_error(err):  # typer's (vendored click's) parsing errors
+            err_console.print(f"error: {err.format_message()}", markup=False)
+            return int(ExitCode.USAGE)
+        # a bug in nnspec: say so, show the traceback only on request
+        err_console.print(f"internal error: {type(err).__name__}: {err} "
+                          "(set NNSPEC_DEBUG=1 for the traceback)", markup=False)
+        if os.environ.get("NNSPEC_DEBUG"):
+            traceback.print_exc()
+        code = ExitCode.INTERNAL
+    return int(code)
+
+
+def _is_cli_usage_error(err: Exception) -> bool:
+    module = type(err).__module__
+    return hasattr(err, "format_message") and (module.startswith("typer") or module.startswith("click"))
+
+
+def run() -> None:  # pragma: no cover - the console script
+    sys.exit(main())

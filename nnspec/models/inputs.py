@@ -1,0 +1,161 @@
+"""Input sets: .npy, .npz (named arrays), PNG/JPEG files and folders, IDX (MNIST format, gz or not).
+
+``load_input_set`` returns the raw array and labels as stored (selection applied); ``fit_to_model``
+then brings them to the model's input shape (layout, singleton dimensions) or says, in one line
+naming both shapes and the spec line, why it cannot.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnspec.errors import DataError
+from nnspec.properties.spec import InputSetSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class InputSet:
+    x: np.ndarray  # (N, *shape) float32
+    labels: np.ndarray | None  # (N,) int64
+    ids: tuple[str, ...]  # one name per input, e.g. "digits_test.npz[3]"
+    source: str
+
+
+def load_input_set(spec: InputSetSpec) -> InputSet:
+    path = Path(spec.path)
+    where = f"{spec.span}"
+    if not path.exists():
+        raise DataError(f"{where}: input file not found: {path}")
+    x, arrays = _read(path, spec.key, where)
+    labels = _labels(spec, arrays, where)
+    if labels is not None and len(labels) != len(x):
+        raise DataError(f"{where}: {len(labels)} labels for {len(x)} inputs")
+    index = np.arange(len(x))
+    if spec.first is not None:
+        index = index[: spec.first]
+    if spec.select is not None:
+        bad = [i for i in spec.select if i >= len(x)]
+        if bad:
+            raise DataError(f"{where}: select index {bad[0]} out of range: {path.name} has {len(x)} inputs")
+        index = np.asarray(spec.select)
+    x = x[index].astype(np.float32)
+    if spec.scale is not None:
+        x = x / np.float32(spec.scale)
+    if spec.layout == "hwc" and x.ndim == 4:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    ids = tuple(f"{path.name}[{i}]" for i in index.tolist())
+    return InputSet(x, None if labels is None else labels[index], ids, str(path))
+
+
+def _read(path: Path, key: str | None, where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    name = path.name.lower()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{where}: no image files in folder {path}")
+        return np.stack([_image(p, where) for p in files]), {}
+    if name.endswith(".npy"):
+        return _npy(path, where), {}
+    if name.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as err:
+            raise DataError(f"{where}: cannot read {path} ({err})") from None
+        if key is None:
+            if len(arrays) != 1:
+                raise DataError(f"{where}: {path.name} holds arrays {', '.join(sorted(arrays))}; "
+                                "name one with 'key'")
+            key = next(iter(arrays))
+        if key not in arrays:
+            raise DataError(f"{where}: {path.name} has no array '{key}' (it has {', '.join(sorted(arrays))})")
+        return arrays[key], arrays
+    if "idx" in name or name.endswith("-ubyte") or name.endswith("-ubyte.gz"):
+        return read_idx(path, where).astype(np.float32) / 255.0, {}
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _image(path, where)[None], {}
+    raise DataError(f"{where}: unknown input format '{path.suffix}' (use .npy, .npz, images, a folder or IDX)")
+
+
+def _npy(path: Path, where: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise DataError(f"{where}: cannot read {path} ({err})") from None
+
+
+def _image(path: Path, where: str) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with torchvision
+        raise DataError(f"{where}: reading images needs Pillow") from None
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L") if img.mode in ("L", "1", "P") else img.convert("RGB"))
+    except Exception as err:
+        raise DataError(f"{where}: cannot read image {path} ({err})") from None
+    arr = arr.astype(np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def read_idx(path: Path, where: str = "") -> np.ndarray:
+    """The IDX format of the MNIST files: magic (0, 0, type, ndim), big-endian sizes, data."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as err:
+        raise DataError(f"{where}: cannot read {path} ({err})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{where}: {path.name} is not an IDX file")
+    types = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if raw[2] not in types:
+        raise DataError(f"{where}: {path.name}: unknown IDX data type {raw[2]:#x}")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=types[raw[2]], offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{where}: {path.name}: IDX header says {dims} but holds {data.size} values")
+    return data.reshape(dims)
+
+
+def _labels(spec: InputSetSpec, arrays: dict[str, np.ndarray], where: str) -> np.ndarray | None:
+    src = spec.labels
+    if src.kind in ("none", "predicted"):
+        return None
+    if src.kind == "list":
+        return np.asarray(src.value, dtype=np.int64)
+    if src.kind == "key":
+        if src.value not in arrays:
+            raise DataError(f"{src.span}: no label array '{src.value}' in {Path(spec.path).name}")
+        return np.asarray(arrays[src.value]).astype(np.int64).reshape(-1)
+    path = Path(src.value)
+    if not path.exists():
+        raise DataError(f"{src.span}: label file not found: {path}")
+    if "idx" in path.name or "ubyte" in path.name:
+        return read_idx(path, str(src.span)).astype(np.int64)
+    return _npy(path, str(src.span)).astype(np.int64).reshape(-1)
+
+
+def fit_to_model(x: np.ndarray, input_shape: tuple[int, ...], where: str, model_name: str) -> np.ndarray:
+    """Bring (N, *data_shape) to (N, *input_shape): equal sizes up to singleton dimensions or a
+    plain flatten/unflatten. Anything else is an error naming both shapes."""
+    data_shape = tuple(x.shape[1:])
+    if data_shape == tuple(input_shape):
+        return x
+    squeeze = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
+    size = int(np.prod(input_shape))
+    same_core = squeeze(data_shape) == squeeze(input_shape)
+    flat = int(np.prod(data_shape)) == size and (len(data_shape) == 1 or len(squeeze(input_shape)) == 1)
+    if same_core or flat:
+        return x.reshape((x.shape[0],) + tuple(input_shape))
+    hint = ""
+    if x.ndim == 4 and (x.shape[3],) + x.shape[1:3] == tuple(input_shape):
+        hint = " (the data looks HWC: add 'layout hwc')"
+    raise DataError(f"{where}: inputs have shape {data_shape} but {model_name} expects {tuple(input_shape)}{hint}")

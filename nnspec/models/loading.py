@@ -1,0 +1,207 @@
+"""Loading networks: ONNX (through onnx2torch), TorchScript / torch.export archives, nn.Module.
+
+Real ONNX files are messy: a fixed batch size of 1, ``Reshape`` to a hard-coded ``[1, ...]``, old
+opsets that onnx2torch cannot convert. ``load_onnx`` repairs what it safely can (opset upgrade,
+symbolic batch dimension, leading 1 of constant Reshape shapes turned into 0 = "copy the batch
+size"), checks that a batch of inputs gives the same outputs as one input at a time, and falls back
+to a per-input loop only when the rewritten graph does not batch, saying so in ``Model.batching``.
+Nothing is ever unpickled from a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nnspec.errors import ModelError
+from nnspec.models.model import Model
+
+MIN_OPSET = 13
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, device: str = "cpu",
+               dtype: torch.dtype = torch.float32, max_batch: int = 4096) -> Model:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return load_onnx(path, device=device, dtype=dtype, max_batch=max_batch)
+    if suffix in (".pt", ".pt2", ".ts"):
+        return load_torch_archive(path, input_shape, device=device, dtype=dtype, max_batch=max_batch)
+    raise ModelError(f"{path}: unknown model format '{suffix}' (use .onnx, .pt (TorchScript) or .pt2 (torch.export))")
+
+
+def from_module(module: nn.Module, input_shape: tuple[int, ...], *, name: str = "module",
+                device: str = "cpu", dtype: torch.dtype = torch.float32, max_batch: int = 4096) -> Model:
+    """Wrap a plain nn.Module (Python API)."""
+    n_out = _output_count(module, input_shape, dtype)
+    return Model(module, input_shape, n_out, name=name, device=device, dtype=dtype, max_batch=max_batch)
+
+
+# ---------------------------------------------------------------------- ONNX
+
+
+def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+              max_batch: int = 4096) -> Model:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # onnx raises DecodeError and others for corrupt files
+        raise ModelError(f"{path}: not a readable ONNX file ({type(err).__name__}: {err})") from None
+    proto = _upgrade_opset(proto, path)
+    inputs = _real_inputs(proto)
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise ModelError(f"{path}: nnspec needs a network with exactly one input, this one has: {names}")
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
+        raise ModelError(f"{path}: input '{inputs[0].name}' has shape {dims}; nnspec needs a batch "
+                         "dimension followed by fixed sizes")
+    input_shape = tuple(dims[1:])
+    operators = dict(Counter(node.op_type for node in proto.graph.node))
+    fixed_batch = dims[0] > 0
+    original = _convert(proto, path)
+    batched = _convert(_make_batchable(proto), path) if fixed_batch else original
+    batching = "rewritten" if fixed_batch else "native"
+    if not _batches_correctly(batched, original, input_shape):
+        batched, batching = _PerInputLoop(original), "loop"
+    n_out = _output_count(batched, input_shape, torch.float32)
+    return Model(batched, input_shape, n_out, name=path.name, sha256=sha256_of(path), device=device,
+                 dtype=dtype, max_batch=max_batch, batching=batching, operators=operators)
+
+
+def _upgrade_opset(proto, path: Path):
+    from onnx import version_converter
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset >= MIN_OPSET:
+        return proto
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as err:
+        raise ModelError(f"{path}: opset {opset} could not be upgraded to {MIN_OPSET} ({err})") from None
+
+
+def _real_inputs(proto):
+    initializers = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def _make_batchable(proto):
+    """A copy whose batch dimension is symbolic and whose constant Reshape shapes copy it."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    graph = proto.graph
+    for value in list(_real_inputs(proto)) + list(graph.output):
+        dim0 = value.type.tensor_type.shape.dim[0]
+        dim0.Clear()
+        dim0.dim_param = "N"
+    del graph.value_info[:]  # stale shapes that still say batch 1
+    shapes = {init.name: init for init in graph.initializer}
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        if name in shapes:
+            arr = numpy_helper.to_array(shapes[name]).copy()
+            if arr.ndim == 1 and arr.size > 1 and arr[0] == 1:
+                arr[0] = 0
+                shapes[name].CopyFrom(numpy_helper.from_array(arr, name))
+        elif name in constants:
+            attr = constants[name].attribute[0]
+            arr = numpy_helper.to_array(attr.t).copy()
+            if arr.ndim == 1 and arr.size > 1 and arr[0] == 1:
+                arr[0] = 0
+                attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
+    return proto
+
+
+def _convert(proto, path: Path) -> nn.Module:
+    from onnx2torch import convert
+
+    try:
+        return convert(proto).eval()
+    except NotImplementedError as err:
+        text = str(err)
+        op = re.search(r"operation_type='([^']+)'", text)
+        version = re.search(r"version=(\d+)", text)
+        node = _node_of(proto, op.group(1)) if op else None
+        what = f"operator {op.group(1)}" + (f" (opset {version.group(1)})" if version else "") if op else text
+        where = f" at node '{node}'" if node else ""
+        raise ModelError(f"{path}: onnx2torch cannot convert {what}{where}") from None
+    except Exception as err:
+        raise ModelError(f"{path}: cannot convert the ONNX graph ({type(err).__name__}: {err})") from None
+
+
+def _node_of(proto, op_type: str) -> str | None:
+    node = next((n for n in proto.graph.node if n.op_type == op_type), None)
+    return (node.name or (node.output[0] if node.output else None)) if node else None
+
+
+def _batches_correctly(batched: nn.Module, single: nn.Module, input_shape, count: int = 3) -> bool:
+    x = torch.rand((count,) + tuple(input_shape), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            together = batched(x)
+            apart = torch.cat([single(x[i:i + 1]).reshape(1, -1) for i in range(count)])
+        return together.reshape(count, -1).shape == apart.shape and torch.allclose(
+            together.reshape(count, -1), apart, atol=1e-5, rtol=1e-4)
+    except Exception:
+        return False
+
+
+class _PerInputLoop(nn.Module):
+    """Last resort for graphs that will not batch: one forward per input."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.inner = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(x[i:i + 1]).reshape(1, -1) for i in range(x.shape[0])])
+
+
+def _output_count(module: nn.Module, input_shape, dtype) -> int:
+    with torch.inference_mode():
+        out = module(torch.zeros((1,) + tuple(input_shape), dtype=dtype))
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return int(out.numel())
+
+
+# ---------------------------------------------------------------------- torch archives
+
+
+def load_torch_archive(path: Path, input_shape, *, device: str, dtype, max_batch: int) -> Model:
+    if input_shape is None:
+        raise ModelError(f"{path}: a TorchScript/torch.export archive does not state its input shape; "
+                         "nnspec takes it from the spec's inputs")
+    try:
+        if path.suffix.lower() == ".pt2":
+            module = torch.export.load(str(path)).module()
+        else:
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:
+        raise ModelError(f"{path}: cannot load ({type(err).__name__}: {err}); nnspec loads TorchScript "
+                         ".pt and torch.export .pt2 archives, never pickled objects") from None
+    n_out = _output_count(module, input_shape, torch.float32)
+    return Model(module, tuple(input_shape), n_out, name=path.name, sha256=sha256_of(path),
+                 device=device, dtype=dtype, max_batch=max_batch)

@@ -1,0 +1,110 @@
+"""``Model``: evaluate a network on batches of inputs in the declared input space, and count.
+
+Every query goes through ``__call__``: inputs ``(B, *input_shape)`` in the spec's input space
+(before normalisation), outputs ``(B, m)``. The model chunks to ``max_batch``, applies the
+normalisation, runs under ``torch.inference_mode()``, checks that outputs are finite, counts
+``queries`` (inputs evaluated) and ``calls``, and enforces query and time budgets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nnspec.errors import BudgetExhausted, ModelError
+
+
+@dataclass
+class Budget:
+    """A per-task view: the model raises BudgetExhausted past these limits (0 = none)."""
+
+    max_queries: int = 0
+    max_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    queries: int = 0
+
+
+class Model:
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], n_outputs: int, *,
+                 name: str = "model", sha256: str = "", device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, max_batch: int = 4096, batching: str = "native",
+                 operators: dict[str, int] | None = None):
+        self.module = module.to(device=device, dtype=dtype).eval()
+        self.input_shape = tuple(input_shape)
+        self.n_outputs = n_outputs
+        self.name, self.sha256, self.device, self.dtype = name, sha256, device, dtype
+        self.max_batch = max_batch
+        self.batching = batching  # native | rewritten | loop
+        self.operators = operators or {}
+        self.queries = 0
+        self.calls = 0
+        self.seconds = 0.0
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
+        self.budget: Budget | None = None
+
+    # ------------------------------------------------------------------ configuration
+
+    def set_normalization(self, mean, std) -> None:
+        """Fold (x - mean) / std into the evaluation; one value per channel or one for all."""
+        shape = (-1,) + (1,) * (len(self.input_shape) - 1) if len(self.input_shape) > 1 else (-1,)
+        mean_t = torch.as_tensor(mean, dtype=self.dtype, device=self.device)
+        std_t = torch.as_tensor(std, dtype=self.dtype, device=self.device)
+        if mean_t.numel() > 1:
+            mean_t, std_t = mean_t.view(shape), std_t.view(shape)
+        self._mean, self._std = mean_t, std_t
+
+    @property
+    def n_inputs(self) -> int:
+        n = 1
+        for d in self.input_shape:
+            n *= d
+        return n
+
+    # ------------------------------------------------------------------ evaluation
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            x = x.reshape((x.shape[0],) + self.input_shape)
+        b = x.shape[0]
+        self._charge(b)
+        start = time.perf_counter()
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, b, self.max_batch):
+                chunk = x[i:i + self.max_batch].to(device=self.device, dtype=self.dtype)
+                if self._mean is not None:
+                    chunk = (chunk - self._mean) / self._std
+                out = self.module(chunk)
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                outs.append(out.reshape(chunk.shape[0], -1))
+        y = torch.cat(outs).to("cpu") if outs else torch.empty(0, self.n_outputs)
+        self.calls += 1
+        self.seconds += time.perf_counter() - start
+        bad = ~torch.isfinite(y).all(dim=1)
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            raise ModelError(f"{self.name}: non-finite output for input {first} of a batch of {b}")
+        return y
+
+    def _charge(self, b: int) -> None:
+        budget = self.budget
+        if budget is not None:
+            if budget.max_queries and budget.queries + b > budget.max_queries:
+                raise BudgetExhausted("query")
+            if budget.max_seconds and time.perf_counter() - budget.started > budget.max_seconds:
+                raise BudgetExhausted("time")
+            budget.queries += b
+        self.queries += b
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).argmax(dim=1)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "input_shape": list(self.input_shape),
+                "outputs": self.n_outputs, "batching": self.batching, "device": self.device,
+                "dtype": str(self.dtype).replace("torch.", "")}

@@ -1,0 +1,253 @@
+"""The spine: spec text -> parse tree -> AST -> property objects -> plan -> run -> confirm ->
+results -> reports. Each stage is a function of the previous stage's immutable output; this file
+only chains them, collects files, and makes sure what finished is kept when something breaks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from nnspec import __version__
+from nnspec.backends import registry
+from nnspec.backends.base import BoundTask
+from nnspec.errors import InputError, SpecError, UsageError, suggest
+from nnspec.models.bind import BoundInputs, bind_inputs, check_property, reference_inputs
+from nnspec.models.loading import load_model
+from nnspec.models.model import Budget, Model
+from nnspec.planning.plan import Plan, Task, plan
+from nnspec.properties.spec import SpecModule
+from nnspec.results.confirm import confirm
+from nnspec.results.records import Outcome
+from nnspec.results.run import RunResult, TaskRecord
+from nnspec.results.store import ResultStore
+from nnspec.results.verdicts import failures
+from nnspec.semantics import lower
+from nnspec.syntax.parser import parse_file
+
+SPEC_SUFFIX = ".nnspec"
+
+
+@dataclass
+class CheckOptions:
+    models: list[str] = field(default_factory=list)  # --model overrides (several: a comparison)
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set NAME=VALUE
+    seed: int | None = None
+    budget: int | None = None
+    device: str = "cpu"
+    float64: bool = False
+    require_proven: bool = False
+    cross_check: bool = False
+    json_path: Path | None = None
+
+
+# ---------------------------------------------------------------------- front end
+
+
+def collect(paths: list[str]) -> list[Path]:
+    """Spec files from files and folders (recursively), in a stable order."""
+    if not paths:
+        raise UsageError("no spec given: nnspec check PATH...")
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(p.rglob(f"*{SPEC_SUFFIX}")))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    if not found:
+        raise UsageError(f"no {SPEC_SUFFIX} files found in {', '.join(paths)}")
+    return found
+
+
+def load_specs(files: list[Path], overrides: dict[str, Any]) -> list[SpecModule]:
+    """Parse and lower every file; raises one SpecError holding the errors of all files."""
+    modules, found = [], []
+    for f in files:
+        try:
+            modules.append(lower(parse_file(f), overrides))
+        except SpecError as err:
+            found.extend(err.diagnostics)
+    if found:
+        raise SpecError(found)
+    params = {name for m in modules for name, _ in m.parameters}
+    for name in overrides:
+        if name not in params:
+            hint = suggest(name, params)
+            raise UsageError(f"--set {name}: no spec declares 'param {name}'" + (f" ({hint})" if hint else ""))
+    return modules
+
+
+# ---------------------------------------------------------------------- the run
+
+
+class Runner:
+    """Runs a plan task by task, confirming witnesses and streaming records as they finish."""
+
+    def __init__(self, options: CheckOptions, on_record: Callable[[TaskRecord], None] | None = None):
+        self.options = options
+        self.on_record = on_record or (lambda r: None)
+        self._models: dict[str, Model] = {}
+        self._cross: dict[str, Any] = {}
+
+    def model_for(self, module: SpecModule, override: str | None) -> Model:
+        if override is not None:
+            path, where = override, "--model"
+        elif module.model is not None:
+            path, where = module.model.path, str(module.model.span)
+        else:
+            raise UsageError(f"{module.file}: no model: add 'model \"net.onnx\"' or pass --model")
+        if path not in self._models:
+            try:
+                model = load_model(path, device=self.options.device,
+                                   dtype=torch.float64 if self.options.float64 else torch.float32)
+            except InputError as err:
+                raise type(err)(f"{where}: {err}") from None
+            if module.normalization is not None:
+                model.set_normalization(module.normalization.mean, module.normalization.std)
+            self._models[path] = model
+        return self._models[path]
+
+    def run_task(self, task: Task, model: Model, bound: BoundInputs) -> list[tuple[TaskRecord, Outcome]]:
+        prop = task.prop
+        check_property(prop, model)
+        options = task.option_dict()
+        reference = reference_inputs(prop, task.module, bound, model)
+        bt = BoundTask(prop, bound.x, bound.labels, bound.lower, bound.upper, task.module.outputs_are_logits,
+                       options, reference)
+        backend = registry.create(task.backend)
+        model.budget = Budget(max_queries=(options.get("budget") or 0) * len(bound.x) + 4 * len(bound.x) + 8)
+        try:
+            outcomes = backend.run(bt, model)
+        finally:
+            model.budget = None
+        records = []
+        cross = self._cross_check(model)
+        for i, outcome in enumerate(outcomes):
+            outcome = confirm(outcome, model=model, ball=prop.region, expression=prop.expression,
+                              centre=bound.x[i], label=int(bound.labels[i]), lower=bound.lower,
+                              upper=bound.upper, outputs_are_logits=task.module.outputs_are_logits,
+                              reference=None if reference is None else reference[i], cross_check=cross) \
+                if prop.expression is not None else outcome
+            records.append(self._record(task, model, bound, i, outcome, options))
+        return records
+
+    def _cross_check(self, model: Model):
+        if not self.options.cross_check or not model.name.endswith(".onnx"):
+            return None
+        from nnspec.models.crosscheck import onnxruntime_session
+
+        path = next(p for p, m in self._models.items() if m is model)
+        if path not in self._cross:
+            self._cross[path] = onnxruntime_session(path, model)
+        return self._cross[path]
+
+    def _record(self, task: Task, model: Model, bound: BoundInputs, i: int, outcome: Outcome,
+                options: dict[str, Any]) -> tuple[TaskRecord, Outcome]:
+        prop = task.prop
+        w = prop.region.window
+        fails = failures(prop, outcome, self.options.require_proven)
+        return TaskRecord(
+            spec=task.module.file, property=prop.name, line=prop.span.line, column=prop.span.column,
+            kind=prop.kind, norm=prop.region.norm, radius=prop.region.radius,
+            window=None if w is None else [w.row, w.col, w.height, w.width],
+            expression=prop.expression.describe() if prop.expression is not None else prop.kind,
+            requirements=[r.describe() for r in prop.requirements], model=model.name,
+            input_id=bound.ids[i], label=int(bound.labels[i]), label_source=bound.label_source,
+            backend=task.backend, options=options, verdict=outcome.verdict.value, passed=not fails,
+            failures=fails, s_centre=outcome.s_centre, bounds=outcome.bounds.to_json(),
+            witness=outcome.witness.to_json() if outcome.witness else None, lipschitz=outcome.lipschitz,
+            min_s=outcome.min_s, value_range=list(outcome.value_range) if outcome.value_range else None,
+            queries=outcome.queries, seconds=outcome.seconds, stop=outcome.stop,
+            centre_output=outcome.centre_output, notes=list(outcome.notes),
+            dropped_witnesses=outcome.dropped_witnesses, trace=_thin(outcome.trace),
+        ), outcome
+
+
+def _thin(trace: list[dict], keep: int = 200) -> list[dict]:
+    if len(trace) <= keep:
+        return trace
+    step = len(trace) / keep
+    return [trace[int(i * step)] for i in range(keep)] + [trace[-1]]
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check(paths: list[str], options: CheckOptions,
+          on_record: Callable[[TaskRecord], None] | None = None,
+          on_task: Callable[[Task, int, int], None] | None = None) -> RunResult:
+    """The whole `nnspec check`: collect -> parse -> lower -> plan -> bind -> run -> confirm -> results.
+
+    Input errors found before anything runs raise. Once tasks run, a later failure (bad data for
+    one spec, Ctrl-C) stops the run but keeps every finished record: the result and the JSON are
+    still written, and the error is re-raised for the CLI to report with its exit code.
+    """
+    files = collect(paths)
+    modules = load_specs(files, options.overrides)
+    model_paths = options.models or [None]
+    the_plan = plan(modules, seed=options.seed, budget=options.budget)
+    runner = Runner(options, on_record)
+    store = ResultStore(options.json_path)
+    result = RunResult([], _meta(files, options))
+    pending: BaseException | None = None
+    total = len(the_plan.tasks) * len(model_paths)
+    done = 0
+    try:
+        for model_path in model_paths:
+            for task in _plan_for_model(the_plan, modules, runner, model_path, options):
+                model = runner.model_for(task.module, model_path)
+                bound = bind_inputs(task.module, task.input_set, model)
+                if on_task:
+                    on_task(task, done, total)
+                pairs = runner.run_task(task, model, bound)
+                for i, (record, outcome) in enumerate(pairs):
+                    if outcome.witness is not None:
+                        store.save_witness(record, outcome.witness.x)
+                        record.witness["x"] = outcome.witness.x
+                        record.witness["centre"] = bound.x[i].tolist()
+                    store.add(record)
+                    result.records.append(record)
+                    runner.on_record(record)
+                done += 1
+    except KeyboardInterrupt as err:
+        result.interrupted = True
+        pending = err
+    except BaseException as err:  # keep what finished, then let the CLI report the error
+        result.errors.append(err.one_line() if hasattr(err, "one_line") else f"{type(err).__name__}: {err}")
+        pending = err
+    finally:
+        result.meta["models"] = [m.describe() for m in runner._models.values()]
+        result.meta["seconds"] = round(time.perf_counter() - result.meta.pop("_started"), 3)
+        store.finish(result)
+    if pending is not None:
+        pending.partial_result = result  # the CLI still writes the reports from what finished
+        raise pending
+    return result
+
+
+def _plan_for_model(the_plan: Plan, modules, runner: Runner, model_path, options: CheckOptions):
+    """Re-plan with dimension-aware defaults once each module's model is known."""
+    dims = {}
+    for m in modules:
+        if m.properties:
+            dims[m.file] = runner.model_for(m, model_path).n_inputs
+    return plan(modules, seed=options.seed, budget=options.budget, n_inputs=dims).tasks
+
+
+def _meta(files: list[Path], options: CheckOptions) -> dict[str, Any]:
+    return {
+        "nnspec_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": options.seed, "budget": options.budget, "device": options.device,
+        "specs": [{"file": str(f), "sha256": _sha256(str(f))} for f in files],
+        "_started": time.perf_counter(),
+    }

@@ -1,0 +1,68 @@
+"""A stable, human-readable rendering of what every property compiles to (golden-tested)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnspec.backends import registry
+from nnspec.planning.plan import Plan
+from nnspec.properties.spec import InputSetSpec, SpecModule
+
+
+def _inputs(spec: InputSetSpec) -> str:
+    parts = [Path(spec.path).name]
+    if spec.key:
+        parts.append(f"key {spec.key}")
+    if spec.first:
+        parts.append(f"first {spec.first}")
+    if spec.select:
+        parts.append(f"select {list(spec.select)}")
+    if spec.layout:
+        parts.append(f"layout {spec.layout}")
+    if spec.scale:
+        parts.append(f"scale {spec.scale:g}")
+    labels = {"none": "labels: predicted by the model at each centre", "predicted": "labels: predicted by the model",
+              "key": f"labels: array {spec.labels.value}", "file": f"labels: file {Path(str(spec.labels.value)).name}",
+              "list": f"labels: {list(spec.labels.value or [])}"}[spec.labels.kind]
+    return ", ".join(parts) + f"; {labels}"
+
+
+def explain(modules: list[SpecModule], plan: Plan) -> str:
+    out: list[str] = []
+    for module in modules:
+        out.append(f"spec {module.file}")
+        out.append(f"  model: {Path(module.model.path).name if module.model else '(from --model)'}"
+                   f" (outputs {'logits' if module.outputs_are_logits else 'probabilities'})")
+        for spec in module.input_sets:
+            out.append(f"  inputs: {_inputs(spec)}")
+        if module.domain is None:
+            out.append("  domain: [0, 1] for every dimension (default)")
+        elif not module.domain.per_dimension:
+            out.append(f"  domain: [{module.domain.lower[0]:g}, {module.domain.upper[0]:g}] for every dimension")
+        else:
+            pairs = ", ".join(f"[{a:g}, {b:g}]" for a, b in zip(module.domain.lower, module.domain.upper))
+            out.append(f"  domain: per dimension {pairs}")
+        if module.normalization:
+            n = module.normalization
+            out.append(f"  normalize: mean {list(n.mean)} std {list(n.std)} (radii in the input space)")
+        for name, value in module.parameters:
+            out.append(f"  param {name} = {value}")
+        for prop in module.properties:
+            out.append(f"  property {prop.name} (line {prop.span.line}): {prop.kind}")
+            if prop.expression is not None:
+                out.append(f"    s(y) = {prop.expression.describe()}   (s < 0 is a violation)")
+            out.append(f"    region: {prop.region.describe()} intersected with the domain")
+            reqs = ", ".join(r.describe() for r in prop.requirements) or "none (reported, never fails)"
+            out.append(f"    require: {reqs}")
+            tasks = [t for t in plan.tasks if t.module is module and t.prop is prop]
+            if tasks:
+                t = tasks[0]
+                info = registry.info(t.backend)
+                opts = ", ".join(f"{k}={_value(v)}" for k, v in t.options)
+                out.append(f"    solver: {t.backend} ({'chosen by the spec' if t.chosen_by == 'spec' else 'chosen by the planner'}): {opts}")
+                out.append(f"    gives: {', '.join(info.capabilities.gives)}; budget is per input")
+    return "\n".join(out) + "\n"
+
+
+def _value(v) -> str:
+    return "auto" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))

@@ -1,0 +1,110 @@
+"""The planner: chooses a backend and its options for every property, and lays out the tasks.
+
+A ``Task`` is one property on one input set; the backend evaluates all of its inputs together
+(tensor parallelism across inputs). Options are resolved here, once: the spec's explicit values,
+then the CLI's (--seed, --budget), then defaults chosen from the input dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nnspec.backends import registry
+from nnspec.backends.options import BackendInfo
+from nnspec.errors import Diagnostic, SpecError
+from nnspec.properties.spec import InputSetSpec, Property, SpecModule
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    module: SpecModule
+    prop: Property
+    input_set: int  # index into module.input_sets
+    backend: str
+    options: tuple[tuple[str, Any], ...]
+    chosen_by: str  # "spec" | "planner"
+
+    @property
+    def inputs(self) -> InputSetSpec:
+        return self.module.input_sets[self.input_set]
+
+    def option_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    tasks: tuple[Task, ...]
+
+
+def default_options(info: BackendInfo, n_inputs: int | None) -> dict[str, Any]:
+    """Defaults that depend on the input dimension n (unknown before the model is loaded)."""
+    opts = info.defaults()
+    n = n_inputs or 64
+    if info.name == "mads":
+        opts["budget"] = int(min(max(1000, 20 * n), 20000))
+        opts["search"] = 8 if n <= 100 else 16
+        # A full 2n poll costs 2n queries an iteration; past 32 directions, poll a fresh random
+        # subset each iteration (the union stays dense), so that a budget buys many iterations.
+        if 2 * n > 32:
+            opts["directions"] = int(min(128, max(32, 4 * n ** 0.5)))
+    return opts
+
+
+def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | None = None,
+         n_inputs: dict[str, int] | None = None) -> Plan:
+    """Tasks for every property x input set; raises one SpecError for every unplannable property."""
+    tasks: list[Task] = []
+    problems: list[Diagnostic] = []
+    for module in modules:
+        if module.properties and not module.input_sets:
+            problems.append(Diagnostic(module.properties[0].span, "no inputs to check the properties on",
+                                       "add: inputs \"file.npz\""))
+            continue
+        for prop in module.properties:
+            chosen = _choose(prop, problems)
+            if chosen is None:
+                continue
+            info, by = chosen
+            opts = default_options(info, (n_inputs or {}).get(module.file))
+            if seed is not None:
+                opts["seed"] = seed
+            if budget is not None:
+                opts["budget"] = budget
+            if prop.solver is not None and prop.solver.name == info.name:
+                opts.update(prop.solver.option_dict())  # the spec's explicit values win
+            for i in range(len(module.input_sets)):
+                tasks.append(Task(module, prop, i, info.name, tuple(sorted(opts.items())), by))
+    if problems:
+        raise SpecError(problems)
+    return Plan(tuple(tasks))
+
+
+def _choose(prop: Property, problems: list[Diagnostic]) -> tuple[BackendInfo, str] | None:
+    norm = prop.region.norm
+    if prop.solver is not None and prop.solver.explicit:
+        info = registry.info(prop.solver.name)
+        if prop.kind not in info.capabilities.kinds:
+            problems.append(Diagnostic(prop.solver.span, f"solver '{info.name}' cannot evaluate {_kind_text(prop.kind)}"))
+            return None
+        if norm not in info.capabilities.norms:
+            problems.append(Diagnostic(prop.solver.span, f"solver '{info.name}' does not search {norm} balls",
+                                       f"it supports {', '.join(info.capabilities.norms)}"))
+            return None
+        return info, "spec"
+    for info in registry.for_kind(prop.kind):
+        if norm in info.capabilities.norms:
+            return info, "planner"
+    if prop.kind in ("max_radius", "feature_robustness") or norm == "l0":
+        problems.append(Diagnostic(prop.span, f"no backend in this version evaluates {_kind_text(prop.kind)} "
+                                              f"in a {norm} ball", "the game backend (DeepGame) is not built yet"))
+    else:
+        problems.append(Diagnostic(prop.span, f"no backend evaluates {_kind_text(prop.kind)} in a {norm} ball"))
+    return None
+
+
+def _kind_text(kind: str) -> str:
+    return {"robustness": "robustness", "uncertainty": "uncertainty", "reachability": "reachability",
+            "range": "a reachability range", "max_radius": "the maximum safe radius",
+            "feature_robustness": "feature robustness"}[kind]

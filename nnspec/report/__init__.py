@@ -1,0 +1,1 @@
+"""Renderers of serialised results: terminal, JUnit XML, self-contained HTML."""

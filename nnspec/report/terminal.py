@@ -1,0 +1,51 @@
+"""The terminal: a progress line per task (a bar on a tty) and a summary table per property."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from rich.console import Console
+from rich.table import Table
+
+from nnspec.results.run import RunResult, TaskRecord
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def group(records: list[TaskRecord]) -> "OrderedDict[tuple[str, str, str], list[TaskRecord]]":
+    groups: OrderedDict = OrderedDict()
+    for r in records:
+        groups.setdefault((r.spec, r.property, r.model), []).append(r)
+    return groups
+
+
+def summary_table(result: RunResult) -> Table:
+    table = Table(title="nnspec results", show_lines=False)
+    for col in ("property", "where", "model", "inputs", "status", "violated", "worst input",
+                "estimate (min)", "upper (min)"):
+        table.add_column(col, justify="right" if col in ("inputs", "violated") else "left")
+    for (spec, prop, model), recs in group(result.records).items():
+        failed = [r for r in recs if not r.passed]
+        estimates = [r.bounds.get("estimate") for r in recs if r.bounds.get("estimate") is not None]
+        uppers = [r.bounds.get("upper") for r in recs if r.bounds.get("upper") is not None]
+        worst = min(recs, key=lambda r: (r.bounds.get("estimate") if r.bounds.get("estimate") is not None
+                                          else float("inf")))
+        status = "[green]PASS[/]" if not failed else f"[red]FAIL[/] ({len(failed)})"
+        table.add_row(prop, f"{spec}:{recs[0].line}", model, str(len(recs)), status,
+                      str(sum(r.verdict == "violated" for r in recs)), worst.input_id,
+                      _fmt(min(estimates) if estimates else None), _fmt(min(uppers) if uppers else None))
+    return table
+
+
+def print_summary(console: Console, result: RunResult) -> None:
+    if result.records:
+        console.print(summary_table(result))
+    for r in result.records:
+        for f in r.failures:
+            console.print(f"[red]FAIL[/] {r.spec}:{r.line}: {r.property} on {r.input_id}: {f}", highlight=False)
+    s = result.summary()
+    verdict = "[green]all properties pass[/]" if result.passed else "[red]some properties fail[/]"
+    console.print(f"{s['records']} checks, {s['passed']} passed, {s['failed']} failed, "
+                  f"{s['queries']} model queries: {verdict}", highlight=False)

@@ -1,0 +1,1 @@
+"""Records of what a run found, witness confirmation, verdicts and the versioned JSON."""

@@ -1,0 +1,105 @@
+"""Writing results so that nothing computed is lost: one JSON line per finished task, flushed
+and synced as it finishes, and the final JSON written atomically (temp file + rename).
+
+Witness inputs are saved as ``.npy`` files beside the JSON (``<stem>.witnesses/``) and the record
+names the file; the HTML report embeds them, so it stays self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnspec.errors import DataError
+from nnspec.results.run import SCHEMA, RunResult, TaskRecord
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    """Streams records to ``<json>.jsonl`` as they finish; ``finish`` writes the whole JSON."""
+
+    def __init__(self, json_path: Path | None):
+        self.json_path = json_path
+        self.lines_path = json_path.with_suffix(".jsonl") if json_path else None
+        self.witness_dir = json_path.with_name(json_path.stem + ".witnesses") if json_path else None
+        self._fh = None
+        if self.lines_path:
+            self.lines_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.lines_path, "w", encoding="utf-8")
+
+    def save_witness(self, record: TaskRecord, x: Any) -> None:
+        if self.witness_dir is None or record.witness is None:
+            return
+        self.witness_dir.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(record.spec).stem}.{record.property}.{record.input_id}")
+        path = self.witness_dir / f"{name}.npy"
+        np.save(path, np.asarray(x, dtype=np.float32))
+        record.witness["file"] = str(path)
+
+    def add(self, record: TaskRecord) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(clean(record.to_json()), allow_nan=False, default=_default) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def finish(self, result: RunResult) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.json_path is not None:
+            write_atomic(self.json_path, json.dumps(clean(result.to_json()), indent=1, allow_nan=False, default=_default))
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null (JSON has no inf or nan)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return clean(value.item())
+    return value
+
+
+def _default(value: Any) -> Any:
+    raise TypeError(f"not serialisable: {type(value).__name__}")
+
+
+def load_results(path: Path) -> RunResult:
+    """Read a results JSON, or a .jsonl of records from an interrupted run."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise DataError(f"{path}: cannot read results ({err.strerror})") from None
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            return RunResult.from_json({"schema": SCHEMA, "records": records, "interrupted": True})
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise DataError(f"{path}: not an nnspec results file (schema {SCHEMA} expected)")
+    return RunResult.from_json(data)
