@@ -38,11 +38,15 @@ class Plan:
     tasks: tuple[Task, ...]
 
 
-def default_options(info: BackendInfo, n_inputs: int | None) -> dict[str, Any]:
-    """Defaults that depend on the input dimension n (unknown before the model is loaded)."""
+def default_options(info: BackendInfo, n_inputs: int | None, norm: str = "linf") -> dict[str, Any]:
+    """Defaults that depend on the input dimension n (unknown before the model is loaded) and the
+    norm: the extreme points of an L1 ball lie on the coordinate axes, which coordinate (GPS)
+    polling hits and random OrthoMADS directions almost never do."""
     opts = info.defaults()
     n = n_inputs or 64
     if info.name == "mads":
+        if norm == "l1":
+            opts["poll"] = "gps"
         opts["budget"] = int(min(max(1000, 20 * n), 20000))
         opts["search"] = 8 if n <= 100 else 16
         # A full 2n poll costs 2n queries an iteration; past 32 directions, poll a fresh random
@@ -67,7 +71,7 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
             if chosen is None:
                 continue
             info, by = chosen
-            opts = default_options(info, (n_inputs or {}).get(module.file))
+            opts = default_options(info, (n_inputs or {}).get(module.file), prop.region.norm)
             if seed is not None:
                 opts["seed"] = seed
             if budget is not None:

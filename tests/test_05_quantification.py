@@ -1,0 +1,144 @@
+"""The DeepQuant backend against analytic truth.
+
+For a linear network and a targeted confidence gap read on logits, s(y) = w . y + c with
+w = W[l] - W[t]. Then the Lipschitzian metric is the dual norm of w (L-inf ball: ||w||_1; L2:
+||w||_2; L1: ||w||_inf), and the exact minimal adversarial distance is s(x) / Q (inside a large
+domain). The estimate must approach it, Q^ may never exceed the truth (it is a sample maximum),
+and the closest witness can never be closer than the exact distance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nnspec.backends.quant import QuantBackend
+from tests.helpers import gap, linear_model, prop, task
+
+DUAL = {"linf": 1, "l2": 2, "l1": math.inf}
+
+
+def _truth(lin, x, label, target, norm):
+    w = (lin.weight[label] - lin.weight[target]).detach()
+    c = float((lin.bias[label] - lin.bias[target]).detach())
+    s0 = float(w @ x) + c
+    q = float(torch.linalg.vector_norm(w, ord=DUAL[norm]))
+    return s0, q
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_linear_lipschitz_metric_and_radius(norm):
+    model, lin = linear_model(n=6, m=3, seed=1)
+    x = torch.zeros(1, 6, dtype=torch.float64)
+    label = int(model(x).argmax())
+    target = (label + 1) % 3
+    s0, q = _truth(lin, x[0], label, target, norm)
+    exact = s0 / q
+    radius = 0.5 * exact  # a ball with no violation: the estimate is min(d, s0 / Q^) = d ...
+    out = QuantBackend().run(task(prop(gap(target), norm, radius), x, [label]), model)[0]
+    assert out.witness is None
+    assert out.lipschitz <= q * (1 + 1e-9)  # a sampled maximum never exceeds the true metric
+    assert out.lipschitz >= 0.98 * q
+    assert out.bounds.estimate == pytest.approx(radius)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_linear_witness_is_an_upper_bound_close_to_the_exact_distance(norm):
+    model, lin = linear_model(n=6, m=3, seed=1)
+    x = torch.zeros(1, 6, dtype=torch.float64)
+    label = int(model(x).argmax())
+    target = (label + 1) % 3
+    s0, q = _truth(lin, x[0], label, target, norm)
+    exact = s0 / q
+    out = QuantBackend().run(task(prop(gap(target), norm, 2.0 * exact), x, [label], budget=6000), model)[0]
+    assert out.witness is not None
+    assert out.witness.distance >= exact * (1 - 1e-6)
+    assert out.witness.distance <= exact * 1.10
+    assert out.bounds.estimate == pytest.approx(exact, rel=0.05)
+    assert out.bounds.upper == pytest.approx(out.witness.distance)
+
+
+def test_many_centres_are_searched_together_and_independently():
+    model, lin = linear_model(n=5, m=4, seed=3)
+    torch.manual_seed(0)
+    xs = torch.rand(4, 5, dtype=torch.float64)
+    labels = model(xs).argmax(1)
+    exp = gap(target=None)  # untargeted: the closest other label
+    outs = QuantBackend().run(task(prop(exp, "linf", 10.0), xs, labels, budget=4000), model)
+    for i, out in enumerate(outs):
+        l = int(labels[i])
+        exacts = []
+        for t in range(4):
+            if t != l:
+                s0, q = _truth(lin, xs[i], l, t, "linf")
+                exacts.append(s0 / q)
+        assert out.witness is not None
+        assert out.witness.distance >= min(exacts) * (1 - 1e-6)
+        assert out.witness.distance <= min(exacts) * 1.15
+
+
+def test_centre_already_violating_gives_distance_zero():
+    model, lin = linear_model(n=4, m=3, seed=2)
+    x = torch.zeros(1, 4, dtype=torch.float64)
+    wrong = int(model(x).argmin())
+    out = QuantBackend().run(task(prop(gap(None), "linf", 0.1), x, [wrong]), model)[0]
+    assert out.s_centre < 0
+    assert out.witness is not None and out.witness.distance == 0.0
+    assert out.bounds.estimate == 0.0
+
+
+def test_budget_is_respected_and_counted():
+    model, _ = linear_model(n=6, m=3, seed=1)
+    x = torch.zeros(2, 6, dtype=torch.float64)
+    labels = model(x).argmax(1)
+    before = model.queries
+    outs = QuantBackend().run(task(prop(gap(None), "linf", 0.01), x, labels, budget=300), model)
+    assert all(o.queries <= 300 + 1 for o in outs)
+    assert model.queries - before == sum(o.queries for o in outs)
+
+
+def test_same_seed_same_result_different_seed_different_path():
+    model, _ = linear_model(n=6, m=3, seed=1)
+    x = torch.zeros(1, 6, dtype=torch.float64)
+    label = model(x).argmax(1)
+    runs = [QuantBackend().run(task(prop(gap(None), "l2", 5.0), x, label, budget=800, seed=s), model)[0]
+            for s in (0, 0, 1)]
+    assert runs[0].witness.distance == runs[1].witness.distance
+    assert runs[0].lipschitz == runs[1].lipschitz
+    assert runs[0].trace != runs[2].trace
+
+
+def test_window_restricts_the_search():
+    from nnspec.properties.regions import Window
+
+    from torch import nn
+
+    from nnspec.models.loading import from_module
+
+    _, lin = linear_model(n=16, m=2, seed=4)
+    model = from_module(nn.Sequential(nn.Flatten(), lin), (1, 4, 4), dtype=torch.float64)
+    x = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64)
+    label = model(x).argmax(1)
+    p = prop(gap(None), "linf", 5.0, window=Window(0, 0, 2, 2))
+    out = QuantBackend().run(task(p, x, label, budget=2000), model)[0]
+    assert out.witness is not None  # a radius of 5 is far beyond the decision boundary
+    delta = torch.tensor(out.witness.x) - x[0]
+    assert delta[:, 2:, :].abs().max() == 0 and delta[:, :, 2:].abs().max() == 0
+    assert delta[:, :2, :2].abs().max() > 0
+
+
+def test_range_brackets_the_analytic_extremes():
+    from nnspec.properties.expressions import OutputValue
+
+    model, lin = linear_model(n=3, m=2, seed=5)
+    x = torch.full((1, 3), 0.5, dtype=torch.float64)
+    p = prop(OutputValue("logit", 0, 1e-3), "linf", 0.2, kind="range")
+    out = QuantBackend().run(task(p, x, [0], lower=0.0, upper=1.0, budget=2000), model)[0]
+    w, b = lin.weight[0].detach(), float(lin.bias[0].detach())
+    centre = float(w @ x[0]) + b
+    true_lo, true_hi = centre - 0.2 * float(w.abs().sum()), centre + 0.2 * float(w.abs().sum())
+    lo, hi = out.value_range
+    assert true_lo - 1e-9 <= lo <= true_lo + 1e-3
+    assert true_hi - 1e-3 <= hi <= true_hi + 1e-9
