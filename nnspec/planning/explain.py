@@ -49,7 +49,10 @@ def explain(modules: list[SpecModule], plan: Plan) -> str:
             out.append(f"  param {name} = {value}")
         for prop in module.properties:
             out.append(f"  property {prop.name} (line {prop.span.line}): {prop.kind}")
-            if prop.expression is not None:
+            if prop.kind == "range":
+                out.append(f"    quantity: {prop.expression.describe()}, its min and max over the region "
+                           f"(tolerance {prop.expression.tolerance:g})")
+            elif prop.expression is not None:
                 out.append(f"    s(y) = {prop.expression.describe()}   (s < 0 is a violation)")
             out.append(f"    region: {prop.region.describe()} intersected with the domain")
             reqs = ", ".join(r.describe() for r in prop.requirements) or "none (reported, never fails)"

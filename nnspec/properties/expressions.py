@@ -81,9 +81,11 @@ class ConfidenceGap:
         return s
 
     def describe(self) -> str:
-        against = {"untargeted": "every other label", "least_likely": "the least likely label at the centre",
-                   "label": f"label {self.target_label}"}[self.target]
-        return f"{self.reading}[label] - {self.reading}[{against}] - {self.margin:g}"
+        r = self.reading
+        other = {"untargeted": f"max over j != label of {r}[j]",
+                 "least_likely": f"{r}[least likely label at the centre]",
+                 "label": f"{r}[{self.target_label}]"}[self.target]
+        return f"{r}[label] - {other} - {self.margin:g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +150,10 @@ class OutputThreshold:
         return s
 
     def describe(self) -> str:
-        which = "label" if self.index is None else str(self.index)
-        return f"{self.fn}({which}) {self.cmp} {self.threshold:g}"
+        v = f"{self.fn}({'label' if self.index is None else self.index})"
+        if self.cmp in ("<", "<="):
+            return f"{self.threshold:g} - {v}"
+        return f"{v} - {self.threshold:g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +175,7 @@ class OutputValue:
 
     def describe(self) -> str:
         which = "label" if self.index is None else str(self.index)
-        return f"range of {self.fn}({which}) to within {self.tolerance:g}"
+        return f"{self.fn}({which})"
 
 
 Expression = ConfidenceGap | KLDivergence | OutputThreshold | OutputValue

@@ -184,8 +184,10 @@ class _Lowering:
         if self.domain is not None:
             raise SpecError.at(stmt.span, "'domain' is given twice")
         value = evaluate(stmt.value, self.env)
-        pairs = value if value and isinstance(value[0], list) else [value]
-        if not isinstance(value, list) or not all(
+        if not isinstance(value, list) or not value:
+            raise SpecError.at(stmt.value.span, "a domain is [lo, hi] or a list of [lo, hi] pairs")
+        pairs = value if isinstance(value[0], list) else [value]
+        if not all(
                 isinstance(p, list) and len(p) == 2 and all(_is_num(v) for v in p) for p in pairs):
             raise SpecError.at(stmt.value.span, "a domain is [lo, hi] or a list of [lo, hi] pairs")
         for i, (lo, hi) in enumerate(pairs):
@@ -214,15 +216,16 @@ class _Lowering:
             raise SpecError.at(stmt.name.span, f"'{name}' is already defined",
                                f"at line {self.defined_at[name].span.line}")
         value = evaluate(stmt.value, self.env)
-        if name in self.overrides:
-            if not stmt.overridable:
-                raise SpecError.at(stmt.name.span, f"--set {name}: '{name}' is a let constant",
-                                   "declare it with 'param' to allow --set")
+        refused = name in self.overrides and not stmt.overridable
+        if name in self.overrides and stmt.overridable:
             value = self.overrides[name]
         if stmt.overridable:
             self.params[name] = value
-        self.env[name] = value
+        self.env[name] = value  # defined even when refused, so no follow-on "unknown name" errors
         self.defined_at[name] = stmt.name
+        if refused:
+            raise SpecError.at(stmt.name.span, f"--set {name}: '{name}' is a let constant",
+                               "declare it with 'param' to allow --set")
 
     def default_using_stmt(self, stmt: ast.DefaultUsingStmt) -> None:
         if self.default_solver is not None:

@@ -11,7 +11,7 @@ def render(diag: Diagnostic, source: str | None) -> str:
     span = diag.span
     if source is None or span.line <= 0:
         return out[0]
-    lines = source.splitlines()
+    lines = source.split("\n")
     if span.line > len(lines):
         return out[0]
     text = lines[span.line - 1].replace("\t", " ")

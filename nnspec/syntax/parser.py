@@ -61,13 +61,13 @@ def _hint(expected: set[str]) -> str | None:
 def _syntax_error(err: lark.exceptions.UnexpectedInput, file: str, source: str) -> SpecError:
     line, column = max(getattr(err, "line", 1), 1), max(getattr(err, "column", 1), 1)
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
-        char = source.splitlines()[line - 1][column - 1] if source else "?"
+        char = getattr(err, "char", None) or "?"
         span = Span(file, line, column, line, column + 1)
         return SpecError.at(span, f"unexpected character {char!r}")
     if isinstance(err, lark.exceptions.UnexpectedToken):
         tok = err.token
         if tok.type == "$END":
-            lines = source.splitlines() or [""]
+            lines = source.split("\n")  # Lark counts lines by "\n" only, as we must
             span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
             return SpecError.at(span, f"unexpected end of file; expected {_expected_text(err.expected)}",
                                 _hint(err.expected))
