@@ -22,7 +22,7 @@ from nnspec.errors import ExitCode, InputError, NnspecError, SpecError, UsageErr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Safety specs as code for neural networks.")
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _overrides(values: list[str]) -> dict:
@@ -197,8 +197,9 @@ def _print_error(err: NnspecError) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns (and, as a script, exits with) the exit code."""
     try:
-        app(args=argv, prog_name="nnspec", standalone_mode=False)
-        code = ExitCode.OK
+        returned = app(args=argv, prog_name="nnspec", standalone_mode=False)
+        # without standalone mode, typer returns the code of a raised typer.Exit
+        code = returned if isinstance(returned, int) else ExitCode.OK
     except typer.Exit as done:
         code = done.exit_code
     except typer.Abort:

@@ -1,0 +1,41 @@
+"""Shared fixtures; tests run single-threaded torch to behave the same on every machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_data() -> Path | None:
+    """The external benchmark data (../shared/data or $NNSPEC_DATA), or None."""
+    env = os.environ.get("NNSPEC_DATA")
+    for p in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if p.is_dir():
+            return p
+    return None
+
+
+@pytest.fixture
+def data_root() -> Path:
+    root = shared_data()
+    if root is None:
+        pytest.skip("external data (../shared/data or NNSPEC_DATA) not present")
+    return root
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+    from nnspec.cli.main import main
+
+    def run(*args: str):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run

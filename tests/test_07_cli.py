@@ -1,0 +1,139 @@
+"""The CLI in-process: every exit code, one-line errors without tracebacks, the demo specs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SPECS = ROOT / "specs"
+TSPECS = ROOT / "tests" / "specs"
+
+
+def _expected_exit(spec: Path) -> int:
+    """The exit code a demo spec's header comment promises."""
+    m = re.search(r"exit (\d+)", spec.read_text())
+    assert m, f"{spec} must say which exit code it expects"
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("spec", sorted(SPECS.glob("*.nnspec")), ids=lambda p: p.stem)
+def test_demo_specs_pass_as_their_comments_say(cli, spec, tmp_path):
+    code, out, err = cli("check", spec, "--json", tmp_path / "r.json")
+    assert code == _expected_exit(spec), out + err
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["records"] and all(r["passed"] for r in data["records"])
+
+
+def test_exit_1_when_a_property_is_violated(cli, tmp_path):
+    spec = TSPECS / "fails.nnspec"
+    assert _expected_exit(spec) == 1
+    code, out, err = cli("check", spec, "--json", tmp_path / "r.json", "--junit", tmp_path / "j.xml",
+                         "--html", tmp_path / "r.html")
+    assert code == 1
+    assert "FAIL" in out and "violation at distance" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    rec = data["records"][0]
+    assert rec["verdict"] == "violated" and rec["witness"]["confirmed"] is True
+    assert rec["witness"]["distance"] <= 0.3 + 1e-6
+    assert Path(rec["witness"]["file"]).is_file()
+    assert "<failure" in (tmp_path / "j.xml").read_text()
+
+
+def test_exit_2_for_a_missing_path(cli):
+    code, out, err = cli("check", "nope/")
+    assert code == 2
+    assert err.strip() == "error: nope: no such file or folder"
+
+
+def test_exit_2_for_a_syntax_error_with_position_and_caret(cli):
+    code, out, err = cli("check", TSPECS / "syntax_error.nnspec")
+    assert code == 2
+    lines = err.splitlines()
+    assert re.match(r".*syntax_error\.nnspec:3:12: error: unexpected 'withn'", lines[0])
+    assert lines[1].strip() == "robustness withn linf(0.1)" and lines[2].strip() == "^^^^^"
+    assert "Traceback" not in err
+
+
+def test_errors_after_loading_the_model_point_at_the_spec(cli):
+    code, out, err = cli("check", TSPECS / "bad_label.nnspec")
+    assert code == 2
+    assert re.search(r"bad_label\.nnspec:3:1: error: label 12 out of range: digits_mlp\.onnx has 10 outputs", err)
+
+
+def test_exit_2_for_bad_options(cli):
+    assert cli("check", SPECS, "--budget", "3")[0] == 2
+    assert cli("check", SPECS, "--set", "epz=0.1")[0] == 2
+    code, _, err = cli("check", SPECS, "--set", "eps")
+    assert code == 2 and "expected NAME=VALUE" in err
+    assert cli("check", SPECS, "--no-such-flag")[0] == 2
+    code, _, err = cli("check", SPECS / "digits_mlp.nnspec", "--model", "missing.onnx")
+    assert code == 2 and err.strip() == "error: --model: missing.onnx: model file not found"
+
+
+def test_no_spec_found_is_exit_2(cli, tmp_path):
+    code, _, err = cli("check", tmp_path)
+    assert code == 2 and "no .nnspec files found" in err
+
+
+def test_set_overrides_a_param(cli, tmp_path):
+    code, out, _ = cli("check", SPECS / "digits_mlp.nnspec", "--set", "eps=0.3", "--budget", "300",
+                       "--json", tmp_path / "r.json")
+    assert code == 1  # in a 0.3 ball the MLP has adversarial examples
+    recs = json.loads((tmp_path / "r.json").read_text())["records"]
+    assert {r["radius"] for r in recs if r["property"] == "robust_small"} == {0.3}
+
+
+def test_exit_3_for_an_internal_error(cli, monkeypatch):
+    import nnspec.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated bug")
+    monkeypatch.setattr(pipeline, "check", boom)
+    code, out, err = cli("check", SPECS)
+    assert code == 3 and "internal error: RuntimeError: simulated bug" in err and "Traceback" not in err
+
+
+def test_exit_130_when_interrupted_and_finished_work_is_kept(cli, monkeypatch, tmp_path):
+    from nnspec import pipeline
+
+    calls = {"n": 0}
+    real = pipeline.Runner.run_task
+
+    def interrupt_second(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(pipeline.Runner, "run_task", interrupt_second)
+    code, out, err = cli("check", SPECS / "digits_mlp.nnspec", "--json", tmp_path / "r.json",
+                         "--html", tmp_path / "r.html", "--budget", "100")
+    assert code == 130
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["interrupted"] is True and len(data["records"]) == 8  # the first task's 8 inputs
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    assert "Run interrupted" in (tmp_path / "r.html").read_text()
+
+
+def test_explain_and_inspect(cli):
+    code, out, _ = cli("explain", SPECS / "digits_mlp.nnspec")
+    assert code == 0 and "property robust_small (line 13): robustness" in out and "budget=800" in out
+    code, out, _ = cli("inspect", SPECS / "models" / "digits_cnn.onnx", "--cross-check")
+    assert code == 0 and "input:      (1, 8, 8)" in out and "batching:   native" in out
+    diff = float(re.search(r"max \|difference\| (\S+)", out).group(1))
+    assert diff < 1e-4
+    code, _, err = cli("inspect", SPECS / "digits_mlp.nnspec")
+    assert code == 2 and "unknown model format '.nnspec'" in err
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "nnspec", "version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "0.1.0"
