@@ -31,7 +31,10 @@ def onnxruntime_session(path: str | Path, model: Model):
         arr = x.numpy()
         outs = []
         for row in arr:
-            feed = row.reshape([1] + [int(d) if isinstance(d, int) else s for d, s in zip(dims[1:], row.shape)])
+            if len(dims) == len(row.shape):  # a network without a batch dimension
+                feed = row
+            else:
+                feed = row.reshape([1] + [int(d) if isinstance(d, int) else s for d, s in zip(dims[1:], row.shape)])
             outs.append(np.asarray(session.run(None, {name: feed.astype(np.float32)})[0]).reshape(-1))
         return torch.from_numpy(np.stack(outs)).to(torch.float64)
 

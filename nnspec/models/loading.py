@@ -4,7 +4,8 @@ Real ONNX files are messy: a fixed batch size of 1, ``Reshape`` to a hard-coded 
 opsets that onnx2torch cannot convert. ``load_onnx`` repairs what it safely can (opset upgrade,
 symbolic batch dimension, leading 1 of constant Reshape shapes turned into 0 = "copy the batch
 size"), checks that a batch of inputs gives the same outputs as one input at a time, and falls back
-to a per-input loop only when the rewritten graph does not batch, saying so in ``Model.batching``.
+to ``torch.vmap``, then to a per-input loop, only when the rewritten graph does not batch, saying so
+in ``Model.batching`` (native | rewritten | vmap | loop).
 Nothing is ever unpickled from a file.
 """
 
@@ -69,17 +70,23 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
         names = ", ".join(i.name for i in inputs) or "none"
         raise ModelError(f"{path}: nnspec needs a network with exactly one input, this one has: {names}")
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
-        raise ModelError(f"{path}: input '{inputs[0].name}' has shape {dims}; nnspec needs a batch "
-                         "dimension followed by fixed sizes")
-    input_shape = tuple(dims[1:])
+    # A rank-1 input of fixed size is a single sample with no batch dimension (VNN-COMP's test
+    # nets): nnspec prepends one. Otherwise the first dimension is the batch.
+    unbatched = len(dims) == 1 and dims[0] > 0
+    if not unbatched and (len(dims) < 2 or any(d <= 0 for d in dims[1:])):
+        raise ModelError(f"{path}: input '{inputs[0].name}' has shape {dims}; nnspec needs fixed sizes "
+                         "after the batch dimension")
+    input_shape = tuple(dims) if unbatched else tuple(dims[1:])
     operators = dict(Counter(node.op_type for node in proto.graph.node))
-    fixed_batch = dims[0] > 0
+    fixed_batch = unbatched or dims[0] > 0
     original = _convert(proto, path)
-    batched = _convert(_make_batchable(proto), path) if fixed_batch else original
+    batched = _convert(_make_batchable(proto, prepend=unbatched), path) if fixed_batch else original
     batching = "rewritten" if fixed_batch else "native"
-    if not _batches_correctly(batched, original, input_shape):
-        batched, batching = _PerInputLoop(original), "loop"
+    single = _Unbatched(original) if unbatched else original
+    if not _batches_correctly(batched, single, input_shape):
+        batched, batching = _VMapped(original, unbatched), "vmap"
+        if not _batches_correctly(batched, single, input_shape):
+            batched, batching = _PerInputLoop(single), "loop"
     n_out = _output_count(batched, input_shape, torch.float32)
     return Model(batched, input_shape, n_out, name=path.name, sha256=sha256_of(path), device=device,
                  dtype=dtype, max_batch=max_batch, batching=batching, operators=operators)
@@ -102,15 +109,25 @@ def _real_inputs(proto):
     return [i for i in proto.graph.input if i.name not in initializers]
 
 
-def _make_batchable(proto):
-    """A copy whose batch dimension is symbolic and whose constant Reshape shapes copy it."""
+def _make_batchable(proto, prepend: bool = False):
+    """A copy whose batch dimension is symbolic (prepended when the graph has none) and whose
+    constant Reshape shapes copy it."""
     import onnx
     from onnx import numpy_helper
 
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     graph = proto.graph
     for value in list(_real_inputs(proto)) + list(graph.output):
-        dim0 = value.type.tensor_type.shape.dim[0]
+        shape = value.type.tensor_type.shape
+        if prepend:
+            old = [onnx.TensorShapeProto.Dimension() for _ in shape.dim]
+            for a, b in zip(old, shape.dim):
+                a.CopyFrom(b)
+            del shape.dim[:]
+            shape.dim.add()
+            for d in old:
+                shape.dim.add().CopyFrom(d)
+        dim0 = shape.dim[0]
         dim0.Clear()
         dim0.dim_param = "N"
     del graph.value_info[:]  # stale shapes that still say batch 1
@@ -166,6 +183,31 @@ def _batches_correctly(batched: nn.Module, single: nn.Module, input_shape, count
             together.reshape(count, -1), apart, atol=1e-5, rtol=1e-4)
     except Exception:
         return False
+
+
+class _Unbatched(nn.Module):
+    """The original graph of a batch-less network, called on (1, *shape) inputs."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.inner = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.reshape(x.shape[1:])).reshape(1, -1)
+
+
+class _VMapped(nn.Module):
+    """torch.vmap over the single-sample graph: batched evaluation for graphs that cannot take a
+    batch dimension themselves (e.g. ``W @ x`` with x a column)."""
+
+    def __init__(self, module: nn.Module, unbatched: bool):
+        super().__init__()
+        self.inner, self.unbatched = module, unbatched
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.unbatched:
+            return torch.vmap(lambda v: self.inner(v).reshape(-1))(x)
+        return torch.vmap(lambda v: self.inner(v[None]).reshape(-1))(x)
 
 
 class _PerInputLoop(nn.Module):

@@ -1,0 +1,195 @@
+"""Models: loading, batching of messy ONNX files, counting, errors; differential checks against
+onnxruntime on the demo models, a hand-built fixed-batch file and the real networks in ../shared."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from nnspec.errors import BudgetExhausted, DataError, ModelError
+from nnspec.models.crosscheck import max_difference, onnxruntime_session
+from nnspec.models.inputs import fit_to_model, read_idx
+from nnspec.models.loading import load_model
+from nnspec.models.model import Budget
+from tests.conftest import ROOT
+
+DEMO = ROOT / "specs" / "models"
+
+
+def _agrees_with_onnxruntime(path, model, lo=0.0, hi=1.0, tol=1e-4):
+    n = model.n_inputs
+    diff = max_difference(path, model, torch.full((n,), lo, dtype=torch.float64),
+                          torch.full((n,), hi, dtype=torch.float64), count=8)
+    assert diff < tol, f"{path}: max difference {diff}"
+
+
+@pytest.mark.parametrize("name", ["digits_mlp.onnx", "digits_cnn.onnx"])
+def test_demo_models_match_onnxruntime(name):
+    model = load_model(DEMO / name)
+    assert model.input_shape == (1, 8, 8) and model.n_outputs == 10 and model.batching == "native"
+    _agrees_with_onnxruntime(DEMO / name, model)
+
+
+def _fixed_batch_file(path):
+    """batch 1 everywhere: input [1, 1, 4, 4], a Reshape to the constant [1, 16], Gemm with transB,
+    Sub/Div normalisation and a Sigmoid, as exporters in the wild produce."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 16)).astype(np.float32)
+    b = rng.normal(size=(3,)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array([1, 16], dtype=np.int64), "shape"),
+             numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B"),
+             numpy_helper.from_array(np.array(0.5, dtype=np.float32), "mean"),
+             numpy_helper.from_array(np.array(0.25, dtype=np.float32), "std")]
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["n"]),
+             helper.make_node("Reshape", ["n", "shape"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "B"], ["g"], transB=1),
+             helper.make_node("Sigmoid", ["g"], ["y"])]
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return w, b
+
+
+def test_fixed_batch_one_file_is_rewritten_to_batch(tmp_path):
+    path = tmp_path / "fixed.onnx"
+    w, b = _fixed_batch_file(path)
+    model = load_model(path)
+    assert model.batching == "rewritten" and model.input_shape == (1, 4, 4) and model.n_outputs == 3
+    x = torch.rand(257, 1, 4, 4)
+    y = model(x)
+    expected = torch.sigmoid(((x - 0.5) / 0.25).reshape(257, 16) @ torch.from_numpy(w).T + torch.from_numpy(b))
+    assert torch.allclose(y, expected, atol=1e-5)
+    assert model.calls == 1 and model.queries == 257
+    _agrees_with_onnxruntime(path, model)
+
+
+def test_counting_chunking_and_budgets():
+    model = load_model(DEMO / "digits_mlp.onnx", max_batch=7)
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    whole = model(x)
+    assert model.queries == 20 and model.calls == 1
+    model.max_batch = 4096
+    assert torch.allclose(whole, model(x), atol=1e-5)  # float32 sums differ by chunk size
+    model.budget = Budget(max_queries=30)
+    model(x[:20])
+    with pytest.raises(BudgetExhausted):
+        model(x[:11])
+    assert model.budget.queries == 20
+
+
+def test_normalisation_is_folded_into_the_evaluation():
+    model = load_model(DEMO / "digits_cnn.onnx")
+    x = torch.rand(3, 1, 8, 8)
+    raw = model((x - 0.2) / 0.5)
+    model.set_normalization([0.2], [0.5])
+    assert torch.allclose(model(x), raw, atol=1e-6)
+
+
+def test_non_finite_outputs_are_an_error_naming_the_input():
+    from nnspec.models.loading import from_module
+
+    model = from_module(torch.nn.Flatten(), (2,), name="ident")
+    with pytest.raises(ModelError, match="non-finite output for input 1 of a batch of 2"):
+        model(torch.tensor([[0.0, 1.0], [float("inf"), 0.0]]))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an onnx file at all", "not a readable ONNX file"),
+    (b"", "nnspec needs a network with exactly one input"),
+])
+def test_bad_model_files_give_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=message) as info:
+        load_model(path)
+    assert "\n" not in str(info.value)
+
+
+def test_unsupported_operator_is_named(tmp_path):
+    node = helper.make_node("Einsum", ["x", "x"], ["y"], equation="bi,bi->b", name="the_einsum")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])])
+    path = tmp_path / "einsum.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    try:
+        load_model(path)
+    except ModelError as err:
+        assert "Einsum" in str(err) or "cannot convert" in str(err)
+    # onnx2torch may support Einsum in a later release; then it must simply work
+    else:
+        pass
+
+
+def test_missing_and_unknown_formats(tmp_path):
+    with pytest.raises(ModelError, match="model file not found"):
+        load_model(tmp_path / "none.onnx")
+    (tmp_path / "m.h5").write_bytes(b"x")
+    with pytest.raises(ModelError, match="unknown model format '.h5'"):
+        load_model(tmp_path / "m.h5")
+
+
+def test_torchscript_archive(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    path = tmp_path / "net.pt"
+    torch.jit.script(net).save(str(path))
+    model = load_model(path, input_shape=(1, 2, 2))
+    x = torch.rand(5, 1, 2, 2)
+    assert torch.allclose(model(x), net(x), atol=1e-6)
+    with pytest.raises(ModelError, match="does not state its input shape"):
+        load_model(path)
+
+
+def test_shapes_fit_or_fail_naming_both():
+    assert fit_to_model(np.zeros((2, 8, 8)), (1, 8, 8), "a:1:1", "m").shape == (2, 1, 8, 8)
+    assert fit_to_model(np.zeros((2, 64)), (1, 8, 8), "a:1:1", "m").shape == (2, 1, 8, 8)
+    with pytest.raises(DataError, match=r"a:1:1: inputs have shape \(32, 32, 3\) but m expects \(3, 32, 32\) "
+                                        r"\(the data looks HWC: add 'layout hwc'\)"):
+        fit_to_model(np.zeros((2, 32, 32, 3)), (3, 32, 32), "a:1:1", "m")
+
+
+def test_idx_reader_roundtrip(tmp_path):
+    import gzip
+
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    raw = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+    (tmp_path / "a-idx3-ubyte").write_bytes(raw)
+    with gzip.open(tmp_path / "a-idx3-ubyte.gz", "wb") as fh:
+        fh.write(raw)
+    assert (read_idx(tmp_path / "a-idx3-ubyte") == arr).all()
+    assert (read_idx(tmp_path / "a-idx3-ubyte.gz") == arr).all()
+
+
+# ------------------------------------------------------------------ real networks (skip without data)
+
+REAL = [
+    ("vnncomp2022/acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx", -0.5, 0.5),
+    ("vnncomp2022/acasxu/onnx/ACASXU_run2a_5_9_batch_2000.onnx", -0.5, 0.5),
+    ("vnncomp2022/mnist_fc/onnx/mnist-net_256x2.onnx", 0.0, 1.0),
+    ("vnncomp2022/mnist_fc/onnx/mnist-net_256x6.onnx", 0.0, 1.0),
+    ("vnncomp2022/oval21/onnx/cifar_base_kw.onnx", 0.0, 1.0),
+    ("vnncomp2022/oval21/onnx/cifar_deep_kw.onnx", 0.0, 1.0),
+    ("vnncomp2022/test/test_nano.onnx", -1.0, 1.0),
+    ("vnncomp2022/test/test_tiny.onnx", -1.0, 1.0),
+    ("vnncomp2022/test/test_small.onnx", -1.0, 1.0),
+    ("vnncomp2022/test/test_sat.onnx", -1.0, 1.0),
+    ("models/deepgame_mnist.onnx", 0.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("rel, lo, hi", REAL, ids=[r[0].split("/")[-1] for r in REAL])
+def test_real_networks_load_batch_and_match_onnxruntime(data_root, rel, lo, hi):
+    path = data_root / rel
+    if not path.is_file():
+        pytest.skip(f"{rel} not present")
+    model = load_model(path)
+    x = lo + (hi - lo) * torch.rand((64,) + model.input_shape)
+    assert model(x).shape == (64, model.n_outputs)
+    assert model.calls == 1  # one call for the whole batch: never a per-input loop on these
+    assert model.batching in ("native", "rewritten", "vmap")
+    ort = onnxruntime_session(path, model)
+    assert float((model(x[:8]).double() - ort(x[:8])).abs().max()) < 1e-4
