@@ -37,6 +37,7 @@ PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35}  # of the budget; refinement ge
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
 WITNESS_SLACK = 1e-5
+SHRINK = 0.97  # a shrinking-ball round looks for violations within this fraction of the best distance
 
 
 @dataclass
@@ -78,13 +79,22 @@ class _Quantification:
         mask = torch.ones(self.shape, dtype=torch.float64) if self.ball.window is None else \
             self.ball.window.mask(self.shape).to(torch.float64)
         self.free = mask.reshape(-1).nonzero().flatten()  # dimensions the search may move
-        lo = task.lower.to(torch.float64).expand(n)
-        hi = task.upper.to(torch.float64).expand(n)
-        d = self.ball.radius
-        self.box_lo = torch.maximum(self.x0 - d, lo)[:, self.free]
-        self.box_hi = torch.minimum(self.x0 + d, hi)[:, self.free]
+        self.dom_lo = task.lower.to(torch.float64).expand(n)
+        self.dom_hi = task.upper.to(torch.float64).expand(n)
+        self.radius = torch.full((P,), float(self.ball.radius), dtype=torch.float64)  # per centre
+        self.box_lo = torch.empty(P, len(self.free), dtype=torch.float64)
+        self.box_hi = torch.empty_like(self.box_lo)
+        self._set_radius(torch.arange(P), self.radius.clone())
         self.budget = int(self.opts["budget"])
         self.is_range = self.prop.kind == "range"
+
+    def _set_radius(self, idx: torch.Tensor, radius: torch.Tensor) -> None:
+        """Search the centres idx in balls of the given radii (the ball of the spec, or a smaller
+        one when looking for a closer witness); the box is the ball's bounding box in the domain."""
+        self.radius[idx] = radius
+        r = radius[:, None]
+        self.box_lo[idx] = torch.maximum(self.x0[idx] - r, self.dom_lo)[:, self.free]
+        self.box_hi[idx] = torch.minimum(self.x0[idx] + r, self.dom_hi)[:, self.free]
 
     # ------------------------------------------------------------------ evaluation
 
@@ -215,13 +225,13 @@ class _Quantification:
     def _projection(self, idx: torch.Tensor):
         if self.opts["constraint"] == "auglag":
             return None
-        norm, d = self.ball.norm, self.ball.radius
+        norm = self.ball.norm
         x0f = self.x0[:, self.free]
 
         def project(cand: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
             rows = idx[active]
             centre = x0f[rows, None, :]
-            moved = centre + project_ball(cand - centre, norm, d)
+            moved = centre + project_ball(cand - centre, norm, self.radius[rows][:, None])
             return torch.maximum(torch.minimum(moved, self.box_hi[rows, None, :]), self.box_lo[rows, None, :])
 
         return project
@@ -231,12 +241,11 @@ class _Quantification:
         driven by ``_auglag_rounds``; otherwise the objective itself."""
         if self.ball.norm not in ("l1", "l2") or self.opts["constraint"] != "auglag":
             return objective, None
-        state = {"lam": torch.ones(self.P, dtype=torch.float64),
-                 "shift": torch.full((self.P,), 0.5 * self.ball.radius, dtype=torch.float64)}
+        state = {"lam": torch.ones(self.P, dtype=torch.float64), "shift": 0.5 * self.radius.clone()}
 
         def wrapped(idx, y):
             values, dist = objective(idx, y, with_dist=True)
-            c = dist - self.ball.radius
+            c = dist - self.radius[idx, None]
             return auglag.barrier(values, c, state["lam"][idx], state["shift"][idx])
 
         return wrapped, state
@@ -255,7 +264,7 @@ class _Quantification:
                 return
             x = solver.x.clone()
             full = self._embed(idx, x[:, None, :])[:, 0]
-            c = distance(full - self.x0[idx], self.ball.norm) - self.ball.radius
+            c = distance(full - self.x0[idx], self.ball.norm) - self.radius[idx]
             state["lam"][idx], state["shift"][idx] = auglag.update(state["lam"][idx], state["shift"][idx], c)
 
     def _phase_search(self, stops: list[str]) -> None:
@@ -283,22 +292,43 @@ class _Quantification:
         self._solve(idx, self.x0[idx][:, self.free], objective, budget, -math.inf, 2, stops)
 
     def _phase_refine(self, stops: list[str]) -> None:
+        """Closer witnesses: a line search toward the centre, then shrinking balls. After a witness
+        at distance u, search for any violation inside the ball of radius SHRINK * u (minimising s,
+        a well-behaved objective, unlike the distance under an s < 0 barrier), which can jump to a
+        nearer decision region; repeat while the budget lasts."""
         t = self.tracker
         idx = (torch.isfinite(t.best_dist) & (t.best_dist > 0)).nonzero().flatten()
         if idx.numel() == 0 or not self.opts["refine"]:
             return
         self._line_search(idx)
-        budget = int(self._remaining()[idx].min())
-        if budget < 4:
-            return
-        big = 10.0 * self.ball.radius + 1.0
+        per_round = 3 * (self._mads_options(10**9, 0.0, 0).search + 2 + self._directions())
+        round_no = 0
+        while idx.numel():
+            remaining = int(self._remaining()[idx].min())
+            if remaining < per_round:
+                break
+            before = t.best_dist[idx].clone()
+            self._set_radius(idx, t.best_dist[idx] * SHRINK)
+            start = self.x0[idx] + (t.best_x[idx] - self.x0[idx]) * SHRINK
+            budget = max(per_round, remaining // 2)
 
-        def objective(i, y, with_dist=False):
-            s, dist = self.evaluate(i, y)
-            value = torch.where(s < -WITNESS_SLACK, dist, big + dist)
-            return (value, dist) if with_dist else value
+            def objective(i, y, with_dist=False):
+                s, dist = self.evaluate(i, y)
+                return (s, dist) if with_dist else s
 
-        self._run_mads(idx, t.best_x[idx][:, self.free], objective, budget, -math.inf, 3, stops)
+            self._solve(idx, start[:, self.free], objective, budget, -WITNESS_SLACK, 10 + round_no, stops)
+            improved = t.best_dist[idx] < before
+            if improved.any():
+                self._line_search(idx[improved])
+            # a centre whose smaller ball gave nothing gets one more try at a smaller step, then stops
+            idx = idx[improved | (round_no == 0)]
+            round_no += 1
+        self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=torch.float64))
+
+    def _directions(self) -> int:
+        d = self.opts["directions"]
+        n = len(self.free)
+        return 2 * n if d <= 0 else min(d, 2 * n)
 
     def _line_search(self, idx: torch.Tensor, points: int = 12, rounds: int = 2) -> None:
         """Bisection-like scan of the segment centre -> witness, all centres in one call per round."""
