@@ -128,6 +128,30 @@ def explain(
 
 
 @app.command()
+def fmt(
+    files: List[Path] = typer.Argument(..., help="spec files to rewrite in canonical layout"),
+    check_only: bool = typer.Option(False, "--check", help="only report files that would change (exit 1)"),
+) -> None:
+    """Rewrite specs in canonical layout (comments kept; idempotent)."""
+    from nnspec.results.store import write_atomic
+    from nnspec.syntax.format import format_spec
+    from nnspec.syntax.parser import parse_file
+
+    changed = []
+    for f in files:
+        spec = parse_file(f)
+        text = format_spec(spec)
+        if text != spec.source:
+            changed.append(f)
+            if not check_only:
+                write_atomic(f, text)
+    for f in changed:
+        typer.echo(f"{'would reformat' if check_only else 'reformatted'} {f}")
+    if check_only and changed:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command()
 def inspect(
     model: Path = typer.Argument(..., help="a model file (.onnx, .pt, .pt2)"),
     cross_check: bool = typer.Option(False, "--cross-check", help="compare with onnxruntime on random inputs"),

@@ -241,7 +241,14 @@ Statement = Union[
 
 
 @dataclass(frozen=True, slots=True)
+class Comment:
+    text: str  # with its leading '#'
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class SpecFile:
     path: str
     source: str
     statements: tuple[Statement, ...]
+    comments: tuple[Comment, ...] = ()

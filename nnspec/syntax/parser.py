@@ -29,10 +29,14 @@ _TERMINAL_NAMES = {
 }
 
 
+_comments: list[Token] = []  # filled by the lexer during one parse (comments are ignored by the grammar)
+
+
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     text = resources.grammar_path().read_text(encoding="utf-8")
-    return Lark(text, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
+    return Lark(text, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True,
+                lexer_callbacks={"COMMENT": _comments.append})
 
 
 def _terminal_text(name: str) -> str:
@@ -80,17 +84,19 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput, file: str, source: str) 
 
 def parse_text(source: str, file: str = "<string>") -> ast.SpecFile:
     """Parse spec text into a frozen AST; raises ``SpecError`` with a position on bad syntax."""
+    _comments.clear()
     try:
         tree = _lark().parse(source)
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, file, source) from None
+    comments = tuple(ast.Comment(str(c), Span(file, c.line, c.column, c.end_line, c.end_column)) for c in _comments)
     try:
         statements = _ToAst(file).transform(tree)
     except lark.exceptions.VisitError as err:
         if isinstance(err.orig_exc, SpecError):
             raise err.orig_exc from None
         raise
-    return ast.SpecFile(file, source, tuple(statements))
+    return ast.SpecFile(file, source, tuple(statements), comments)
 
 
 def parse_file(path: str | Path) -> ast.SpecFile:
