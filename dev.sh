@@ -14,8 +14,12 @@ setup() {
   if [[ -x .venv/bin/python && "$want" == "$have" ]]; then return 0; fi
   echo "dev.sh: setting up .venv (first time takes a few minutes)" >&2
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]" >&2
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && \
+         .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"; } > .venv/install.log 2>&1; then
+    grep -v '^WARNING: Location' .venv/install.log | tail -30 >&2
+    echo "dev.sh: installation failed (full log: .venv/install.log)" >&2
+    exit 1
+  fi
   echo "$want" > .venv/.nnspec-stamp
 }
 
