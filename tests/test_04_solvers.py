@@ -80,7 +80,7 @@ def test_random_direction_subset_limits_points_per_iteration():
     solver = BatchedMads(torch.zeros(1, 100, dtype=D), torch.zeros(1, dtype=D), -torch.ones(1, 100, dtype=D),
                          torch.ones(1, 100, dtype=D), opts)
     _, cand = solver.ask()
-    assert cand.shape == (1, 8 + 4 + 1, 100)
+    assert cand.shape == (1, 8 + 4 + 1 + 4, 100)  # poll, random search, speculative, gradient steps
 
 
 def test_same_seed_same_path():

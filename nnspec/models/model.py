@@ -44,18 +44,30 @@ class Model:
         self.seconds = 0.0
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
+        self._scale: torch.Tensor | float | None = None
+        self._shift: torch.Tensor | float | None = None
         self.budget: Budget | None = None
 
     # ------------------------------------------------------------------ configuration
 
     def set_normalization(self, mean, std) -> None:
-        """Fold (x - mean) / std into the evaluation; one value per channel or one for all."""
+        """Fold (x - mean) / std into the evaluation; one value per channel or one for all.
+
+        Stored as x * scale + shift, Python floats when there is one value; the identity
+        (mean 0, std 1) costs nothing at all.
+        """
         shape = (-1,) + (1,) * (len(self.input_shape) - 1) if len(self.input_shape) > 1 else (-1,)
         mean_t = torch.as_tensor(mean, dtype=self.dtype, device=self.device)
         std_t = torch.as_tensor(std, dtype=self.dtype, device=self.device)
         if mean_t.numel() > 1:
             mean_t, std_t = mean_t.view(shape), std_t.view(shape)
         self._mean, self._std = mean_t, std_t
+        if bool((mean_t == 0).all() and (std_t == 1).all()):
+            self._scale = self._shift = None
+        elif mean_t.numel() == 1 and std_t.numel() == 1:  # python floats: the cheapest broadcast
+            self._scale, self._shift = 1.0 / float(std_t), -float(mean_t) / float(std_t)
+        else:
+            self._scale, self._shift = 1.0 / std_t, -mean_t / std_t
 
     @property
     def n_inputs(self) -> int:
@@ -76,18 +88,21 @@ class Model:
         with torch.inference_mode():
             for i in range(0, b, self.max_batch):
                 chunk = x[i:i + self.max_batch].to(device=self.device, dtype=self.dtype)
-                if self._mean is not None:
-                    chunk = (chunk - self._mean) / self._std
+                if self._scale is not None:
+                    chunk = chunk * self._scale + self._shift
                 out = self.module(chunk)
                 if isinstance(out, (tuple, list)):
                     out = out[0]
                 outs.append(out.reshape(chunk.shape[0], -1))
-        y = torch.cat(outs).to("cpu") if outs else torch.empty(0, self.n_outputs)
+            y = outs[0] if len(outs) == 1 else torch.cat(outs) if outs else torch.empty(0, self.n_outputs)
+            y = y.cpu()
+            # a finite sum means every output is finite; only an inf/nan sum (or an overflow of
+            # the sum itself) needs the exact check
+            finite = bool(torch.isfinite(y.sum())) or bool(torch.isfinite(y).all())
         self.calls += 1
         self.seconds += time.perf_counter() - start
-        bad = ~torch.isfinite(y).all(dim=1)
-        if bad.any():
-            first = int(bad.nonzero()[0])
+        if not finite:
+            first = int((~torch.isfinite(y).all(dim=1)).nonzero()[0])
             raise ModelError(f"{self.name}: non-finite output for input {first} of a batch of {b}")
         return y
 

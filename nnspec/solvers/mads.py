@@ -6,8 +6,11 @@ tensor, the caller evaluates them all with one model call (DeepQuant's tensor pa
 an iteration and across inputs), and ``tell()`` applies the MADS updates.
 
 Per iteration and problem:
-  * SEARCH: a speculative step along the last success, points drawn in the poll frame, and
-    points drawn uniformly in the whole box (global exploration), all rounded to the mesh;
+  * SEARCH: a speculative step along the last success; steps along a simplex-gradient estimate
+    from the last poll (the poll points are finite differences along nearly orthogonal directions,
+    so they give the gradient's projection on their span for free): sign steps, which suit box and
+    L-inf geometry, and a scaled gradient step; points drawn in the poll frame; and points drawn
+    uniformly in the whole box (global exploration); all rounded to the mesh;
   * POLL: directions ``[I, -I]`` (GPS, the paper's D) or OrthoMADS 2n directions ``[H, -H]``
     from a Householder matrix of a fresh random unit vector (dense in the limit), optionally a
     random subset of them for high dimensions, scaled by the poll size and rounded to the mesh;
@@ -32,6 +35,7 @@ import torch
 
 from nnspec.solvers.result import SolverResult, StopReason, TracePoint
 
+GRADIENT_STEPS = (0.5, 1.0, 2.0, 2.0)  # sign steps of these lengths, then one scaled-gradient step
 Projection = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (points (P,K,n), active idx) -> points
 
 
@@ -64,6 +68,7 @@ class BatchedMads:
         self.n = n
         self.poll_size = torch.full((P,), options.initial_poll, dtype=x0.dtype)
         self.last_step = torch.zeros_like(x0)
+        self.grad = torch.zeros_like(x0)  # simplex-gradient estimate from the last poll
         self.active = torch.ones(P, dtype=torch.bool)
         self.stop: list[StopReason | None] = [None] * P
         self.nfev = torch.ones(P, dtype=torch.long)  # f0 counts as one evaluation
@@ -78,8 +83,11 @@ class BatchedMads:
 
     @property
     def points_per_iteration(self) -> int:
-        d = 2 * self.n if self.opt.directions <= 0 else min(self.opt.directions, 2 * self.n)
-        return d + self.opt.search + 1
+        return self._poll_count + self.opt.search + 1 + len(GRADIENT_STEPS)
+
+    @property
+    def _poll_count(self) -> int:
+        return 2 * self.n if self.opt.directions <= 0 else min(self.opt.directions, 2 * self.n)
 
     def done(self) -> bool:
         return not bool(self.active.any())
@@ -98,15 +106,16 @@ class BatchedMads:
         cand = torch.maximum(torch.minimum(cand, self.upper[idx, None, :]), self.lower[idx, None, :])
         if self.project is not None:
             cand = self.project(cand, idx)
-        self._pending = (idx, cand, cand.shape[1])
+        self._pending = (idx, cand, cand.shape[1], x.clone())
         return idx, cand
 
     def tell(self, values: torch.Tensor) -> None:
         """Objective values (A, K) for the points of the last ``ask``."""
         assert self._pending is not None, "tell() without ask()"
-        idx, cand, k = self._pending
+        idx, cand, k, x_old = self._pending
         self._pending = None
         values = torch.where(torch.isnan(values), torch.full_like(values, math.inf), values)
+        self._update_gradient(idx, cand[:, : self._poll_count], values[:, : self._poll_count], x_old)
         best_val, best_at = values.min(dim=1)
         improved = best_val < self.f[idx]
         chosen = cand[torch.arange(len(idx)), best_at]
@@ -148,6 +157,16 @@ class BatchedMads:
         if self.opt.max_seconds > 0 and time.perf_counter() - self.started > self.opt.max_seconds:
             self.stop_all(StopReason.TIME)
 
+    def _update_gradient(self, idx, poll, values, x_old) -> None:
+        """g ~ sum_i (f(x + d_i) - f(x)) d_i / |d_i|^2 over the poll displacements d_i: exact for a
+        linear f and orthogonal d_i (the projection of the gradient on their span)."""
+        delta = poll - x_old[:, None, :]
+        norm2 = (delta * delta).sum(-1)
+        diff = values - self.f[idx][:, None]
+        ok = torch.isfinite(diff) & (norm2 > 0)
+        coef = torch.where(ok, diff / norm2.clamp_min(1e-300), torch.zeros_like(diff))
+        self.grad[idx] = (coef[:, :, None] * delta).sum(1)
+
     def _poll_steps(self, count: int) -> torch.Tensor:
         """(count, D, n) unit poll directions (L-inf norm 1)."""
         n = self.n
@@ -167,16 +186,20 @@ class BatchedMads:
         return basis
 
     def _search_steps(self, idx: torch.Tensor) -> torch.Tensor:
-        """(A, S + 1, n): the speculative step, then local and global random points."""
+        """(A, S + 1 + G, n): the speculative step, the gradient steps, local and global random points."""
         count, n, s = len(idx), self.n, self.opt.search
         ps = self.poll_size[idx][:, None]
         speculative = (2 * self.last_step[idx] / (self.half[idx] * ps)).clamp(-4, 4)
+        g = self.grad[idx] * self.half[idx]  # in half-width units
+        sign = -torch.sign(g)
+        scaled = -g / g.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
+        model_steps = torch.stack([sign * a for a in GRADIENT_STEPS[:-1]] + [scaled * GRADIENT_STEPS[-1]], dim=1)
         local = (torch.rand(count, s - s // 2, n, generator=self.gen, dtype=self.x.dtype) * 2 - 1)
         # global points: anywhere in the box, expressed as steps from the incumbent
         u = torch.rand(count, s // 2, n, generator=self.gen, dtype=self.x.dtype)
         target = self.lower[idx, None, :] + u * (self.upper[idx] - self.lower[idx])[:, None, :]
         globl = (target - self.x[idx, None, :]) / (self.half[idx, None, :] * ps[:, :, None])
-        return torch.cat([speculative[:, None, :], local, globl], dim=1)
+        return torch.cat([speculative[:, None, :], model_steps, local, globl], dim=1)
 
     def _snap(self, cand: torch.Tensor, idx: torch.Tensor, mesh: torch.Tensor) -> torch.Tensor:
         """Round candidates to the mesh origin + mesh * half * Z^n."""
