@@ -184,7 +184,9 @@ def _sha256(path: str) -> str:
 
 def check(paths: list[str], options: CheckOptions,
           on_record: Callable[[TaskRecord], None] | None = None,
-          on_task: Callable[[Task, int, int], None] | None = None) -> RunResult:
+          on_task: Callable[[Task, int, int], None] | None = None,
+          on_plan: Callable[[list[Task]], None] | None = None,
+          on_done: Callable[[Task, list[TaskRecord]], None] | None = None) -> RunResult:
     """The whole `nnspec check`: collect -> parse -> lower -> plan -> bind -> run -> confirm -> results.
 
     Input errors found before anything runs raise. Once tasks run, a later failure (bad data for
@@ -202,8 +204,11 @@ def check(paths: list[str], options: CheckOptions,
     total = len(the_plan.tasks) * len(model_paths)
     done = 0
     try:
-        for model_path in model_paths:
-            for task in _plan_for_model(the_plan, modules, runner, model_path, options):
+        planned = [(m, list(_plan_for_model(the_plan, modules, runner, m, options))) for m in model_paths]
+        if on_plan:
+            on_plan([t for _, tasks in planned for t in tasks])
+        for model_path, tasks in planned:
+            for task in tasks:
                 model = runner.model_for(task.module, model_path)
                 bound = bind_inputs(task.module, task.input_set, model)
                 if on_task:
@@ -218,6 +223,8 @@ def check(paths: list[str], options: CheckOptions,
                     result.records.append(record)
                     runner.on_record(record)
                 done += 1
+                if on_done:
+                    on_done(task, [r for r, _ in pairs])
     except KeyboardInterrupt as err:
         result.interrupted = True
         pending = err

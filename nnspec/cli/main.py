@@ -63,13 +63,16 @@ def check(
     options = CheckOptions(models=list(model), overrides=_overrides(set_), seed=seed, budget=budget,
                            device=device, float64=float64, require_proven=require_proven,
                            cross_check=cross_check, json_path=json_out)
+    from nnspec.report.progress import progress_for
+
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    progress = _progress(console)
     result, pending = None, None
-    try:
-        result = run_check(paths, options, on_task=progress)
-    except BaseException as err:  # reports are still written from what finished
-        result, pending = getattr(err, "partial_result", None), err
+    with progress_for(console) as progress:
+        try:
+            result = run_check(paths, options, on_task=progress.start, on_plan=progress.plan,
+                               on_done=progress.finish)
+        except BaseException as err:  # reports are still written from what finished
+            result, pending = getattr(err, "partial_result", None), err
     if result is not None:
         _write_reports(result, html, junit)
         from nnspec.report.terminal import print_summary
@@ -92,14 +95,6 @@ def _check_device(device: str) -> None:
         raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine")
-
-
-def _progress(console: Console):
-    def on_task(task, done: int, total: int) -> None:
-        prop = task.prop
-        console.print(f"[{done + 1}/{total}] {task.module.file}:{prop.span.line} {prop.name} "
-                      f"on {Path(task.inputs.path).name} ({task.backend})", highlight=False)
-    return on_task
 
 
 def _write_reports(result, html: Optional[Path], junit: Optional[Path]) -> None:

@@ -32,7 +32,12 @@ class Model:
                  name: str = "model", sha256: str = "", device: str = "cpu",
                  dtype: torch.dtype = torch.float32, max_batch: int = 4096, batching: str = "native",
                  operators: dict[str, int] | None = None):
-        self.module = module.to(device=device, dtype=dtype).eval()
+        module = module.to(device=device, dtype=dtype)
+        try:
+            module = module.eval()
+        except NotImplementedError:  # torch.export modules are already in inference form
+            pass
+        self.module = module
         self.input_shape = tuple(input_shape)
         self.n_outputs = n_outputs
         self.name, self.sha256, self.device, self.dtype = name, sha256, device, dtype

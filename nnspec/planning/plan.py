@@ -57,12 +57,15 @@ def default_options(info: BackendInfo, n_inputs: int | None, norm: str = "linf")
 
 
 def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | None = None,
-         n_inputs: dict[str, int] | None = None) -> Plan:
-    """Tasks for every property x input set; raises one SpecError for every unplannable property."""
+         n_inputs: dict[str, int] | None = None, inline_inputs: bool = False) -> Plan:
+    """Tasks for every property x input set; raises one SpecError for every unplannable property.
+
+    ``inline_inputs``: the inputs come with the call (Python API), one task per property.
+    """
     tasks: list[Task] = []
     problems: list[Diagnostic] = []
     for module in modules:
-        if module.properties and not module.input_sets:
+        if module.properties and not module.input_sets and not inline_inputs:
             problems.append(Diagnostic(module.properties[0].span, "no inputs to check the properties on",
                                        "add: inputs \"file.npz\""))
             continue
@@ -78,7 +81,7 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
                 opts["budget"] = budget
             if prop.solver is not None and prop.solver.name == info.name:
                 opts.update(prop.solver.option_dict())  # the spec's explicit values win
-            for i in range(len(module.input_sets)):
+            for i in range(len(module.input_sets) if not inline_inputs else 1):
                 tasks.append(Task(module, prop, i, info.name, tuple(sorted(opts.items())), by))
     if problems:
         raise SpecError(problems)

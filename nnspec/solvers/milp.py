@@ -49,10 +49,17 @@ def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, la
     ``layers``: [(W, b), ...] with ReLU after every layer but the last. ``target`` None: any label.
     """
     if target is None:
+        # most likely runner-up first; every solution then tightens the box (and so the big-M
+        # bounds) of the targets that follow, since the minimum can only be smaller
         best = MilpResult(math.inf, None, None, "infeasible")
-        for t in range(layers[-1][0].shape[0]):
+        y = np.asarray(x0, dtype=np.float64).reshape(-1)
+        for w, b in layers[:-1]:
+            y = np.maximum(w @ y + b, 0)
+        logits = layers[-1][0] @ y + layers[-1][1]
+        for t in np.argsort(-logits):
             if t != label:
-                r = min_distance(layers, x0, label, t, norm, lo, hi, max_radius, slack, time_limit)
+                radius = min(max_radius, best.distance * (1 + 1e-6) + 1e-9)
+                r = min_distance(layers, x0, label, int(t), norm, lo, hi, radius, slack, time_limit)
                 if r.distance < best.distance:
                     best = r
         return best
