@@ -54,7 +54,7 @@ class _Tracker:
     best_x: torch.Tensor  # (P, n)
     best_s: torch.Tensor  # (P,)
     queries: torch.Tensor  # (P,) long
-    trace: list[list[dict]]
+    snapshots: list[tuple[torch.Tensor, ...]]  # per evaluation: idx, queries, min_s, q_hat, best_dist
 
 
 class QuantBackend:
@@ -74,15 +74,19 @@ class _Quantification:
         P = task.centres.shape[0]
         self.P = P
         self.shape = tuple(task.centres.shape[1:])
-        self.x0 = task.centres.reshape(P, -1).to(torch.float64)
+        # Points live in the model's dtype: exactly what the model evaluates (distances are measured
+        # on the evaluated point), and half the memory traffic of float64 for float32 models.
+        # Values of s, slopes and the estimates stay float64.
+        self.dt = model.dtype
+        self.x0 = task.centres.reshape(P, -1).to(self.dt)
         n = self.x0.shape[1]
-        mask = torch.ones(self.shape, dtype=torch.float64) if self.ball.window is None else \
-            self.ball.window.mask(self.shape).to(torch.float64)
+        mask = torch.ones(self.shape, dtype=self.dt) if self.ball.window is None else \
+            self.ball.window.mask(self.shape).to(self.dt)
         self.free = mask.reshape(-1).nonzero().flatten()  # dimensions the search may move
-        self.dom_lo = task.lower.to(torch.float64).expand(n)
-        self.dom_hi = task.upper.to(torch.float64).expand(n)
-        self.radius = torch.full((P,), float(self.ball.radius), dtype=torch.float64)  # per centre
-        self.box_lo = torch.empty(P, len(self.free), dtype=torch.float64)
+        self.dom_lo = task.lower.to(self.dt).expand(n)
+        self.dom_hi = task.upper.to(self.dt).expand(n)
+        self.radius = torch.full((P,), float(self.ball.radius), dtype=self.dt)  # per centre
+        self.box_lo = torch.empty(P, len(self.free), dtype=self.dt)
         self.box_hi = torch.empty_like(self.box_lo)
         self._set_radius(torch.arange(P), self.radius.clone())
         self.budget = int(self.opts["budget"])
@@ -91,6 +95,7 @@ class _Quantification:
     def _set_radius(self, idx: torch.Tensor, radius: torch.Tensor) -> None:
         """Search the centres idx in balls of the given radii (the ball of the spec, or a smaller
         one when looking for a closer witness); the box is the ball's bounding box in the domain."""
+        radius = radius.to(self.dt)
         self.radius[idx] = radius
         r = radius[:, None]
         self.box_lo[idx] = torch.maximum(self.x0[idx] - r, self.dom_lo)[:, self.free]
@@ -101,7 +106,7 @@ class _Quantification:
     def _embed(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Free-coordinate points y (A, K, f) -> full points (A, K, n)."""
         full = self.x0[idx, None, :].expand(-1, y.shape[1], -1).clone()
-        full[:, :, self.free] = y
+        full[:, :, self.free] = y.to(full.dtype)
         return full
 
     def _outputs(self, idx: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
@@ -146,20 +151,25 @@ class _Quantification:
             t.best_dist[idx] = torch.where(closer, close.values, t.best_dist[idx])
             t.best_x[idx[closer]] = full[ar, close.indices][closer]
             t.best_s[idx[closer]] = s[ar, close.indices][closer]
-        for j, p in enumerate(idx.tolist()):
-            t.trace[p].append({"queries": int(t.queries[p]), "min_s": float(t.min_s[p]),
-                               "q_hat": float(t.q_hat[p]), "estimate": self._estimate(p),
-                               "upper": _finite(float(t.best_dist[p]))})
+        t.snapshots.append((idx, t.queries[idx].clone(), t.min_s[idx].clone(), t.q_hat[idx].clone(),
+                            t.best_dist[idx].clone()))
 
     def _estimate(self, p: int) -> float | None:
         if self.is_range:
             return None
+        t = self.tracker
+        return _radius_estimate(float(t.s0[p]), float(t.q_hat[p]), float(t.best_dist[p]), self.ball.radius)
+
+    def _traces(self) -> list[list[dict]]:
+        """Per-centre traces from the per-evaluation snapshots (kept as tensors while searching)."""
         t, d = self.tracker, self.ball.radius
-        s0 = float(t.s0[p])
-        if s0 < 0:
-            return 0.0
-        est = d if float(t.q_hat[p]) <= 0 else min(d, s0 / float(t.q_hat[p]))
-        return min(est, float(t.best_dist[p]))
+        out: list[list[dict]] = [[] for _ in range(self.P)]
+        s0 = t.s0.tolist()
+        for idx, queries, min_s, q_hat, best in t.snapshots:
+            for p, q, m, qh, b in zip(idx.tolist(), queries.tolist(), min_s.tolist(), q_hat.tolist(), best.tolist()):
+                est = None if self.is_range else _radius_estimate(s0[p], qh, b, d)
+                out[p].append({"queries": q, "min_s": m, "q_hat": qh, "estimate": est, "upper": _finite(b)})
+        return out
 
     # ------------------------------------------------------------------ phases
 
@@ -178,7 +188,7 @@ class _Quantification:
             argmin=self.x0.clone(), argmax=self.x0.clone(),
             best_dist=torch.full((P,), math.inf, dtype=torch.float64), best_x=self.x0.clone(),
             best_s=torch.zeros(P, dtype=torch.float64), queries=torch.ones(P, dtype=torch.long) + (ref_out is not None),
-            trace=[[] for _ in range(P)])
+            snapshots=[])
         if not self.is_range:
             at_centre = s0 < 0
             self.tracker.best_dist[at_centre] = 0.0
@@ -241,7 +251,7 @@ class _Quantification:
         driven by ``_auglag_rounds``; otherwise the objective itself."""
         if self.ball.norm not in ("l1", "l2") or self.opts["constraint"] != "auglag":
             return objective, None
-        state = {"lam": torch.ones(self.P, dtype=torch.float64), "shift": 0.5 * self.radius.clone()}
+        state = {"lam": torch.ones(self.P, dtype=torch.float64), "shift": 0.5 * self.radius.to(torch.float64)}
 
         def wrapped(idx, y):
             values, dist = objective(idx, y, with_dist=True)
@@ -323,7 +333,7 @@ class _Quantification:
             # a centre whose smaller ball gave nothing gets one more try at a smaller step, then stops
             idx = idx[improved | (round_no == 0)]
             round_no += 1
-        self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=torch.float64))
+        self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
 
     def _directions(self) -> int:
         d = self.opts["directions"]
@@ -372,9 +382,10 @@ class _Quantification:
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker
         seconds = (time.perf_counter() - self.started) / self.P
+        traces = self._traces()
         out = []
         for p in range(self.P):
-            trace = t.trace[p]
+            trace = traces[p]
             common = dict(s_centre=float(t.s0[p]), queries=int(t.queries[p]), seconds=seconds,
                           stop=stops[p] or "none", centre_output=centre_out[p].tolist(),
                           lipschitz=float(t.q_hat[p]), min_s=float(t.min_s[p]), trace=trace)
@@ -391,6 +402,14 @@ class _Quantification:
             verdict = Verdict.VIOLATED if witness else Verdict.NO_VIOLATION_FOUND
             out.append(Outcome(verdict, bounds=bounds, witness=witness, **common))
         return out
+
+
+def _radius_estimate(s0: float, q_hat: float, best_dist: float, radius: float) -> float:
+    """min(d, s(x) / Q^, closest witness); 0 when the centre itself violates."""
+    if s0 < 0:
+        return 0.0
+    est = radius if q_hat <= 0 else min(radius, s0 / q_hat)
+    return min(est, best_dist)
 
 
 def _finite(v: float) -> float | None:

@@ -73,7 +73,9 @@ class BatchedMads:
         self.stop: list[StopReason | None] = [None] * P
         self.nfev = torch.ones(P, dtype=torch.long)  # f0 counts as one evaluation
         self.nit = torch.zeros(P, dtype=torch.long)
-        self.trace: list[list[TracePoint]] = [[TracePoint(1, float(f), options.initial_poll)] for f in f0]
+        # per iteration: (active indices, nfev, f, poll size) snapshots; expanded in results()
+        self._snapshots: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = [
+            (torch.arange(x0.shape[0]), self.nfev.clone(), self.f.clone(), self.poll_size.clone())]
         self.gen = torch.Generator().manual_seed(options.seed)
         self.started = time.perf_counter()
         self._pending: tuple[torch.Tensor, torch.Tensor, int] | None = None
@@ -126,15 +128,22 @@ class BatchedMads:
         self.poll_size[idx] = torch.where(improved, (self.poll_size[idx] * 2).clamp_max(1.0), self.poll_size[idx] / 2)
         self.nfev[idx] += k
         self.nit[idx] += 1
-        for j, p in enumerate(idx.tolist()):
-            self.trace[p].append(TracePoint(int(self.nfev[p]), float(self.f[p]), float(self.poll_size[p])))
+        self._snapshots.append((idx, self.nfev[idx].clone(), self.f[idx].clone(), self.poll_size[idx].clone()))
         self._check_targets()
         small = self.active & (self.poll_size < self.opt.tolerance)
         self._deactivate(small, StopReason.POLL_SIZE)
 
+    def traces(self) -> list[tuple[TracePoint, ...]]:
+        out: list[list[TracePoint]] = [[] for _ in range(self.x.shape[0])]
+        for idx, nfev, f, ps in self._snapshots:
+            for p, q, v, z in zip(idx.tolist(), nfev.tolist(), f.tolist(), ps.tolist()):
+                out[p].append(TracePoint(q, v, z))
+        return [tuple(t) for t in out]
+
     def results(self) -> list[SolverResult]:
+        traces = self.traces()
         return [SolverResult(self.x[p].clone(), float(self.f[p]), int(self.nfev[p]), int(self.nit[p]),
-                             self.stop[p] or StopReason.CALLBACK, tuple(self.trace[p]))
+                             self.stop[p] or StopReason.CALLBACK, traces[p])
                 for p in range(self.x.shape[0])]
 
     def stop_all(self, reason: StopReason) -> None:
@@ -164,26 +173,27 @@ class BatchedMads:
         norm2 = (delta * delta).sum(-1)
         diff = values - self.f[idx][:, None]
         ok = torch.isfinite(diff) & (norm2 > 0)
-        coef = torch.where(ok, diff / norm2.clamp_min(1e-300), torch.zeros_like(diff))
-        self.grad[idx] = (coef[:, :, None] * delta).sum(1)
+        coef = torch.where(ok, diff / norm2.clamp_min(torch.finfo(norm2.dtype).tiny), torch.zeros_like(diff))
+        self.grad[idx] = (coef[:, :, None] * delta).sum(1).to(self.grad.dtype)
 
     def _poll_steps(self, count: int) -> torch.Tensor:
-        """(count, D, n) unit poll directions (L-inf norm 1)."""
-        n = self.n
-        if self.opt.poll == "gps":
-            eye = torch.eye(n, dtype=self.x.dtype)
-            basis = torch.cat([eye, -eye])[None].expand(count, -1, -1)
+        """(count, D, n) unit poll directions (L-inf norm 1): D of the 2n columns of [B, -B], B the
+        identity (GPS) or a Householder matrix I - 2 v v^T of a fresh random unit v (OrthoMADS).
+        Only the chosen columns are built: H e_j = e_j - 2 v v_j, so a subset costs D n, not n^2."""
+        n, d = self.n, self._poll_count
+        if d < 2 * n:
+            cols = torch.rand(count, 2 * n, generator=self.gen).argsort(dim=1)[:, :d]
         else:
+            cols = torch.arange(2 * n).expand(count, -1)
+        j, sign = cols % n, torch.where(cols < n, 1.0, -1.0).to(self.x.dtype)
+        basis = torch.zeros(count, d, n, dtype=self.x.dtype)
+        basis.scatter_(2, j[:, :, None], 1.0)
+        if self.opt.poll != "gps":
             v = torch.randn(count, n, generator=self.gen, dtype=self.x.dtype)
             v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            h = torch.eye(n, dtype=self.x.dtype)[None] - 2 * v[:, :, None] * v[:, None, :]  # Householder
-            h = h / h.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
-            basis = torch.cat([h, -h], dim=1)
-        d = basis.shape[1]
-        if 0 < self.opt.directions < d:
-            keep = torch.rand(count, d, generator=self.gen).argsort(dim=1)[:, : self.opt.directions]
-            basis = basis.gather(1, keep[:, :, None].expand(-1, -1, n))
-        return basis
+            basis -= 2 * v.gather(1, j)[:, :, None] * v[:, None, :]
+            basis /= basis.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
+        return basis * sign[:, :, None]
 
     def _search_steps(self, idx: torch.Tensor) -> torch.Tensor:
         """(A, S + 1 + G, n): the speculative step, the gradient steps, local and global random points."""
@@ -192,7 +202,7 @@ class BatchedMads:
         speculative = (2 * self.last_step[idx] / (self.half[idx] * ps)).clamp(-4, 4)
         g = self.grad[idx] * self.half[idx]  # in half-width units
         sign = -torch.sign(g)
-        scaled = -g / g.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
+        scaled = -g / g.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
         model_steps = torch.stack([sign * a for a in GRADIENT_STEPS[:-1]] + [scaled * GRADIENT_STEPS[-1]], dim=1)
         local = (torch.rand(count, s - s // 2, n, generator=self.gen, dtype=self.x.dtype) * 2 - 1)
         # global points: anywhere in the box, expressed as steps from the incumbent
