@@ -120,3 +120,16 @@ def test_semantic_errors_table(text, line, col, message):
 def test_set_on_a_let_is_refused_with_a_hint():
     (err,) = errors("let eps = 0.1\nrobustness within linf(eps)", {"eps": 0.2})
     assert err[2] == "--set eps: 'eps' is a let constant" and "param" in err[3]
+
+
+def test_a_list_radius_is_a_sweep_planned_as_one_task_per_radius():
+    from nnspec.planning.plan import plan
+
+    m = lowered('inputs "x.npz"\nproperty s: robustness within linf([0.05, 0.01, 0.02]) require estimate >= 0.01')
+    (p,) = m.properties
+    assert p.sweep == (0.01, 0.02, 0.05) and p.region.radius == 0.05
+    tasks = plan([m]).tasks
+    assert [t.prop.region.radius for t in tasks] == [0.01, 0.02, 0.05]
+    assert {t.prop.name for t in tasks} == {"s"}
+    (err,) = errors("robustness within l2([0.1, -1])")
+    assert err[2] == "a radius sweep is a non-empty list of positive numbers"

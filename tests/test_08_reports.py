@@ -93,3 +93,13 @@ def test_report_command_rebuilds_from_json(cli, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     code, _, err = cli("report", tmp_path / "bad.json", "--html", tmp_path / "y.html")
     assert code == 2 and "bad.json:1:2: not valid JSON" in err
+
+
+def test_sweep_report_plots_the_quantity_against_the_radius():
+    recs = [_record(radius=r, input_id=f"d[{i}]", verdict="violated" if r > 0.1 else "no_violation_found",
+                    witness=None, bounds={"estimate": min(r, 0.15), "upper": 0.2 if r > 0.1 else None,
+                                          "lower": None, "lower_method": None})
+            for r in (0.05, 0.1, 0.2) for i in range(2)]
+    html = render_html(_result(*recs))
+    assert "balls swept over radii <code>0.05, 0.1, 0.2</code>" in html
+    assert "inputs with a confirmed violation" in html and "radius bounds" in html

@@ -54,10 +54,14 @@ def explain(modules: list[SpecModule], plan: Plan) -> str:
                            f"(tolerance {prop.expression.tolerance:g})")
             elif prop.expression is not None:
                 out.append(f"    s(y) = {prop.expression.describe()}   (s < 0 is a violation)")
-            out.append(f"    region: {prop.region.describe()} intersected with the domain")
+            if prop.sweep:
+                radii = ", ".join(f"{r:g}" for r in prop.sweep)
+                out.append(f"    region: {prop.region.norm} ball swept over radii [{radii}], intersected with the domain")
+            else:
+                out.append(f"    region: {prop.region.describe()} intersected with the domain")
             reqs = ", ".join(r.describe() for r in prop.requirements) or "none (reported, never fails)"
             out.append(f"    require: {reqs}")
-            tasks = [t for t in plan.tasks if t.module is module and t.prop is prop]
+            tasks = [t for t in plan.tasks if t.module is module and t.prop.span == prop.span]
             if tasks:
                 t = tasks[0]
                 info = registry.info(t.backend)

@@ -7,6 +7,7 @@ then the CLI's (--seed, --budget), then defaults chosen from the input dimension
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +82,19 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
                 opts["budget"] = budget
             if prop.solver is not None and prop.solver.name == info.name:
                 opts.update(prop.solver.option_dict())  # the spec's explicit values win
-            for i in range(len(module.input_sets) if not inline_inputs else 1):
-                tasks.append(Task(module, prop, i, info.name, tuple(sorted(opts.items())), by))
+            for one in _radii(prop):
+                for i in range(len(module.input_sets) if not inline_inputs else 1):
+                    tasks.append(Task(module, one, i, info.name, tuple(sorted(opts.items())), by))
     if problems:
         raise SpecError(problems)
     return Plan(tuple(tasks))
+
+
+def _radii(prop: Property) -> list[Property]:
+    """A sweep becomes one property per radius (same name and span: the report groups them)."""
+    if not prop.sweep:
+        return [prop]
+    return [dataclasses.replace(prop, region=dataclasses.replace(prop.region, radius=r)) for r in prop.sweep]
 
 
 def _choose(prop: Property, problems: list[Diagnostic]) -> tuple[BackendInfo, str] | None:

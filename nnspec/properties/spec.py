@@ -100,6 +100,7 @@ class Property:
     reference_file: str | None = None
     reference_input: int | None = None
     partition: tuple[str, tuple[tuple[str, Any], ...]] | None = None  # feature robustness
+    sweep: tuple[float, ...] | None = None  # radii of a sweep; the planner makes one task per radius
 
 
 @dataclass(frozen=True, slots=True)

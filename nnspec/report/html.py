@@ -66,12 +66,29 @@ def _record_view(r: TaskRecord) -> dict[str, Any]:
     min_s = [(t["queries"], t.get("min_s")) for t in trace]
     return {
         "r": r,
-        "bar": charts.interval_bar(b.get("lower"), b.get("estimate"), b.get("upper"), r.radius),
+        "bar": charts.interval_bar(b.get("lower"), b.get("estimate"), b.get("upper"), r.radius, width=150),
         "witness": _witness_view(r),
         "centre_chart": charts.bars(_softmax(r.centre_output), r.label, "probabilities at the centre") if r.centre_output else "",
         "bounds_plot": charts.line_plot(series, "radius bounds over queries", "queries") if series else "",
         "s_plot": charts.line_plot({"lowest s": min_s}, "lowest s found over queries", "queries") if trace else "",
     }
+
+
+def _sweep_plots(recs: list[TaskRecord]) -> list:
+    """For a radius sweep: violated fraction and mean radius bounds against the radius (Fig. 9b)."""
+    radii = sorted({r.radius for r in recs})
+    if len(radii) < 2:
+        return []
+    frac, est, upper = [], [], []
+    for rad in radii:
+        at = [r for r in recs if r.radius == rad]
+        frac.append((rad, 100.0 * sum(r.verdict == "violated" for r in at) / len(at)))
+        e = [r.bounds.get("estimate") for r in at if r.bounds.get("estimate") is not None]
+        u = [r.bounds.get("upper") for r in at if r.bounds.get("upper") is not None]
+        est.append((rad, sum(e) / len(e) if e else None))
+        upper.append((rad, min(u) if u else None))
+    return [charts.line_plot({"violated inputs (%)": frac}, "inputs with a confirmed violation", "radius"),
+            charts.line_plot({"mean estimate": est, "closest witness": upper}, "radius bounds", "radius")]
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -91,7 +108,8 @@ def render_html(result: RunResult) -> str:
     for (spec, prop, model), recs in group(result.records).items():
         groups.append({"spec": spec, "property": prop, "model": model, "first": recs[0],
                        "passed": all(r.passed for r in recs), "records": [_record_view(r) for r in recs],
-                       "failed": sum(not r.passed for r in recs)})
+                       "failed": sum(not r.passed for r in recs), "sweep": _sweep_plots(recs),
+                       "radii": sorted({r.radius for r in recs})})
     ranking = _model_ranking(result) if len({r.model for r in result.records}) > 1 else None
     return env.get_template("report.html.j2").render(result=result, meta=result.meta, summary=result.summary(),
                                                      groups=groups, css=css, ranking=ranking)

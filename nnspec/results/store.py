@@ -51,7 +51,8 @@ class ResultStore:
         if self.witness_dir is None or record.witness is None:
             return
         self.witness_dir.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(record.spec).stem}.{record.property}.{record.input_id}")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(record.spec).stem}.{record.property}.{record.input_id}."
+                                                 f"{record.norm}_{record.radius:g}.{Path(record.model).stem}")
         path = self.witness_dir / f"{name}.npy"
         np.save(path, np.asarray(x, dtype=np.float32))
         record.witness["file"] = str(path)

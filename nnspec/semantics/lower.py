@@ -71,6 +71,7 @@ class _Lowering:
         self.normalization: Normalization | None = None
         self.default_solver: SolverChoice | None = None
         self.properties: list[Property] = []
+        self._sweep: tuple[float, ...] | None = None
 
     def run(self) -> SpecModule:
         handlers = {
@@ -240,6 +241,7 @@ class _Lowering:
         with self.errors.attempt():
             parts.update(self.condition(stmt.condition))
         region = None
+        self._sweep = None
         with self.errors.attempt():
             region = self.region(stmt.region, parts.get("kind"))
         requirements: list[Requirement] = []
@@ -259,6 +261,7 @@ class _Lowering:
             requirements=tuple(requirements), solver=solver, span=stmt.span,
             uses_label=parts.get("uses_label", False), reference_file=parts.get("reference_file"),
             reference_input=parts.get("reference_input"), partition=parts.get("partition"),
+            sweep=self._sweep,
         ))
 
     def condition(self, cond: ast.Condition) -> dict[str, Any]:
@@ -359,16 +362,25 @@ class _Lowering:
                                suggest(norm.name.id, NORMS) or f"use one of {', '.join(NORMS)}")
         if len(norm.args) != 1 or norm.kwargs:
             raise SpecError.at(norm.span, f"{norm.name.id}(...) takes one radius")
+        arg = norm.args[0]
+        value = evaluate(arg, self.env)
+        if isinstance(value, list):  # a sweep: linf([0.01, 0.02, 0.05])
+            if not value or not all(_is_num(v) and v > 0 for v in value):
+                raise SpecError.at(arg.span, "a radius sweep is a non-empty list of positive numbers")
+            if norm.name.id == "l0" and not all(float(v).is_integer() for v in value):
+                raise SpecError.at(arg.span, "l0 radii are counts of dimensions (integers)")
+            self._sweep = tuple(sorted(float(v) for v in value))
+            return Ball(norm.name.id, self._sweep[-1], self._window(region))
         if norm.name.id == "l0":
-            radius = float(integer(norm.args[0], self.env, "an l0 radius (a count of dimensions)"))
+            radius = float(integer(arg, self.env, "an l0 radius (a count of dimensions)"))
         else:
-            radius = number(norm.args[0], self.env, "the radius")
+            radius = number(arg, self.env, "the radius")
         if radius <= 0:
-            raise SpecError.at(norm.args[0].span, "radius must be positive")
-        window = None
-        if region.restriction is not None:
-            window = self.window(region.restriction)
-        return Ball(norm.name.id, radius, window)
+            raise SpecError.at(arg.span, "radius must be positive")
+        return Ball(norm.name.id, radius, self._window(region))
+
+    def _window(self, region: ast.Region) -> Window | None:
+        return None if region.restriction is None else self.window(region.restriction)
 
     def window(self, call: ast.Call) -> Window:
         if call.name.id != "window":
