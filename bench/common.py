@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,11 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_root() -> Path | None:
-    env = os.environ.get("NNSPEC_DATA")
-    for p in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if p.is_dir():
-            return p
-    return None
+    from nnspec.resources import external_data_root
+
+    return external_data_root()
 
 
 def best_time(fn, repeat: int = 5, min_seconds: float = 0.3) -> float:

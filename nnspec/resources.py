@@ -8,6 +8,7 @@ copy behind that goes stale as soon as the grammar is edited.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -27,3 +28,13 @@ def grammar_path() -> Path:
 
 def reports_dir() -> Path:
     return _folder("_reports", "reports")
+
+
+def external_data_root() -> Path | None:
+    """The external benchmark data (VNN-COMP networks, MNIST, ...), never shipped with nnspec:
+    $NNSPEC_DATA, else ../shared/data beside a source checkout; None when absent."""
+    env = os.environ.get("NNSPEC_DATA")
+    for p in ([Path(env)] if env else []) + [_CHECKOUT.parent / "shared" / "data"]:
+        if p.is_dir():
+            return p
+    return None

@@ -14,11 +14,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 def shared_data() -> Path | None:
     """The external benchmark data (../shared/data or $NNSPEC_DATA), or None."""
-    env = os.environ.get("NNSPEC_DATA")
-    for p in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if p.is_dir():
-            return p
-    return None
+    from nnspec.resources import external_data_root
+
+    return external_data_root()
 
 
 @pytest.fixture

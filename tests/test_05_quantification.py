@@ -28,14 +28,20 @@ def _truth(lin, x, label, target, norm):
     return s0, q
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
-def test_linear_lipschitz_metric_and_radius(norm):
+def _linear_case(norm):
+    """A 6-input linear model at the origin, targeted at the next label: (model, x, label, target,
+    the true metric Q, the exact minimal distance)."""
     model, lin = linear_model(n=6, m=3, seed=1)
     x = torch.zeros(1, 6, dtype=torch.float64)
     label = int(model(x).argmax())
     target = (label + 1) % 3
     s0, q = _truth(lin, x[0], label, target, norm)
-    exact = s0 / q
+    return model, x, label, target, q, s0 / q
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_linear_lipschitz_metric_and_radius(norm):
+    model, x, label, target, q, exact = _linear_case(norm)
     radius = 0.5 * exact  # a ball with no violation: the estimate is min(d, s0 / Q^) = d ...
     out = QuantBackend().run(task(prop(gap(target), norm, radius), x, [label]), model)[0]
     assert out.witness is None
@@ -46,12 +52,7 @@ def test_linear_lipschitz_metric_and_radius(norm):
 
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 def test_linear_witness_is_an_upper_bound_close_to_the_exact_distance(norm):
-    model, lin = linear_model(n=6, m=3, seed=1)
-    x = torch.zeros(1, 6, dtype=torch.float64)
-    label = int(model(x).argmax())
-    target = (label + 1) % 3
-    s0, q = _truth(lin, x[0], label, target, norm)
-    exact = s0 / q
+    model, x, label, target, q, exact = _linear_case(norm)
     out = QuantBackend().run(task(prop(gap(target), norm, 2.0 * exact), x, [label], budget=6000), model)[0]
     assert out.witness is not None
     assert out.witness.distance >= exact * (1 - 1e-6)

@@ -193,3 +193,52 @@ def test_real_networks_load_batch_and_match_onnxruntime(data_root, rel, lo, hi):
     assert model.batching in ("native", "rewritten", "vmap")
     ort = onnxruntime_session(path, model)
     assert float((model(x[:8]).double() - ort(x[:8])).abs().max()) < 1e-4
+
+
+def test_batchnorm_residual_tanh_maxpool_graph_matches_onnxruntime(tmp_path):
+    rng = np.random.default_rng(1)
+    f = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (f(4, 1, 3, 3), "cw"), (f(4), "cb"), (np.abs(f(4)) + 0.5, "scale"), (f(4), "bias"), (f(4), "mean"),
+        (np.abs(f(4)) + 0.5, "var"), (f(3, 64), "W"), (f(3), "B")]]
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"]),
+             helper.make_node("Tanh", ["bn"], ["t"]),
+             helper.make_node("Add", ["t", "c"], ["res"]),  # a residual connection
+             helper.make_node("MaxPool", ["res"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "B"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "bn_res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    path = tmp_path / "bn_res.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    model = load_model(path)
+    assert model.batching == "rewritten" and model.operators["BatchNormalization"] == 1
+    assert model(torch.rand(100, 1, 8, 8)).shape == (100, 3) and model.calls == 1
+    _agrees_with_onnxruntime(path, model)
+
+
+def test_image_folder_inputs(tmp_path):
+    from PIL import Image
+
+    from nnspec.models.inputs import load_input_set
+    from nnspec.properties.spec import InputSetSpec, LabelSpec
+    from nnspec.span import Span
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 60 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8) + 255).save(tmp_path / "rgb.png")
+    span = Span("s.nnspec", 2, 1, 2, 9)
+    spec = InputSetSpec(str(folder), None, LabelSpec("list", (1, 2, 3), span), None, None, None, None, span)
+    got = load_input_set(spec)
+    assert got.x.shape == (3, 1, 8, 8) and got.labels.tolist() == [1, 2, 3]
+    assert got.x[2].max() == pytest.approx(120 / 255)
+    rgb = load_input_set(InputSetSpec(str(tmp_path / "rgb.png"), None, LabelSpec("none", None, span),
+                                      None, None, None, None, span))
+    assert rgb.x.shape == (1, 3, 8, 8) and rgb.x.min() == 1.0
+    with pytest.raises(DataError, match=r"s.nnspec:2:1: no image files in folder"):
+        (tmp_path / "empty").mkdir()
+        load_input_set(InputSetSpec(str(tmp_path / "empty"), None, LabelSpec("none", None, span), None, None,
+                                    None, None, span))
