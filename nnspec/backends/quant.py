@@ -37,7 +37,7 @@ PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35}  # of the budget; refinement ge
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
 WITNESS_SLACK = 1e-5
-SHRINK = 0.97  # a shrinking-ball round looks for violations within this fraction of the best distance
+MAX_SHRINK = 0.97  # shrinking-ball rounds stop once the trial radius would exceed this fraction
 
 
 @dataclass
@@ -303,24 +303,27 @@ class _Quantification:
 
     def _phase_refine(self, stops: list[str]) -> None:
         """Closer witnesses: a line search toward the centre, then shrinking balls. After a witness
-        at distance u, search for any violation inside the ball of radius SHRINK * u (minimising s,
-        a well-behaved objective, unlike the distance under an s < 0 barrier), which can jump to a
-        nearer decision region; repeat while the budget lasts."""
+        at distance u, search for any violation inside a ball of radius f * u (minimising s, a
+        well-behaved objective, unlike the distance under an s < 0 barrier), which can jump to a
+        nearer decision region. f starts at 1/2 and moves halfway back to 1 after a round that
+        finds nothing: a bisection on the radius, per centre, while the budget lasts."""
         t = self.tracker
         idx = (torch.isfinite(t.best_dist) & (t.best_dist > 0)).nonzero().flatten()
         if idx.numel() == 0 or not self.opts["refine"]:
             return
         self._line_search(idx)
-        per_round = 3 * (self._mads_options(10**9, 0.0, 0).search + 2 + self._directions())
+        per_round = 3 * (self._mads_options(10**9, 0.0, 0).search + 6 + self._directions())
+        factor = torch.full((self.P,), 0.5, dtype=torch.float64)
         round_no = 0
         while idx.numel():
             remaining = int(self._remaining()[idx].min())
             if remaining < per_round:
                 break
             before = t.best_dist[idx].clone()
-            self._set_radius(idx, t.best_dist[idx] * SHRINK)
-            start = self.x0[idx] + (t.best_x[idx] - self.x0[idx]) * SHRINK
-            budget = max(per_round, remaining // 2)
+            f = factor[idx]
+            self._set_radius(idx, before * f)
+            start = self.x0[idx] + (t.best_x[idx] - self.x0[idx]) * f[:, None].to(self.dt)
+            budget = max(per_round, remaining // 4)
 
             def objective(i, y, with_dist=False):
                 s, dist = self.evaluate(i, y)
@@ -330,8 +333,8 @@ class _Quantification:
             improved = t.best_dist[idx] < before
             if improved.any():
                 self._line_search(idx[improved])
-            # a centre whose smaller ball gave nothing gets one more try at a smaller step, then stops
-            idx = idx[improved | (round_no == 0)]
+            factor[idx[~improved]] = (1 + factor[idx[~improved]]) / 2
+            idx = idx[factor[idx] < MAX_SHRINK]
             round_no += 1
         self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
 
