@@ -33,11 +33,15 @@ from nnspec.solvers import auglag
 from nnspec.solvers.mads import BatchedMads, MadsOptions
 from nnspec.solvers.projection import project_ball
 
-PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35}  # of the budget; refinement gets what is left
+# Shares of the budget: violation search, then Q^ for centres without a violation; centres with one
+# refine their witness with what is left, less a reserve for a final Q^ search.
+PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35, "final_lipschitz": 0.0}
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
 WITNESS_SLACK = 1e-5
-MAX_SHRINK = 0.97  # shrinking-ball rounds stop once the trial radius would exceed this fraction
+MAX_SHRINK = 0.97  # the finest shrinking-ball step: look within 97% of the closest witness
+REFINE_ROUNDS = 8  # each shrinking-ball round may use 1/8 of the refinement budget left
+STALL_ROUNDS = 3  # a centre stops refining after this many fruitless rounds at the finest step
 
 
 @dataclass
@@ -200,6 +204,7 @@ class _Quantification:
             self._phase_search(stops)
             self._phase_lipschitz(stops)
             self._phase_refine(stops)
+            self._phase_lipschitz(stops, after_refine=True)
         return self._outcomes(centre_out, stops)
 
     def _remaining(self) -> torch.Tensor:
@@ -287,11 +292,17 @@ class _Quantification:
 
         self._solve(idx, self.x0[idx][:, self.free], objective, budget, -WITNESS_SLACK, 1, stops)
 
-    def _phase_lipschitz(self, stops: list[str]) -> None:
+    def _phase_lipschitz(self, stops: list[str], after_refine: bool = False) -> None:
+        """Maximise the slope: for centres without a violation (a share of the budget), and after
+        refinement for those with one (what is left), so that every Q^ gets a dedicated search."""
         t = self.tracker
-        idx = ((t.s0 >= 0) & torch.isinf(t.best_dist)).nonzero().flatten()
-        budget = int(self.budget * PHASE_SHARE["lipschitz"])
-        budget = min(budget, int(self._remaining()[idx].min()) if idx.numel() else 0)
+        if after_refine:
+            idx = ((t.s0 >= 0) & torch.isfinite(t.best_dist)).nonzero().flatten()
+            budget = int(self._remaining()[idx].min()) if idx.numel() else 0
+        else:
+            idx = ((t.s0 >= 0) & torch.isinf(t.best_dist)).nonzero().flatten()
+            budget = int(self.budget * PHASE_SHARE["lipschitz"])
+            budget = min(budget, int(self._remaining()[idx].min()) if idx.numel() else 0)
 
         def objective(i, y, with_dist=False):
             s, dist = self.evaluate(i, y)
@@ -299,14 +310,15 @@ class _Quantification:
             slope = torch.where(dist > 0, slope, torch.zeros_like(slope))
             return (slope, dist) if with_dist else slope
 
-        self._solve(idx, self.x0[idx][:, self.free], objective, budget, -math.inf, 2, stops)
+        self._solve(idx, self.x0[idx][:, self.free], objective, budget, -math.inf, 2 + 20 * after_refine, stops)
 
     def _phase_refine(self, stops: list[str]) -> None:
         """Closer witnesses: a line search toward the centre, then shrinking balls. After a witness
         at distance u, search for any violation inside a ball of radius f * u (minimising s, a
         well-behaved objective, unlike the distance under an s < 0 barrier), which can jump to a
-        nearer decision region. f starts at 1/2 and moves halfway back to 1 after a round that
-        finds nothing: a bisection on the radius, per centre, while the budget lasts."""
+        nearer decision region. f starts at 1/2 and moves halfway back to 1 (at most MAX_SHRINK)
+        after a round that finds nothing: a bisection on the radius, then polishing at the finest
+        step, per centre, until STALL_ROUNDS fruitless rounds or the budget ends."""
         t = self.tracker
         idx = (torch.isfinite(t.best_dist) & (t.best_dist > 0)).nonzero().flatten()
         if idx.numel() == 0 or not self.opts["refine"]:
@@ -314,16 +326,18 @@ class _Quantification:
         self._line_search(idx)
         per_round = 3 * (self._mads_options(10**9, 0.0, 0).search + 6 + self._directions())
         factor = torch.full((self.P,), 0.5, dtype=torch.float64)
+        stalls = torch.zeros(self.P, dtype=torch.long)  # failed rounds in a row at the finest factor
         round_no = 0
+        reserve = int(self.budget * PHASE_SHARE["final_lipschitz"])  # kept for Q^ after refinement
         while idx.numel():
-            remaining = int(self._remaining()[idx].min())
+            remaining = int(self._remaining()[idx].min()) - reserve
             if remaining < per_round:
                 break
             before = t.best_dist[idx].clone()
             f = factor[idx]
             self._set_radius(idx, before * f)
             start = self.x0[idx] + (t.best_x[idx] - self.x0[idx]) * f[:, None].to(self.dt)
-            budget = max(per_round, remaining // 4)
+            budget = max(per_round, remaining // REFINE_ROUNDS)
 
             def objective(i, y, with_dist=False):
                 s, dist = self.evaluate(i, y)
@@ -333,8 +347,11 @@ class _Quantification:
             improved = t.best_dist[idx] < before
             if improved.any():
                 self._line_search(idx[improved])
-            factor[idx[~improved]] = (1 + factor[idx[~improved]]) / 2
-            idx = idx[factor[idx] < MAX_SHRINK]
+            failed = idx[~improved]
+            stalls[failed] += (factor[failed] >= MAX_SHRINK).long()
+            stalls[idx[improved]] = 0
+            factor[failed] = ((1 + factor[failed]) / 2).clamp_max(MAX_SHRINK)
+            idx = idx[stalls[idx] < STALL_ROUNDS]
             round_no += 1
         self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
 
