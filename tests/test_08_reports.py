@@ -103,3 +103,8 @@ def test_sweep_report_plots_the_quantity_against_the_radius():
     html = render_html(_result(*recs))
     assert "balls swept over radii <code>0.05, 0.1, 0.2</code>" in html
     assert "inputs with a confirmed violation" in html and "radius bounds" in html
+
+
+def test_no_model_comparison_when_each_property_has_one_model():
+    html = render_html(_result(_record(model="a.onnx"), _record(property="q", model="b.onnx")))
+    assert "Model comparison" not in html

@@ -110,7 +110,7 @@ def render_html(result: RunResult) -> str:
                        "passed": all(r.passed for r in recs), "records": [_record_view(r) for r in recs],
                        "failed": sum(not r.passed for r in recs), "sweep": _sweep_plots(recs),
                        "radii": sorted({r.radius for r in recs})})
-    ranking = _model_ranking(result) if len({r.model for r in result.records}) > 1 else None
+    ranking = _model_ranking(result)
     return env.get_template("report.html.j2").render(result=result, meta=result.meta, summary=result.summary(),
                                                      groups=groups, css=css, ranking=ranking)
 
@@ -127,9 +127,11 @@ def _model_ranking(result: RunResult) -> list[dict[str, Any]]:
                 m = per_model.setdefault(r.model, {"model": r.model, "worst": math.inf, "failed": 0})
                 m["worst"] = min(m["worst"], est if est is not None else math.inf)
                 m["failed"] += not r.passed
+        if len(per_model) < 2:
+            continue  # only properties checked on several models are compared
         order = sorted(per_model.values(), key=lambda m: (m["failed"], -m["worst"]))
         rows.append({"spec": spec, "property": prop, "models": order})
-    return rows
+    return rows or None
 
 
 def write_html(result: RunResult, path: Path) -> None:
