@@ -1,0 +1,119 @@
+"""Admissible A*: an anytime lower bound (and upper bound) for the cooperative grid game.
+
+Nodes are grid inputs reached by *monotone* plays (every dimension moves one way only); every grid
+input in the ball is reached so. With a sound Lipschitz constant L of s in the game's norm, a node
+x at distance g with s(x) > 0 bounds every violation x' beyond it: ||x' - x|| >= s(x) / L = h, and
+for monotone plays the distances combine as g + h (L1), sqrt(g^2 + h^2) (L2), max(g, h) (L-inf),
+since all coordinates of x - x0 and x' - x share their signs. That combination f is the node's
+key; every unexplored grid input lies beyond some frontier node, so min f over the frontier is a
+lower bound of the game value at all times. For L2 the key is not consistent (a child's can dip
+below its parent's), so the reported bound is the running maximum of these valid bounds: the value
+is fixed, so the maximum is valid too, and it only rises. Nodes are expanded in batches
+(all their children evaluated in one call). Memory is bounded by ``max_frontier``.
+
+The bound is for the tau-grid game. It is a bound on the true maximum safe radius only under
+Theorem 1 of the DeepGame paper (a margin condition on the grid inputs), which the caller must
+check or state; a heuristic from an *estimated* L is not admissible, and the caller must say so.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnspec.solvers.games.game import GridGame
+
+
+def combine(norm: str, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    if norm == "l1":
+        return g + h
+    if norm == "l2":
+        return np.sqrt(g * g + h * h)
+    return np.maximum(g, h)
+
+
+@dataclass(frozen=True)
+class AStarResult:
+    lower: float  # a lower bound of the grid game value (inf: no violation in the ball)
+    upper: float  # the closest violating grid input found (inf if none)
+    witness: np.ndarray | None
+    queries: int
+    expanded: int
+    frontier_peak: int
+    stop: str  # exact | queries | memory
+    trace: list[tuple[int, float, float]] = field(default_factory=list)  # (queries, lower, upper)
+
+
+def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_000, max_frontier: int = 1_000_000,
+                     batch: int = 16) -> AStarResult:
+    if not lipschitz > 0:
+        raise ValueError("A* needs a positive Lipschitz constant")
+    s0 = float(game.evaluate(game.x0[None])[0])
+    queries = 1
+    if s0 < 0:
+        return AStarResult(0.0, 0.0, game.x0.copy(), queries, 0, 0, "exact", [(1, 0.0, 0.0)])
+    root = np.zeros(game.n, dtype=np.int64)
+    counter = 0
+    heap: list[tuple[float, int, bytes, float]] = [(s0 / lipschitz if s0 > 0 else 0.0, counter, root.tobytes(), 0.0)]
+    seen = {root.tobytes()}
+    upper, witness = math.inf, None
+    expanded, peak = 0, 1
+    best_lower = min(heap[0][0], upper)
+    trace = [(queries, best_lower, upper)]
+    stop = "exact"
+
+    def bound() -> float:
+        nonlocal best_lower
+        best_lower = max(best_lower, min(heap[0][0] if heap else math.inf, upper))
+        return best_lower
+    while heap:
+        if heap[0][0] >= upper:
+            break  # no frontier node can lead to anything closer: the bound is exact
+        if queries >= max_queries:
+            stop = "queries"
+            break
+        popped = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
+        popped = [p for p in popped if p[0] < upper]
+        children, parents_g = [], []
+        for _, _, key, _ in popped:
+            steps = np.frombuffer(key, dtype=np.int64)
+            expanded += 1
+            for _, d, sign in game.moves(steps):
+                child = steps.copy()
+                child[d] += sign
+                ck = child.tobytes()
+                if ck in seen:
+                    continue
+                seen.add(ck)
+                children.append(child)
+        if not children:
+            trace.append((queries, bound(), upper))
+            continue
+        steps = np.stack(children)
+        pts = game.points(steps)
+        g = game.distance(pts)
+        inside = g <= game.radius + 1e-12
+        steps, pts, g = steps[inside], pts[inside], g[inside]
+        if len(steps):
+            s = game.evaluate(pts)
+            queries += len(steps)
+            viol = s < 0
+            if viol.any():
+                i = int(np.argmin(np.where(viol, g, np.inf)))
+                if g[i] < upper:
+                    upper, witness = float(g[i]), pts[i].copy()
+            f = combine(game.norm, g, np.maximum(s, 0) / lipschitz)
+            for j in np.nonzero(~viol)[0]:
+                if f[j] < upper:
+                    counter += 1
+                    heapq.heappush(heap, (float(f[j]), counter, steps[j].tobytes(), float(g[j])))
+        peak = max(peak, len(heap))
+        if len(heap) > max_frontier:
+            stop = "memory"
+            break
+        trace.append((queries, bound(), upper))
+    lower = bound()
+    return AStarResult(lower, upper, witness, queries, expanded, peak, stop if heap and heap[0][0] < upper else "exact", trace)
