@@ -113,3 +113,21 @@ def test_sift_partition_on_a_textured_image():
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(64 * 64))
     with pytest.raises(ValueError, match="SIFT"):
         features.sift(np.zeros((1, 8, 8)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("norm", ["l0", "l1", "l2", "linf"])
+def test_mcts_upper_bound_is_a_real_violation_never_below_the_exhaustive_value(seed, norm):
+    from nnspec.solvers.games.mcts import mcts
+
+    game, net, label = _toy(seed, norm, tau=0.1 if norm != "l0" else 1.0, radius=0.6 if norm != "l0" else 3)
+    exact, _ = exhaustive_value(game)
+    res = mcts(game, max_queries=4000, playouts=16, seed=seed)
+    if math.isinf(exact):
+        assert res.witness is None and math.isinf(res.upper)
+        return
+    assert res.witness is not None and game.evaluate(res.witness[None])[0] < 0
+    assert res.upper >= exact - 1e-9
+    assert res.upper == pytest.approx(exact)  # on these toys the search converges to the game value
+    uppers = [u for _, u in res.trace]
+    assert all(b <= a for a, b in zip(uppers, uppers[1:]))  # anytime: the upper bound only falls

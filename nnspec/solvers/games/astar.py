@@ -51,6 +51,8 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
                      batch: int = 16) -> AStarResult:
     if not lipschitz > 0:
         raise ValueError("A* needs a positive Lipschitz constant")
+    if game.norm == "l0":
+        raise ValueError("admissible A* needs l1, l2 or linf: a Lipschitz constant bounds no l0 distance")
     s0 = float(game.evaluate(game.x0[None])[0])
     queries = 1
     if s0 < 0:

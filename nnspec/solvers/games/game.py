@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-NORM_ORD = {"l1": 1, "l2": 2, "linf": np.inf}
+NORM_ORD = {"l0": 0, "l1": 1, "l2": 2, "linf": np.inf}
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class GridGame:
     lower: np.ndarray  # (n,) the domain
     upper: np.ndarray
     tau: float  # the atomic manipulation
-    norm: str  # l1 | l2 | linf
+    norm: str  # l0 | l1 | l2 | linf
     radius: float  # the ball: plays end outside it
     features: tuple[np.ndarray, ...]  # a partition of range(n)
     evaluate: Callable[[np.ndarray], np.ndarray]  # points (B, n) -> s (B,); s < 0 is a violation

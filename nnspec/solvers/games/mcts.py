@@ -1,0 +1,161 @@
+"""Monte Carlo tree search for upper bounds of the cooperative game (DeepGame Algorithm 1).
+
+The tree alternates Player I (a feature, chosen by UCB over the node's feature statistics) and
+Player II (an atomic manipulation inside it, by UCB over the moves' statistics). Each iteration
+selects a path, expands one move, and runs a batch of random playouts from the new node; all the
+playouts advance together and each step of all of them is one model call. A playout ends at a
+violation (reward 1 - distance / radius), outside the ball, or after ``max_playout`` moves (reward
+from how far the margin fell). The closest violation found is then pruned greedily: manipulated
+dimensions are reverted while the input still violates (each round evaluates every candidate
+revert in one batch), which can only shorten it. Its distance is an upper bound of the game value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnspec.solvers.games.game import GridGame
+
+
+@dataclass
+class _Node:
+    visits: int = 0
+    value: float = 0.0
+    feature_stats: dict = field(default_factory=dict)  # f -> [visits, value]
+    move_stats: dict = field(default_factory=dict)  # (d, sign) -> [visits, value]
+
+
+@dataclass(frozen=True)
+class MctsResult:
+    upper: float  # distance of the closest (pruned) violation found; inf if none
+    witness: np.ndarray | None
+    queries: int
+    iterations: int
+    trace: list[tuple[int, float]]  # (queries, upper)
+
+
+def _ucb(stats: list, parent: int, c: float) -> float:
+    n, v = stats
+    return math.inf if n == 0 else v / n + c * math.sqrt(math.log(max(parent, 1)) / n)
+
+
+def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_playout: int | None = None,
+         exploration: float = 1.0, seed: int = 0) -> MctsResult:
+    rng = np.random.default_rng(seed)
+    s0 = float(game.evaluate(game.x0[None])[0])
+    queries = 1
+    if s0 < 0:
+        return MctsResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0)])
+    max_playout = max_playout or max(4, int(4 * math.ceil(game.radius / game.tau)) * (game.n if game.norm == "linf" else 1))
+    max_playout = min(max_playout, 4 * game.n)
+    tree: dict[bytes, _Node] = {}
+    best, best_x = math.inf, None
+    trace = [(queries, best)]
+    iterations = 0
+    while queries + playouts <= max_queries:
+        iterations += 1
+        # --- selection and expansion
+        steps = np.zeros(game.n, dtype=np.int64)
+        path = []
+        while True:
+            node = tree.setdefault(steps.tobytes(), _Node())
+            moves = game.moves(steps)
+            if not moves or node.visits == 0:
+                break
+            by_feature: dict[int, list] = {}
+            for f, d, sgn in moves:
+                by_feature.setdefault(f, []).append((d, sgn))
+            f = max(by_feature, key=lambda k: (_ucb(node.feature_stats.setdefault(k, [0, 0.0]), node.visits,
+                                                    exploration), rng.random()))
+            d, sgn = max(by_feature[f], key=lambda m: (_ucb(node.move_stats.setdefault(m, [0, 0.0]), node.visits,
+                                                              exploration), rng.random()))
+            path.append((node, f, (d, sgn)))
+            steps = steps.copy()
+            steps[d] += sgn
+            x = game.points(steps[None])[0]
+            if game.distance(x[None])[0] > game.radius or len(path) > max_playout:
+                break
+        leaf = tree.setdefault(steps.tobytes(), _Node())
+        # --- batched random playouts from the leaf
+        rewards, found = _playouts(game, steps, playouts, max_playout, s0, rng)
+        queries += found["queries"]
+        if found["distance"] < best:
+            pruned, extra = _prune(game, found["x"])
+            queries += extra
+            best_x = pruned
+            best = float(game.distance(pruned[None])[0])
+        reward = float(rewards.mean())
+        # --- backpropagation
+        leaf.visits += playouts
+        leaf.value += reward * playouts
+        for node, f, move in path:
+            node.visits += playouts
+            node.value += reward * playouts
+            fs, ms = node.feature_stats[f], node.move_stats[move]
+            fs[0] += playouts
+            fs[1] += reward * playouts
+            ms[0] += playouts
+            ms[1] += reward * playouts
+        trace.append((queries, best))
+    return MctsResult(best, best_x, queries, iterations, trace)
+
+
+def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: float, rng) -> tuple[np.ndarray, dict]:
+    steps = np.repeat(start[None], count, axis=0)
+    alive = np.ones(count, dtype=bool)
+    rewards = np.zeros(count)
+    min_s = np.full(count, s0)
+    best = {"distance": math.inf, "x": None, "queries": 0}
+    feats = game.features
+    for _ in range(max_len):
+        idx = np.nonzero(alive)[0]
+        if len(idx) == 0:
+            break
+        f = rng.integers(len(feats), size=len(idx))
+        d = np.array([feats[i][rng.integers(len(feats[i]))] for i in f])
+        cur = steps[idx, d]
+        sign = np.where(cur != 0, np.sign(cur), rng.choice([-1, 1], size=len(idx)))
+        steps[idx, d] += sign
+        pts = game.points(steps[idx])
+        dist = game.distance(pts)
+        outside = dist > game.radius + 1e-12
+        ev = idx[~outside]
+        alive[idx[outside]] = False
+        if len(ev) == 0:
+            continue
+        s = game.evaluate(pts[~outside])
+        best["queries"] += len(ev)
+        min_s[ev] = np.minimum(min_s[ev], s)
+        viol = s < 0
+        if viol.any():
+            dv = dist[~outside][viol]
+            rewards[ev[viol]] = 1.0 - dv / game.radius
+            j = int(np.argmin(dv))
+            if dv[j] < best["distance"]:
+                best["distance"], best["x"] = float(dv[j]), pts[~outside][viol][j].copy()
+            alive[ev[viol]] = False
+    done = rewards == 0
+    rewards[done] = 0.3 * np.clip(1 - min_s[done] / s0, 0, 1) if s0 > 0 else 0
+    return rewards, best
+
+
+def _prune(game: GridGame, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Revert manipulated dimensions while the input still violates; the closest survivor wins."""
+    queries = 0
+    while True:
+        changed = np.nonzero(x != game.x0)[0]
+        if len(changed) == 0:
+            return x, queries
+        cands = np.repeat(x[None], len(changed), axis=0)
+        cands[np.arange(len(changed)), changed] = game.x0[changed]
+        s = game.evaluate(cands)
+        queries += len(changed)
+        ok = s < 0
+        if not ok.any():
+            return x, queries
+        dist = game.distance(cands)
+        j = int(np.argmin(np.where(ok, dist, np.inf)))
+        x = cands[j]
