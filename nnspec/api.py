@@ -39,8 +39,9 @@ def check_module(model: nn.Module | Model, inputs: torch.Tensor, spec: str, *, l
     two sequences, one value per flattened dimension. Raises nnspec's own errors for bad input.
     """
     inputs = torch.as_tensor(inputs)
-    if not isinstance(model, Model):
-        model = from_module(model, tuple(inputs.shape[1:]), name=type(model).__name__)
+    if not isinstance(model, Model):  # evaluate in the inputs' precision (float64 stays float64)
+        dtype = inputs.dtype if inputs.dtype in (torch.float32, torch.float64) else torch.float32
+        model = from_module(model, tuple(inputs.shape[1:]), name=type(model).__name__, dtype=dtype)
     module = lower(parse_text(spec, name), overrides or {})
     module = dataclasses.replace(module, outputs_are_logits=outputs_are_logits)
     n = model.n_inputs

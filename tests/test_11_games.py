@@ -131,3 +131,87 @@ def test_mcts_upper_bound_is_a_real_violation_never_below_the_exhaustive_value(s
     assert res.upper == pytest.approx(exact)  # on these toys the search converges to the game value
     uppers = [u for _, u in res.trace]
     assert all(b <= a for a, b in zip(uppers, uppers[1:]))  # anytime: the upper bound only falls
+
+
+def _restricted(game: GridGame, dims: np.ndarray) -> GridGame:
+    """The game in which only ``dims`` may move."""
+    def evaluate(points):
+        full = np.repeat(game.x0[None], len(points), axis=0)
+        full[:, dims] = points
+        return game.evaluate(full)
+    return GridGame(game.x0[dims], game.lower[dims], game.upper[dims], game.tau, game.norm, game.radius,
+                    tuple(np.array([i]) for i in range(len(dims))), evaluate)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_alpha_beta_equals_plain_minimax_and_prunes(seed):
+    from nnspec.solvers.games.alphabeta import alpha_beta, minimax
+
+    game, net, label = _toy(seed, "l1", n=4, tau=0.1, radius=0.8)
+    feats = [np.array([0]), np.array([1]), np.array([2, 3])]
+    exact = [min(exhaustive_value(_restricted(game, f))[0], game.radius) for f in feats]
+    lip = margin_lipschitz(net, label, None, "l1")
+
+    def bounds(i, cutoff):
+        res = admissible_astar(_restricted(game, feats[i]), lip, max_queries=10**6)
+        return min(res.lower, game.radius), min(res.upper, game.radius)
+
+    result = alpha_beta(len(feats), lambda i: bounds(i, -math.inf)[1], bounds)
+    assert result.lower == pytest.approx(minimax(exact)) == pytest.approx(result.upper)
+    for f in result.pruned:
+        assert exact[f] <= result.lower + 1e-12
+
+
+def test_sound_lipschitz_of_the_demo_mlp_from_its_onnx_file():
+    from nnspec.models.loading import load_model
+    from nnspec.solvers.games.lipschitz import layers_of_onnx, margin_from_layers
+    from tests.conftest import ROOT
+
+    path = ROOT / "specs/models/digits_mlp.onnx"
+    weights, factor = layers_of_onnx(path)
+    assert [w.shape for w in weights] == [(32, 64), (32, 32), (10, 32)]
+    lip = margin_from_layers(weights, factor, 3, None, "linf")
+    model = load_model(path, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 1, 8, 8, generator=gen, dtype=torch.float64)
+    y = (x + 0.02 * torch.randn(x.shape, generator=gen, dtype=torch.float64))
+    fx, fy = model(x), model(y)
+    for t in range(10):
+        if t != 3:
+            s = ((fx[:, 3] - fx[:, t]) - (fy[:, 3] - fy[:, t])).abs() / (x - y).reshape(500, -1).abs().amax(1)
+            assert float(s.max()) <= lip
+    with pytest.raises(ValueError, match="Conv"):
+        layers_of_onnx(ROOT / "specs/models/digits_cnn.onnx")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_game_backend_brackets_the_exact_distance_from_a_spec(seed):
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net = relu_net((4, 10, 10, 3), seed=seed)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    records = nnspec.check_module(net, x, "maximum safe radius within l1(1.5) using game(tau=0.1, budget=6000)",
+                                  domain=(0.0, 1.0))
+    for i, r in enumerate(records):
+        exact = min_distance(layers_of(net), x[i].numpy(), r.label, None, "l1", max_radius=1.5).distance
+        lower, upper = r.bounds["lower"], r.bounds["upper"]
+        assert lower is not None and r.bounds["lower_method"].startswith("s(x)/L")
+        assert lower <= exact + 1e-9  # sound on the continuous ball
+        if upper is not None:
+            assert r.witness["confirmed"] and upper >= exact - 1e-9
+        assert r.passed  # a quantity: no requirement, nothing fails
+
+
+def test_game_options_are_checked_in_the_spec():
+    from nnspec.errors import SpecError
+    from nnspec.semantics import lower
+    from nnspec.syntax.parser import parse_text
+
+    m = lower(parse_text("maximum safe radius within l2(1) using game(upper=mcts, lower=astar, tau=0.1)"))
+    assert m.properties[0].solver.option_dict() == {"upper": "mcts", "lower": "astar", "tau": 0.1}
+    with pytest.raises(SpecError) as info:
+        lower(parse_text("maximum safe radius within l2(1) using game(uper=mcts, lower=alphabeta)"))
+    messages = [(d.message, d.hint) for d in info.value.diagnostics]
+    assert ("solver 'game' has no option 'uper'", "did you mean 'upper'?") in messages
+    assert ("option 'lower' takes one of astar, none, not 'alphabeta'", None) in messages

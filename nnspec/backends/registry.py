@@ -64,3 +64,29 @@ MADS = BackendInfo(
     ),
 )
 register(MADS, "nnspec.backends.quant:QuantBackend")
+
+
+GAME = BackendInfo(
+    name="game",
+    summary="DeepGame: maximum safe radius and feature robustness as games on the tau-grid; MCTS upper "
+            "bounds, admissible A* and alpha-beta bounds of the grid game, a sound Lipschitz lower bound",
+    capabilities=Capabilities(
+        kinds=("max_radius", "feature_robustness"),
+        norms=("l0", "l1", "l2", "linf"),
+        gives=("upper", "lower"),
+    ),
+    options=(
+        OptionSpec("budget", int, None, "model queries per input, all bounds together (planner: by dimension)", minimum=1),
+        OptionSpec("seed", int, 0, "random seed of the playouts", minimum=0),
+        OptionSpec("upper", str, "mcts", "upper bounds: mcts, or none", choices=("mcts", "none")),
+        OptionSpec("lower", str, "astar", "grid-game lower bounds: astar (needs a sound Lipschitz constant), or none",
+                   choices=("astar", "none")),
+        OptionSpec("tau", float, None, "the atomic manipulation (planner: radius / 8; 1 for l0)", minimum=0),
+        OptionSpec("playouts", int, 32, "random playouts per MCTS iteration, evaluated together", minimum=1),
+        OptionSpec("lipschitz", float, 0.0, "a Lipschitz constant of the margin you vouch for; 0: computed soundly "
+                   "from the layers where the network is a plain MLP", minimum=0),
+        OptionSpec("features", int, 16, "features for MCTS's Player I in maximum safe radius (a grid)", minimum=1),
+        OptionSpec("max_frontier", int, 1_000_000, "A*'s frontier limit (memory)", minimum=1),
+    ),
+)
+register(GAME, "nnspec.backends.game:GameBackend")

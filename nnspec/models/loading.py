@@ -48,7 +48,9 @@ def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, 
 
 def from_module(module: nn.Module, input_shape: tuple[int, ...], *, name: str = "module",
                 device: str = "cpu", dtype: torch.dtype = torch.float32, max_batch: int = 4096) -> Model:
-    """Wrap a plain nn.Module (Python API)."""
+    """Wrap a plain nn.Module (Python API). Note: like ``nn.Module.to``, this converts the module
+    itself to ``dtype`` and ``device``."""
+    module = module.to(device=device, dtype=dtype)
     n_out = _output_count(module, input_shape, dtype)
     return Model(module, input_shape, n_out, name=name, device=device, dtype=dtype, max_batch=max_batch)
 
@@ -88,8 +90,10 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
         if not _batches_correctly(batched, single, input_shape):
             batched, batching = _PerInputLoop(single), "loop"
     n_out = _output_count(batched, input_shape, torch.float32)
-    return Model(batched, input_shape, n_out, name=path.name, sha256=sha256_of(path), device=device,
-                 dtype=dtype, max_batch=max_batch, batching=batching, operators=operators)
+    model = Model(batched, input_shape, n_out, name=path.name, sha256=sha256_of(path), device=device,
+                  dtype=dtype, max_batch=max_batch, batching=batching, operators=operators)
+    model.source = str(path)
+    return model
 
 
 def _upgrade_opset(proto, path: Path):

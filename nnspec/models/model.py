@@ -52,6 +52,7 @@ class Model:
         self._scale: torch.Tensor | float | None = None
         self._shift: torch.Tensor | float | None = None
         self.budget: Budget | None = None
+        self.source: str | None = None  # the file it was loaded from, if any
 
     # ------------------------------------------------------------------ configuration
 

@@ -45,6 +45,8 @@ def default_options(info: BackendInfo, n_inputs: int | None, norm: str = "linf")
     polling hits and random OrthoMADS directions almost never do."""
     opts = info.defaults()
     n = n_inputs or 64
+    if info.name == "game":
+        opts["budget"] = int(min(max(2000, 10 * n), 20000))
     if info.name == "mads":
         if norm == "l1":
             opts["poll"] = "gps"
@@ -112,9 +114,9 @@ def _choose(prop: Property, problems: list[Diagnostic]) -> tuple[BackendInfo, st
     for info in registry.for_kind(prop.kind):
         if norm in info.capabilities.norms:
             return info, "planner"
-    if prop.kind in ("max_radius", "feature_robustness") or norm == "l0":
-        problems.append(Diagnostic(prop.span, f"no backend in this version evaluates {_kind_text(prop.kind)} "
-                                              f"in a {norm} ball", "the game backend (DeepGame) is not built yet"))
+    if norm == "l0":
+        problems.append(Diagnostic(prop.span, f"no backend evaluates {_kind_text(prop.kind)} in a l0 ball",
+                                   "for l0, state it as 'maximum safe radius' (the game backend)"))
     else:
         problems.append(Diagnostic(prop.span, f"no backend evaluates {_kind_text(prop.kind)} in a {norm} ball"))
     return None

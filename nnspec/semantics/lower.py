@@ -310,11 +310,13 @@ class _Lowering:
             return {"kind": "range", "uses_label": index is None,
                     "expression": ex.OutputValue(fn, index, tol)}
         if isinstance(cond, ast.MaxRadius):
-            self.target(cond.target)
-            self.reading(cond.reading)
-            return {"kind": "max_radius", "uses_label": True}
-        self.target(cond.target)
+            target, label = self.target(cond.target)
+            self.reading(cond.reading)  # misclassification does not depend on the reading
+            return {"kind": "max_radius", "uses_label": True,
+                    "expression": ex.ConfidenceGap(target, label, 0.0, "logits")}
+        target, label = self.target(cond.target)
         return {"kind": "feature_robustness", "uses_label": True,
+                "expression": ex.ConfidenceGap(target, label, 0.0, "logits"),
                 "partition": self.partition(cond.partition)}
 
     def target(self, target: ast.Target | None) -> tuple[str, int | None]:

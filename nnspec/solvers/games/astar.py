@@ -79,18 +79,24 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
             break
         popped = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
         popped = [p for p in popped if p[0] < upper]
-        children, parents_g = [], []
+        children, new_keys = [], set()
         for _, _, key, _ in popped:
             steps = np.frombuffer(key, dtype=np.int64)
-            expanded += 1
             for _, d, sign in game.moves(steps):
                 child = steps.copy()
                 child[d] += sign
                 ck = child.tobytes()
-                if ck in seen:
+                if ck in seen or ck in new_keys:
                     continue
-                seen.add(ck)
+                new_keys.add(ck)
                 children.append(child)
+        if queries + len(children) > max_queries:
+            for p in popped:  # not expanded: back to the frontier, so every cone stays covered
+                heapq.heappush(heap, p)
+            stop = "queries"
+            break
+        seen |= new_keys
+        expanded += len(popped)
         if not children:
             trace.append((queries, bound(), upper))
             continue

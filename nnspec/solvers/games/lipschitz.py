@@ -29,8 +29,8 @@ def _dual(v: np.ndarray, norm: str) -> float:
     return float({"linf": np.abs(v).sum(), "l1": np.abs(v).max(), "l2": np.linalg.norm(v)}[norm])
 
 
-def margin_lipschitz(module: nn.Module, label: int, target: int | None, norm: str) -> float:
-    """A sound Lipschitz constant of y_label - y_target (target None: the max over targets)."""
+def layers_of_module(module: nn.Module) -> tuple[list[np.ndarray], float]:
+    """Weights of the Linear layers and the product of activation constants of a plain Sequential."""
     layers = list(module.children()) if isinstance(module, nn.Sequential) else [module]
     weights, factor = [], 1.0
     for layer in layers:
@@ -40,11 +40,52 @@ def margin_lipschitz(module: nn.Module, label: int, target: int | None, norm: st
             factor *= _ACT_LIP[type(layer)]
         else:
             raise ValueError(f"no sound Lipschitz bound for layer {type(layer).__name__}")
+    return weights, factor
+
+
+def layers_of_onnx(path) -> tuple[list[np.ndarray], float]:
+    """The same for an ONNX file that is one chain of Gemm / MatMul+Add / Relu / Tanh / Sigmoid /
+    Flatten / Reshape (to a vector) / Identity nodes; anything else raises."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    init = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in proto.graph.initializer}
+    weights, factor = [], 1.0
+    act = {"Relu": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Flatten": 1.0, "Identity": 1.0, "Add": 1.0, "Reshape": 1.0}
+    for node in proto.graph.node:
+        if node.op_type == "Gemm":
+            w = init.get(node.input[1])
+            attrs = {a.name: a for a in node.attribute}
+            if w is None or ("alpha" in attrs and attrs["alpha"].f != 1.0):
+                raise ValueError("a Gemm without constant weights")
+            trans = attrs["transB"].i if "transB" in attrs else 0
+            weights.append(w if trans else w.T)
+        elif node.op_type == "MatMul" and node.input[1] in init:
+            weights.append(init[node.input[1]].T)
+        elif node.op_type == "Add" and not any(i in init for i in node.input):
+            raise ValueError("a residual Add: not a plain chain")
+        elif node.op_type in act:
+            factor *= act[node.op_type]
+        else:
+            raise ValueError(f"no sound Lipschitz bound for ONNX operator {node.op_type}")
     if not weights:
-        raise ValueError("no Linear layer")
+        raise ValueError("no linear layer")
+    return weights, factor
+
+
+def margin_from_layers(weights: list[np.ndarray], factor: float, label: int, target: int | None, norm: str) -> float:
     body = factor
     for w in weights[:-1]:
         body *= operator_norm(w, norm)
     last = weights[-1]
     targets = [target] if target is not None else [t for t in range(last.shape[0]) if t != label]
     return body * max(_dual(last[label] - last[t], norm) for t in targets)
+
+
+def margin_lipschitz(module: nn.Module, label: int, target: int | None, norm: str) -> float:
+    """A sound Lipschitz constant of y_label - y_target (target None: the max over targets)."""
+    weights, factor = layers_of_module(module)
+    if not weights:
+        raise ValueError("no Linear layer")
+    return margin_from_layers(weights, factor, label, target, norm)

@@ -55,7 +55,7 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
     best, best_x = math.inf, None
     trace = [(queries, best)]
     iterations = 0
-    while queries + playouts <= max_queries:
+    while queries < max_queries:
         iterations += 1
         # --- selection and expansion
         steps = np.zeros(game.n, dtype=np.int64)
@@ -80,10 +80,10 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
                 break
         leaf = tree.setdefault(steps.tobytes(), _Node())
         # --- batched random playouts from the leaf
-        rewards, found = _playouts(game, steps, playouts, max_playout, s0, rng)
+        rewards, found = _playouts(game, steps, playouts, max_playout, s0, rng, max_queries - queries)
         queries += found["queries"]
         if found["distance"] < best:
-            pruned, extra = _prune(game, found["x"])
+            pruned, extra = _prune(game, found["x"], max_queries - queries)
             queries += extra
             best_x = pruned
             best = float(game.distance(pruned[None])[0])
@@ -103,7 +103,8 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
     return MctsResult(best, best_x, queries, iterations, trace)
 
 
-def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: float, rng) -> tuple[np.ndarray, dict]:
+def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: float, rng,
+              limit: int) -> tuple[np.ndarray, dict]:
     steps = np.repeat(start[None], count, axis=0)
     alive = np.ones(count, dtype=bool)
     rewards = np.zeros(count)
@@ -122,32 +123,35 @@ def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: f
         pts = game.points(steps[idx])
         dist = game.distance(pts)
         outside = dist > game.radius + 1e-12
-        ev = idx[~outside]
         alive[idx[outside]] = False
+        keep = np.nonzero(~outside)[0][: max(limit - best["queries"], 0)]  # never past the budget
+        alive[idx[~outside][len(keep):]] = False
+        ev, outside = idx[keep], np.ones(len(idx), dtype=bool)
+        outside[keep] = False
         if len(ev) == 0:
-            continue
-        s = game.evaluate(pts[~outside])
+            break
+        s = game.evaluate(pts[keep])
         best["queries"] += len(ev)
         min_s[ev] = np.minimum(min_s[ev], s)
         viol = s < 0
         if viol.any():
-            dv = dist[~outside][viol]
+            dv = dist[keep][viol]
             rewards[ev[viol]] = 1.0 - dv / game.radius
             j = int(np.argmin(dv))
             if dv[j] < best["distance"]:
-                best["distance"], best["x"] = float(dv[j]), pts[~outside][viol][j].copy()
+                best["distance"], best["x"] = float(dv[j]), pts[keep][viol][j].copy()
             alive[ev[viol]] = False
     done = rewards == 0
     rewards[done] = 0.3 * np.clip(1 - min_s[done] / s0, 0, 1) if s0 > 0 else 0
     return rewards, best
 
 
-def _prune(game: GridGame, x: np.ndarray) -> tuple[np.ndarray, int]:
+def _prune(game: GridGame, x: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
     """Revert manipulated dimensions while the input still violates; the closest survivor wins."""
     queries = 0
     while True:
         changed = np.nonzero(x != game.x0)[0]
-        if len(changed) == 0:
+        if len(changed) == 0 or queries + len(changed) > limit:
             return x, queries
         cands = np.repeat(x[None], len(changed), axis=0)
         cands[np.arange(len(changed)), changed] = game.x0[changed]
