@@ -108,3 +108,11 @@ def test_sweep_report_plots_the_quantity_against_the_radius():
 def test_no_model_comparison_when_each_property_has_one_model():
     html = render_html(_result(_record(model="a.onnx"), _record(property="q", model="b.onnx")))
     assert "Model comparison" not in html
+
+
+def test_game_bounds_are_plotted_over_queries():
+    rec = _record(kind="max_radius", trace=[{"queries": 1, "upper": None, "lower": 0.01},
+                                            {"queries": 50, "upper": 0.4, "lower": 0.02},
+                                            {"queries": 90, "upper": 0.3, "lower": 0.05}])
+    html = render_html(_result(rec))
+    assert "lower (grid game, A*)" in html and "upper (witness)" in html

@@ -83,7 +83,15 @@ class GameBackend:
             return self._feature_robustness(task, model, i, make_game, shape, x0, label, s0, lip, budget, notes,
                                             centre_out, started, q0, opts)
 
-        game = make_game(None, self._features(shape, opts["features"]))
+        if opts.get("partition") == "saliency":
+            before = model.queries
+            feats = tuple(self._partition("saliency", {"_0": opts["features"]}, shape, x0, model, label))
+            spent = model.queries - before  # the ranking is paid from the same budget
+            budget -= spent
+            share = max(share - spent, 1) if both else budget
+        else:
+            feats = self._features(shape, opts["features"])
+        game = make_game(None, feats)
         upper, witness = math.inf, None
         if opts["upper"] == "mcts":
             res = mcts(game, max_queries=share, playouts=opts["playouts"], seed=opts["seed"])

@@ -85,7 +85,9 @@ GAME = BackendInfo(
         OptionSpec("playouts", int, 32, "random playouts per MCTS iteration, evaluated together", minimum=1),
         OptionSpec("lipschitz", float, 0.0, "a Lipschitz constant of the margin you vouch for; 0: computed soundly "
                    "from the layers where the network is a plain MLP", minimum=0),
-        OptionSpec("features", int, 16, "features for MCTS's Player I in maximum safe radius (a grid)", minimum=1),
+        OptionSpec("features", int, 16, "features for MCTS's Player I in maximum safe radius", minimum=1),
+        OptionSpec("partition", str, "grid", "how maximum safe radius cuts features: grid or saliency",
+                   choices=("grid", "saliency")),
         OptionSpec("max_frontier", int, 1_000_000, "A*'s frontier limit (memory)", minimum=1),
     ),
 )

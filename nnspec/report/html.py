@@ -63,6 +63,8 @@ def _record_view(r: TaskRecord) -> dict[str, Any]:
         series["estimate"] = [(t["queries"], t.get("estimate")) for t in trace]
     if any(t.get("upper") is not None for t in trace):
         series["upper (witness)"] = [(t["queries"], t.get("upper")) for t in trace]
+    if any(t.get("lower") is not None for t in trace):
+        series["lower (grid game, A*)"] = [(t["queries"], t.get("lower")) for t in trace]
     min_s = [(t["queries"], t.get("min_s")) for t in trace]
     return {
         "r": r,
@@ -70,7 +72,8 @@ def _record_view(r: TaskRecord) -> dict[str, Any]:
         "witness": _witness_view(r),
         "centre_chart": charts.bars(_softmax(r.centre_output), r.label, "probabilities at the centre") if r.centre_output else "",
         "bounds_plot": charts.line_plot(series, "radius bounds over queries", "queries") if series else "",
-        "s_plot": charts.line_plot({"lowest s": min_s}, "lowest s found over queries", "queries") if trace else "",
+        "s_plot": charts.line_plot({"lowest s": min_s}, "lowest s found over queries", "queries")
+        if any(t.get("min_s") is not None for t in trace) else "",
     }
 
 
