@@ -92,6 +92,8 @@ reachability prob(3) > 1.5 within l2(epz)
     ("robustness within l0(1.5)", 1, 22, "an l0 radius (a count of dimensions) must be an integer, found 1.5"),
     ("robustness within linf(1, 2)", 1, 19, "linf(...) takes one radius"),
     ("robustness within linf(1) on patch(1,2,3,4)", 1, 30, "unknown restriction 'patch'"),
+    ("robustness within linf(1) on feature(grd(2, 2), 0)", 1, 38, "unknown feature partition 'grd'"),
+    ("robustness within linf(1) on feature(grid(2, 2), -1)", 1, 50, "a feature index must be >= 0"),
     ("robustness within linf(1) on window(0,0,0,4)", 1, 30, "a window needs row, col >= 0 and height, width >= 1"),
     ("robustness against -1 within linf(1)", 1, 20, "label -1 is negative"),
     ("robustness margin -0.1 within linf(1)", 1, 19, "the margin must be >= 0"),

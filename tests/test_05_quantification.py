@@ -143,3 +143,56 @@ def test_range_brackets_the_analytic_extremes():
     lo, hi = out.value_range
     assert true_lo - 1e-9 <= lo <= true_lo + 1e-3
     assert true_hi - 1e-3 <= hi <= true_hi + 1e-9
+
+
+@pytest.mark.parametrize("feature", [("grid", (("_0", 2), ("_1", 2)), 3), ("saliency", (("_0", 4),), 0),
+                                     ("superpixels", (("_0", 4),), 0)])
+def test_feature_restricts_the_search_per_input(feature):
+    from torch import nn
+
+    from nnspec.models.loading import from_module
+    from nnspec.properties.regions import Ball
+    from nnspec.results.confirm import confirm
+
+    _, lin = linear_model(n=16, m=2, seed=4)
+    model = from_module(nn.Sequential(nn.Flatten(), lin), (1, 4, 4), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 4, 4, generator=gen, dtype=torch.float64)
+    labels = model(x).argmax(1)
+    p = prop(gap(None), "linf", 5.0)
+    p = type(p)(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "region": Ball("linf", 5.0, None, feature)})
+    outs = QuantBackend().run(task(p, x, labels, budget=2000), model)
+    from nnspec.backends.game import score_function
+
+    for i, out in enumerate(outs):
+        allowed = p.region.allowed((1, 4, 4), x[i], score_function(model, (1, 4, 4), int(labels[i]))).reshape(1, 4, 4)
+        assert 0 < allowed.sum() < 16
+        if out.witness is not None:
+            delta = torch.tensor(out.witness.x, dtype=torch.float64) - x[i]
+            assert float((delta * (1 - allowed)).abs().max()) == 0.0
+            kept = confirm(out, model=model, ball=p.region, expression=p.expression, centre=x[i], label=int(labels[i]),
+                           lower=torch.full((16,), -10.0), upper=torch.full((16,), 10.0), outputs_are_logits=True)
+            assert kept.witness is not None and kept.witness.confirmed
+
+
+def test_confirmation_drops_a_witness_outside_its_feature():
+    from torch import nn
+
+    from nnspec.models.loading import from_module
+    from nnspec.properties.regions import Ball
+    from nnspec.results.confirm import confirm
+    from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
+
+    _, lin = linear_model(n=16, m=2, seed=4)
+    model = from_module(nn.Sequential(nn.Flatten(), lin), (1, 4, 4), dtype=torch.float64)
+    x = torch.full((1, 4, 4), 0.5, dtype=torch.float64)
+    label = int(model(x[None]).argmax())
+    bad = torch.full((1, 4, 4), 0.5, dtype=torch.float64)
+    bad[0, 0, 0] += 3.0  # top-left pixel: in feature 0 of a 2x2 grid, not in feature 3
+    out = Outcome(Verdict.VIOLATED, 1.0, RadiusBounds(upper=3.0), Witness(bad.tolist(), 3.0, -1.0, [], False),
+                  10, 0.1, "budget", [0.0, 0.0])
+    ball = Ball("linf", 5.0, None, ("grid", (("_0", 2), ("_1", 2)), 3))
+    kept = confirm(out, model=model, ball=ball, expression=gap(None), centre=x, label=label,
+                   lower=torch.full((16,), -10.0), upper=torch.full((16,), 10.0), outputs_are_logits=True)
+    assert kept.witness is None and kept.dropped_witnesses == 1
+    assert "outside the window or feature" in kept.notes[-1]

@@ -191,22 +191,15 @@ class GameBackend:
         return tuple(np.array_split(np.arange(n), min(count, n)))
 
     def _partition(self, name, args, shape, x0, model, label):
-        img = x0.reshape(shape)
-        if name == "grid":
-            rows = int(args.get("_0", 4))
-            cols = int(args.get("_1", rows))
-            return partitions.grid(shape if len(shape) == 3 else (1,) + tuple(shape[-2:]), rows, cols)
-        if name == "saliency":
-            k = int(args.get("_0", args.get("k", 8)))
+        return partitions.by_name(name, args, shape, x0, score_function(model, shape, label))
 
-            def score(points):
-                out = model(torch.from_numpy(points).to(model.dtype).reshape((len(points),) + shape))
-                return out[:, label].to(torch.float64).numpy()
-            return partitions.saliency(x0, score, k)
-        if name == "superpixels":
-            return partitions.superpixels(img, int(args.get("_0", args.get("n", 16))),
-                                          float(args.get("compactness", 10.0)))
-        return partitions.sift(img, int(args.get("_0", args.get("n", 16))))
+
+def score_function(model: Model, shape: tuple[int, ...], label: int):
+    """points (B, n) -> the score of ``label`` (one batched model call), for saliency."""
+    def score(points):
+        out = model(torch.from_numpy(points).to(model.dtype).reshape((len(points),) + shape))
+        return out[:, label].to(torch.float64).numpy()
+    return score
 
 
 def _f(v: float) -> float | None:

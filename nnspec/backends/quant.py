@@ -84,9 +84,10 @@ class _Quantification:
         self.dt = model.dtype
         self.x0 = task.centres.reshape(P, -1).to(self.dt)
         n = self.x0.shape[1]
-        mask = torch.ones(self.shape, dtype=self.dt) if self.ball.window is None else \
-            self.ball.window.mask(self.shape).to(self.dt)
-        self.free = mask.reshape(-1).nonzero().flatten()  # dimensions the search may move
+        masks = self._allowed(task, model, n)  # (P, n): what each centre's region may change
+        self.free = (masks.sum(0) > 0).nonzero().flatten()  # dimensions the search may move
+        fm = masks[:, self.free] > 0
+        self.fmask = None if bool(fm.all()) else fm  # per-centre restriction (a feature of each input)
         self.dom_lo = task.lower.to(self.dt).expand(n)
         self.dom_hi = task.upper.to(self.dt).expand(n)
         self.radius = torch.full((P,), float(self.ball.radius), dtype=self.dt)  # per centre
@@ -104,6 +105,24 @@ class _Quantification:
         r = radius[:, None]
         self.box_lo[idx] = torch.maximum(self.x0[idx] - r, self.dom_lo)[:, self.free]
         self.box_hi[idx] = torch.minimum(self.x0[idx] + r, self.dom_hi)[:, self.free]
+        if self.fmask is not None:  # dimensions outside a centre's feature stay at the centre
+            x0f = self.x0[idx][:, self.free]
+            self.box_lo[idx] = torch.where(self.fmask[idx], self.box_lo[idx], x0f)
+            self.box_hi[idx] = torch.where(self.fmask[idx], self.box_hi[idx], x0f)
+
+    def _allowed(self, task: BoundTask, model: Model, n: int) -> torch.Tensor:
+        from nnspec.backends.game import score_function
+        from nnspec.errors import SpecError
+
+        rows = []
+        for p in range(task.centres.shape[0]):
+            try:
+                mask = self.ball.allowed(self.shape, task.centres[p],
+                                         score_function(model, self.shape, int(task.labels[p])))
+            except ValueError as err:
+                raise SpecError.at(self.prop.span, str(err)) from None
+            rows.append(torch.ones(n, dtype=self.dt) if mask is None else mask.to(self.dt))
+        return torch.stack(rows)
 
     # ------------------------------------------------------------------ evaluation
 

@@ -32,6 +32,7 @@ class Ball:
     norm: str  # linf | l2 | l1 | l0
     radius: float
     window: Window | None = None
+    feature: tuple[str, tuple[tuple[str, object], ...], int] | None = None  # (partition, args, index)
 
     def distance(self, delta: torch.Tensor) -> torch.Tensor:
         """The norm of each row of ``delta`` (B, n)."""
@@ -45,7 +46,30 @@ class Ball:
         if self.window is not None:
             w = self.window
             text += f" on window({w.row}, {w.col}, {w.height}, {w.width})"
+        if self.feature is not None:
+            name, args, index = self.feature
+            shown = ", ".join(str(v) if k.startswith("_") else f"{k}={v}" for k, v in args)
+            text += f" on feature({name}({shown}), {index})"
         return text
+
+    def allowed(self, shape: tuple[int, ...], centre, score=None) -> "torch.Tensor | None":
+        """The 0/1 mask (flattened) of the dimensions the region may change; None: all of them."""
+        if self.window is None and self.feature is None:
+            return None
+        mask = torch.ones(int(torch.tensor(shape).prod()), dtype=torch.float64)
+        if self.window is not None:
+            mask *= self.window.mask(shape).reshape(-1).to(torch.float64)
+        if self.feature is not None:
+            from nnspec.solvers.games.features import by_name
+
+            name, args, index = self.feature
+            parts = by_name(name, dict(args), shape, centre.reshape(-1).double().numpy(), score)
+            if index >= len(parts):
+                raise ValueError(f"feature {index} does not exist: {name} gives {len(parts)} features")
+            keep = torch.zeros_like(mask)
+            keep[torch.from_numpy(parts[index])] = 1.0
+            mask *= keep
+        return mask
 
 
 def distance(delta: torch.Tensor, norm: str) -> torch.Tensor:

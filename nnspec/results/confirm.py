@@ -28,7 +28,7 @@ def confirm(outcome: Outcome, *, model: Model, ball: Ball, expression, centre: t
     if w is None:
         return outcome
     x = torch.tensor(w.x, dtype=model.dtype)
-    problems = _check_region(x, centre.to(model.dtype), ball, lower, upper)
+    problems = _check_region(x, centre.to(model.dtype), ball, lower, upper, model, label)
     out = model(x[None])[0].to(torch.float64)
     centre_out = model(centre[None].to(model.dtype))[0].to(torch.float64)
     ref_out = model(reference[None].to(model.dtype))[0].to(torch.float64) if reference is not None else None
@@ -56,7 +56,7 @@ def confirm(outcome: Outcome, *, model: Model, ball: Ball, expression, centre: t
     return dataclasses.replace(outcome, witness=witness, bounds=bounds, verdict=Verdict.VIOLATED)
 
 
-def _check_region(x, centre, ball: Ball, lower, upper) -> list[str]:
+def _check_region(x, centre, ball: Ball, lower, upper, model: Model, label: int) -> list[str]:
     problems = []
     flat = x.reshape(-1).to(torch.float64)
     lo, hi = lower.to(torch.float64).expand_as(flat), upper.to(torch.float64).expand_as(flat)
@@ -66,8 +66,11 @@ def _check_region(x, centre, ball: Ball, lower, upper) -> list[str]:
     dist = float(distance(delta[None], ball.norm)[0])
     if dist > ball.radius * (1 + TOLERANCE) + TOLERANCE:
         problems.append(f"distance {dist:.6g} > radius {ball.radius:g}")
-    if ball.window is not None:
-        outside = delta * (1 - ball.window.mask(tuple(x.shape)).to(torch.float64))
+    from nnspec.backends.game import score_function
+
+    allowed = ball.allowed(tuple(x.shape), centre, score_function(model, tuple(x.shape), label))
+    if allowed is not None:  # recomputed here, independently of the search
+        outside = delta.reshape(-1) * (1 - allowed)
         if bool((outside.abs() > TOLERANCE).any()):
-            problems.append("changes outside the window")
+            problems.append("changes outside the window or feature")
     return problems

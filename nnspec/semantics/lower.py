@@ -372,22 +372,34 @@ class _Lowering:
             if norm.name.id == "l0" and not all(float(v).is_integer() for v in value):
                 raise SpecError.at(arg.span, "l0 radii are counts of dimensions (integers)")
             self._sweep = tuple(sorted(float(v) for v in value))
-            return Ball(norm.name.id, self._sweep[-1], self._window(region))
+            return Ball(norm.name.id, self._sweep[-1], self._window(region), self._feature(region))
         if norm.name.id == "l0":
             radius = float(integer(arg, self.env, "an l0 radius (a count of dimensions)"))
         else:
             radius = number(arg, self.env, "the radius")
         if radius <= 0:
             raise SpecError.at(arg.span, "radius must be positive")
-        return Ball(norm.name.id, radius, self._window(region))
+        return Ball(norm.name.id, radius, self._window(region), self._feature(region))
 
     def _window(self, region: ast.Region) -> Window | None:
-        return None if region.restriction is None else self.window(region.restriction)
+        r = region.restriction
+        return None if r is None or r.name.id == "feature" else self.window(r)
+
+    def _feature(self, region: ast.Region):
+        r = region.restriction
+        if r is None or r.name.id != "feature":
+            return None
+        name, args = self.partition(r.args[0])
+        index = integer(r.args[1], self.env, "a feature index")
+        if index < 0:
+            raise SpecError.at(r.args[1].span, "a feature index must be >= 0")
+        return (name, args, index)
 
     def window(self, call: ast.Call) -> Window:
         if call.name.id != "window":
             raise SpecError.at(call.name.span, f"unknown restriction '{call.name.id}'",
-                               suggest(call.name.id, ["window"]) or "use window(row, col, height, width)")
+                               suggest(call.name.id, ["window"]) or
+                               "use window(row, col, height, width) or feature(grid(2, 2), 0)")
         if len(call.args) != 4 or call.kwargs:
             raise SpecError.at(call.span, "window takes (row, col, height, width)")
         row, col, h, w = (integer(a, self.env, "a window coordinate") for a in call.args)

@@ -53,7 +53,7 @@ class Neg:
     span: Span
 
 
-Expr = Union[Number, String, Name, ListExpr, BinOp, Neg]
+Expr = Union[Number, String, Name, ListExpr, BinOp, Neg]  # (a Call appears only as a feature restriction's partition)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,8 @@ def expr(e) -> str:
 
 
 def call(c: ast.Call) -> str:
-    args = [expr(a) for a in c.args] + [f"{k.name.id}={expr(k.value)}" for k in c.kwargs]
+    args = [call(a) if isinstance(a, ast.Call) else expr(a) for a in c.args] + \
+        [f"{k.name.id}={expr(k.value)}" for k in c.kwargs]
     return f"{c.name.id}({', '.join(args)})"
 
 

@@ -287,8 +287,12 @@ class _ToAst(Transformer):
     def region(self, meta, norm, restriction):
         return ast.Region(norm, restriction, self._span(meta))
 
-    def restriction(self, meta, call):
+    def restrict_call(self, meta, call):
         return call
+
+    def restrict_feature(self, meta, partition, index):
+        """on feature(grid(2, 2), 1): kept as a call named 'feature' with the partition and index."""
+        return ast.Call(ast.Name("feature", self._span(meta)), (partition, index), (), self._span(meta))
 
     def require(self, meta, *reqs):
         return tuple(reqs)

@@ -80,3 +80,27 @@ def sift(image: np.ndarray, max_features: int = 16) -> list[np.ndarray]:
     d = np.hypot(yy[..., None] - pts[:, 0], xx[..., None] - pts[:, 1]) / sig
     owner = d.argmin(axis=-1).ravel()
     return _pixels_to_dims([np.nonzero(owner == i)[0] for i in range(len(pts))], shape)
+
+
+def by_name(name: str, args: dict, shape: tuple[int, ...], x: np.ndarray,
+            score: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+    """The partition a spec names: grid(rows, cols), saliency(k), superpixels(n, compactness=..),
+    sift(n). Positional arguments arrive as "_0", "_1"; ``score`` (points -> predicted class's
+    score) is needed by saliency only."""
+    image_shape = shape if len(shape) == 3 else (1,) + tuple(shape[-2:]) if len(shape) >= 2 else None
+    img = x.reshape(shape)
+    if name == "saliency":
+        if score is None:
+            raise ValueError("saliency needs the model")
+        return saliency(x.reshape(-1), score, int(args.get("_0", args.get("k", 8))))
+    if image_shape is None:
+        raise ValueError(f"the {name} partition needs image inputs (C, H, W), not shape {tuple(shape)}")
+    if name == "grid":
+        rows = int(args.get("_0", 4))
+        return grid(image_shape, rows, int(args.get("_1", rows)))
+    if name == "superpixels":
+        return superpixels(img.reshape(image_shape), int(args.get("_0", args.get("n", 16))),
+                           float(args.get("compactness", 10.0)))
+    if name == "sift":
+        return sift(img.reshape(image_shape), int(args.get("_0", args.get("n", 16))))
+    raise ValueError(f"unknown partition {name!r}")
