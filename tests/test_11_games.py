@@ -180,8 +180,31 @@ def test_sound_lipschitz_of_the_demo_mlp_from_its_onnx_file():
         if t != 3:
             s = ((fx[:, 3] - fx[:, t]) - (fy[:, 3] - fy[:, t])).abs() / (x - y).reshape(500, -1).abs().amax(1)
             assert float(s.max()) <= lip
-    with pytest.raises(ValueError, match="Conv"):
-        layers_of_onnx(ROOT / "specs/models/digits_cnn.onnx")
+
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_sound_lipschitz_of_the_demo_cnn_conv_and_maxpool(norm):
+    from nnspec.models.loading import load_model
+    from nnspec.solvers.games.lipschitz import layers_of_onnx, margin_from_layers
+    from tests.conftest import ROOT
+
+    path = ROOT / "specs/models/digits_cnn.onnx"
+    weights, factor = layers_of_onnx(path)
+    assert [w[0] if isinstance(w, tuple) else "dense" for w in weights] == ["conv", "pool", "conv", "dense"]
+    model = load_model(path, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(400, 1, 8, 8, generator=gen, dtype=torch.float64)
+    label = 2
+    lip = margin_from_layers(weights, factor, label, None, norm)
+    ord_ = {"l1": 1, "l2": 2, "linf": math.inf}[norm]
+    y = x + 0.01 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    fx, fy = model(x), model(y)
+    dist = torch.linalg.vector_norm((x - y).reshape(400, -1), ord=ord_, dim=1)
+    for t in range(10):
+        if t != label:
+            slope = ((fx[:, label] - fx[:, t]) - (fy[:, label] - fy[:, t])).abs() / dist
+            assert float(slope.max()) <= lip
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

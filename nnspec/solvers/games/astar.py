@@ -77,22 +77,26 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
         if queries >= max_queries:
             stop = "queries"
             break
-        popped = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
-        popped = [p for p in popped if p[0] < upper]
-        children, new_keys = [], set()
-        for _, _, key, _ in popped:
-            steps = np.frombuffer(key, dtype=np.int64)
+        # pop up to `batch` nodes, as many as the budget can evaluate the children of
+        popped, children, new_keys = [], [], set()
+        while heap and len(popped) < batch and heap[0][0] < upper:
+            node = heap[0]
+            steps = np.frombuffer(node[2], dtype=np.int64)
+            mine = []
             for _, d, sign in game.moves(steps):
                 child = steps.copy()
                 child[d] += sign
                 ck = child.tobytes()
-                if ck in seen or ck in new_keys:
-                    continue
+                if ck not in seen and ck not in new_keys:
+                    mine.append((ck, child))
+            if queries + len(children) + len(mine) > max_queries:
+                break  # this node stays in the frontier, so its cone stays covered
+            heapq.heappop(heap)
+            popped.append(node)
+            for ck, child in mine:
                 new_keys.add(ck)
                 children.append(child)
-        if queries + len(children) > max_queries:
-            for p in popped:  # not expanded: back to the frontier, so every cone stays covered
-                heapq.heappush(heap, p)
+        if not popped:
             stop = "queries"
             break
         seen |= new_keys

@@ -1,4 +1,5 @@
-"""Sound Lipschitz constants of a logit margin for feed-forward networks, from their layers.
+"""Sound Lipschitz constants of a logit margin for feed-forward networks, from their layers
+(dense, convolution, max-pooling, and 1-Lipschitz activations).
 
 For y = W_k s(... s(W_1 x + b_1) ...) with 1-Lipschitz activations (ReLU, tanh, sigmoid is 1/4), the
 margin m(x) = y_l - y_t satisfies |m(x) - m(x')| <= ||(W_k[l] - W_k[t]) ||_dual * prod_j ||W_j||_p
@@ -15,7 +16,26 @@ from torch import nn
 _ACT_LIP = {nn.ReLU: 1.0, nn.Tanh: 1.0, nn.Sigmoid: 0.25, nn.Identity: 1.0, nn.Flatten: 1.0}
 
 
-def operator_norm(w: np.ndarray, norm: str) -> float:
+def conv_norm(w: np.ndarray, norm: str) -> float:
+    """A sound bound of a 2-D convolution's operator norm (any stride or padding): every output
+    unit sums at most one term per kernel weight (L-inf: max over output channels of the kernel's
+    absolute sum), every input unit meets each kernel weight at most once (L1: max over input
+    channels), and ||A||_2 <= sqrt(||A||_1 ||A||_inf) (Hoelder)."""
+    a = np.abs(w)
+    linf, l1 = float(a.sum(axis=(1, 2, 3)).max()), float(a.sum(axis=(0, 2, 3)).max())
+    return {"linf": linf, "l1": l1, "l2": float(np.sqrt(linf * l1))}[norm]
+
+
+def pool_norm(kernel: list[int], strides: list[int], norm: str) -> float:
+    """Max-pooling: |max a - max b| <= max |a - b| per window; an input lies in at most
+    prod(ceil(k / s)) windows, so the factor is that count to the power 1/p (1 for L-inf)."""
+    overlap = float(np.prod([int(np.ceil(k / s)) for k, s in zip(kernel, strides)]))
+    return {"linf": 1.0, "l1": overlap, "l2": float(np.sqrt(overlap))}[norm]
+
+
+def operator_norm(w, norm: str) -> float:
+    if isinstance(w, tuple):  # ("conv", weights) or ("pool", kernel, strides)
+        return conv_norm(w[1], norm) if w[0] == "conv" else pool_norm(w[1], w[2], norm)
     if norm == "linf":
         return float(np.abs(w).sum(axis=1).max())
     if norm == "l1":
@@ -54,12 +74,21 @@ def layers_of_onnx(path) -> tuple[list[np.ndarray], float]:
     weights, factor = [], 1.0
     act = {"Relu": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Flatten": 1.0, "Identity": 1.0, "Add": 1.0, "Reshape": 1.0}
     for node in proto.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv" and node.input[1] in init:
+            if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
+                raise ValueError("grouped or dilated convolutions are not handled")
+            weights.append(("conv", init[node.input[1]]))
+            continue
+        if node.op_type == "MaxPool":
+            kernel = list(attrs["kernel_shape"])
+            weights.append(("pool", kernel, list(attrs.get("strides", kernel))))
+            continue
         if node.op_type == "Gemm":
             w = init.get(node.input[1])
-            attrs = {a.name: a for a in node.attribute}
-            if w is None or ("alpha" in attrs and attrs["alpha"].f != 1.0):
+            if w is None or attrs.get("alpha", 1.0) != 1.0:
                 raise ValueError("a Gemm without constant weights")
-            trans = attrs["transB"].i if "transB" in attrs else 0
+            trans = attrs.get("transB", 0)
             weights.append(w if trans else w.T)
         elif node.op_type == "MatMul" and node.input[1] in init:
             weights.append(init[node.input[1]].T)
@@ -69,8 +98,8 @@ def layers_of_onnx(path) -> tuple[list[np.ndarray], float]:
             factor *= act[node.op_type]
         else:
             raise ValueError(f"no sound Lipschitz bound for ONNX operator {node.op_type}")
-    if not weights:
-        raise ValueError("no linear layer")
+    if not weights or isinstance(weights[-1], tuple):
+        raise ValueError("the network must end in a dense layer")
     return weights, factor
 
 

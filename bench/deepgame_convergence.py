@@ -1,0 +1,65 @@
+"""DeepGame's Fig. 9 setting (issue 5): anytime convergence of the bounds for one MNIST image
+(index 67), L2, the paper's model. Prints the upper bound (MCTS, then A*'s violations) and the
+grid game's lower bound (admissible A*, sound Lipschitz constant of the conv net from its layers)
+against queries and seconds, and the sound continuous lower bound s(x)/L.
+
+    python bench/deepgame_convergence.py [--budget 20000] [--radius 3.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import data_root  # noqa: E402
+from nnspec.backends.base import BoundTask  # noqa: E402
+from nnspec.backends.game import GameBackend  # noqa: E402
+from nnspec.backends.registry import GAME  # noqa: E402
+from nnspec.models.inputs import read_idx  # noqa: E402
+from nnspec.models.loading import load_model  # noqa: E402
+from nnspec.properties.expressions import ConfidenceGap  # noqa: E402
+from tests.helpers import prop  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=int, default=20000)
+    ap.add_argument("--radius", type=float, default=3.0)
+    ap.add_argument("--index", type=int, default=67)
+    args = ap.parse_args()
+    root = data_root()
+    if root is None or not (root / "models/deepgame_mnist.onnx").is_file():
+        print("needs ../shared/data (or NNSPEC_DATA)")
+        return
+    model = load_model(root / "models/deepgame_mnist.onnx")
+    img = read_idx(root / "mnist/t10k-images-idx3-ubyte.gz")[args.index].astype(np.float32)[None, None] / 255.0
+    x = torch.from_numpy(img)
+    label = model(x).argmax(1)
+    p = prop(ConfidenceGap("untargeted", None, 0.0, "logits"), "l2", args.radius, kind="max_radius")
+    opts = GAME.defaults() | {"budget": args.budget, "tau": args.radius / 8, "features": 16}
+    t0 = time.perf_counter()
+    (out,) = GameBackend().run(BoundTask(p, x, label, torch.zeros(784), torch.ones(784), True, opts), model)
+    secs = time.perf_counter() - t0
+    print(f"MNIST test image {args.index}, label {int(label)}, L2 ball {args.radius}, tau {opts['tau']:g}, "
+          f"{out.queries} queries in {secs:.1f} s")
+    print(f"sound continuous lower bound s(x)/L: {out.bounds.lower} ({out.bounds.lower_method})")
+    for note in out.notes:
+        print(f"note: {note}")
+    print("| queries | upper (closest violation) | grid-game lower (A*) |")
+    print("|---|---|---|")
+    trace = out.trace
+    marks = sorted({int(len(trace) * f) for f in (0, 0.1, 0.25, 0.5, 0.75)} | {len(trace) - 1})
+    for i in marks:
+        t = trace[i]
+        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"| {t['queries']} | {fmt(t.get('upper'))} | {fmt(t.get('lower'))} |")
+
+
+if __name__ == "__main__":
+    main()
