@@ -162,10 +162,10 @@ def test_feature_restricts_the_search_per_input(feature):
     p = prop(gap(None), "linf", 5.0)
     p = type(p)(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "region": Ball("linf", 5.0, None, feature)})
     outs = QuantBackend().run(task(p, x, labels, budget=2000), model)
-    from nnspec.backends.game import score_function
+    from nnspec.models.model import label_score
 
     for i, out in enumerate(outs):
-        allowed = p.region.allowed((1, 4, 4), x[i], score_function(model, (1, 4, 4), int(labels[i]))).reshape(1, 4, 4)
+        allowed = p.region.allowed((1, 4, 4), x[i], label_score(model, (1, 4, 4), int(labels[i]))).reshape(1, 4, 4)
         assert 0 < allowed.sum() < 16
         if out.witness is not None:
             delta = torch.tensor(out.witness.x, dtype=torch.float64) - x[i]

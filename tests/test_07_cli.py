@@ -137,3 +137,53 @@ def test_python_dash_m_entry_point():
 
     done = subprocess.run([sys.executable, "-m", "nnspec", "version"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "0.1.0"
+
+
+def _spec(tmp_path, body: str):
+    models = ROOT / "specs" / "models"
+    f = tmp_path / "p.nnspec"
+    f.write_text(f'model "{models / "digits_mlp.onnx"}"\ninputs "{models / "digits_test.npz"}" key x labels key y first 2\n'
+                 f"{body}\n")
+    return f
+
+
+@pytest.mark.parametrize("body, message", [
+    ("feature robustness over sift(8) within l1(2) using game(budget=500)", "SIFT found no keypoints in a 8x8 image"),
+    ("feature robustness over grid(9, 9) within l1(2) using game(budget=500)", "grid(9, 9) does not fit an image of 8x8"),
+    ("robustness within linf(0.1) on feature(grid(2, 2), 7) using mads(budget=200)",
+     "feature 7 does not exist: grid gives 4 features"),
+    ("feature robustness over saliency(4) within l1(2) using game(budget=70)",
+     "budget too small for 4 features: give using game(budget=...) at least 83"),
+])
+def test_partitions_that_do_not_fit_are_input_errors_at_the_property(cli, tmp_path, body, message):
+    f = _spec(tmp_path, body)
+    code, out, err = cli("check", f)
+    assert code == 2, err
+    assert err.startswith(f"{f}:3:1: error: {message}") and "Traceback" not in err
+
+
+def test_saliency_rankings_are_paid_from_the_budget(cli, tmp_path):
+    f = _spec(tmp_path, "feature robustness over saliency(4) within l1(2) using game(budget=2000)\n"
+                        "robustness within linf(0.1) on feature(saliency(4), 0) using mads(budget=100)")
+    code, _, err = cli("check", f, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    recs = json.loads((tmp_path / "r.json").read_text())["records"]
+    assert all(r["queries"] <= r["options"]["budget"] + 1 for r in recs if r["property"].startswith("robustness"))
+
+
+def test_a_lipschitz_constant_from_the_spec_is_not_called_sound(cli, tmp_path):
+    f = _spec(tmp_path, "maximum safe radius within l2(1) using game(budget=500, lipschitz=3)")
+    assert cli("check", f, "--json", tmp_path / "r.json")[0] == 0
+    rec = json.loads((tmp_path / "r.json").read_text())["records"][0]
+    assert rec["bounds"]["lower_method"] == "s(x)/L, L = 3 (given in the spec, not verified)"
+
+
+def test_device_without_cuda_is_a_usage_error(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = cli("check", SPECS, "--device", "cuda")
+    assert code == 2 and err.strip() == "error: --device cuda: CUDA is not available on this machine"
+    code, _, err = cli("check", SPECS, "--device", "tpu")
+    assert code == 2 and "use cpu, cuda or cuda:N" in err

@@ -24,7 +24,8 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import GAME
-from nnspec.models.model import Model
+from nnspec.errors import SpecError
+from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
@@ -62,6 +63,7 @@ class GameBackend:
         lo, hi = task.lower.to(torch.float64).numpy(), task.upper.to(torch.float64).numpy()
         s0 = float(s_fn(centre_out[None, None])[0, 0])
         lip, lip_note = self._lipschitz(model, expr, label, norm, opts)
+        self._lip_source = "given in the spec, not verified" if opts.get("lipschitz") else "sound, from the layers"
         notes = [lip_note, f"tau-grid game with tau = {tau:g}"]
         budget = int(opts["budget"]) - 2  # per input, all bounds together (the centre costs one)
         both = opts["upper"] == "mcts" and opts["lower"] == "astar" and lip is not None and norm != "l0"
@@ -85,7 +87,7 @@ class GameBackend:
 
         if opts.get("partition") == "saliency":
             before = model.queries
-            feats = tuple(self._partition("saliency", {"_0": opts["features"]}, shape, x0, model, label))
+            feats = tuple(self._partition(prop, "saliency", {"_0": opts["features"]}, shape, x0, model, label))
             spent = model.queries - before  # the ranking is paid from the same budget
             budget -= spent
             share = max(share - spent, 1) if both else budget
@@ -116,9 +118,15 @@ class GameBackend:
     def _feature_robustness(self, task, model, i, make_game, shape, x0, label, s0, lip, budget, notes,
                             centre_out, started, q0, opts) -> Outcome:
         name, args = task.prop.partition
-        feats = self._partition(name, dict(args), shape, x0, model, label)
+        before = model.queries
+        feats = self._partition(task.prop, name, dict(args), shape, x0, model, label)
+        budget -= model.queries - before  # a saliency ranking is paid from the same budget
         radius, norm = task.prop.region.radius, task.prop.region.norm
-        per_budget = max(budget // (2 * max(len(feats), 1)), 20)  # an upper and a lower search per feature
+        searches = 2 * max(len(feats), 1)  # an upper and a lower search per feature
+        if budget < 2 * searches:
+            raise SpecError.at(task.prop.span, f"budget too small for {len(feats)} features: give "
+                                               f"using game(budget=...) at least {model.queries - before + 2 + 2 * searches}")
+        per_budget = budget // searches
         witnesses: dict[int, np.ndarray] = {}
 
         def quick_upper(f: int) -> float:
@@ -156,9 +164,9 @@ class GameBackend:
     def _outcome(self, s0, lower, lip, upper, witness, shape, centre_out, model, q0, started, notes, trace) -> Outcome:
         w = None
         if witness is not None and math.isfinite(upper):
-            w = Witness(x=np.asarray(witness).reshape(shape).tolist(), distance=upper, s=-1.0, output=[], confirmed=False)
+            w = Witness(x=np.asarray(witness).reshape(shape).tolist(), distance=upper, s=math.nan, output=[], confirmed=False)
         bounds = RadiusBounds(estimate=None, upper=_f(upper), lower=lower,
-                              lower_method=None if lower is None else f"s(x)/L, L = {lip:.4g} (sound)")
+                              lower_method=None if lower is None else f"s(x)/L, L = {lip:.4g} ({self._lip_source})")
         return Outcome(Verdict.VIOLATED if w else Verdict.QUANTIFIED, s_centre=s0, bounds=bounds, witness=w,
                        queries=model.queries - q0, seconds=time.perf_counter() - started, stop="budget",
                        centre_output=centre_out.tolist(), lipschitz=lip, trace=trace, notes=tuple(notes))
@@ -190,16 +198,11 @@ class GameBackend:
             return tuple(partitions.grid(shape if len(shape) == 3 else (1,) + shape[-2:], side, side))
         return tuple(np.array_split(np.arange(n), min(count, n)))
 
-    def _partition(self, name, args, shape, x0, model, label):
-        return partitions.by_name(name, args, shape, x0, score_function(model, shape, label))
-
-
-def score_function(model: Model, shape: tuple[int, ...], label: int):
-    """points (B, n) -> the score of ``label`` (one batched model call), for saliency."""
-    def score(points):
-        out = model(torch.from_numpy(points).to(model.dtype).reshape((len(points),) + shape))
-        return out[:, label].to(torch.float64).numpy()
-    return score
+    def _partition(self, prop, name, args, shape, x0, model, label):
+        try:
+            return partitions.by_name(name, args, shape, x0, label_score(model, shape, label))
+        except ValueError as err:  # a partition that does not fit these inputs: the spec's fault
+            raise SpecError.at(prop.span, str(err)) from None
 
 
 def _f(v: float) -> float | None:

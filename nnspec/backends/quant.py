@@ -25,7 +25,8 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import MADS
-from nnspec.models.model import Model
+from nnspec.errors import SpecError
+from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres
 from nnspec.properties.regions import distance
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
@@ -84,7 +85,9 @@ class _Quantification:
         self.dt = model.dtype
         self.x0 = task.centres.reshape(P, -1).to(self.dt)
         n = self.x0.shape[1]
+        before = model.queries
         masks = self._allowed(task, model, n)  # (P, n): what each centre's region may change
+        self.partition_queries = (model.queries - before) // P  # saliency rankings, per centre
         self.free = (masks.sum(0) > 0).nonzero().flatten()  # dimensions the search may move
         fm = masks[:, self.free] > 0
         self.fmask = None if bool(fm.all()) else fm  # per-centre restriction (a feature of each input)
@@ -94,7 +97,7 @@ class _Quantification:
         self.box_lo = torch.empty(P, len(self.free), dtype=self.dt)
         self.box_hi = torch.empty_like(self.box_lo)
         self._set_radius(torch.arange(P), self.radius.clone())
-        self.budget = int(self.opts["budget"])
+        self.budget = int(self.opts["budget"]) - self.partition_queries  # the ranking is paid from the budget
         self.is_range = self.prop.kind == "range"
 
     def _set_radius(self, idx: torch.Tensor, radius: torch.Tensor) -> None:
@@ -111,14 +114,10 @@ class _Quantification:
             self.box_hi[idx] = torch.where(self.fmask[idx], self.box_hi[idx], x0f)
 
     def _allowed(self, task: BoundTask, model: Model, n: int) -> torch.Tensor:
-        from nnspec.backends.game import score_function
-        from nnspec.errors import SpecError
-
         rows = []
         for p in range(task.centres.shape[0]):
             try:
-                mask = self.ball.allowed(self.shape, task.centres[p],
-                                         score_function(model, self.shape, int(task.labels[p])))
+                mask = self.ball.allowed(self.shape, task.centres[p], label_score(model, self.shape, int(task.labels[p])))
             except ValueError as err:
                 raise SpecError.at(self.prop.span, str(err)) from None
             rows.append(torch.ones(n, dtype=self.dt) if mask is None else mask.to(self.dt))
@@ -210,7 +209,7 @@ class _Quantification:
             s0=s0, q_hat=torch.zeros(P, dtype=torch.float64), min_s=s0.clone(), max_s=s0.clone(),
             argmin=self.x0.clone(), argmax=self.x0.clone(),
             best_dist=torch.full((P,), math.inf, dtype=torch.float64), best_x=self.x0.clone(),
-            best_s=torch.zeros(P, dtype=torch.float64), queries=torch.ones(P, dtype=torch.long) + (ref_out is not None),
+            best_s=torch.zeros(P, dtype=torch.float64), queries=torch.ones(P, dtype=torch.long) + (ref_out is not None) + self.partition_queries,
             snapshots=[])
         if not self.is_range:
             at_centre = s0 < 0

@@ -129,3 +129,12 @@ class Model:
         return {"name": self.name, "sha256": self.sha256, "input_shape": list(self.input_shape),
                 "outputs": self.n_outputs, "batching": self.batching, "device": self.device,
                 "dtype": str(self.dtype).replace("torch.", "")}
+
+
+def label_score(model: Model, shape: tuple[int, ...], label: int):
+    """points (B, n) as numpy -> the model's output for ``label`` (one batched call); the score
+    that saliency partitions rank dimensions by."""
+    def score(points):
+        out = model(torch.from_numpy(points).to(model.dtype).reshape((len(points),) + tuple(shape)))
+        return out[:, label].to(torch.float64).numpy()
+    return score

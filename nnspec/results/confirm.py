@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from nnspec.models.model import Model
+from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres
 from nnspec.properties.regions import Ball, distance
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
@@ -66,9 +66,7 @@ def _check_region(x, centre, ball: Ball, lower, upper, model: Model, label: int)
     dist = float(distance(delta[None], ball.norm)[0])
     if dist > ball.radius * (1 + TOLERANCE) + TOLERANCE:
         problems.append(f"distance {dist:.6g} > radius {ball.radius:g}")
-    from nnspec.backends.game import score_function
-
-    allowed = ball.allowed(tuple(x.shape), centre, score_function(model, tuple(x.shape), label))
+    allowed = ball.allowed(tuple(x.shape), centre, label_score(model, tuple(x.shape), label))
     if allowed is not None:  # recomputed here, independently of the search
         outside = delta.reshape(-1) * (1 - allowed)
         if bool((outside.abs() > TOLERANCE).any()):
