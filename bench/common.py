@@ -37,3 +37,20 @@ def paired_best_times(fns, repeat: int = 9, min_seconds: float = 0.2) -> list[fl
         for i, fn in enumerate(fns):
             best[i] = min(best[i], best_time(fn, repeat=1, min_seconds=min_seconds))
     return best
+
+
+def deepgame_mnist():
+    """(model, images (N, 1, 28, 28) in [0, 1], labels) from the external data, or None."""
+    import numpy as np
+
+    from nnspec.models.inputs import read_idx
+    from nnspec.models.loading import load_model
+
+    root = data_root()
+    if root is None or not (root / "models/deepgame_mnist.onnx").is_file():
+        print("needs ../shared/data (or NNSPEC_DATA) with models/deepgame_mnist.onnx and mnist/")
+        return None
+    model = load_model(root / "models/deepgame_mnist.onnx")
+    images = read_idx(root / "mnist/t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
+    labels = read_idx(root / "mnist/t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    return model, images, labels

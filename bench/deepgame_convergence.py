@@ -13,16 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import data_root  # noqa: E402
+from bench.common import deepgame_mnist  # noqa: E402
 from nnspec.backends.base import BoundTask  # noqa: E402
 from nnspec.backends.game import GameBackend  # noqa: E402
 from nnspec.backends.registry import GAME  # noqa: E402
-from nnspec.models.inputs import read_idx  # noqa: E402
-from nnspec.models.loading import load_model  # noqa: E402
 from nnspec.properties.expressions import ConfidenceGap  # noqa: E402
 from tests.helpers import prop  # noqa: E402
 
@@ -33,13 +30,11 @@ def main() -> None:
     ap.add_argument("--radius", type=float, default=3.0)
     ap.add_argument("--index", type=int, default=67)
     args = ap.parse_args()
-    root = data_root()
-    if root is None or not (root / "models/deepgame_mnist.onnx").is_file():
-        print("needs ../shared/data (or NNSPEC_DATA)")
+    data = deepgame_mnist()
+    if data is None:
         return
-    model = load_model(root / "models/deepgame_mnist.onnx")
-    img = read_idx(root / "mnist/t10k-images-idx3-ubyte.gz")[args.index].astype(np.float32)[None, None] / 255.0
-    x = torch.from_numpy(img)
+    model, images, _ = data
+    x = torch.from_numpy(images[args.index:args.index + 1])
     label = model(x).argmax(1)
     p = prop(ConfidenceGap("untargeted", None, 0.0, "logits"), "l2", args.radius, kind="max_radius")
     opts = GAME.defaults() | {"budget": args.budget, "tau": args.radius / 8, "features": 16}

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import data_root  # noqa: E402
+from bench.common import deepgame_mnist  # noqa: E402
 from nnspec.backends.base import BoundTask  # noqa: E402
 from nnspec.backends.game import GameBackend  # noqa: E402
 from nnspec.backends.registry import GAME  # noqa: E402
-from nnspec.models.inputs import read_idx  # noqa: E402
-from nnspec.models.loading import load_model  # noqa: E402
 from nnspec.properties.expressions import ConfidenceGap  # noqa: E402
 from tests.helpers import prop  # noqa: E402
 
@@ -38,13 +36,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--budget", type=int, default=4000)
     args = ap.parse_args()
-    root = data_root()
-    if root is None or not (root / "models/deepgame_mnist.onnx").is_file():
-        print("needs ../shared/data (or NNSPEC_DATA) with models/deepgame_mnist.onnx and mnist/")
+    data = deepgame_mnist()
+    if data is None:
         return
-    model = load_model(root / "models/deepgame_mnist.onnx")
-    images = read_idx(root / "mnist/t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
-    labels = read_idx(root / "mnist/t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    model, images, labels = data
     x_all = torch.from_numpy(images[: 4 * args.images])
     pred = model(x_all).argmax(1).numpy()
     keep = np.nonzero(pred == labels[: len(pred)])[0][: args.images]

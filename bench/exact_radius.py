@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT  # noqa: E402
 from nnspec.backends.quant import QuantBackend  # noqa: E402
-from nnspec.models.loading import from_module, load_model  # noqa: E402
+from nnspec.models.loading import load_model  # noqa: E402
 from nnspec.solvers.milp import min_distance  # noqa: E402
 from tests.helpers import gap, prop, task  # noqa: E402
 

@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    print(f"| network | batching | best batch | raw forward (inputs/s) | nnspec Model (inputs/s) | ratio |")
+    print("| network | batching | best batch | raw forward (inputs/s) | nnspec Model (inputs/s) | ratio |")
     print("|---|---|---|---|---|---|")
     for name, path in networks():
         r = measure(path, args.device)

@@ -6,7 +6,6 @@ only chains them, collects files, and makes sure what finished is kept when some
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ from nnspec.backends import registry
 from nnspec.backends.base import BoundTask
 from nnspec.errors import InputError, SpecError, UsageError, suggest
 from nnspec.models.bind import BoundInputs, bind_inputs, check_property, reference_inputs
-from nnspec.models.loading import load_model
+from nnspec.models.loading import load_model, sha256_of
 from nnspec.models.model import Budget, Model
-from nnspec.planning.plan import Plan, Task, plan
+from nnspec.planning.plan import Task, plan
 from nnspec.properties.spec import SpecModule
 from nnspec.results.confirm import confirm
 from nnspec.results.records import Outcome
@@ -178,10 +177,6 @@ def _thin(trace: list[dict], keep: int = 200) -> list[dict]:
     return [trace[int(i * step)] for i in range(keep)] + [trace[-1]]
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def check(paths: list[str], options: CheckOptions,
           on_record: Callable[[TaskRecord], None] | None = None,
           on_task: Callable[[Task, int, int], None] | None = None,
@@ -196,15 +191,17 @@ def check(paths: list[str], options: CheckOptions,
     files = collect(paths)
     modules = load_specs(files, options.overrides)
     model_paths = options.models or [None]
-    the_plan = plan(modules, seed=options.seed, budget=options.budget)
+    # planned once without the models, so that unplannable properties fail before anything loads;
+    # re-planned per model below, with defaults that depend on its input dimension
+    first_plan = plan(modules, seed=options.seed, budget=options.budget)
     runner = Runner(options, on_record)
     store = ResultStore(options.json_path)
     result = RunResult([], _meta(files, options))
     pending: BaseException | None = None
-    total = len(the_plan.tasks) * len(model_paths)
+    total = len(first_plan.tasks) * len(model_paths)
     done = 0
     try:
-        planned = [(m, list(_plan_for_model(the_plan, modules, runner, m, options))) for m in model_paths]
+        planned = [(m, list(_plan_for_model(modules, runner, m, options))) for m in model_paths]
         if on_plan:
             on_plan([t for _, tasks in planned for t in tasks])
         for model_path, tasks in planned:
@@ -241,7 +238,7 @@ def check(paths: list[str], options: CheckOptions,
     return result
 
 
-def _plan_for_model(the_plan: Plan, modules, runner: Runner, model_path, options: CheckOptions):
+def _plan_for_model(modules, runner: Runner, model_path, options: CheckOptions):
     """Re-plan with dimension-aware defaults once each module's model is known."""
     dims = {}
     for m in modules:
@@ -255,6 +252,6 @@ def _meta(files: list[Path], options: CheckOptions) -> dict[str, Any]:
         "nnspec_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": options.seed, "budget": options.budget, "device": options.device,
-        "specs": [{"file": str(f), "sha256": _sha256(str(f))} for f in files],
+        "specs": [{"file": str(f), "sha256": sha256_of(f)} for f in files],
         "_started": time.perf_counter(),
     }

@@ -7,7 +7,6 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-import pytest
 
 from nnspec.report.html import render_html
 from nnspec.report.junit import render_junit

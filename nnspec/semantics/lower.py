@@ -71,7 +71,6 @@ class _Lowering:
         self.normalization: Normalization | None = None
         self.default_solver: SolverChoice | None = None
         self.properties: list[Property] = []
-        self._sweep: tuple[float, ...] | None = None
 
     def run(self) -> SpecModule:
         handlers = {
@@ -240,10 +239,9 @@ class _Lowering:
         parts: dict[str, Any] = {}
         with self.errors.attempt():
             parts.update(self.condition(stmt.condition))
-        region = None
-        self._sweep = None
+        region, sweep = None, None
         with self.errors.attempt():
-            region = self.region(stmt.region, parts.get("kind"))
+            region, sweep = self.region(stmt.region)
         requirements: list[Requirement] = []
         for req in stmt.requires:
             with self.errors.attempt():
@@ -261,7 +259,7 @@ class _Lowering:
             requirements=tuple(requirements), solver=solver, span=stmt.span,
             uses_label=parts.get("uses_label", False), reference_file=parts.get("reference_file"),
             reference_input=parts.get("reference_input"), partition=parts.get("partition"),
-            sweep=self._sweep,
+            sweep=sweep,
         ))
 
     def condition(self, cond: ast.Condition) -> dict[str, Any]:
@@ -357,7 +355,8 @@ class _Lowering:
         kwargs = [(k.name.id, evaluate(k.value, self.env, symbols=True)) for k in call.kwargs]
         return name, tuple(args + kwargs)
 
-    def region(self, region: ast.Region, kind: str | None) -> Ball:
+    def region(self, region: ast.Region) -> tuple[Ball, tuple[float, ...] | None]:
+        """The ball, and the radii of a sweep (``linf([0.01, 0.02])``) or None."""
         norm = region.norm
         if norm.name.id not in NORMS:
             raise SpecError.at(norm.name.span, f"unknown norm '{norm.name.id}'",
@@ -371,15 +370,15 @@ class _Lowering:
                 raise SpecError.at(arg.span, "a radius sweep is a non-empty list of positive numbers")
             if norm.name.id == "l0" and not all(float(v).is_integer() for v in value):
                 raise SpecError.at(arg.span, "l0 radii are counts of dimensions (integers)")
-            self._sweep = tuple(sorted(float(v) for v in value))
-            return Ball(norm.name.id, self._sweep[-1], self._window(region), self._feature(region))
+            sweep = tuple(sorted(float(v) for v in value))
+            return Ball(norm.name.id, sweep[-1], self._window(region), self._feature(region)), sweep
         if norm.name.id == "l0":
             radius = float(integer(arg, self.env, "an l0 radius (a count of dimensions)"))
         else:
             radius = number(arg, self.env, "the radius")
         if radius <= 0:
             raise SpecError.at(arg.span, "radius must be positive")
-        return Ball(norm.name.id, radius, self._window(region), self._feature(region))
+        return Ball(norm.name.id, radius, self._window(region), self._feature(region)), None
 
     def _window(self, region: ast.Region) -> Window | None:
         r = region.restriction

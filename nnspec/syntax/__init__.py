@@ -1,5 +1,5 @@
 """Text -> Lark tree -> frozen AST with spans. The only package that imports lark.
 
-Modules: ``span`` (positions), ``ast`` (the frozen tree), ``parser`` (Lark -> AST),
+Modules: ``ast`` (the frozen tree), ``parser`` (Lark -> AST),
 ``diagnostics`` (rendering of positioned errors).
 """
