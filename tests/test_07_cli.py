@@ -153,7 +153,7 @@ def _spec(tmp_path, body: str):
     ("robustness within linf(0.1) on feature(grid(2, 2), 7) using mads(budget=200)",
      "feature 7 does not exist: grid gives 4 features"),
     ("feature robustness over saliency(4) within l1(2) using game(budget=70)",
-     "budget too small for 4 features: give using game(budget=...) at least 83"),
+     "budget too small for 4 features: give using game(budget=...) at least 82"),
 ])
 def test_partitions_that_do_not_fit_are_input_errors_at_the_property(cli, tmp_path, body, message):
     f = _spec(tmp_path, body)

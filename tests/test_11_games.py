@@ -238,3 +238,106 @@ def test_game_options_are_checked_in_the_spec():
     messages = [(d.message, d.hint) for d in info.value.diagnostics]
     assert ("solver 'game' has no option 'uper'", "did you mean 'upper'?") in messages
     assert ("option 'lower' takes one of astar, none, not 'alphabeta'", None) in messages
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("norm", ["l0", "l1", "l2", "linf"])
+def test_best_first_upper_bound_is_a_real_violation_and_reaches_the_exhaustive_value(seed, norm):
+    from nnspec.solvers.games.bestfirst import best_first
+
+    game, net, label = _toy(seed, norm, tau=0.1 if norm != "l0" else 1.0, radius=0.6 if norm != "l0" else 3)
+    exact, _ = exhaustive_value(game)
+    res = best_first(game, max_queries=4000, weight=1.0)
+    if math.isinf(exact):
+        assert res.witness is None and math.isinf(res.upper)
+        return
+    assert res.witness is not None and game.evaluate(res.witness[None])[0] < 0
+    assert res.upper == pytest.approx(exact)
+    assert res.upper == pytest.approx(float(game.distance(res.witness[None])[0]))
+    uppers = [u for _, u in res.trace]
+    assert all(b < a for a, b in zip(uppers, uppers[1:]))  # anytime: each entry is an improvement
+    assert res.queries <= 4000
+
+
+def test_best_first_keeps_to_its_budget_and_candidate_moves():
+    from nnspec.solvers.games.bestfirst import best_first
+
+    game, _, _ = _toy(0, "l1", n=3, tau=0.02, radius=2.0)
+    for budget in (1, 7, 50, 333):
+        assert best_first(game, max_queries=budget).queries <= budget
+    calls = []
+    counted = GridGame(game.x0, game.lower, game.upper, game.tau, game.norm, game.radius, game.features,
+                       lambda p: calls.append(p.copy()) or game.evaluate(p))
+    best_first(counted, max_queries=300, candidates=1)
+    root_kids = calls[1]
+    drops = game.evaluate(game.x0[None])[0] - game.evaluate(root_kids)
+    best_move = root_kids[int(np.argmax(drops))] - game.x0  # the one candidate move
+    assert len(calls) > 3
+    for batch in calls[2:]:  # every later child = one root child + candidate moves only
+        for p in batch:
+            extra = p - game.x0
+            assert ((np.abs(extra) > 1e-12) & (np.abs(best_move) < 1e-12)).sum() <= 1
+
+
+@pytest.mark.parametrize("norm", ["l0", "l1", "l2", "linf"])
+def test_child_distances_match_the_children_built_in_full(norm):
+    game, _, _ = _toy(1, norm, n=5, tau=0.3, radius=2.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        steps = rng.integers(-3, 4, size=5)
+        x = game.points(steps[None])[0]
+        _, dims, signs = game.move_arrays(steps)
+        kids = np.repeat(steps[None], len(dims), axis=0)
+        kids[np.arange(len(dims)), dims] += signs
+        fast = game.child_distances(x, float(game.distance(x[None])[0]), dims, signs)
+        assert np.allclose(fast, game.distance(game.points(kids)), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 7])
+def test_theorem_1_lower_bound_is_sound_and_beats_s_over_l(seed):
+    """A* with the margin shifted by L * beta checks DeepGame's Theorem 1 condition where it is
+    needed; the resulting bound of the continuous radius never exceeds the exact (MILP) radius."""
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net = relu_net((4, 10, 10, 3), seed=seed)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    records = nnspec.check_module(net, x, "maximum safe radius within linf(1) using game(tau=0.01, budget=8000, "
+                                  "upper=none)", domain=(0.0, 1.0))
+    beats = 0
+    for i, r in enumerate(records):
+        exact = min_distance(layers_of(net), x[i].numpy(), r.label, None, "linf", max_radius=1.0).distance
+        lower = r.bounds["lower"]
+        assert lower <= exact + 1e-9
+        if r.bounds["lower_method"].startswith("Theorem 1"):
+            assert lower > r.s_centre / r.lipschitz
+            assert any("beta = 0.005" in n for n in r.notes)
+            beats += 1
+    assert beats >= 1
+
+
+def test_theorem_1_says_when_its_condition_fails_at_the_centre():
+    import nnspec
+
+    net = relu_net((4, 10, 10, 3), seed=0)
+    x = torch.rand(1, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = nnspec.check_module(net, x, "maximum safe radius within l1(1.5) using game(tau=0.02, budget=3000, upper=none)",
+                            domain=(0.0, 1.0))[0]
+    assert any("Theorem 1's condition fails at the centre" in n and "it needs tau <" in n for n in r.notes)
+    assert r.bounds["lower_method"].startswith("s(x)/L")
+
+
+def test_an_estimated_lipschitz_constant_gives_an_estimate_never_a_lower_bound():
+    import nnspec
+
+    net = torch.nn.Linear(4, 2).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.0, 1.0, -0.5, 1.0]]))
+        net.bias.zero_()
+    x = torch.tensor([[0.9, 0.1, 0.6, 0.2]], dtype=torch.float64)  # margin 0.9-0.2+0.3-(0.1-0.3+0.2) = 1.0
+    r = nnspec.check_module(net, x, "maximum safe radius within linf(1) using game(lipschitz_source=estimate, "
+                            "tau=0.05, budget=3000)", domain=(0.0, 1.0))[0]
+    assert r.bounds["lower"] is None and r.bounds["lower_method"] is None
+    assert r.lipschitz == pytest.approx(1.0 + 3.0 + 1.0 + 1.0, rel=1e-6)  # ||w0 - w1||_1, the dual of linf
+    assert r.bounds["estimate"] == pytest.approx(1.0 / 6.0, rel=1e-6)
+    assert any("conditional on the estimated L" in n for n in r.notes)

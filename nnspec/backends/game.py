@@ -1,14 +1,20 @@
 """DeepGame backend: maximum safe radius (cooperative game) and feature robustness (competitive).
 
-Per centre, on the tau-grid of the ball: MCTS gives violations (upper bounds, confirmed later like
-every witness), admissible A* brackets the grid game's value, alpha-beta runs the competitive game
-over the features of a partition. What each number means is kept apart:
+Per centre, on the tau-grid of the ball: best-first search (the paper's inadmissible A*) or MCTS
+give violations (upper bounds, confirmed later like every witness), admissible A* brackets the grid
+game's value, alpha-beta runs the competitive game over the features of a partition. What each
+number means is kept apart, and where the Lipschitz constant L comes from is named with it:
 
 * ``upper``: the distance of the closest violation found: a true upper bound of the safe radius.
-* ``lower``: s(x) / L with L a *sound* Lipschitz constant of the margin (from the layers, or given
-  by the user, who then vouches for it): a true lower bound on the continuous ball.
-* the grid game's bounds from A* are reported separately (notes, trace): they bound the tau-grid
-  game, and the true radius only under DeepGame's Theorem 1, which nnspec does not check.
+* ``lower`` (sound L only: from the layers, or given by the user, who vouches for it): the larger of
+  s(x)/L and DeepGame's Theorem 1 bound. For Theorem 1, A* searches the grid with the margin shifted
+  down by L * beta, beta = 1/2 ||tau 1||_p the half-diagonal of a grid cell; its lower bound r' then
+  says every grid input closer than r' has s >= L * beta (the theorem's condition, checked where it
+  is needed), so every input closer than r' - beta is safe: each lies within beta of such a grid
+  input. Where s(x0) < L * beta the condition fails at the centre itself and the note says so.
+* with an *estimated* L (``lipschitz_source=estimate``) the same numbers are only estimates: they go
+  to ``estimate``, labelled "conditional on the estimated L", never to ``lower``.
+* the grid game's own bounds (A*) are in the notes and the trace: the paper's Fig. 9 curves.
 
 Trees are searched one centre at a time; each expansion and each step of all playouts is one
 batched model call.
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,9 +39,14 @@ from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
 from nnspec.solvers.games.alphabeta import alpha_beta
 from nnspec.solvers.games.astar import admissible_astar
+from nnspec.solvers.games.bestfirst import best_first
 from nnspec.solvers.games.game import GridGame
-from nnspec.solvers.games.lipschitz import layers_of_module, layers_of_onnx, margin_from_layers
+from nnspec.solvers.games.lipschitz import (cell_radius, estimate_lipschitz, layers_of_module, layers_of_onnx,
+                                            margin_from_layers)
 from nnspec.solvers.games.mcts import mcts
+
+_SOURCE = {"given": "given in the spec, not verified", "sound": "sound, from the layers",
+           "estimate": "conditional on the estimated L"}
 
 
 class GameBackend:
@@ -62,89 +75,109 @@ class GameBackend:
         tau = opts.get("tau") or (1.0 if norm == "l0" else radius / 8)
         lo, hi = task.lower.to(torch.float64).numpy(), task.upper.to(torch.float64).numpy()
         s0 = float(s_fn(centre_out[None, None])[0, 0])
-        lip, lip_note = self._lipschitz(model, expr, label, norm, opts)
-        self._lip_source = "given in the spec, not verified" if opts.get("lipschitz") else "sound, from the layers"
-        notes = [lip_note, f"tau-grid game with tau = {tau:g}"]
-        budget = int(opts["budget"]) - 2  # per input, all bounds together (the centre costs one)
-        both = opts["upper"] == "mcts" and opts["lower"] == "astar" and lip is not None and norm != "l0"
-        share = budget // 2 if both else budget
-        trace: list[dict] = []
-
-        def make_game(dims: np.ndarray | None, feats) -> GridGame:
-            if dims is None:
-                return GridGame(x0, lo, hi, tau, norm, radius, feats, evaluate)
-
-            def sub(points):
-                full = np.repeat(x0[None], len(points), axis=0)
-                full[:, dims] = points
-                return evaluate(full)
-            return GridGame(x0[dims], lo[dims], hi[dims], tau, norm, radius,
-                            tuple(np.array([k]) for k in range(len(dims))), sub)
+        ctx = _Centre(x0, lo, hi, tau, norm, radius, s0, shape, evaluate)
+        before = model.queries
+        lip = self._lipschitz(model, expr, label, ctx, opts)
+        budget = int(opts["budget"]) - 1 - (model.queries - before)  # per input, everything together
+        notes = [lip.note, f"tau-grid game with tau = {tau:g}"]
 
         if prop.kind == "feature_robustness":
-            return self._feature_robustness(task, model, i, make_game, shape, x0, label, s0, lip, budget, notes,
-                                            centre_out, started, q0, opts)
+            return self._feature_robustness(task, model, ctx, label, lip, budget, notes, centre_out, started, q0, opts)
 
         if opts.get("partition") == "saliency":
             before = model.queries
             feats = tuple(self._partition(prop, "saliency", {"_0": opts["features"]}, shape, x0, model, label))
-            spent = model.queries - before  # the ranking is paid from the same budget
-            budget -= spent
-            share = max(share - spent, 1) if both else budget
+            budget -= model.queries - before  # the ranking is paid from the same budget
         else:
             feats = self._features(shape, opts["features"])
-        game = make_game(None, feats)
-        upper, witness = math.inf, None
-        if opts["upper"] == "mcts":
-            res = mcts(game, max_queries=share, playouts=opts["playouts"], seed=opts["seed"])
+        game = ctx.game(None, feats)
+        wants_lower = opts["lower"] == "astar" and lip.value is not None and norm != "l0"
+        share = budget // 2 if wants_lower and opts["upper"] != "none" else budget
+        upper, witness, trace = math.inf, None, []
+        if opts["upper"] != "none":
+            res = self._upper(game, share, opts)
             upper, witness = res.upper, res.witness
             trace += [{"queries": q, "upper": _f(u), "lower": None} for q, u in res.trace]
-        grid = None
-        if opts["lower"] == "astar" and lip is not None and norm != "l0":
-            grid = admissible_astar(game, lip, max_queries=budget - (share if both else 0),
-                                    max_frontier=opts["max_frontier"])
-            if grid.upper < upper:
-                upper, witness = grid.upper, grid.witness
+            notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries")
+        lower = theorem = None
+        if wants_lower:
+            theorem, grid_trace, grid_note = self._theorem1(ctx, feats, lip.value, budget - (share if trace else 0), opts)
+            if theorem.upper < upper:  # unshifted A* found a real violation
+                upper, witness = theorem.upper, theorem.witness
             offset = trace[-1]["queries"] if trace else 0
-            trace += [{"queries": offset + q, "lower": _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid.trace]
-            notes.append(f"grid game value in [{grid.lower:.4g}, {min(grid.upper, upper):.4g}] "
-                         f"(A* {grid.stop}, {grid.expanded} nodes expanded, frontier peak {grid.frontier_peak}); "
-                         "a bound of the true radius only under DeepGame's Theorem 1, not checked")
+            trace += [{"queries": offset + q, "lower": _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid_trace]
+            notes += grid_note
+            lower = theorem.lower_continuous
         elif opts["lower"] == "astar" and norm == "l0":
             notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
-        lower = None if lip is None or s0 < 0 else min(s0 / lip, radius)
-        return self._outcome(s0, lower, lip, upper, witness, shape, centre_out, model, q0, started, notes, trace)
+        how = "s(x)/L"
+        if lip.value is not None and s0 >= 0:
+            if lower is not None and lower > s0 / lip.value:
+                how = "Theorem 1: A* on the tau-grid with s - L*beta, minus beta"
+            lower = min(max(s0 / lip.value, lower or 0.0), radius)
+        return self._outcome(ctx, lower, lip, upper, witness, centre_out, model, q0, started, notes, trace, how)
 
-    def _feature_robustness(self, task, model, i, make_game, shape, x0, label, s0, lip, budget, notes,
-                            centre_out, started, q0, opts) -> Outcome:
+    def _upper(self, game: GridGame, budget: int, opts):
+        if opts["upper"] == "mcts":
+            return mcts(game, max_queries=budget, playouts=opts["playouts"], seed=opts["seed"], guided=opts["guided"])
+        moves = len(game.move_arrays(np.zeros(game.n, dtype=np.int64))[1])
+        cand = opts.get("candidates")
+        cand = max(128, moves // 8) if cand is None else cand
+        return best_first(game, max_queries=budget, weight=opts["weight"], candidates=cand, seed=opts["seed"])
+
+    def _theorem1(self, ctx: "_Centre", feats, lip: float, budget: int, opts):
+        """A* on the grid with the margin shifted by L * beta (Theorem 1, condition enforced), or,
+        where the condition fails at the centre, A* on the plain grid game (its bounds only)."""
+        beta = cell_radius(ctx.norm, ctx.tau, ctx.x0.size)
+        shift = lip * beta
+        if shift < ctx.s0:
+            res = admissible_astar(ctx.game(None, feats, shift=shift), lip, max_queries=budget,
+                                   max_frontier=opts["max_frontier"])
+            cont = max(res.lower - beta, 0.0)
+            notes = [f"Theorem 1: grid cell half-diagonal beta = {beta:.4g}; A* with s - L*beta ({shift:.4g}) "
+                     f"shows s >= L*beta on every grid input closer than {res.lower:.4g}, so the radius is at "
+                     f"least {res.lower:.4g} - beta = {cont:.4g} (A* {res.stop}, {res.expanded} nodes, "
+                     f"frontier peak {res.frontier_peak}); the grid game's value is at least {res.lower:.4g}"]
+            # the shifted game's violations are not the model's: keep only the lower bounds
+            return _Grid(res.lower, math.inf, None, cont), [(q, lo, math.inf) for q, lo, _ in res.trace], notes
+        res = admissible_astar(ctx.game(None, feats), lip, max_queries=budget, max_frontier=opts["max_frontier"])
+        need = 2 * ctx.s0 / (lip * beta / ctx.tau)
+        notes = [f"Theorem 1's condition fails at the centre: s(x0) = {ctx.s0:.4g} < L*beta = {shift:.4g} "
+                 f"(beta = {beta:.4g}); it needs tau < {need:.3g}. Grid game value in [{res.lower:.4g}, "
+                 f"{res.upper:.4g}] (A* {res.stop}, {res.expanded} nodes, frontier peak {res.frontier_peak}): "
+                 "a bound of the grid game only"]
+        return _Grid(res.lower, res.upper, res.witness, None), res.trace, notes
+
+    def _feature_robustness(self, task, model, ctx, label, lip, budget, notes, centre_out, started, q0, opts) -> Outcome:
         name, args = task.prop.partition
         before = model.queries
-        feats = self._partition(task.prop, name, dict(args), shape, x0, model, label)
+        feats = self._partition(task.prop, name, dict(args), ctx.shape, ctx.x0, model, label)
         budget -= model.queries - before  # a saliency ranking is paid from the same budget
-        radius, norm = task.prop.region.radius, task.prop.region.norm
+        radius, norm, x0 = ctx.radius, ctx.norm, ctx.x0
         searches = 2 * max(len(feats), 1)  # an upper and a lower search per feature
         if budget < 2 * searches:
             raise SpecError.at(task.prop.span, f"budget too small for {len(feats)} features: give "
-                                               f"using game(budget=...) at least {model.queries - before + 2 + 2 * searches}")
+                                               f"using game(budget=...) at least {opts['budget'] - budget + 2 * searches}")
         per_budget = budget // searches
         witnesses: dict[int, np.ndarray] = {}
 
-        def quick_upper(f: int) -> float:
-            res = mcts(make_game(feats[f], None), max_queries=per_budget, playouts=opts["playouts"], seed=opts["seed"])
-            if res.witness is not None:
+        def keep(f: int, w: np.ndarray | None) -> None:
+            if w is not None:
                 full = x0.copy()
-                full[feats[f]] = res.witness
-                witnesses[f] = full
+                full[feats[f]] = w
+                witnesses.setdefault(f, full)
+
+        def quick_upper(f: int) -> float:
+            res = self._upper(ctx.game(feats[f], None), per_budget, opts)
+            keep(f, res.witness)
             return min(res.upper, radius)
 
         def bounds(f: int, cutoff: float) -> tuple[float, float]:
-            if lip is None or norm == "l0" or opts["lower"] != "astar":
+            if lip.value is None or norm == "l0" or opts["lower"] != "astar":
                 return -math.inf, quick_upper(f) if f not in witnesses else radius
-            res = admissible_astar(make_game(feats[f], None), lip, max_queries=per_budget, max_frontier=opts["max_frontier"])
-            if res.witness is not None:
-                full = x0.copy()
-                full[feats[f]] = res.witness
-                witnesses.setdefault(f, full)
+            res = admissible_astar(ctx.game(feats[f], None), lip.value, max_queries=per_budget,
+                                   max_frontier=opts["max_frontier"])
+            keep(f, res.witness)
             return min(res.lower, radius), min(res.upper, radius)
 
         fr = alpha_beta(len(feats), quick_upper, bounds)
@@ -153,29 +186,43 @@ class GameBackend:
         notes.append("per feature (lower, upper): " + ", ".join(f"{k}: ({lo:.3g}, {hi:.3g})" for k, (lo, hi)
                                                                  in enumerate(fr.per_feature)))
         # the closest witness of any feature is a violation in the ball: an upper bound of the radius
-        best = min(witnesses.items(), key=lambda kv: float(np.linalg.norm(kv[1] - x0, ord=_ord(norm))), default=None)
-        upper = math.inf if best is None else float(np.linalg.norm(best[1] - x0, ord=_ord(norm)))
-        lower = None if lip is None or s0 < 0 else min(s0 / lip, radius)
-        return self._outcome(s0, lower, lip, upper, None if best is None else best[1], shape, centre_out, model, q0,
-                             started, notes, [])
+        best = min(witnesses.values(), key=lambda w: float(np.linalg.norm(w - x0, ord=_ord(norm))), default=None)
+        upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
+        lower = None if lip.value is None or ctx.s0 < 0 else min(ctx.s0 / lip.value, radius)
+        return self._outcome(ctx, lower, lip, upper, best, centre_out, model, q0, started, notes, [])
 
     # ------------------------------------------------------------------ helpers
 
-    def _outcome(self, s0, lower, lip, upper, witness, shape, centre_out, model, q0, started, notes, trace) -> Outcome:
+    def _outcome(self, ctx, lower, lip, upper, witness, centre_out, model, q0, started, notes, trace,
+                 how: str = "s(x)/L") -> Outcome:
         w = None
         if witness is not None and math.isfinite(upper):
-            w = Witness(x=np.asarray(witness).reshape(shape).tolist(), distance=upper, s=math.nan, output=[], confirmed=False)
-        bounds = RadiusBounds(estimate=None, upper=_f(upper), lower=lower,
-                              lower_method=None if lower is None else f"s(x)/L, L = {lip:.4g} ({self._lip_source})")
-        return Outcome(Verdict.VIOLATED if w else Verdict.QUANTIFIED, s_centre=s0, bounds=bounds, witness=w,
+            w = Witness(x=np.asarray(witness).reshape(ctx.shape).tolist(), distance=upper, s=math.nan, output=[],
+                        confirmed=False)
+        method = None if lower is None else f"{how}, L = {lip.value:.4g} ({_SOURCE[lip.kind]})"
+        estimate = None
+        if lip.kind == "estimate" and lower is not None:  # not a proof: an estimate, and labelled so
+            estimate, lower, method = lower, None, None
+            notes = notes + [f"estimate {estimate:.4g} is conditional on the estimated L = {lip.value:.4g} "
+                             "(sampled gradients under-estimate L): not a lower bound"]
+        bounds = RadiusBounds(estimate=estimate, upper=_f(upper), lower=lower, lower_method=method)
+        proven = w is None and lower is not None and lip.kind == "sound" and lower >= ctx.radius
+        verdict = Verdict.VIOLATED if w else Verdict.PROVEN if proven else Verdict.QUANTIFIED
+        return Outcome(verdict, s_centre=ctx.s0, bounds=bounds, witness=w,
                        queries=model.queries - q0, seconds=time.perf_counter() - started, stop="budget",
-                       centre_output=centre_out.tolist(), lipschitz=lip, trace=trace, notes=tuple(notes))
+                       centre_output=centre_out.tolist(), lipschitz=lip.value, trace=trace, notes=tuple(notes))
 
-    def _lipschitz(self, model: Model, expr, label: int, norm: str, opts) -> tuple[float | None, str]:
+    def _lipschitz(self, model: Model, expr, label: int, ctx: "_Centre", opts) -> "_Lipschitz":
         if opts.get("lipschitz"):
-            return float(opts["lipschitz"]), f"Lipschitz constant {opts['lipschitz']:g} given in the spec (vouched for by its author)"
-        if norm == "l0":
-            return None, "no Lipschitz lower bound in l0"
+            return _Lipschitz(float(opts["lipschitz"]), "given",
+                              f"Lipschitz constant {opts['lipschitz']:g} given in the spec (vouched for by its author)")
+        if ctx.norm == "l0":
+            return _Lipschitz(None, "none", "no Lipschitz lower bound in l0")
+        if opts["lipschitz_source"] == "estimate":
+            value, spent = estimate_lipschitz(ctx.evaluate, ctx.x0, ctx.lower, ctx.upper, ctx.norm, ctx.radius,
+                                              seed=opts["seed"])
+            return _Lipschitz(value, "estimate", f"estimated Lipschitz constant {value:.4g} from sampled gradients "
+                                                 f"({spent} queries): bounds from it are estimates")
         target = expr.target_label if expr.target == "label" else None
         if expr.target == "least_likely":
             target = None
@@ -186,10 +233,12 @@ class GameBackend:
                 weights, factor = layers_of_module(model.module)
             if model._scale is not None:  # normalisation scales the input
                 factor *= float(np.max(np.abs(np.asarray(model._scale, dtype=np.float64))))
-            lip = margin_from_layers(weights, factor, label, target, norm)
-            return lip, f"sound Lipschitz constant {lip:.4g} of the margin from the layers' operator norms"
+            lip = margin_from_layers(weights, factor, label, target, ctx.norm)
+            return _Lipschitz(lip, "sound", f"sound Lipschitz constant {lip:.4g} of the margin from the layers' "
+                                            "operator norms")
         except ValueError as err:
-            return None, f"no sound Lipschitz constant ({err}); no lower bound (give lipschitz=... to vouch for one)"
+            return _Lipschitz(None, "none", f"no sound Lipschitz constant ({err}); no lower bound (give "
+                                            "lipschitz=... to vouch for one, or lipschitz_source=\"estimate\")")
 
     def _features(self, shape: tuple[int, ...], count: int) -> tuple[np.ndarray, ...]:
         n = int(np.prod(shape))
@@ -203,6 +252,50 @@ class GameBackend:
             return partitions.by_name(name, args, shape, x0, label_score(model, shape, label))
         except ValueError as err:  # a partition that does not fit these inputs: the spec's fault
             raise SpecError.at(prop.span, str(err)) from None
+
+
+@dataclass(frozen=True)
+class _Lipschitz:
+    value: float | None
+    kind: str  # given | sound | estimate | none
+    note: str
+
+
+@dataclass(frozen=True)
+class _Grid:
+    lower: float  # of the grid game's value
+    upper: float  # a real violation found by unshifted A* (inf if none)
+    witness: np.ndarray | None
+    lower_continuous: float | None  # Theorem 1's bound of the true radius (None: condition fails)
+
+
+@dataclass(frozen=True)
+class _Centre:
+    """One centre's game data: the grid, the ball, s at the centre, and the batched evaluation."""
+
+    x0: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    tau: float
+    norm: str
+    radius: float
+    s0: float
+    shape: tuple[int, ...]
+    evaluate: Callable[[np.ndarray], np.ndarray]
+
+    def game(self, dims: np.ndarray | None, feats, shift: float = 0.0) -> GridGame:
+        """The game on all dimensions (``feats`` its partition), or restricted to ``dims`` (one
+        feature per dimension); ``shift`` lowers s (Theorem 1's search)."""
+        evaluate = self.evaluate if not shift else (lambda p: self.evaluate(p) - shift)
+        if dims is None:
+            return GridGame(self.x0, self.lower, self.upper, self.tau, self.norm, self.radius, feats, evaluate)
+
+        def sub(points):
+            full = np.repeat(self.x0[None], len(points), axis=0)
+            full[:, dims] = points
+            return evaluate(full)
+        return GridGame(self.x0[dims], self.lower[dims], self.upper[dims], self.tau, self.norm, self.radius,
+                        tuple(np.array([k]) for k in range(len(dims))), sub)
 
 
 def _f(v: float) -> float | None:

@@ -68,8 +68,9 @@ register(MADS, "nnspec.backends.quant:QuantBackend")
 
 GAME = BackendInfo(
     name="game",
-    summary="DeepGame: maximum safe radius and feature robustness as games on the tau-grid; MCTS upper "
-            "bounds, admissible A* and alpha-beta bounds of the grid game, a sound Lipschitz lower bound",
+    summary="DeepGame: maximum safe radius and feature robustness as games on the tau-grid; best-first "
+            "and MCTS upper bounds, admissible A* and alpha-beta bounds of the grid game, sound lower "
+            "bounds from a Lipschitz constant and Theorem 1",
     capabilities=Capabilities(
         kinds=("max_radius", "feature_robustness"),
         norms=("l0", "l1", "l2", "linf"),
@@ -78,13 +79,23 @@ GAME = BackendInfo(
     options=(
         OptionSpec("budget", int, None, "model queries per input, all bounds together (planner: by dimension)", minimum=1),
         OptionSpec("seed", int, 0, "random seed of the playouts", minimum=0),
-        OptionSpec("upper", str, "mcts", "upper bounds: mcts, or none", choices=("mcts", "none")),
-        OptionSpec("lower", str, "astar", "grid-game lower bounds: astar (needs a sound Lipschitz constant), or none",
+        OptionSpec("upper", str, "best_first", "upper bounds: best_first (the paper's inadmissible A*), mcts "
+                   "(Algorithm 1), or none", choices=("best_first", "mcts", "none")),
+        OptionSpec("lower", str, "astar", "grid-game lower bounds: astar (needs a Lipschitz constant), or none",
                    choices=("astar", "none")),
         OptionSpec("tau", float, None, "the atomic manipulation (planner: radius / 8; 1 for l0)", minimum=0),
-        OptionSpec("playouts", int, 32, "random playouts per MCTS iteration, evaluated together", minimum=1),
-        OptionSpec("lipschitz", float, 0.0, "a Lipschitz constant of the margin you vouch for; 0: computed soundly "
-                   "from the layers where the network is a plain MLP", minimum=0),
+        OptionSpec("weight", float, 8.0, "best_first: heuristic weight (1: A*-like breadth; larger: greedier)",
+                   minimum=0),
+        OptionSpec("candidates", int, None, "best_first: moves kept after the root's expansion, by their drop "
+                   "of s (planner: max(128, moves / 8)); 0 for all", minimum=0),
+        OptionSpec("playouts", int, 32, "mcts: playouts per iteration, evaluated together", minimum=1),
+        OptionSpec("guided", bool, True, "mcts: draw playout moves by their effect at the centre (False: "
+                   "uniform, as the paper)"),
+        OptionSpec("lipschitz", float, 0.0, "a Lipschitz constant of the margin you vouch for; 0: from "
+                   "lipschitz_source", minimum=0),
+        OptionSpec("lipschitz_source", str, "layers", "layers: a sound constant from the network's layers "
+                   "(dense/conv/pool chains); estimate: sampled gradients (bounds then only estimates)",
+                   choices=("layers", "estimate")),
         OptionSpec("features", int, 16, "features for MCTS's Player I in maximum safe radius", minimum=1),
         OptionSpec("partition", str, "grid", "how maximum safe radius cuts features: grid or saliency",
                    choices=("grid", "saliency")),

@@ -1,7 +1,7 @@
 """``Model``: evaluate a network on batches of inputs in the declared input space, and count.
 
 Every query goes through ``__call__``: inputs ``(B, *input_shape)`` in the spec's input space
-(before normalisation), outputs ``(B, m)``. The model chunks to ``max_batch``, applies the
+(before normalisation), outputs ``(B, m)``. The model chunks (to at most ``max_batch``, tuned on the first large call), applies the
 normalisation, runs under ``torch.inference_mode()``, checks that outputs are finite, counts
 ``queries`` (inputs evaluated) and ``calls``, and enforces query and time budgets.
 """
@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from nnspec.errors import BudgetExhausted, ModelError
+
+
+_TRIAL_CHUNKS = (64, 256, 1024)
 
 
 @dataclass
@@ -42,6 +45,10 @@ class Model:
         self.n_outputs = n_outputs
         self.name, self.sha256, self.device, self.dtype = name, sha256, device, dtype
         self.max_batch = max_batch
+        # the chunk size is tuned once, on the first call large enough: big batches of a conv net
+        # run slower per input on a CPU (caches) than a few hundred do
+        self.tuned_chunk: int | None = None  # None: not tuned yet (chunks of max_batch)
+        self._tuned = False
         self.batching = batching  # native | rewritten | loop
         self.operators = operators or {}
         self.queries = 0
@@ -92,14 +99,12 @@ class Model:
         start = time.perf_counter()
         outs = []
         with torch.inference_mode():
-            for i in range(0, b, self.max_batch):
-                chunk = x[i:i + self.max_batch].to(device=self.device, dtype=self.dtype)
-                if self._scale is not None:
-                    chunk = chunk * self._scale + self._shift
-                out = self.module(chunk)
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
-                outs.append(out.reshape(chunk.shape[0], -1))
+            i = 0
+            if not self._tuned and b >= sum(_TRIAL_CHUNKS[:2]) and self.max_batch >= _TRIAL_CHUNKS[1]:
+                i = self._tune(x, outs)
+            chunk = self.max_batch if self.tuned_chunk is None else min(self.tuned_chunk, self.max_batch)
+            for i in range(i, b, chunk):
+                outs.append(self._forward(x[i:i + chunk]))
             y = outs[0] if len(outs) == 1 else torch.cat(outs) if outs else torch.empty(0, self.n_outputs)
             y = y.cpu()
             # a finite sum means every output is finite; only an inf/nan sum (or an overflow of
@@ -111,6 +116,31 @@ class Model:
             first = int((~torch.isfinite(y).all(dim=1)).nonzero()[0])
             raise ModelError(f"{self.name}: non-finite output for input {first} of a batch of {b}")
         return y
+
+    def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        chunk = chunk.to(device=self.device, dtype=self.dtype)
+        if self._scale is not None:
+            chunk = chunk * self._scale + self._shift
+        out = self.module(chunk)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.reshape(chunk.shape[0], -1)
+
+    def _tune(self, x: torch.Tensor, outs: list) -> int:
+        """Evaluate the first inputs of a large call in trial chunks, time them, and keep the chunk
+        size with the best rate (the work is real: no extra queries). Returns how many were done."""
+        i, rates = 0, {}
+        for size in _TRIAL_CHUNKS:
+            if i + size > x.shape[0] or size > self.max_batch:
+                break
+            start = time.perf_counter()
+            outs.append(self._forward(x[i:i + size]))
+            rates[size] = size / max(time.perf_counter() - start, 1e-9)
+            i += size
+        best = max(rates, key=rates.get)
+        self.tuned_chunk = None if best == max(rates) and len(rates) == len(_TRIAL_CHUNKS) else best
+        self._tuned = True
+        return i
 
     def _charge(self, b: int) -> None:
         budget = self.budget

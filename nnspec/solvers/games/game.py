@@ -34,6 +34,12 @@ class GridGame:
         covered = np.sort(np.concatenate(self.features)) if self.features else np.array([], dtype=int)
         if not np.array_equal(covered, np.arange(self.x0.size)):
             raise ValueError("the features must partition the input dimensions")
+        owner = np.empty(self.x0.size, dtype=np.int64)
+        for f, dims in enumerate(self.features):
+            owner[dims] = f
+        object.__setattr__(self, "_order", np.concatenate(self.features).astype(np.int64) if self.features
+                           else np.array([], dtype=np.int64))
+        object.__setattr__(self, "_owner", owner)
 
     @property
     def n(self) -> int:
@@ -46,17 +52,33 @@ class GridGame:
     def distance(self, points: np.ndarray) -> np.ndarray:
         return np.linalg.norm(points - self.x0, ord=NORM_ORD[self.norm], axis=-1)
 
+    def child_distances(self, x: np.ndarray, dist: float, dims: np.ndarray, signs: np.ndarray) -> np.ndarray:
+        """Distances of the children of point ``x`` (at ``dist``) by one monotone move each, without
+        building them: only one coordinate changes, and monotone moves never shrink |x_d - x0_d|."""
+        old = np.abs(x[dims] - self.x0[dims])
+        new = np.abs(np.clip(x[dims] + self.tau * signs, self.lower[dims], self.upper[dims]) - self.x0[dims])
+        if self.norm == "l0":
+            return dist + ((old == 0) & (new > 0))
+        if self.norm == "l1":
+            return dist - old + new
+        if self.norm == "l2":
+            return np.sqrt(np.maximum(dist * dist - old * old + new * new, 0.0))
+        return np.maximum(dist, new)
+
+    def move_arrays(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, dimensions, signs) of the monotone atomic manipulations from ``steps``: each
+        dimension keeps moving the way it already moved; a move the domain clips away is none.
+        Ordered by feature, then dimension within it, then +tau before -tau."""
+        d = self._order
+        x = self.points(steps[None])[0][d]
+        k = steps[d]
+        up = (k >= 0) & (x < self.upper[d])
+        down = (k <= 0) & (x > self.lower[d])
+        ok = np.stack([up, down], axis=1).ravel()
+        dims = np.repeat(d, 2)[ok]
+        signs = np.tile(np.array([1, -1], dtype=np.int64), d.size)[ok]
+        return self._owner[dims], dims, signs
+
     def moves(self, steps: np.ndarray) -> list[tuple[int, int, int]]:
-        """(feature, dimension, sign) of the monotone atomic manipulations from ``steps``: each
-        dimension keeps moving the way it already moved; a move the domain clips away is none."""
-        out = []
-        x = self.points(steps[None])[0]
-        for f, dims in enumerate(self.features):
-            for d in dims:
-                for sign in (1, -1):
-                    if steps[d] * sign < 0:
-                        continue
-                    if (sign > 0 and x[d] >= self.upper[d]) or (sign < 0 and x[d] <= self.lower[d]):
-                        continue
-                    out.append((f, int(d), sign))
-        return out
+        f, d, s = self.move_arrays(steps)
+        return list(zip(f.tolist(), d.tolist(), s.tolist()))

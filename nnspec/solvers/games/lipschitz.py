@@ -118,3 +118,31 @@ def margin_lipschitz(module: nn.Module, label: int, target: int | None, norm: st
     if not weights:
         raise ValueError("no Linear layer")
     return margin_from_layers(weights, factor, label, target, norm)
+
+
+def cell_radius(norm: str, tau: float, n: int) -> float:
+    """Half the diagonal of a tau-grid cell in the game's norm, 1/2 ||tau 1_n||_p: every point of
+    the domain is that close to a grid input (DeepGame Lemma 4; also at clipped domain edges, where
+    grid values are closer together)."""
+    return 0.5 * tau * {"l1": n, "l2": float(np.sqrt(n)), "linf": 1.0}[norm]
+
+
+def estimate_lipschitz(evaluate, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, norm: str, radius: float,
+                       points: int = 4, seed: int = 0) -> tuple[float, int]:
+    """A sampled Lipschitz constant of s in ``norm``: the largest dual norm of forward-difference
+    gradients at the centre and ``points - 1`` random points of the ball's box (n + 1 queries each).
+    A sample can only under-estimate the true constant: bounds built from it are estimates."""
+    n = x0.size
+    rng = np.random.default_rng(seed)
+    h = max(1e-4 * radius, 1e-6)
+    centres = [x0] + [np.clip(x0 + rng.uniform(-radius, radius, n), lower, upper) for _ in range(points - 1)]
+    best, queries = 0.0, 0
+    for c in centres:
+        step = np.where(c + h <= upper, h, -h)  # stay inside the domain
+        pts = np.repeat(c[None], n + 1, axis=0)
+        pts[1 + np.arange(n), np.arange(n)] += step
+        s = evaluate(pts)
+        queries += n + 1
+        grad = (s[1:] - s[0]) / step
+        best = max(best, _dual(grad, norm))
+    return best, queries

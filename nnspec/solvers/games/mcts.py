@@ -2,8 +2,14 @@
 
 The tree alternates Player I (a feature, chosen by UCB over the node's feature statistics) and
 Player II (an atomic manipulation inside it, by UCB over the moves' statistics). Each iteration
-selects a path, expands one move, and runs a batch of random playouts from the new node; all the
-playouts advance together and each step of all of them is one model call. A playout ends at a
+selects a path, expands one move, and runs a batch of playouts from the new node; all the
+playouts advance together and each step of all of them is one model call.
+
+Playouts are guided (``guided=True``, the default): the first call evaluates every atomic
+manipulation of the centre in one batch, and playouts then draw moves with probability rising with
+how much that move alone lowered s (a softmax over the drops, mixed with 10% uniform), and
+unvisited moves of Player II are tried in the same order. Black-box still: the guide is built from
+queries, charged to the budget. ``guided=False`` gives the paper's uniform random playouts. A playout ends at a
 violation (reward 1 - distance / radius), outside the ball, or after ``max_playout`` moves (reward
 from how far the margin fell). The closest violation found is then pruned greedily: manipulated
 dimensions are reverted while the input still violates (each round evaluates every candidate
@@ -43,12 +49,18 @@ def _ucb(stats: list, parent: int, c: float) -> float:
 
 
 def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_playout: int | None = None,
-         exploration: float = 1.0, seed: int = 0) -> MctsResult:
+         exploration: float = 1.0, seed: int = 0, guided: bool = True) -> MctsResult:
     rng = np.random.default_rng(seed)
     s0 = float(game.evaluate(game.x0[None])[0])
     queries = 1
     if s0 < 0:
         return MctsResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0)])
+    guide = None
+    if guided and 2 * game.n < max_queries // 2:  # the guide may take at most half the budget
+        guide, spent, found = _guide(game, s0)
+        queries += spent
+        if found is not None:  # a single manipulation already violates
+            return MctsResult(float(game.distance(found[None])[0]), found, queries, 0, [(1, math.inf), (queries, float(game.distance(found[None])[0]))])
     max_playout = max_playout or max(4, int(4 * math.ceil(game.radius / game.tau)) * (game.n if game.norm == "linf" else 1))
     max_playout = min(max_playout, 4 * game.n)
     tree: dict[bytes, _Node] = {}
@@ -71,7 +83,8 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
             f = max(by_feature, key=lambda k: (_ucb(node.feature_stats.setdefault(k, [0, 0.0]), node.visits,
                                                     exploration), rng.random()))
             d, sgn = max(by_feature[f], key=lambda m: (_ucb(node.move_stats.setdefault(m, [0, 0.0]), node.visits,
-                                                              exploration), rng.random()))
+                                                              exploration),
+                                                         guide[1][m[0], (1 - m[1]) // 2] if guide else rng.random()))
             path.append((node, f, (d, sgn)))
             steps = steps.copy()
             steps[d] += sgn
@@ -80,10 +93,10 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
                 break
         leaf = tree.setdefault(steps.tobytes(), _Node())
         # --- batched random playouts from the leaf
-        rewards, found = _playouts(game, steps, playouts, max_playout, s0, rng, max_queries - queries)
+        rewards, found = _playouts(game, steps, playouts, max_playout, s0, rng, max_queries - queries, guide)
         queries += found["queries"]
         if found["distance"] < best:
-            pruned, extra = _prune(game, found["x"], max_queries - queries)
+            pruned, extra = prune_violation(game, found["x"], max_queries - queries)
             queries += extra
             best_x = pruned
             best = float(game.distance(pruned[None])[0])
@@ -103,8 +116,31 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
     return MctsResult(best, best_x, queries, iterations, trace)
 
 
+def _guide(game: GridGame, s0: float):
+    """Evaluate every single manipulation of the centre (one batch): the playouts' move weights
+    (probability over (dimension, sign), shape (n, 2)), the drops themselves, and the queries spent;
+    plus the closest single-move violation if there is one."""
+    steps = np.zeros((2 * game.n, game.n), dtype=np.int64)
+    steps[np.arange(game.n), np.arange(game.n)] = 1
+    steps[game.n + np.arange(game.n), np.arange(game.n)] = -1
+    pts = game.points(steps)
+    moved = np.any(pts != game.x0, axis=1)  # moves the domain clips away change nothing
+    s = np.full(2 * game.n, s0)
+    s[moved] = game.evaluate(pts[moved])
+    found = None
+    if (s < 0).any():
+        dist = np.where(s < 0, game.distance(pts), np.inf)
+        found = pts[int(np.argmin(dist))].copy()
+    drop = (s0 - s).reshape(2, game.n).T  # (n, 2): column 0 is +tau, column 1 is -tau
+    scale = max(float(np.std(drop[drop != 0])) if (drop != 0).any() else 0.0, 1e-12)
+    w = np.exp(np.clip((drop - drop.max()) / scale, -50, 0))
+    w[~moved.reshape(2, game.n).T] = 0
+    p = 0.9 * w / max(w.sum(), 1e-300) + 0.1 * moved.reshape(2, game.n).T / max(moved.sum(), 1)
+    return (p / p.sum(), drop), int(moved.sum()), found
+
+
 def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: float, rng,
-              limit: int) -> tuple[np.ndarray, dict]:
+              limit: int, guide=None) -> tuple[np.ndarray, dict]:
     steps = np.repeat(start[None], count, axis=0)
     alive = np.ones(count, dtype=bool)
     rewards = np.zeros(count)
@@ -115,10 +151,16 @@ def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: f
         idx = np.nonzero(alive)[0]
         if len(idx) == 0:
             break
-        f = rng.integers(len(feats), size=len(idx))
-        d = np.array([feats[i][rng.integers(len(feats[i]))] for i in f])
-        cur = steps[idx, d]
-        sign = np.where(cur != 0, np.sign(cur), rng.choice([-1, 1], size=len(idx)))
+        if guide is not None:  # a move drawn by its effect at the centre
+            pick = rng.choice(guide[0].size, size=len(idx), p=guide[0].ravel())
+            d, sign = pick // 2, 1 - 2 * (pick % 2)
+            cur = steps[idx, d]
+            sign = np.where(cur != 0, np.sign(cur), sign)
+        else:
+            f = rng.integers(len(feats), size=len(idx))
+            d = np.array([feats[i][rng.integers(len(feats[i]))] for i in f])
+            cur = steps[idx, d]
+            sign = np.where(cur != 0, np.sign(cur), rng.choice([-1, 1], size=len(idx)))
         steps[idx, d] += sign
         pts = game.points(steps[idx])
         dist = game.distance(pts)
@@ -146,7 +188,7 @@ def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: f
     return rewards, best
 
 
-def _prune(game: GridGame, x: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
+def prune_violation(game: GridGame, x: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
     """Revert manipulated dimensions while the input still violates; the closest survivor wins."""
     queries = 0
     while True:
