@@ -32,9 +32,10 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import GAME
+from nnspec.backends.soundness import METHOD, ibp_lower
 from nnspec.errors import SpecError
 from nnspec.models.model import Model, label_score
-from nnspec.properties.expressions import Centres
+from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
 from nnspec.solvers.games.alphabeta import alpha_beta
@@ -77,7 +78,7 @@ class GameBackend:
         s0 = float(s_fn(centre_out[None, None])[0, 0])
         ctx = _Centre(x0, lo, hi, tau, norm, radius, s0, shape, evaluate)
         before = model.queries
-        lip = self._lipschitz(model, expr, label, ctx, opts)
+        lip = self._lipschitz(model, expr, label, ctx, opts, task.outputs_are_logits)
         budget = int(opts["budget"]) - 1 - (model.queries - before)  # per input, everything together
         notes = [lip.note, f"tau-grid game with tau = {tau:g}"]
 
@@ -99,7 +100,7 @@ class GameBackend:
             upper, witness = res.upper, res.witness
             trace += [{"queries": q, "upper": _f(u), "lower": None} for q, u in res.trace]
             notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries")
-        lower = theorem = None
+        theorem = None
         if wants_lower:
             theorem, grid_trace, grid_note = self._theorem1(ctx, feats, lip.value, budget - (share if trace else 0), opts)
             if theorem.upper < upper:  # unshifted A* found a real violation
@@ -107,15 +108,28 @@ class GameBackend:
             offset = trace[-1]["queries"] if trace else 0
             trace += [{"queries": offset + q, "lower": _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid_trace]
             notes += grid_note
-            lower = theorem.lower_continuous
         elif opts["lower"] == "astar" and norm == "l0":
             notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
-        how = "s(x)/L"
-        if lip.value is not None and s0 >= 0:
-            if lower is not None and lower > s0 / lip.value:
-                how = "Theorem 1: A* on the tau-grid with s - L*beta, minus beta"
-            lower = min(max(s0 / lip.value, lower or 0.0), radius)
-        return self._outcome(ctx, lower, lip, upper, witness, centre_out, model, q0, started, notes, trace, how)
+        lowers = self._lowers(task, model, ctx, lip, label, centre_out, theorem, notes, opts)
+        return self._outcome(ctx, lip, lowers, upper, witness, centre_out, model, q0, started, notes, trace)
+
+    def _lowers(self, task, model, ctx, lip, label, centre_out, theorem, notes, opts) -> list[tuple[float, str, str]]:
+        """Every lower bound of the radius that applies, as (value, method, kind): kind "proved"
+        (a sound method), "vouched" (a Lipschitz constant given in the spec) or "estimate"."""
+        out = []
+        if lip.value is not None and ctx.s0 >= 0:
+            value, how = ctx.s0 / lip.value, "s(x)/L"
+            if theorem is not None and theorem.lower_continuous is not None and theorem.lower_continuous > value:
+                value, how = theorem.lower_continuous, "Theorem 1: A* on the tau-grid with s - L*beta, minus beta"
+            kind = {"sound": "proved", "given": "vouched", "estimate": "estimate"}[lip.kind]
+            out.append((min(value, ctx.radius), f"{how}, L = {lip.value:.4g} ({_SOURCE[lip.kind]})", kind))
+        if ctx.norm != "l0" and opts["ibp"] and ctx.s0 >= 0:
+            r, note = ibp_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0), label,
+                                centre_out, ctx.radius, torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper))
+            notes.append(note)
+            if r is not None:
+                out.append((min(r, ctx.radius), METHOD, "proved"))
+        return out
 
     def _upper(self, game: GridGame, budget: int, opts):
         if opts["upper"] == "mcts":
@@ -188,31 +202,34 @@ class GameBackend:
         # the closest witness of any feature is a violation in the ball: an upper bound of the radius
         best = min(witnesses.values(), key=lambda w: float(np.linalg.norm(w - x0, ord=_ord(norm))), default=None)
         upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
-        lower = None if lip.value is None or ctx.s0 < 0 else min(ctx.s0 / lip.value, radius)
-        return self._outcome(ctx, lower, lip, upper, best, centre_out, model, q0, started, notes, [])
+        lowers = self._lowers(task, model, ctx, lip, label, centre_out, None, notes, opts)
+        return self._outcome(ctx, lip, lowers, upper, best, centre_out, model, q0, started, notes, [])
 
     # ------------------------------------------------------------------ helpers
 
-    def _outcome(self, ctx, lower, lip, upper, witness, centre_out, model, q0, started, notes, trace,
-                 how: str = "s(x)/L") -> Outcome:
+    def _outcome(self, ctx, lip, lowers, upper, witness, centre_out, model, q0, started, notes, trace) -> Outcome:
         w = None
         if witness is not None and math.isfinite(upper):
             w = Witness(x=np.asarray(witness).reshape(ctx.shape).tolist(), distance=upper, s=math.nan, output=[],
                         confirmed=False)
-        method = None if lower is None else f"{how}, L = {lip.value:.4g} ({_SOURCE[lip.kind]})"
+        sound = [lo for lo in lowers if lo[2] != "estimate"]
+        best = max(sound, key=lambda lo: lo[0], default=None)
+        guess = max((lo for lo in lowers if lo[2] == "estimate"), key=lambda lo: lo[0], default=None)
         estimate = None
-        if lip.kind == "estimate" and lower is not None:  # not a proof: an estimate, and labelled so
-            estimate, lower, method = lower, None, None
-            notes = notes + [f"estimate {estimate:.4g} is conditional on the estimated L = {lip.value:.4g} "
-                             "(sampled gradients under-estimate L): not a lower bound"]
-        bounds = RadiusBounds(estimate=estimate, upper=_f(upper), lower=lower, lower_method=method)
-        proven = w is None and lower is not None and lip.kind == "sound" and lower >= ctx.radius
+        if guess is not None and (best is None or guess[0] > best[0]):  # an estimate, and labelled so
+            estimate = guess[0]
+            notes = notes + [f"estimate {estimate:.4g} ({guess[1]}) is conditional on the estimated L: sampled "
+                             "gradients under-estimate L, so it is not a lower bound"]
+        bounds = RadiusBounds(estimate=estimate, upper=_f(upper), lower=None if best is None else best[0],
+                              lower_method=None if best is None else best[1])
+        proven = w is None and best is not None and best[2] == "proved" and best[0] >= ctx.radius
         verdict = Verdict.VIOLATED if w else Verdict.PROVEN if proven else Verdict.QUANTIFIED
         return Outcome(verdict, s_centre=ctx.s0, bounds=bounds, witness=w,
                        queries=model.queries - q0, seconds=time.perf_counter() - started, stop="budget",
-                       centre_output=centre_out.tolist(), lipschitz=lip.value, trace=trace, notes=tuple(notes))
+                       centre_output=centre_out.tolist(), lipschitz=lip.value, trace=trace,
+                       notes=tuple(notes))
 
-    def _lipschitz(self, model: Model, expr, label: int, ctx: "_Centre", opts) -> "_Lipschitz":
+    def _lipschitz(self, model: Model, expr, label: int, ctx: "_Centre", opts, logits: bool) -> "_Lipschitz":
         if opts.get("lipschitz"):
             return _Lipschitz(float(opts["lipschitz"]), "given",
                               f"Lipschitz constant {opts['lipschitz']:g} given in the spec (vouched for by its author)")
@@ -223,9 +240,10 @@ class GameBackend:
                                               seed=opts["seed"])
             return _Lipschitz(value, "estimate", f"estimated Lipschitz constant {value:.4g} from sampled gradients "
                                                  f"({spent} queries): bounds from it are estimates")
-        target = expr.target_label if expr.target == "label" else None
-        if expr.target == "least_likely":
-            target = None
+        if not (isinstance(expr, ConfidenceGap) and expr.reading == "logits" and logits):
+            return _Lipschitz(None, "none", "no sound Lipschitz constant: the layers bound the logit margin, and "
+                                            "this model's outputs are not logits")
+        target = expr.target_label if expr.target == "label" else None  # least-likely, untargeted: max over t
         try:
             if model.source and model.source.endswith(".onnx"):
                 weights, factor = layers_of_onnx(model.source)

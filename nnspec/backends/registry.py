@@ -96,6 +96,8 @@ GAME = BackendInfo(
         OptionSpec("lipschitz_source", str, "layers", "layers: a sound constant from the network's layers "
                    "(dense/conv/pool chains); estimate: sampled gradients (bounds then only estimates)",
                    choices=("layers", "estimate")),
+        OptionSpec("ibp", bool, True, "a sound lower bound by interval bound propagation, where s is a logit "
+                   "margin and the network's layers have interval rules"),
         OptionSpec("features", int, 16, "features for MCTS's Player I in maximum safe radius", minimum=1),
         OptionSpec("partition", str, "grid", "how maximum safe radius cuts features: grid or saliency",
                    choices=("grid", "saliency")),
