@@ -340,4 +340,6 @@ def test_an_estimated_lipschitz_constant_gives_an_estimate_never_a_lower_bound()
     assert r.bounds["lower"] is None and r.bounds["lower_method"] is None
     assert r.lipschitz == pytest.approx(1.0 + 3.0 + 1.0 + 1.0, rel=1e-6)  # ||w0 - w1||_1, the dual of linf
     assert r.bounds["estimate"] == pytest.approx(1.0 / 6.0, rel=1e-6)
-    assert any("conditional on the estimated L" in n for n in r.notes)
+    assert any("not a lower bound" in n for n in r.notes)
+    assert all(t.get("lower") is None for t in r.trace)  # A* under an estimated L: plotted as an estimate
+    assert any(t.get("estimate") is not None for t in r.trace)

@@ -106,7 +106,8 @@ class GameBackend:
             if theorem.upper < upper:  # unshifted A* found a real violation
                 upper, witness = theorem.upper, theorem.witness
             offset = trace[-1]["queries"] if trace else 0
-            trace += [{"queries": offset + q, "lower": _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid_trace]
+            key = "estimate" if lip.kind == "estimate" else "lower"  # A* under an estimated L proves nothing
+            trace += [{"queries": offset + q, key: _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid_trace]
             notes += grid_note
         elif opts["lower"] == "astar" and norm == "l0":
             notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
@@ -218,8 +219,8 @@ class GameBackend:
         estimate = None
         if guess is not None and (best is None or guess[0] > best[0]):  # an estimate, and labelled so
             estimate = guess[0]
-            notes = notes + [f"estimate {estimate:.4g} ({guess[1]}) is conditional on the estimated L: sampled "
-                             "gradients under-estimate L, so it is not a lower bound"]
+            notes = notes + [f"estimate {estimate:.4g} from {guess[1].split(', L =')[0]}: not a lower bound, since "
+                             "sampled gradients can under-estimate L"]
         bounds = RadiusBounds(estimate=estimate, upper=_f(upper), lower=None if best is None else best[0],
                               lower_method=None if best is None else best[1])
         proven = w is None and best is not None and best[2] == "proved" and best[0] >= ctx.radius
