@@ -57,7 +57,9 @@ def main() -> None:
         for i in marks:
             t = trace[i]
             fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-            print(f"| {t['queries']} | {fmt(t.get('upper'))} | {fmt(t.get('lower'))} |")
+            grid = fmt(t.get("lower")) if t.get("lower") is not None else (
+                "~" + fmt(t.get("estimate")) if t.get("estimate") is not None else "-")  # ~: under an estimated L
+            print(f"| {t['queries']} | {fmt(t.get('upper'))} | {grid} |")
 
 if __name__ == "__main__":
     main()

@@ -108,7 +108,8 @@ class GameBackend:
             offset = trace[-1]["queries"] if trace else 0
             key = "estimate" if lip.kind == "estimate" else "lower"  # A* under an estimated L proves nothing
             trace += [{"queries": offset + q, key: _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid_trace]
-            notes += grid_note
+            notes += [n + (" (all of it conditional on the estimated L)" if lip.kind == "estimate" else "")
+                      for n in grid_note]
         elif opts["lower"] == "astar" and norm == "l0":
             notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
         lowers = self._lowers(task, model, ctx, lip, label, centre_out, theorem, notes, opts)
