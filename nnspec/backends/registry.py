@@ -46,7 +46,7 @@ MADS = BackendInfo(
     capabilities=Capabilities(
         kinds=("robustness", "uncertainty", "reachability", "range"),
         norms=("linf", "l2", "l1"),
-        gives=("estimate", "upper"),
+        gives=("estimate", "upper", "lower"),
     ),
     options=(
         OptionSpec("budget", int, None, "model queries per input (planner: by dimension)", minimum=1),
@@ -61,6 +61,8 @@ MADS = BackendInfo(
         OptionSpec("constraint", str, "project", "L1/L2 ball handling: project (exact projection) or "
                    "auglag (the paper's augmented Lagrangian)", choices=("project", "auglag")),
         OptionSpec("refine", bool, True, "move a found witness toward the centre"),
+        OptionSpec("ibp", bool, True, "a sound lower bound of the radius by interval bound propagation, for "
+                   "robustness on logits where the network's layers have interval rules"),
     ),
 )
 register(MADS, "nnspec.backends.quant:QuantBackend")

@@ -23,19 +23,22 @@ def group(records: list[TaskRecord]) -> "OrderedDict[tuple[str, str, str], list[
 
 def summary_table(result: RunResult) -> Table:
     table = Table(title="nnspec results", show_lines=False)
-    for col in ("property", "where", "model", "inputs", "status", "violated", "worst input",
-                "estimate (min)", "upper (min)"):
-        table.add_column(col, justify="right" if col in ("inputs", "violated") else "left")
+    for col in ("property", "where", "model", "inputs", "status", "violated", "proven", "worst input",
+                "estimate (min)", "upper (min)", "lower (min)"):
+        table.add_column(col, justify="right" if col in ("inputs", "violated", "proven") else "left")
     for (spec, prop, model), recs in group(result.records).items():
         failed = [r for r in recs if not r.passed]
         estimates = [r.bounds.get("estimate") for r in recs if r.bounds.get("estimate") is not None]
         uppers = [r.bounds.get("upper") for r in recs if r.bounds.get("upper") is not None]
+        lowers = [r.bounds.get("lower") for r in recs]  # the property's proved radius: the least of all inputs
         worst = min(recs, key=lambda r: (r.bounds.get("estimate") if r.bounds.get("estimate") is not None
                                           else float("inf")))
         status = "[green]PASS[/]" if not failed else f"[red]FAIL[/] ({len(failed)})"
         table.add_row(prop, f"{spec}:{recs[0].line}", model, str(len(recs)), status,
-                      str(sum(r.verdict == "violated" for r in recs)), worst.input_id,
-                      _fmt(min(estimates) if estimates else None), _fmt(min(uppers) if uppers else None))
+                      str(sum(r.verdict == "violated" for r in recs)), str(sum(r.verdict == "proven" for r in recs)),
+                      worst.input_id, _fmt(min(estimates) if estimates else None),
+                      _fmt(min(uppers) if uppers else None),
+                      _fmt(min(lowers) if lowers and None not in lowers else None))
     return table
 
 
