@@ -240,14 +240,15 @@ def test_image_folder_inputs(tmp_path):
                                     None, None, span))
 
 
-def test_the_chunk_size_is_tuned_on_real_queries_and_changes_no_output():
-    model = load_model(DEMO / "digits_cnn.onnx")
+def test_the_chunk_size_follows_the_activations_and_costs_no_queries():
+    cnn, mlp = load_model(DEMO / "digits_cnn.onnx"), load_model(DEMO / "digits_mlp.onnx")
     x = torch.rand(1500, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    first = model(x)  # large enough: its first inputs go in trial chunks of 64, 256, 1024
-    assert model._tuned and model.queries == 1500 and model.calls == 1  # no extra queries for tuning
-    assert model.tuned_chunk in (None, 64, 256)
-    model.max_batch = 50  # a cap set later still holds
-    again = model(x)
+    first = cnn(x)  # its first 64 inputs are evaluated with forward hooks that measure activations
+    assert cnn._tuned and cnn.queries == 1500 and cnn.calls == 1  # no extra queries for tuning
+    mlp(x)
+    assert 64 <= cnn.tuned_chunk < mlp.tuned_chunk == mlp.max_batch  # conv activations are larger
+    cnn.max_batch = 50  # a cap set later still holds
+    again = cnn(x)
     assert torch.allclose(first, again, atol=1e-5)
-    reference = torch.cat([model.module(x[i:i + 1]) for i in range(0, 1500, 97)])
+    reference = torch.cat([cnn.module(x[i:i + 1]) for i in range(0, 1500, 97)])
     assert torch.allclose(first[::97], reference, atol=1e-5)
