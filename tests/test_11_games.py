@@ -343,3 +343,25 @@ def test_an_estimated_lipschitz_constant_gives_an_estimate_never_a_lower_bound()
     assert any("not a lower bound" in n for n in r.notes)
     assert all(t.get("lower") is None for t in r.trace)  # A* under an estimated L: plotted as an estimate
     assert any(t.get("estimate") is not None for t in r.trace)
+
+
+def test_best_first_runs_all_centres_in_lockstep_with_the_same_results_as_one_at_a_time():
+    import nnspec
+    from nnspec.models.loading import from_module
+
+    net = relu_net((4, 10, 10, 3), seed=4)
+    x = torch.rand(4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    spec = "maximum safe radius within linf(0.5) using game(budget=1500, tau=0.05, lower=none, ibp=false)"
+    together = from_module(net, (4,), dtype=torch.float64)
+    joint = nnspec.check_module(together, x, spec, domain=(0.0, 1.0))
+    calls = found = 0
+    for i in range(4):
+        alone = from_module(net, (4,), dtype=torch.float64)
+        (one,) = nnspec.check_module(alone, x[i:i + 1], spec, domain=(0.0, 1.0))
+        calls += alone.calls
+        assert joint[i].queries == one.queries
+        assert joint[i].bounds["upper"] == one.bounds["upper"] or \
+            joint[i].bounds["upper"] == pytest.approx(one.bounds["upper"], rel=1e-9)
+        found += joint[i].witness is not None and joint[i].witness["confirmed"]
+    assert found >= 2
+    assert together.calls < calls / 2  # one model call per round for all four centres

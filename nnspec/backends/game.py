@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -40,7 +40,8 @@ from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
 from nnspec.solvers.games.alphabeta import alpha_beta
 from nnspec.solvers.games.astar import admissible_astar
-from nnspec.solvers.games.bestfirst import best_first
+from nnspec.solvers.games.bestfirst import best_first_search
+from nnspec.solvers.games.drive import drive, drive_together
 from nnspec.solvers.games.game import GridGame
 from nnspec.solvers.games.lipschitz import (cell_radius, estimate_lipschitz, layers_of_module, layers_of_onnx,
                                             margin_from_layers)
@@ -54,66 +55,101 @@ class GameBackend:
     info = GAME
 
     def run(self, task: BoundTask, model: Model) -> list[Outcome]:
-        return [self._one(task, model, i) for i in range(task.centres.shape[0])]
+        if task.prop.kind == "feature_robustness":
+            return [self._feature_robustness(task, model, self._prepare(task, model, i))
+                    for i in range(task.centres.shape[0])]
+        states = [self._prepare(task, model, i) for i in range(task.centres.shape[0])]
+        self._upper_all(task, model, states)
+        return [self._finish(task, model, st) for st in states]
 
-    # ------------------------------------------------------------------ one centre
+    # ------------------------------------------------------------------ phases of maximum safe radius
 
-    def _one(self, task: BoundTask, model: Model, i: int) -> Outcome:
+    def _prepare(self, task: BoundTask, model: Model, i: int) -> "_State":
+        """One centre's game: s at the centre, L, the features, the budget left."""
         started, q0 = time.perf_counter(), model.queries
         prop, opts = task.prop, task.options
         shape = tuple(task.centres.shape[1:])
         x0 = task.centres[i].reshape(-1).to(torch.float64).numpy()
         label = int(task.labels[i])
         centre_out = model(task.centres[i:i + 1].to(model.dtype))[0].to(torch.float64)
-        expr = prop.expression
-        s_fn = expr.bind(Centres(task.labels[i:i + 1], centre_out[None]), task.outputs_are_logits)
-
-        def evaluate(points: np.ndarray) -> np.ndarray:
-            out = model(torch.from_numpy(points).to(model.dtype).reshape((len(points),) + shape))
-            return s_fn(out.to(torch.float64)[None])[0].numpy()
-
+        s_fn = prop.expression.bind(Centres(task.labels[i:i + 1], centre_out[None]), task.outputs_are_logits)
         norm, radius = prop.region.norm, prop.region.radius
         tau = opts.get("tau") or (1.0 if norm == "l0" else radius / 8)
         lo, hi = task.lower.to(torch.float64).numpy(), task.upper.to(torch.float64).numpy()
         s0 = float(s_fn(centre_out[None, None])[0, 0])
-        ctx = _Centre(x0, lo, hi, tau, norm, radius, s0, shape, evaluate)
+        ctx = _Centre(x0, lo, hi, tau, norm, radius, s0, shape, _evaluator(model, shape, s_fn), s_fn)
         before = model.queries
-        lip = self._lipschitz(model, expr, label, ctx, opts, task.outputs_are_logits)
+        lip = self._lipschitz(model, prop.expression, label, ctx, opts, task.outputs_are_logits)
         budget = int(opts["budget"]) - 1 - (model.queries - before)  # per input, everything together
         notes = [lip.note, f"tau-grid game with tau = {tau:g}"]
-
-        if prop.kind == "feature_robustness":
-            return self._feature_robustness(task, model, ctx, label, lip, budget, notes, centre_out, started, q0, opts)
-
-        if opts.get("partition") == "saliency":
-            before = model.queries
-            feats = tuple(self._partition(prop, "saliency", {"_0": opts["features"]}, shape, x0, model, label))
-            budget -= model.queries - before  # the ranking is paid from the same budget
-        else:
-            feats = self._features(shape, opts["features"])
-        game = ctx.game(None, feats)
+        feats = None
+        if prop.kind != "feature_robustness":
+            if opts.get("partition") == "saliency":
+                before = model.queries
+                feats = tuple(self._partition(prop, "saliency", {"_0": opts["features"]}, shape, x0, model, label))
+                budget -= model.queries - before  # the ranking is paid from the same budget
+            else:
+                feats = self._features(shape, opts["features"])
         wants_lower = opts["lower"] == "astar" and lip.value is not None and norm != "l0"
         share = budget // 2 if wants_lower and opts["upper"] != "none" else budget
-        upper, witness, trace = math.inf, None, []
-        if opts["upper"] != "none":
-            res = self._upper(game, share, opts)
-            upper, witness = res.upper, res.witness
-            trace += [{"queries": q, "upper": _f(u), "lower": None} for q, u in res.trace]
-            notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries")
+        return _State(ctx, label, centre_out, lip, feats, budget, share, wants_lower, notes,
+                      queries=model.queries - q0, seconds=time.perf_counter() - started)
+
+    def _upper_all(self, task: BoundTask, model: Model, states: list["_State"]) -> None:
+        """The upper-bound searches of all centres. Best-first searches run in lockstep, every round
+        one model call for all centres (tensor parallelism across inputs); MCTS one centre at a time."""
+        opts = task.options
+        if opts["upper"] == "none":
+            return
+        started, q0 = time.perf_counter(), model.queries
+        games = [st.ctx.game(None, st.feats) for st in states]
+        if opts["upper"] == "best_first":
+            results = drive_together([self._best_first(g, st.share, opts) for g, st in zip(games, states)],
+                                     _evaluate_many(model, [st.ctx for st in states]))
+        else:
+            results = [self._upper(g, st.share, opts) for g, st in zip(games, states)]
+        share = (time.perf_counter() - started) / len(states)  # the joint time, shared out
+        assert model.queries - q0 == sum(r.queries for r in results)  # every query is some centre's
+        for st, res in zip(states, results):
+            st.upper, st.witness = res.upper, res.witness
+            st.trace += [{"queries": q, "upper": _f(u), "lower": None} for q, u in res.trace]
+            st.notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries")
+            st.queries += res.queries
+            st.seconds += share
+
+    def _finish(self, task: BoundTask, model: Model, st: "_State") -> Outcome:
+        """A* (Theorem 1), the sound lower bounds, the outcome."""
+        started, q0 = time.perf_counter(), model.queries
+        opts, ctx = task.options, st.ctx
         theorem = None
-        if wants_lower:
-            theorem, grid_trace, grid_note = self._theorem1(ctx, feats, lip.value, budget - (share if trace else 0), opts)
-            if theorem.upper < upper:  # unshifted A* found a real violation
-                upper, witness = theorem.upper, theorem.witness
-            offset = trace[-1]["queries"] if trace else 0
-            key = "estimate" if lip.kind == "estimate" else "lower"  # A* under an estimated L proves nothing
-            trace += [{"queries": offset + q, key: _f(lo_), "upper": _f(min(up, upper))} for q, lo_, up in grid_trace]
-            notes += [n + (" (all of it conditional on the estimated L)" if lip.kind == "estimate" else "")
-                      for n in grid_note]
-        elif opts["lower"] == "astar" and norm == "l0":
-            notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
-        lowers = self._lowers(task, model, ctx, lip, label, centre_out, theorem, notes, opts)
-        return self._outcome(ctx, lip, lowers, upper, witness, centre_out, model, q0, started, notes, trace)
+        if st.wants_lower:
+            theorem, grid_trace, grid_note = self._theorem1(ctx, st.feats, st.lip.value,
+                                                            st.budget - (st.share if st.trace else 0), opts)
+            if theorem.upper < st.upper:  # unshifted A* found a real violation
+                st.upper, st.witness = theorem.upper, theorem.witness
+            offset = st.trace[-1]["queries"] if st.trace else 0
+            key = "estimate" if st.lip.kind == "estimate" else "lower"  # A* under an estimated L proves nothing
+            st.trace += [{"queries": offset + q, key: _f(lo_), "upper": _f(min(up, st.upper))}
+                         for q, lo_, up in grid_trace]
+            st.notes += [n + (" (all of it conditional on the estimated L)" if st.lip.kind == "estimate" else "")
+                         for n in grid_note]
+        elif opts["lower"] == "astar" and ctx.norm == "l0":
+            st.notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
+        lowers = self._lowers(task, model, ctx, st.lip, st.label, st.centre_out, theorem, st.notes, opts)
+        st.queries += model.queries - q0
+        st.seconds += time.perf_counter() - started
+        return self._outcome(st, lowers)
+
+    def _best_first(self, game: GridGame, budget: int, opts):
+        moves = len(game.move_arrays(np.zeros(game.n, dtype=np.int64))[1])
+        cand = opts.get("candidates")
+        cand = max(128, moves // 8) if cand is None else cand
+        return best_first_search(game, max_queries=budget, weight=opts["weight"], candidates=cand, seed=opts["seed"])
+
+    def _upper(self, game: GridGame, budget: int, opts):
+        if opts["upper"] == "mcts":
+            return mcts(game, max_queries=budget, playouts=opts["playouts"], seed=opts["seed"], guided=opts["guided"])
+        return drive(self._best_first(game, budget, opts), game.evaluate)
 
     def _lowers(self, task, model, ctx, lip, label, centre_out, theorem, notes, opts) -> list[tuple[float, str, str]]:
         """Every lower bound of the radius that applies, as (value, method, kind): kind "proved"
@@ -132,14 +168,6 @@ class GameBackend:
             if r is not None:
                 out.append((min(r, ctx.radius), METHOD, "proved"))
         return out
-
-    def _upper(self, game: GridGame, budget: int, opts):
-        if opts["upper"] == "mcts":
-            return mcts(game, max_queries=budget, playouts=opts["playouts"], seed=opts["seed"], guided=opts["guided"])
-        moves = len(game.move_arrays(np.zeros(game.n, dtype=np.int64))[1])
-        cand = opts.get("candidates")
-        cand = max(128, moves // 8) if cand is None else cand
-        return best_first(game, max_queries=budget, weight=opts["weight"], candidates=cand, seed=opts["seed"])
 
     def _theorem1(self, ctx: "_Centre", feats, lip: float, budget: int, opts):
         """A* on the grid with the margin shifted by L * beta (Theorem 1, condition enforced), or,
@@ -164,11 +192,12 @@ class GameBackend:
                  "a bound of the grid game only"]
         return _Grid(res.lower, res.upper, res.witness, None), res.trace, notes
 
-    def _feature_robustness(self, task, model, ctx, label, lip, budget, notes, centre_out, started, q0, opts) -> Outcome:
+    def _feature_robustness(self, task: BoundTask, model: Model, st: "_State") -> Outcome:
+        started, q0 = time.perf_counter(), model.queries
+        opts, ctx, lip = task.options, st.ctx, st.lip
         name, args = task.prop.partition
-        before = model.queries
-        feats = self._partition(task.prop, name, dict(args), ctx.shape, ctx.x0, model, label)
-        budget -= model.queries - before  # a saliency ranking is paid from the same budget
+        feats = self._partition(task.prop, name, dict(args), ctx.shape, ctx.x0, model, st.label)
+        budget = st.budget - (model.queries - q0)  # a saliency ranking is paid from the same budget
         radius, norm, x0 = ctx.radius, ctx.norm, ctx.x0
         searches = 2 * max(len(feats), 1)  # an upper and a lower search per feature
         if budget < 2 * searches:
@@ -197,22 +226,26 @@ class GameBackend:
             return min(res.lower, radius), min(res.upper, radius)
 
         fr = alpha_beta(len(feats), quick_upper, bounds)
-        notes.append(f"{len(feats)} features ({name}); feature robustness of the grid game in "
-                     f"[{fr.lower:.4g}, {fr.upper:.4g}]; pruned features: {list(fr.pruned)}")
-        notes.append("per feature (lower, upper): " + ", ".join(f"{k}: ({lo:.3g}, {hi:.3g})" for k, (lo, hi)
-                                                                 in enumerate(fr.per_feature)))
+        st.notes.append(f"{len(feats)} features ({name}); feature robustness of the grid game in "
+                        f"[{fr.lower:.4g}, {fr.upper:.4g}]; pruned features: {list(fr.pruned)}")
+        st.notes.append("per feature (lower, upper): " + ", ".join(f"{k}: ({lo:.3g}, {hi:.3g})" for k, (lo, hi)
+                                                                    in enumerate(fr.per_feature)))
         # the closest witness of any feature is a violation in the ball: an upper bound of the radius
         best = min(witnesses.values(), key=lambda w: float(np.linalg.norm(w - x0, ord=_ord(norm))), default=None)
-        upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
-        lowers = self._lowers(task, model, ctx, lip, label, centre_out, None, notes, opts)
-        return self._outcome(ctx, lip, lowers, upper, best, centre_out, model, q0, started, notes, [])
+        st.upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
+        st.witness = best
+        lowers = self._lowers(task, model, ctx, lip, st.label, st.centre_out, None, st.notes, opts)
+        st.queries += model.queries - q0
+        st.seconds += time.perf_counter() - started
+        return self._outcome(st, lowers)
 
     # ------------------------------------------------------------------ helpers
 
-    def _outcome(self, ctx, lip, lowers, upper, witness, centre_out, model, q0, started, notes, trace) -> Outcome:
+    def _outcome(self, st: "_State", lowers) -> Outcome:
+        ctx, lip, notes, upper = st.ctx, st.lip, st.notes, st.upper
         w = None
-        if witness is not None and math.isfinite(upper):
-            w = Witness(x=np.asarray(witness).reshape(ctx.shape).tolist(), distance=upper, s=math.nan, output=[],
+        if st.witness is not None and math.isfinite(upper):
+            w = Witness(x=np.asarray(st.witness).reshape(ctx.shape).tolist(), distance=upper, s=math.nan, output=[],
                         confirmed=False)
         sound = [lo for lo in lowers if lo[2] != "estimate"]
         best = max(sound, key=lambda lo: lo[0], default=None)
@@ -226,9 +259,8 @@ class GameBackend:
                               lower_method=None if best is None else best[1])
         proven = w is None and best is not None and best[2] == "proved" and best[0] >= ctx.radius
         verdict = Verdict.VIOLATED if w else Verdict.PROVEN if proven else Verdict.QUANTIFIED
-        return Outcome(verdict, s_centre=ctx.s0, bounds=bounds, witness=w,
-                       queries=model.queries - q0, seconds=time.perf_counter() - started, stop="budget",
-                       centre_output=centre_out.tolist(), lipschitz=lip.value, trace=trace,
+        return Outcome(verdict, s_centre=ctx.s0, bounds=bounds, witness=w, queries=st.queries, seconds=st.seconds,
+                       stop="budget", centre_output=st.centre_out.tolist(), lipschitz=lip.value, trace=st.trace,
                        notes=tuple(notes))
 
     def _lipschitz(self, model: Model, expr, label: int, ctx: "_Centre", opts, logits: bool) -> "_Lipschitz":
@@ -274,6 +306,46 @@ class GameBackend:
             raise SpecError.at(prop.span, str(err)) from None
 
 
+@dataclass
+class _State:
+    """One centre of maximum safe radius between its phases; queries and seconds are its own."""
+
+    ctx: "_Centre"
+    label: int
+    centre_out: torch.Tensor
+    lip: "_Lipschitz"
+    feats: tuple | None
+    budget: int
+    share: int  # of the budget, for the upper bound
+    wants_lower: bool
+    notes: list
+    queries: int = 0
+    seconds: float = 0.0
+    upper: float = math.inf
+    witness: np.ndarray | None = None
+    trace: list = field(default_factory=list)
+
+
+def _evaluator(model: Model, shape: tuple[int, ...], s_fn) -> Callable[[np.ndarray], np.ndarray]:
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        out = model(torch.from_numpy(points).to(model.dtype).reshape((len(points),) + shape))
+        return s_fn(out.to(torch.float64)[None])[0].numpy()
+    return evaluate
+
+
+def _evaluate_many(model: Model, ctxs: list["_Centre"]):
+    """Points of several centres in one model call; each centre's s from its own outputs."""
+    def evaluate(requests: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        pts = np.concatenate([p for _, p in requests])
+        out = model(torch.from_numpy(pts).to(model.dtype).reshape((len(pts),) + ctxs[0].shape)).to(torch.float64)
+        values, at = [], 0
+        for k, p in requests:
+            values.append(ctxs[k].s_fn(out[at:at + len(p)][None])[0].numpy())
+            at += len(p)
+        return values
+    return evaluate
+
+
 @dataclass(frozen=True)
 class _Lipschitz:
     value: float | None
@@ -302,6 +374,7 @@ class _Centre:
     s0: float
     shape: tuple[int, ...]
     evaluate: Callable[[np.ndarray], np.ndarray]
+    s_fn: Callable  # model outputs (1, B, m) -> s (1, B)
 
     def game(self, dims: np.ndarray | None, feats, shift: float = 0.0) -> GridGame:
         """The game on all dimensions (``feats`` its partition), or restricted to ``dims`` (one

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnspec.solvers.games.game import GridGame
-from nnspec.solvers.games.mcts import prune_violation
+from nnspec.solvers.games.drive import Search, drive
+from nnspec.solvers.games.mcts import prune_search
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,16 @@ class _Tree:
 
 def best_first(game: GridGame, max_queries: int = 10_000, weight: float = 4.0, batch: int = 1,
                max_frontier: int = 500_000, candidates: int = 0, seed: int = 0) -> UpperResult:
+    return drive(best_first_search(game, max_queries, weight, batch, max_frontier, candidates, seed), game.evaluate)
+
+
+def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float = 4.0, batch: int = 1,
+                      max_frontier: int = 500_000, candidates: int = 0, seed: int = 0) -> Search:
+    """``best_first`` as a generator (``s = yield points``), to run many centres in lockstep."""
     """``batch``: nodes popped per model call (1: strict best-first; more: fewer, larger calls).
     ``candidates``: after the root's expansion, expand only the moves whose drop of s at the root
     was among the largest ``candidates`` (0: all moves, always)."""
-    s0 = float(game.evaluate(game.x0[None])[0])
+    s0 = float((yield game.x0[None])[0])
     queries = 1
     if s0 < 0:
         return UpperResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0)])
@@ -113,7 +120,7 @@ def best_first(game: GridGame, max_queries: int = 10_000, weight: float = 4.0, b
         dims, signs, dist, keys, points = (np.concatenate(c) for c in (dims, signs, dist, keys, points))
         room = max_queries - queries
         parent, dims, signs, dist, keys, points = (c[:room] for c in (parent, dims, signs, dist, keys, points))
-        s = game.evaluate(points)
+        s = yield points
         queries += len(points)
         # --- the heuristic's scale: the steepest fall per unit distance seen so far
         parent_s, parent_g = np.asarray(tree.s)[parent], np.asarray(tree.g)[parent]
@@ -129,7 +136,7 @@ def best_first(game: GridGame, max_queries: int = 10_000, weight: float = 4.0, b
         if viol.any():
             j = int(np.argmin(np.where(viol, dist, np.inf)))
             if dist[j] < upper:
-                x, extra = prune_violation(game, points[j], max_queries - queries)
+                x, extra = yield from prune_search(game, points[j], max_queries - queries)
                 queries += extra
                 upper, witness = float(game.distance(x[None])[0]), x
                 trace.append((queries, upper))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnspec.solvers.games.drive import drive
 from nnspec.solvers.games.game import GridGame
 
 
@@ -190,6 +191,11 @@ def _playouts(game: GridGame, start: np.ndarray, count: int, max_len: int, s0: f
 
 def prune_violation(game: GridGame, x: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
     """Revert manipulated dimensions while the input still violates; the closest survivor wins."""
+    return drive(prune_search(game, x, limit), game.evaluate)
+
+
+def prune_search(game: GridGame, x: np.ndarray, limit: int):
+    """``prune_violation`` as a generator (``s = yield points``)."""
     queries = 0
     while True:
         changed = np.nonzero(x != game.x0)[0]
@@ -197,7 +203,7 @@ def prune_violation(game: GridGame, x: np.ndarray, limit: int) -> tuple[np.ndarr
             return x, queries
         cands = np.repeat(x[None], len(changed), axis=0)
         cands[np.arange(len(changed)), changed] = game.x0[changed]
-        s = game.evaluate(cands)
+        s = yield cands
         queries += len(changed)
         ok = s < 0
         if not ok.any():
