@@ -30,6 +30,13 @@ def relu_net(sizes=(4, 8, 8, 3), seed: int = 0, dtype=torch.float64) -> nn.Modul
     return nn.Sequential(*layers[:-1]).to(dtype)
 
 
+def relu_case(seed: int, count: int = 2, sizes=(4, 10, 10, 3)) -> tuple[nn.Module, torch.Tensor]:
+    """A small float64 ReLU net and ``count`` inputs in [0, 1], both from ``seed``."""
+    net = relu_net(sizes, seed=seed)
+    x = torch.rand(count, sizes[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return net, x
+
+
 def prop(expression, norm="linf", radius=0.5, kind="robustness", window=None) -> Property:
     return Property(name="p", kind=kind, expression=expression, region=Ball(norm, radius, window),
                     requirements=(Requirement("no_violation", None, None, None, SPAN),), solver=None,

@@ -187,3 +187,20 @@ def test_device_without_cuda_is_a_usage_error(cli):
     assert code == 2 and err.strip() == "error: --device cuda: CUDA is not available on this machine"
     code, _, err = cli("check", SPECS, "--device", "tpu")
     assert code == 2 and "use cpu, cuda or cuda:N" in err
+
+
+@pytest.mark.parametrize("partition", ["superpixels", "saliency", "grid"])
+def test_maximum_safe_radius_takes_every_partition_for_player_one(cli, tmp_path, partition):
+    f = _spec(tmp_path, f"maximum safe radius within l0(8) using game(partition={partition}, features=4, "
+                        "upper=mcts, budget=1500)")
+    code, out, err = cli("check", f, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    records = json.loads((tmp_path / "r.json").read_text())["records"]
+    assert len(records) == 2 and all(r["witness"] is None or r["witness"]["confirmed"] for r in records)
+    assert any(r["witness"] is not None for r in records)  # the demo MLP flips within 8 pixels
+
+
+def test_a_sift_partition_on_tiny_images_is_a_positioned_error_for_maximum_safe_radius(cli, tmp_path):
+    f = _spec(tmp_path, "maximum safe radius within l0(8) using game(partition=sift, budget=1500)")
+    code, out, err = cli("check", f)
+    assert code == 2 and err.startswith(f"{f}:3:1: error: SIFT found no keypoints") and "Traceback" not in err

@@ -14,7 +14,7 @@ from nnspec.solvers.games.astar import admissible_astar
 from nnspec.solvers.games.exhaustive import exhaustive_value
 from nnspec.solvers.games.game import GridGame
 from nnspec.solvers.games.lipschitz import margin_lipschitz
-from tests.helpers import relu_net
+from tests.helpers import relu_case, relu_net
 
 
 def _toy(seed: int, norm: str, n: int = 3, tau: float = 0.05, radius: float = 0.6):
@@ -212,8 +212,7 @@ def test_game_backend_brackets_the_exact_distance_from_a_spec(seed):
     import nnspec
     from nnspec.solvers.milp import layers_of, min_distance
 
-    net = relu_net((4, 10, 10, 3), seed=seed)
-    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    net, x = relu_case(seed, 2)
     records = nnspec.check_module(net, x, "maximum safe radius within l1(1.5) using game(tau=0.1, budget=6000)",
                                   domain=(0.0, 1.0))
     for i, r in enumerate(records):
@@ -300,8 +299,7 @@ def test_theorem_1_lower_bound_is_sound_and_beats_s_over_l(seed):
     import nnspec
     from nnspec.solvers.milp import layers_of, min_distance
 
-    net = relu_net((4, 10, 10, 3), seed=seed)
-    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    net, x = relu_case(seed, 2)
     records = nnspec.check_module(net, x, "maximum safe radius within linf(1) using game(tau=0.01, budget=8000, "
                                   "upper=none, ibp=false)", domain=(0.0, 1.0))
     beats = 0
@@ -319,8 +317,7 @@ def test_theorem_1_lower_bound_is_sound_and_beats_s_over_l(seed):
 def test_theorem_1_says_when_its_condition_fails_at_the_centre():
     import nnspec
 
-    net = relu_net((4, 10, 10, 3), seed=0)
-    x = torch.rand(1, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    net, x = relu_case(0, 1)
     r = nnspec.check_module(net, x, "maximum safe radius within l1(1.5) using game(tau=0.02, budget=3000, upper=none, ibp=false)",
                             domain=(0.0, 1.0))[0]
     assert any("Theorem 1's condition fails at the centre" in n and "it needs tau <" in n for n in r.notes)
@@ -349,8 +346,7 @@ def test_best_first_runs_all_centres_in_lockstep_with_the_same_results_as_one_at
     import nnspec
     from nnspec.models.loading import from_module
 
-    net = relu_net((4, 10, 10, 3), seed=4)
-    x = torch.rand(4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    net, x = relu_case(4, 4)
     spec = "maximum safe radius within linf(0.5) using game(budget=1500, tau=0.05, lower=none, ibp=false)"
     together = from_module(net, (4,), dtype=torch.float64)
     joint = nnspec.check_module(together, x, spec, domain=(0.0, 1.0))

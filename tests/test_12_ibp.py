@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nnspec.solvers.ibp import certified_radius, margin_lower_bounds
-from tests.helpers import relu_net
+from tests.helpers import relu_case, relu_net
 
 
 def _margin(net, x, label):
@@ -47,8 +47,7 @@ def test_on_a_linear_model_the_certified_radius_is_the_analytic_one():
 def test_the_certified_radius_never_exceeds_the_exact_milp_radius(seed):
     from nnspec.solvers.milp import layers_of, min_distance
 
-    net = relu_net((4, 10, 10, 3), seed=seed)
-    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    net, x = relu_case(seed, 2)
     for i in range(2):
         label = int(net(x[i:i + 1]).argmax())
         exact = min_distance(layers_of(net), x[i].numpy(), label, None, "linf", max_radius=1.0).distance
@@ -86,8 +85,7 @@ def test_operators_without_an_interval_rule_are_refused():
 def test_the_game_backend_reports_ibp_and_proves_where_the_box_is_certified():
     import nnspec
 
-    net = relu_net((4, 10, 10, 3), seed=6)
-    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    net, x = relu_case(6, 2)
     records = nnspec.check_module(net, x, "maximum safe radius within linf(0.01) using game(budget=500)",
                                   domain=(0.0, 1.0))
     for r in records:  # a small ball that IBP certifies whole: a proof, not only a search
@@ -120,8 +118,7 @@ def test_the_mads_backend_proves_small_balls_and_its_lower_bound_never_exceeds_t
     import nnspec
     from nnspec.solvers.milp import layers_of, min_distance
 
-    net = relu_net((4, 10, 10, 3), seed=seed)
-    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    net, x = relu_case(seed, 2)
     small = nnspec.check_module(net, x, "robustness on logits within linf(0.001) using mads(budget=300)",
                                 domain=(0.0, 1.0))
     assert all(r.verdict == "proven" and r.bounds["lower"] == pytest.approx(0.001) for r in small)
@@ -140,8 +137,7 @@ def test_a_probability_gap_with_a_margin_and_other_conditions_get_no_interval_bo
     order), so IBP applies; with a margin, or for other conditions, it does not."""
     import nnspec
 
-    net = relu_net((4, 10, 10, 3), seed=4)
-    x = torch.rand(1, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    net, x = relu_case(4, 1)
     r = nnspec.check_module(net, x, "robustness within linf(0.001) using mads(budget=300)", domain=(0.0, 1.0))[0]
     assert r.verdict == "proven"
     for cond in ("robustness margin 0.1", "uncertainty kl > 0.01", "reachability prob(1) < 0.99"):

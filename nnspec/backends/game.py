@@ -16,8 +16,9 @@ number means is kept apart, and where the Lipschitz constant L comes from is nam
   to ``estimate``, labelled "conditional on the estimated L", never to ``lower``.
 * the grid game's own bounds (A*) are in the notes and the trace: the paper's Fig. 9 curves.
 
-Trees are searched one centre at a time; each expansion and each step of all playouts is one
-batched model call.
+Best-first searches of all centres run in lockstep (generators, ``solvers/games/drive.py``): each
+round is one model call for every centre. MCTS and A* run one centre at a time; each of their
+expansions, and each step of all playouts, is one batched model call.
 """
 
 from __future__ import annotations
@@ -84,10 +85,11 @@ class GameBackend:
         notes = [lip.note, f"tau-grid game with tau = {tau:g}"]
         feats = None
         if prop.kind != "feature_robustness":
-            if opts.get("partition") == "saliency":
+            if opts.get("partition", "grid") != "grid":  # saliency, superpixels or sift: features for Player I
                 before = model.queries
-                feats = tuple(self._partition(prop, "saliency", {"_0": opts["features"]}, shape, x0, model, label))
-                budget -= model.queries - before  # the ranking is paid from the same budget
+                feats = tuple(self._partition(prop, opts["partition"], {"_0": opts["features"]}, shape, x0, model,
+                                              label))
+                budget -= model.queries - before  # a saliency ranking is paid from the same budget
             else:
                 feats = self._features(shape, opts["features"])
         wants_lower = opts["lower"] == "astar" and lip.value is not None and norm != "l0"

@@ -100,9 +100,9 @@ GAME = BackendInfo(
                    choices=("layers", "estimate")),
         OptionSpec("ibp", bool, True, "a sound lower bound by interval bound propagation, where s is a logit "
                    "margin and the network's layers have interval rules"),
-        OptionSpec("features", int, 16, "features for MCTS's Player I in maximum safe radius", minimum=1),
-        OptionSpec("partition", str, "grid", "how maximum safe radius cuts features: grid or saliency",
-                   choices=("grid", "saliency")),
+        OptionSpec("features", int, 16, "how many features Player I chooses from in maximum safe radius", minimum=1),
+        OptionSpec("partition", str, "grid", "how maximum safe radius cuts the input into `features` features "
+                   "for Player I: grid, saliency, superpixels or sift", choices=("grid", "saliency", "superpixels", "sift")),
         OptionSpec("max_frontier", int, 1_000_000, "A*'s frontier limit (memory)", minimum=1),
     ),
 )
