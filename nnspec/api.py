@@ -57,5 +57,8 @@ def check_module(model: nn.Module | Model, inputs: torch.Tensor, spec: str, *, l
     runner = Runner(CheckOptions(seed=seed, budget=budget))
     records: list[TaskRecord] = []
     for task in plan([module], seed=seed, budget=budget, n_inputs={module.file: n}, inline_inputs=True).tasks:
-        records.extend(record for record, _ in runner.run_task(task, model, bound))
+        for record, outcome in runner.run_task(task, model, bound):
+            if outcome.witness is not None:  # as in the CLI's JSON: the witness input itself
+                record.witness["x"] = outcome.witness.x
+            records.append(record)
     return records

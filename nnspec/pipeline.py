@@ -167,6 +167,7 @@ class Runner:
             queries=outcome.queries, seconds=outcome.seconds, stop=outcome.stop,
             centre_output=outcome.centre_output, notes=list(outcome.notes),
             dropped_witnesses=outcome.dropped_witnesses, trace=_thin(outcome.trace),
+            milestones=[m.to_json(include_x=True) for m in outcome.milestones],
         ), outcome
 
 

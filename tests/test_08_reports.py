@@ -115,3 +115,15 @@ def test_game_bounds_are_plotted_over_queries():
                                             {"queries": 90, "upper": 0.3, "lower": 0.05}])
     html = render_html(_result(rec))
     assert "lower (grid game, A*)" in html and "upper (witness)" in html
+
+
+def test_violations_found_along_the_way_are_shown_farthest_first_then_the_witness():
+    far = {"distance": 0.5, "found_at": 12, "confirmed": True, "s": -0.01, "output": [], "file": None,
+           "x": [[[0.9] * 8] * 8]}
+    near = dict(far, distance=0.3, found_at=40)
+    html = render_html(_result(_record(kind="max_radius", milestones=[near, far])))
+    strip = html[html.index("Violations found along the way"):]
+    captions = re.findall(r"<figcaption>distance ([0-9.]+)( after \d+ queries)?( \(the witness\))?</figcaption>", strip)
+    assert captions == [("0.5", " after 12 queries", ""), ("0.3", " after 40 queries", ""), ("0.2", "", " (the witness)")]
+    assert strip.count("data:image/png;base64") >= 3  # a picture for each, the witness included
+    assert "Violations found along the way" not in render_html(_result(_record(milestones=[])))

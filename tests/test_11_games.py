@@ -50,7 +50,7 @@ def test_astar_reaches_the_exhaustive_value_and_its_lower_bound_never_exceeds_it
     for budget in (10, 100, 1000):  # anytime: every intermediate lower bound is admissible
         part = admissible_astar(game, lip, max_queries=budget)
         assert part.lower <= exact + 1e-12 <= part.upper + 1e-12 or math.isinf(exact)
-    lowers = [lo for _, lo, _ in full.trace]
+    lowers = [lo for _, lo, _, _ in full.trace]
     assert all(b >= a - 1e-12 for a, b in zip(lowers, lowers[1:]))  # the lower bound only rises
 
 
@@ -129,7 +129,7 @@ def test_mcts_upper_bound_is_a_real_violation_never_below_the_exhaustive_value(s
     assert res.witness is not None and game.evaluate(res.witness[None])[0] < 0
     assert res.upper >= exact - 1e-9
     assert res.upper == pytest.approx(exact)  # on these toys the search converges to the game value
-    uppers = [u for _, u in res.trace]
+    uppers = [u for _, u, _ in res.trace]
     assert all(b <= a for a, b in zip(uppers, uppers[1:]))  # anytime: the upper bound only falls
 
 
@@ -253,7 +253,7 @@ def test_best_first_upper_bound_is_a_real_violation_and_reaches_the_exhaustive_v
     assert res.witness is not None and game.evaluate(res.witness[None])[0] < 0
     assert res.upper == pytest.approx(exact)
     assert res.upper == pytest.approx(float(game.distance(res.witness[None])[0]))
-    uppers = [u for _, u in res.trace]
+    uppers = [u for _, u, _ in res.trace]
     assert all(b < a for a, b in zip(uppers, uppers[1:]))  # anytime: each entry is an improvement
     assert res.queries <= 4000
 
@@ -361,3 +361,47 @@ def test_best_first_runs_all_centres_in_lockstep_with_the_same_results_as_one_at
         found += joint[i].witness is not None and joint[i].witness["confirmed"]
     assert found >= 2
     assert together.calls < calls / 2  # one model call per round for all four centres
+
+
+def _demo_mlp_records(spec: str, count: int = 6):
+    import nnspec
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs/models/digits_mlp.onnx")
+    data = np.load(ROOT / "specs/models/digits_test.npz")
+    x = torch.from_numpy(data["x"][:count])
+    return model, x, data["y"][:count], nnspec.check_module(model, x, spec, labels=data["y"][:count].tolist())
+
+
+def test_violations_found_along_the_way_are_confirmed_and_farther_than_the_witness():
+    _, _, _, records = _demo_mlp_records("maximum safe radius within l2(3) using game(budget=3000, tau=0.25)")
+    assert sum(len(r.milestones) for r in records) >= 3
+    for r in records:
+        for m in r.milestones:
+            assert m["confirmed"] and m["s"] < 0 and m["distance"] >= r.witness["distance"] - 1e-9
+            assert m["found_at"] <= r.queries and len(np.asarray(m["x"]).ravel()) == 64
+        found = [m["found_at"] for m in sorted(r.milestones, key=lambda m: -m["distance"])]
+        assert found == sorted(found)  # the farther, the earlier: the upper bound only falls
+
+
+def test_a_witness_that_fails_confirmation_gives_way_to_a_confirmed_milestone():
+    import dataclasses
+
+    from nnspec.properties.expressions import ConfidenceGap
+    from nnspec.properties.regions import Ball
+    from nnspec.results.confirm import confirm
+    from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
+
+    model, x, y, records = _demo_mlp_records("maximum safe radius within l2(3) using game(budget=3000, tau=0.25)", 1)
+    real = records[0].witness
+    fake = Witness(x=x[0].tolist(), distance=0.0, s=-1.0, output=[], confirmed=False)  # the centre: no violation
+    kept = Witness(x=real["x"], distance=real["distance"], s=float("nan"), output=[], confirmed=False, found_at=7)
+    bad = dataclasses.replace(kept, x=x[0].tolist(), found_at=3)
+    outcome = Outcome(Verdict.VIOLATED, s_centre=1.0, bounds=RadiusBounds(upper=0.0), witness=fake, queries=10,
+                      seconds=0.0, stop="budget", centre_output=[], milestones=(bad, kept))
+    out = confirm(outcome, model=model, ball=Ball("l2", 3.0), expression=ConfidenceGap("untargeted", None, 0.0, "logits"),
+                  centre=x[0], label=int(y[0]), lower=torch.zeros(64), upper=torch.ones(64), outputs_are_logits=True)
+    assert out.witness.confirmed and out.witness.found_at == 7 and out.bounds.upper == pytest.approx(real["distance"])
+    assert out.milestones == () and out.dropped_witnesses == 1
+    assert any("milestone(s) dropped" in n for n in out.notes) and any("closest confirmed milestone" in n for n in out.notes)

@@ -114,7 +114,9 @@ class GameBackend:
         assert model.queries - q0 == sum(r.queries for r in results)  # every query is some centre's
         for st, res in zip(states, results):
             st.upper, st.witness = res.upper, res.witness
-            st.trace += [{"queries": q, "upper": _f(u), "lower": None} for q, u in res.trace]
+            st.trace += [{"queries": st.queries + q, "seconds": st.seconds + sec, "upper": _f(u), "lower": None}
+                         for q, u, sec in res.trace]
+            st.history = [(st.queries + q, x) for q, x in res.history]
             st.notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries")
             st.queries += res.queries
             st.seconds += share
@@ -129,10 +131,10 @@ class GameBackend:
                                                             st.budget - (st.share if st.trace else 0), opts)
             if theorem.upper < st.upper:  # unshifted A* found a real violation
                 st.upper, st.witness = theorem.upper, theorem.witness
-            offset = st.trace[-1]["queries"] if st.trace else 0
+                st.history.append((None, theorem.witness))
             key = "estimate" if st.lip.kind == "estimate" else "lower"  # A* under an estimated L proves nothing
-            st.trace += [{"queries": offset + q, key: _f(lo_), "upper": _f(min(up, st.upper))}
-                         for q, lo_, up in grid_trace]
+            st.trace += [{"queries": st.queries + q, "seconds": st.seconds + sec, key: _f(lo_),
+                          "upper": _f(min(up, st.upper))} for q, lo_, up, sec in grid_trace]
             st.notes += [n + (" (all of it conditional on the estimated L)" if st.lip.kind == "estimate" else "")
                          for n in grid_note]
         elif opts["lower"] == "astar" and ctx.norm == "l0":
@@ -185,7 +187,7 @@ class GameBackend:
                      f"least {res.lower:.4g} - beta = {cont:.4g} (A* {res.stop}, {res.expanded} nodes, "
                      f"frontier peak {res.frontier_peak}); the grid game's value is at least {res.lower:.4g}"]
             # the shifted game's violations are not the model's: keep only the lower bounds
-            return _Grid(res.lower, math.inf, None, cont), [(q, lo, math.inf) for q, lo, _ in res.trace], notes
+            return _Grid(res.lower, math.inf, None, cont), [(q, lo, math.inf, s) for q, lo, _, s in res.trace], notes
         res = admissible_astar(ctx.game(None, feats), lip, max_queries=budget, max_frontier=opts["max_frontier"])
         need = 2 * ctx.s0 / (lip * beta / ctx.tau)
         notes = [f"Theorem 1's condition fails at the centre: s(x0) = {ctx.s0:.4g} < L*beta = {shift:.4g} "
@@ -248,7 +250,7 @@ class GameBackend:
         w = None
         if st.witness is not None and math.isfinite(upper):
             w = Witness(x=np.asarray(st.witness).reshape(ctx.shape).tolist(), distance=upper, s=math.nan, output=[],
-                        confirmed=False)
+                        confirmed=False, found_at=st.history[-1][0] if st.history else None)
         sound = [lo for lo in lowers if lo[2] != "estimate"]
         best = max(sound, key=lambda lo: lo[0], default=None)
         guess = max((lo for lo in lowers if lo[2] == "estimate"), key=lambda lo: lo[0], default=None)
@@ -261,9 +263,12 @@ class GameBackend:
                               lower_method=None if best is None else best[1])
         proven = w is None and best is not None and best[2] == "proved" and best[0] >= ctx.radius
         verdict = Verdict.VIOLATED if w else Verdict.PROVEN if proven else Verdict.QUANTIFIED
+        milestones = tuple(Witness(x=np.asarray(x).reshape(ctx.shape).tolist(), distance=float(
+            np.linalg.norm(np.asarray(x) - ctx.x0, ord=_ord(ctx.norm))), s=math.nan, output=[], confirmed=False,
+            found_at=q) for q, x in _spread(st.history[:-1], 5)) if w else ()
         return Outcome(verdict, s_centre=ctx.s0, bounds=bounds, witness=w, queries=st.queries, seconds=st.seconds,
                        stop="budget", centre_output=st.centre_out.tolist(), lipschitz=lip.value, trace=st.trace,
-                       notes=tuple(notes))
+                       notes=tuple(notes), milestones=milestones)
 
     def _lipschitz(self, model: Model, expr, label: int, ctx: "_Centre", opts, logits: bool) -> "_Lipschitz":
         if opts.get("lipschitz"):
@@ -326,6 +331,7 @@ class _State:
     upper: float = math.inf
     witness: np.ndarray | None = None
     trace: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # (queries, violation) as the upper bound fell
 
 
 def _evaluator(model: Model, shape: tuple[int, ...], s_fn) -> Callable[[np.ndarray], np.ndarray]:
@@ -391,6 +397,13 @@ class _Centre:
             return evaluate(full)
         return GridGame(self.x0[dims], self.lower[dims], self.upper[dims], self.tau, self.norm, self.radius,
                         tuple(np.array([k]) for k in range(len(dims))), sub)
+
+
+def _spread(items: list, keep: int) -> list:
+    """At most ``keep`` items, evenly spread, the first and last kept."""
+    if len(items) <= keep:
+        return items
+    return [items[round(i * (len(items) - 1) / (keep - 1))] for i in range(keep)]
 
 
 def _f(v: float) -> float | None:

@@ -55,6 +55,20 @@ def _witness_view(r: TaskRecord) -> dict[str, Any] | None:
     return view
 
 
+def _milestones_view(r: TaskRecord) -> list[dict[str, Any]]:
+    """The confirmed violations found along the way, then the witness: small pictures for images."""
+    if not r.milestones or not r.witness:
+        return []
+    steps = sorted(r.milestones, key=lambda m: -m["distance"]) + [r.witness]
+    out = []
+    for m in steps:
+        img = charts.as_image(np.asarray(m["x"], dtype=np.float64)) if m.get("x") is not None else None
+        scale = max(1, 64 // max(img.shape[:2])) if img is not None else 1
+        out.append({"distance": m["distance"], "found_at": m.get("found_at"),
+                    "image": charts.png_data_uri(img, scale) if img is not None else None})
+    return out
+
+
 def _record_view(r: TaskRecord) -> dict[str, Any]:
     b = r.bounds
     trace = r.trace or []
@@ -70,6 +84,7 @@ def _record_view(r: TaskRecord) -> dict[str, Any]:
         "r": r,
         "bar": charts.interval_bar(b.get("lower"), b.get("estimate"), b.get("upper"), r.radius, width=150),
         "witness": _witness_view(r),
+        "milestones": _milestones_view(r),
         "centre_chart": charts.bars(_softmax(r.centre_output), r.label, "probabilities at the centre") if r.centre_output else "",
         "bounds_plot": charts.line_plot(series, "radius bounds over queries", "queries") if series else "",
         "s_plot": charts.line_plot({"lowest s": min_s}, "lowest s found over queries", "queries")

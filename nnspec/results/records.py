@@ -49,10 +49,11 @@ class Witness:
     output: list[float]
     confirmed: bool
     file: str | None = None  # the saved .npy, once written
+    found_at: int | None = None  # queries spent when the search found it (for milestones)
 
     def to_json(self, include_x: bool = False) -> dict[str, Any]:
         data = {"file": self.file, "distance": self.distance, "s": self.s, "output": self.output,
-                "confirmed": self.confirmed}
+                "confirmed": self.confirmed, "found_at": self.found_at}
         if include_x:
             data["x"] = self.x
         return data
@@ -76,3 +77,6 @@ class Outcome:
     trace: list[dict[str, float]] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     dropped_witnesses: int = 0
+    # farther violations the search found on its way to the witness (the paper's Fig. 9 images),
+    # confirmed like the witness; the witness itself is not among them
+    milestones: tuple[Witness, ...] = ()

@@ -45,6 +45,7 @@ class TaskRecord:
     notes: list[str]
     dropped_witnesses: int = 0
     trace: list[dict[str, Any]] = field(default_factory=list)
+    milestones: list[dict[str, Any]] = field(default_factory=list)  # confirmed violations found on the way
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,7 @@ class AStarResult:
     expanded: int
     frontier_peak: int
     stop: str  # exact | queries | memory
-    trace: list[tuple[int, float, float]] = field(default_factory=list)  # (queries, lower, upper)
+    trace: list[tuple[int, float, float, float]] = field(default_factory=list)  # (queries, lower, upper, seconds)
 
 
 def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_000, max_frontier: int = 1_000_000,
@@ -56,7 +57,8 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
     s0 = float(game.evaluate(game.x0[None])[0])
     queries = 1
     if s0 < 0:
-        return AStarResult(0.0, 0.0, game.x0.copy(), queries, 0, 0, "exact", [(1, 0.0, 0.0)])
+        return AStarResult(0.0, 0.0, game.x0.copy(), queries, 0, 0, "exact", [(1, 0.0, 0.0, 0.0)])
+    started = time.perf_counter()
     root = np.zeros(game.n, dtype=np.int64)
     counter = 0
     heap: list[tuple[float, int, bytes, float]] = [(s0 / lipschitz if s0 > 0 else 0.0, counter, root.tobytes(), 0.0)]
@@ -64,7 +66,7 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
     upper, witness = math.inf, None
     expanded, peak = 0, 1
     best_lower = min(heap[0][0], upper)
-    trace = [(queries, best_lower, upper)]
+    trace = [(queries, best_lower, upper, 0.0)]
     stop = "exact"
 
     def bound() -> float:
@@ -102,7 +104,7 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
         seen |= new_keys
         expanded += len(popped)
         if not children:
-            trace.append((queries, bound(), upper))
+            trace.append((queries, bound(), upper, time.perf_counter() - started))
             continue
         steps = np.stack(children)
         pts = game.points(steps)
@@ -126,6 +128,6 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
         if len(heap) > max_frontier:
             stop = "memory"
             break
-        trace.append((queries, bound(), upper))
+        trace.append((queries, bound(), upper, time.perf_counter() - started))
     lower = bound()
     return AStarResult(lower, upper, witness, queries, expanded, peak, stop if heap and heap[0][0] < upper else "exact", trace)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,9 +38,9 @@ class UpperResult:
     witness: np.ndarray | None
     queries: int
     iterations: int  # nodes expanded
-    trace: list[tuple[int, float]]  # (queries, upper), each time the upper bound falls
+    trace: list[tuple[int, float, float]]  # (queries, upper, seconds), each time the upper bound falls
     frontier_peak: int = 0
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    history: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (queries, violation) as found
 
 
 class _Tree:
@@ -78,14 +79,15 @@ def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float =
     s0 = float((yield game.x0[None])[0])
     queries = 1
     if s0 < 0:
-        return UpperResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0)])
+        return UpperResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0, 0.0)], history=[(1, game.x0.copy())])
     words = np.random.default_rng(seed).integers(-2**63, 2**63 - 1, size=game.n, dtype=np.int64)
     tree = _Tree(s0)
     seen = {0}
     heap: list[tuple[float, int]] = [(0.0, 0)]  # (key, node)
     rate = 0.0  # the steepest fall of s per unit distance seen so far
     upper, witness = math.inf, None
-    trace = [(queries, upper)]
+    started = time.perf_counter()
+    trace, history = [(queries, upper, 0.0)], []
     expanded, peak = 0, 1
     allowed = None  # (n, 2) mask of the candidate moves, once the root is expanded
     while heap and queries < max_queries:
@@ -139,7 +141,8 @@ def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float =
                 x, extra = yield from prune_search(game, points[j], max_queries - queries)
                 queries += extra
                 upper, witness = float(game.distance(x[None])[0]), x
-                trace.append((queries, upper))
+                trace.append((queries, upper, time.perf_counter() - started))
+                history.append((queries, x))
         scale = rate if rate > 0 else 1.0 / max(game.radius, 1e-12)
         for i in np.nonzero(~viol & (dist < upper))[0]:
             node = tree.add(int(parent[i]), int(dims[i]), int(signs[i]), float(s[i]), float(dist[i]), int(keys[i]))
@@ -148,4 +151,4 @@ def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float =
         if len(heap) > max_frontier:
             heap = heapq.nsmallest(max_frontier // 2, heap)
             heapq.heapify(heap)
-    return UpperResult(upper, witness, queries, expanded, trace, peak)
+    return UpperResult(upper, witness, queries, expanded, trace, peak, history)

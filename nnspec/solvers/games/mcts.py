@@ -19,6 +19,7 @@ revert in one batch), which can only shorten it. Its distance is an upper bound 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +42,8 @@ class MctsResult:
     witness: np.ndarray | None
     queries: int
     iterations: int
-    trace: list[tuple[int, float]]  # (queries, upper)
+    trace: list[tuple[int, float, float]]  # (queries, upper, seconds)
+    history: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (queries, violation) as found
 
 
 def _ucb(stats: list, parent: int, c: float) -> float:
@@ -55,18 +57,21 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
     s0 = float(game.evaluate(game.x0[None])[0])
     queries = 1
     if s0 < 0:
-        return MctsResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0)])
+        return MctsResult(0.0, game.x0.copy(), queries, 0, [(1, 0.0, 0.0)], [(1, game.x0.copy())])
+    started = time.perf_counter()
     guide = None
     if guided and 2 * game.n < max_queries // 2:  # the guide may take at most half the budget
         guide, spent, found = _guide(game, s0)
         queries += spent
         if found is not None:  # a single manipulation already violates
-            return MctsResult(float(game.distance(found[None])[0]), found, queries, 0, [(1, math.inf), (queries, float(game.distance(found[None])[0]))])
+            d = float(game.distance(found[None])[0])
+            return MctsResult(d, found, queries, 0, [(1, math.inf, 0.0), (queries, d, time.perf_counter() - started)],
+                              [(queries, found)])
     max_playout = max_playout or max(4, int(4 * math.ceil(game.radius / game.tau)) * (game.n if game.norm == "linf" else 1))
     max_playout = min(max_playout, 4 * game.n)
     tree: dict[bytes, _Node] = {}
     best, best_x = math.inf, None
-    trace = [(queries, best)]
+    trace, history = [(queries, best, 0.0)], []
     iterations = 0
     while queries < max_queries:
         iterations += 1
@@ -101,6 +106,7 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
             queries += extra
             best_x = pruned
             best = float(game.distance(pruned[None])[0])
+            history.append((queries, pruned))
         reward = float(rewards.mean())
         # --- backpropagation
         leaf.visits += playouts
@@ -113,8 +119,8 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
             fs[1] += reward * playouts
             ms[0] += playouts
             ms[1] += reward * playouts
-        trace.append((queries, best))
-    return MctsResult(best, best_x, queries, iterations, trace)
+        trace.append((queries, best, time.perf_counter() - started))
+    return MctsResult(best, best_x, queries, iterations, trace, history)
 
 
 def _guide(game: GridGame, s0: float):
