@@ -405,3 +405,46 @@ def test_a_witness_that_fails_confirmation_gives_way_to_a_confirmed_milestone():
     assert out.witness.confirmed and out.witness.found_at == 7 and out.bounds.upper == pytest.approx(real["distance"])
     assert out.milestones == () and out.dropped_witnesses == 1
     assert any("milestone(s) dropped" in n for n in out.notes) and any("closest confirmed milestone" in n for n in out.notes)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_astar_seeded_with_a_known_violation_stays_admissible_and_stops_sooner(seed, norm):
+    game, net, label = _toy(seed, norm)
+    exact, _ = exhaustive_value(game)
+    lip = margin_lipschitz(net, label, None, norm)
+    plain = admissible_astar(game, lip, max_queries=10**7)
+    for known in (exact, exact * 1.5 if math.isfinite(exact) else math.inf):
+        seeded = admissible_astar(game, lip, max_queries=10**7, known_upper=known)
+        assert seeded.lower <= exact + 1e-12 and seeded.stop == "exact"
+        assert seeded.lower == pytest.approx(exact) or math.isinf(exact)
+        assert seeded.queries <= plain.queries
+    if math.isfinite(exact) and exact > 0:
+        loose = admissible_astar(game, lip, max_queries=10**7, epsilon=exact)  # any bound within exact will do
+        assert loose.stop in ("converged", "exact") and loose.lower <= exact + 1e-12
+        assert loose.queries <= plain.queries
+
+
+def test_game_searches_stop_on_time_and_on_convergence():
+    import nnspec
+
+    net, x = relu_case(4, 2)
+    slow = nnspec.check_module(net, x, "maximum safe radius within linf(1) using game(tau=0.001, budget=10000000, "
+                               "time=0.5)", domain=(0.0, 1.0))
+    for r in slow:
+        assert "upper: " in r.stop and "lower: time" in r.stop
+        assert r.seconds < 5  # the limit is per input, all bounds together (IBP and set-up aside)
+    # l0: a violation one pixel away cannot be beaten, so the search stops there
+    _, _, _, records = _demo_mlp_records("maximum safe radius within l0(12) using game(budget=20000)")
+    ones = [r for r in records if r.bounds["upper"] == 1]
+    assert ones and all(r.stop == "upper: converged" and r.queries < 20000 for r in ones)
+
+
+def test_astar_stops_once_the_bounds_are_within_epsilon():
+    game, net, label = _toy(3, "l2")
+    exact, _ = exhaustive_value(game)  # 0.536
+    lip = margin_lipschitz(net, label, None, "l2")
+    plain = admissible_astar(game, lip, max_queries=10**7)
+    loose = admissible_astar(game, lip, max_queries=10**7, epsilon=exact / 2)
+    assert loose.stop == "converged" and loose.upper - loose.lower <= exact / 2
+    assert loose.lower <= exact <= loose.upper and loose.queries < plain.queries

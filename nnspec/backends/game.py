@@ -94,8 +94,34 @@ class GameBackend:
                 feats = self._features(shape, opts["features"])
         wants_lower = opts["lower"] == "astar" and lip.value is not None and norm != "l0"
         share = budget // 2 if wants_lower and opts["upper"] != "none" else budget
-        return _State(ctx, label, centre_out, lip, feats, budget, share, wants_lower, notes,
-                      queries=model.queries - q0, seconds=time.perf_counter() - started)
+        st = _State(ctx, label, centre_out, lip, feats, budget, share, wants_lower, notes)
+        st.ibp = self._ibp(task, model, st)  # before the searches: it also tells them when to stop
+        st.queries, st.seconds = model.queries - q0, time.perf_counter() - started
+        return st
+
+    def _ibp(self, task: BoundTask, model: Model, st: "_State") -> float | None:
+        ctx = st.ctx
+        if ctx.norm == "l0" or not task.options["ibp"] or ctx.s0 < 0:
+            return None
+        r, note = ibp_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0), st.label,
+                            st.centre_out, ctx.radius, torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper))
+        st.notes.append(note)
+        return r
+
+    def _floor(self, st: "_State", game: GridGame) -> float:
+        """A lower bound of the grid game's value known before searching: no violation is closer
+        than one move, nor than a proved (or vouched-for) lower bound of the continuous radius,
+        since grid inputs are inputs too. Searches stop once their upper bound is within epsilon."""
+        if st.ctx.s0 < 0:
+            return 0.0
+        _, dims, signs = game.move_arrays(np.zeros(game.n, dtype=np.int64))
+        one = float(game.child_distances(game.x0, 0.0, dims, signs).min()) if len(dims) else math.inf
+        known = [one]
+        if st.lip.value is not None and st.lip.kind in ("sound", "given"):
+            known.append(st.ctx.s0 / st.lip.value)
+        if st.ibp is not None:
+            known.append(st.ibp)
+        return max(known)
 
     def _upper_all(self, task: BoundTask, model: Model, states: list["_State"]) -> None:
         """The upper-bound searches of all centres. Best-first searches run in lockstep, every round
@@ -105,11 +131,15 @@ class GameBackend:
             return
         started, q0 = time.perf_counter(), model.queries
         games = [st.ctx.game(None, st.feats) for st in states]
-        if opts["upper"] == "best_first":
-            results = drive_together([self._best_first(g, st.share, opts) for g, st in zip(games, states)],
+        floors = [self._floor(st, g) for st, g in zip(states, games)]
+        if opts["upper"] == "best_first":  # in lockstep the wall time is every centre's: P times the limit
+            limit = len(states) * _time_share(opts, states[0])
+            results = drive_together([self._best_first(g, st.share, opts, limit, floor)
+                                      for g, st, floor in zip(games, states, floors)],
                                      _evaluate_many(model, [st.ctx for st in states]))
         else:
-            results = [self._upper(g, st.share, opts) for g, st in zip(games, states)]
+            results = [self._upper(g, st.share, opts, _time_share(opts, st), floor)
+                       for g, st, floor in zip(games, states, floors)]
         share = (time.perf_counter() - started) / len(states)  # the joint time, shared out
         assert model.queries - q0 == sum(r.queries for r in results)  # every query is some centre's
         for st, res in zip(states, results):
@@ -117,7 +147,8 @@ class GameBackend:
             st.trace += [{"queries": st.queries + q, "seconds": st.seconds + sec, "upper": _f(u), "lower": None}
                          for q, u, sec in res.trace]
             st.history = [(st.queries + q, x) for q, x in res.history]
-            st.notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries")
+            st.notes.append(f"{opts['upper']}: {res.iterations} expansions, {res.queries} queries, stopped: {res.stop}")
+            st.stops.append(f"upper: {res.stop}")
             st.queries += res.queries
             st.seconds += share
 
@@ -127,8 +158,11 @@ class GameBackend:
         opts, ctx = task.options, st.ctx
         theorem = None
         if st.wants_lower:
+            seconds = opts["time"] * (1 - st.share / max(st.budget, 1)) if st.trace else opts["time"]
             theorem, grid_trace, grid_note = self._theorem1(ctx, st.feats, st.lip.value,
-                                                            st.budget - (st.share if st.trace else 0), opts)
+                                                            st.budget - (st.share if st.trace else 0), opts,
+                                                            seconds, st.upper)
+            st.stops.append(f"lower: {theorem.stop}")
             if theorem.upper < st.upper:  # unshifted A* found a real violation
                 st.upper, st.witness = theorem.upper, theorem.witness
                 st.history.append((None, theorem.witness))
@@ -139,23 +173,25 @@ class GameBackend:
                          for n in grid_note]
         elif opts["lower"] == "astar" and ctx.norm == "l0":
             st.notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
-        lowers = self._lowers(task, model, ctx, st.lip, st.label, st.centre_out, theorem, st.notes, opts)
+        lowers = self._lowers(ctx, st.lip, theorem, st.ibp)
         st.queries += model.queries - q0
         st.seconds += time.perf_counter() - started
         return self._outcome(st, lowers)
 
-    def _best_first(self, game: GridGame, budget: int, opts):
+    def _best_first(self, game: GridGame, budget: int, opts, seconds: float = 0.0, floor: float = 0.0):
         moves = len(game.move_arrays(np.zeros(game.n, dtype=np.int64))[1])
         cand = opts.get("candidates")
         cand = max(128, moves // 8) if cand is None else cand
-        return best_first_search(game, max_queries=budget, weight=opts["weight"], candidates=cand, seed=opts["seed"])
+        return best_first_search(game, max_queries=budget, weight=opts["weight"], candidates=cand, seed=opts["seed"],
+                                 max_seconds=seconds, floor=floor, epsilon=opts["epsilon"])
 
-    def _upper(self, game: GridGame, budget: int, opts):
+    def _upper(self, game: GridGame, budget: int, opts, seconds: float = 0.0, floor: float = 0.0):
         if opts["upper"] == "mcts":
-            return mcts(game, max_queries=budget, playouts=opts["playouts"], seed=opts["seed"], guided=opts["guided"])
-        return drive(self._best_first(game, budget, opts), game.evaluate)
+            return mcts(game, max_queries=budget, playouts=opts["playouts"], seed=opts["seed"], guided=opts["guided"],
+                        max_seconds=seconds, floor=floor, epsilon=opts["epsilon"])
+        return drive(self._best_first(game, budget, opts, seconds, floor), game.evaluate)
 
-    def _lowers(self, task, model, ctx, lip, label, centre_out, theorem, notes, opts) -> list[tuple[float, str, str]]:
+    def _lowers(self, ctx, lip, theorem, ibp) -> list[tuple[float, str, str]]:
         """Every lower bound of the radius that applies, as (value, method, kind): kind "proved"
         (a sound method), "vouched" (a Lipschitz constant given in the spec) or "estimate"."""
         out = []
@@ -165,36 +201,37 @@ class GameBackend:
                 value, how = theorem.lower_continuous, "Theorem 1: A* on the tau-grid with s - L*beta, minus beta"
             kind = {"sound": "proved", "given": "vouched", "estimate": "estimate"}[lip.kind]
             out.append((min(value, ctx.radius), f"{how}, L = {lip.value:.4g} ({_SOURCE[lip.kind]})", kind))
-        if ctx.norm != "l0" and opts["ibp"] and ctx.s0 >= 0:
-            r, note = ibp_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0), label,
-                                centre_out, ctx.radius, torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper))
-            notes.append(note)
-            if r is not None:
-                out.append((min(r, ctx.radius), METHOD, "proved"))
+        if ibp is not None:
+            out.append((min(ibp, ctx.radius), METHOD, "proved"))
         return out
 
-    def _theorem1(self, ctx: "_Centre", feats, lip: float, budget: int, opts):
+    def _theorem1(self, ctx: "_Centre", feats, lip: float, budget: int, opts, seconds: float = 0.0,
+                  known_upper: float = math.inf):
         """A* on the grid with the margin shifted by L * beta (Theorem 1, condition enforced), or,
         where the condition fails at the centre, A* on the plain grid game (its bounds only)."""
         beta = cell_radius(ctx.norm, ctx.tau, ctx.x0.size)
         shift = lip * beta
         if shift < ctx.s0:
             res = admissible_astar(ctx.game(None, feats, shift=shift), lip, max_queries=budget,
-                                   max_frontier=opts["max_frontier"])
+                                   max_frontier=opts["max_frontier"], max_seconds=seconds, epsilon=opts["epsilon"],
+                                   known_upper=known_upper)  # a real violation is a shifted one too
             cont = max(res.lower - beta, 0.0)
             notes = [f"Theorem 1: grid cell half-diagonal beta = {beta:.4g}; A* with s - L*beta ({shift:.4g}) "
                      f"shows s >= L*beta on every grid input closer than {res.lower:.4g}, so the radius is at "
                      f"least {res.lower:.4g} - beta = {cont:.4g} (A* {res.stop}, {res.expanded} nodes, "
                      f"frontier peak {res.frontier_peak}); the grid game's value is at least {res.lower:.4g}"]
             # the shifted game's violations are not the model's: keep only the lower bounds
-            return _Grid(res.lower, math.inf, None, cont), [(q, lo, math.inf, s) for q, lo, _, s in res.trace], notes
-        res = admissible_astar(ctx.game(None, feats), lip, max_queries=budget, max_frontier=opts["max_frontier"])
+            return (_Grid(res.lower, math.inf, None, cont, res.stop), [(q, lo, math.inf, s) for q, lo, _, s in res.trace],
+                    notes)
+        res = admissible_astar(ctx.game(None, feats), lip, max_queries=budget, max_frontier=opts["max_frontier"],
+                               max_seconds=seconds, epsilon=opts["epsilon"], known_upper=known_upper)
         need = 2 * ctx.s0 / (lip * beta / ctx.tau)
         notes = [f"Theorem 1's condition fails at the centre: s(x0) = {ctx.s0:.4g} < L*beta = {shift:.4g} "
                  f"(beta = {beta:.4g}); it needs tau < {need:.3g}. Grid game value in [{res.lower:.4g}, "
                  f"{res.upper:.4g}] (A* {res.stop}, {res.expanded} nodes, frontier peak {res.frontier_peak}): "
                  "a bound of the grid game only"]
-        return _Grid(res.lower, res.upper, res.witness, None), res.trace, notes
+        return _Grid(res.lower, res.upper if res.witness is not None else math.inf, res.witness, None, res.stop), \
+            res.trace, notes
 
     def _feature_robustness(self, task: BoundTask, model: Model, st: "_State") -> Outcome:
         started, q0 = time.perf_counter(), model.queries
@@ -230,6 +267,7 @@ class GameBackend:
             return min(res.lower, radius), min(res.upper, radius)
 
         fr = alpha_beta(len(feats), quick_upper, bounds)
+        st.stops.append(f"alpha-beta over {len(feats)} features, {len(fr.pruned)} pruned")
         st.notes.append(f"{len(feats)} features ({name}); feature robustness of the grid game in "
                         f"[{fr.lower:.4g}, {fr.upper:.4g}]; pruned features: {list(fr.pruned)}")
         st.notes.append("per feature (lower, upper): " + ", ".join(f"{k}: ({lo:.3g}, {hi:.3g})" for k, (lo, hi)
@@ -238,7 +276,7 @@ class GameBackend:
         best = min(witnesses.values(), key=lambda w: float(np.linalg.norm(w - x0, ord=_ord(norm))), default=None)
         st.upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
         st.witness = best
-        lowers = self._lowers(task, model, ctx, lip, st.label, st.centre_out, None, st.notes, opts)
+        lowers = self._lowers(ctx, lip, None, st.ibp)
         st.queries += model.queries - q0
         st.seconds += time.perf_counter() - started
         return self._outcome(st, lowers)
@@ -267,7 +305,8 @@ class GameBackend:
             np.linalg.norm(np.asarray(x) - ctx.x0, ord=_ord(ctx.norm))), s=math.nan, output=[], confirmed=False,
             found_at=q) for q, x in _spread(st.history[:-1], 5)) if w else ()
         return Outcome(verdict, s_centre=ctx.s0, bounds=bounds, witness=w, queries=st.queries, seconds=st.seconds,
-                       stop="budget", centre_output=st.centre_out.tolist(), lipschitz=lip.value, trace=st.trace,
+                       stop="; ".join(st.stops) or "none", centre_output=st.centre_out.tolist(), lipschitz=lip.value,
+                       trace=st.trace,
                        notes=tuple(notes), milestones=milestones)
 
     def _lipschitz(self, model: Model, expr, label: int, ctx: "_Centre", opts, logits: bool) -> "_Lipschitz":
@@ -332,6 +371,8 @@ class _State:
     witness: np.ndarray | None = None
     trace: list = field(default_factory=list)
     history: list = field(default_factory=list)  # (queries, violation) as the upper bound fell
+    ibp: float | None = None  # the radius interval bound propagation certifies
+    stops: list = field(default_factory=list)  # why each search stopped
 
 
 def _evaluator(model: Model, shape: tuple[int, ...], s_fn) -> Callable[[np.ndarray], np.ndarray]:
@@ -367,6 +408,7 @@ class _Grid:
     upper: float  # a real violation found by unshifted A* (inf if none)
     witness: np.ndarray | None
     lower_continuous: float | None  # Theorem 1's bound of the true radius (None: condition fails)
+    stop: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -397,6 +439,11 @@ class _Centre:
             return evaluate(full)
         return GridGame(self.x0[dims], self.lower[dims], self.upper[dims], self.tau, self.norm, self.radius,
                         tuple(np.array([k]) for k in range(len(dims))), sub)
+
+
+def _time_share(opts, st: "_State") -> float:
+    """Seconds for one centre's upper-bound search: its share of ``time`` (0: no limit)."""
+    return opts["time"] * st.share / max(st.budget, 1)
 
 
 def _spread(items: list, keep: int) -> list:

@@ -80,7 +80,10 @@ GAME = BackendInfo(
     ),
     options=(
         OptionSpec("budget", int, None, "model queries per input, all bounds together (planner: by dimension)", minimum=1),
-        OptionSpec("seed", int, 0, "random seed of the playouts", minimum=0),
+        OptionSpec("seed", int, 0, "random seed of the searches", minimum=0),
+        OptionSpec("time", float, 0.0, "wall-clock seconds per input, all bounds together; 0 for no limit", minimum=0),
+        OptionSpec("epsilon", float, 0.0, "stop once the upper bound is within epsilon of a lower bound (0: when "
+                   "they meet)", minimum=0),
         OptionSpec("upper", str, "best_first", "upper bounds: best_first (the paper's inadmissible A*), mcts "
                    "(Algorithm 1), or none", choices=("best_first", "mcts", "none")),
         OptionSpec("lower", str, "astar", "grid-game lower bounds: astar (needs a Lipschitz constant), or none",

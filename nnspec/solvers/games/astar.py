@@ -44,12 +44,16 @@ class AStarResult:
     queries: int
     expanded: int
     frontier_peak: int
-    stop: str  # exact | queries | memory
+    stop: str  # exact | converged (within epsilon) | queries | time | memory
     trace: list[tuple[int, float, float, float]] = field(default_factory=list)  # (queries, lower, upper, seconds)
 
 
 def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_000, max_frontier: int = 1_000_000,
+                     max_seconds: float = 0.0, epsilon: float = 0.0, known_upper: float = math.inf,
                      batch: int = 16) -> AStarResult:
+    """``known_upper``: the distance of a grid input known to violate (found by an upper-bound
+    search): nodes keyed beyond it are not expanded, and the bound is exact once the frontier reaches
+    it. ``epsilon``: stop once the bounds are that close. ``max_seconds``: 0 for no limit."""
     if not lipschitz > 0:
         raise ValueError("A* needs a positive Lipschitz constant")
     if game.norm == "l0":
@@ -63,7 +67,7 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
     counter = 0
     heap: list[tuple[float, int, bytes, float]] = [(s0 / lipschitz if s0 > 0 else 0.0, counter, root.tobytes(), 0.0)]
     seen = {root.tobytes()}
-    upper, witness = math.inf, None
+    upper, witness = known_upper, None
     expanded, peak = 0, 1
     best_lower = min(heap[0][0], upper)
     trace = [(queries, best_lower, upper, 0.0)]
@@ -76,8 +80,14 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
     while heap:
         if heap[0][0] >= upper:
             break  # no frontier node can lead to anything closer: the bound is exact
+        if epsilon and upper - bound() <= epsilon:
+            stop = "converged"
+            break
         if queries >= max_queries:
             stop = "queries"
+            break
+        if max_seconds and time.perf_counter() - started > max_seconds:
+            stop = "time"
             break
         # pop up to `batch` nodes, as many as the budget can evaluate the children of
         popped, children, new_keys = [], [], set()

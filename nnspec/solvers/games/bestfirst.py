@@ -41,6 +41,8 @@ class UpperResult:
     trace: list[tuple[int, float, float]]  # (queries, upper, seconds), each time the upper bound falls
     frontier_peak: int = 0
     history: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (queries, violation) as found
+    stop: str = "budget"  # budget | time | converged (upper within epsilon of floor) | exhausted (no node left
+    #                       closer than the upper bound among the moves searched: not a proof with candidates)
 
 
 class _Tree:
@@ -65,14 +67,17 @@ class _Tree:
         return k
 
 
-def best_first(game: GridGame, max_queries: int = 10_000, weight: float = 4.0, batch: int = 1,
-               max_frontier: int = 500_000, candidates: int = 0, seed: int = 0) -> UpperResult:
-    return drive(best_first_search(game, max_queries, weight, batch, max_frontier, candidates, seed), game.evaluate)
+def best_first(game: GridGame, max_queries: int = 10_000, **options) -> UpperResult:
+    return drive(best_first_search(game, max_queries, **options), game.evaluate)
 
 
 def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float = 4.0, batch: int = 1,
-                      max_frontier: int = 500_000, candidates: int = 0, seed: int = 0) -> Search:
-    """``best_first`` as a generator (``s = yield points``), to run many centres in lockstep."""
+                      max_frontier: int = 500_000, candidates: int = 0, seed: int = 0, max_seconds: float = 0.0,
+                      floor: float = 0.0, epsilon: float = 0.0) -> Search:
+    """``best_first`` as a generator (``s = yield points``), to run many centres in lockstep.
+    Stops at the query budget, after ``max_seconds`` (0: no limit), or once the upper bound is
+    within ``epsilon`` of ``floor``, a known lower bound of the game value (for L0 one manipulation:
+    nothing can be closer than one changed dimension)."""
     """``batch``: nodes popped per model call (1: strict best-first; more: fewer, larger calls).
     ``candidates``: after the root's expansion, expand only the moves whose drop of s at the root
     was among the largest ``candidates`` (0: all moves, always)."""
@@ -90,7 +95,19 @@ def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float =
     trace, history = [(queries, upper, 0.0)], []
     expanded, peak = 0, 1
     allowed = None  # (n, 2) mask of the candidate moves, once the root is expanded
-    while heap and queries < max_queries:
+    stop = "budget"
+    while True:
+        if upper - floor <= epsilon:
+            stop = "converged"
+            break
+        if not heap:
+            stop = "exhausted"
+            break
+        if queries >= max_queries:
+            break
+        if max_seconds and time.perf_counter() - started > max_seconds:
+            stop = "time"
+            break
         # --- pop nodes; their children inside the ball (and closer than the best violation) form one batch
         parent, dims, signs, dist, keys, points = [], [], [], [], [], []
         popped = 0
@@ -151,4 +168,4 @@ def best_first_search(game: GridGame, max_queries: int = 10_000, weight: float =
         if len(heap) > max_frontier:
             heap = heapq.nsmallest(max_frontier // 2, heap)
             heapq.heapify(heap)
-    return UpperResult(upper, witness, queries, expanded, trace, peak, history)
+    return UpperResult(upper, witness, queries, expanded, trace, peak, history, stop)

@@ -44,6 +44,7 @@ class MctsResult:
     iterations: int
     trace: list[tuple[int, float, float]]  # (queries, upper, seconds)
     history: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (queries, violation) as found
+    stop: str = "budget"  # budget | time | converged (upper within epsilon of floor)
 
 
 def _ucb(stats: list, parent: int, c: float) -> float:
@@ -52,7 +53,10 @@ def _ucb(stats: list, parent: int, c: float) -> float:
 
 
 def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_playout: int | None = None,
-         exploration: float = 1.0, seed: int = 0, guided: bool = True) -> MctsResult:
+         exploration: float = 1.0, seed: int = 0, guided: bool = True, max_seconds: float = 0.0,
+         floor: float = 0.0, epsilon: float = 0.0) -> MctsResult:
+    """Stops at the query budget, after ``max_seconds`` (0: none), or once the upper bound is within
+    ``epsilon`` of ``floor`` (a known lower bound of the game value)."""
     rng = np.random.default_rng(seed)
     s0 = float(game.evaluate(game.x0[None])[0])
     queries = 1
@@ -73,7 +77,14 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
     best, best_x = math.inf, None
     trace, history = [(queries, best, 0.0)], []
     iterations = 0
+    stop = "budget"
     while queries < max_queries:
+        if best - floor <= epsilon:
+            stop = "converged"
+            break
+        if max_seconds and time.perf_counter() - started > max_seconds:
+            stop = "time"
+            break
         iterations += 1
         # --- selection and expansion
         steps = np.zeros(game.n, dtype=np.int64)
@@ -120,7 +131,7 @@ def mcts(game: GridGame, max_queries: int = 10_000, playouts: int = 32, max_play
             ms[0] += playouts
             ms[1] += reward * playouts
         trace.append((queries, best, time.perf_counter() - started))
-    return MctsResult(best, best_x, queries, iterations, trace, history)
+    return MctsResult(best, best_x, queries, iterations, trace, history, stop)
 
 
 def _guide(game: GridGame, s0: float):
