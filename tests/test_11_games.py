@@ -448,3 +448,22 @@ def test_astar_stops_once_the_bounds_are_within_epsilon():
     loose = admissible_astar(game, lip, max_queries=10**7, epsilon=exact / 2)
     assert loose.stop == "converged" and loose.upper - loose.lower <= exact / 2
     assert loose.lower <= exact <= loose.upper and loose.queries < plain.queries
+
+
+def test_the_game_rules_moves_clipping_monotone_plays_and_feature_ownership():
+    """Player I's features own the moves; Player II moves one dimension by +-tau, clipped to the
+    domain; a dimension keeps the direction it first took (every grid input is reached so once);
+    a move the domain clips away is not offered."""
+    x0 = np.array([0.0, 0.5, 0.95])
+    game = GridGame(x0, np.zeros(3), np.ones(3), 0.1, "l1", 0.3, (np.array([2]), np.array([0, 1])),
+                    lambda p: np.ones(len(p)))
+    feats, dims, signs = game.move_arrays(np.zeros(3, dtype=np.int64))
+    assert list(zip(feats.tolist(), dims.tolist(), signs.tolist())) == [
+        (0, 2, 1), (0, 2, -1), (1, 0, 1), (1, 1, 1), (1, 1, -1)]  # dimension 0 sits on the lower bound
+    after = np.array([0, 1, 1])  # dimension 1 moved up, dimension 2 moved up to the bound (0.95 -> 1.0)
+    assert np.allclose(game.points(after[None])[0], [0.0, 0.6, 1.0])
+    _, dims, signs = game.move_arrays(after)
+    assert list(zip(dims.tolist(), signs.tolist())) == [(0, 1), (1, 1)]  # 2 is clipped, 1 never goes back
+    assert game.distance(game.points(np.array([[3, 0, 0]])))[0] == pytest.approx(0.3)  # on the ball's edge
+    with pytest.raises(ValueError, match="partition"):
+        GridGame(x0, np.zeros(3), np.ones(3), 0.1, "l1", 0.3, (np.array([0]), np.array([0, 1])), game.evaluate)
