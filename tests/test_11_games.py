@@ -34,13 +34,18 @@ def _toy(seed: int, norm: str, n: int = 3, tau: float = 0.05, radius: float = 0.
     return game, net, label
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
-def test_astar_reaches_the_exhaustive_value_and_its_lower_bound_never_exceeds_it(seed, norm):
+def _astar_toy(seed: int, norm: str):
+    """A toy game, its exhaustive value, a sound L, and A* run to the end."""
     game, net, label = _toy(seed, norm)
     exact, _ = exhaustive_value(game)
     lip = margin_lipschitz(net, label, None, norm)
-    full = admissible_astar(game, lip, max_queries=10**7)
+    return game, exact, lip, admissible_astar(game, lip, max_queries=10**7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_astar_reaches_the_exhaustive_value_and_its_lower_bound_never_exceeds_it(seed, norm):
+    game, exact, lip, full = _astar_toy(seed, norm)
     assert full.stop == "exact"
     if math.isinf(exact):
         assert math.isinf(full.upper) and full.witness is None
@@ -410,10 +415,7 @@ def test_a_witness_that_fails_confirmation_gives_way_to_a_confirmed_milestone():
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
 def test_astar_seeded_with_a_known_violation_stays_admissible_and_stops_sooner(seed, norm):
-    game, net, label = _toy(seed, norm)
-    exact, _ = exhaustive_value(game)
-    lip = margin_lipschitz(net, label, None, norm)
-    plain = admissible_astar(game, lip, max_queries=10**7)
+    game, exact, lip, plain = _astar_toy(seed, norm)
     for known in (exact, exact * 1.5 if math.isfinite(exact) else math.inf):
         seeded = admissible_astar(game, lip, max_queries=10**7, known_upper=known)
         assert seeded.lower <= exact + 1e-12 and seeded.stop == "exact"
@@ -441,10 +443,7 @@ def test_game_searches_stop_on_time_and_on_convergence():
 
 
 def test_astar_stops_once_the_bounds_are_within_epsilon():
-    game, net, label = _toy(3, "l2")
-    exact, _ = exhaustive_value(game)  # 0.536
-    lip = margin_lipschitz(net, label, None, "l2")
-    plain = admissible_astar(game, lip, max_queries=10**7)
+    game, exact, lip, plain = _astar_toy(3, "l2")  # exact 0.536
     loose = admissible_astar(game, lip, max_queries=10**7, epsilon=exact / 2)
     assert loose.stop == "converged" and loose.upper - loose.lower <= exact / 2
     assert loose.lower <= exact <= loose.upper and loose.queries < plain.queries
