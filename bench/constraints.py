@@ -33,7 +33,7 @@ def main() -> None:
             for constraint in ("project", "auglag"):
                 t0 = time.perf_counter()
                 outs = QuantBackend().run(task(prop(gap(None), norm, radius), x, labels, lower=0.0, upper=1.0,
-                                               budget=4000, constraint=constraint), model)
+                                               budget=4000, constraint=constraint, ibp=False), model)
                 secs = (time.perf_counter() - t0) / len(x)
                 w = [o.witness.distance for o in outs if o.witness]
                 print(f"| {name} | {norm}({radius:g}) | {constraint} | {len(w)}/{len(outs)} | "
