@@ -347,12 +347,13 @@ def test_an_estimated_lipschitz_constant_gives_an_estimate_never_a_lower_bound()
     assert any(t.get("estimate") is not None for t in r.trace)
 
 
-def test_best_first_runs_all_centres_in_lockstep_with_the_same_results_as_one_at_a_time():
+def test_best_first_and_astar_run_all_centres_in_lockstep_with_the_same_results_as_one_at_a_time():
     import nnspec
     from nnspec.models.loading import from_module
 
     net, x = relu_case(4, 4)
-    spec = "maximum safe radius within linf(0.5) using game(budget=1500, tau=0.05, lower=none, ibp=false)"
+    # both searches in lockstep: best-first for the upper bound, then A* (Theorem 1) for the lower
+    spec = "maximum safe radius within linf(0.5) using game(budget=3000, tau=0.05, ibp=false)"
     together = from_module(net, (4,), dtype=torch.float64)
     joint = nnspec.check_module(together, x, spec, domain=(0.0, 1.0))
     calls = found = 0
@@ -360,11 +361,13 @@ def test_best_first_runs_all_centres_in_lockstep_with_the_same_results_as_one_at
         alone = from_module(net, (4,), dtype=torch.float64)
         (one,) = nnspec.check_module(alone, x[i:i + 1], spec, domain=(0.0, 1.0))
         calls += alone.calls
-        assert joint[i].queries == one.queries
-        assert joint[i].bounds["upper"] == one.bounds["upper"] or \
-            joint[i].bounds["upper"] == pytest.approx(one.bounds["upper"], rel=1e-9)
+        assert joint[i].queries == one.queries and joint[i].stop == one.stop
+        for bound in ("upper", "lower"):
+            assert joint[i].bounds[bound] == one.bounds[bound] or \
+                joint[i].bounds[bound] == pytest.approx(one.bounds[bound], rel=1e-9)
+        assert [n for n in joint[i].notes if "Theorem 1" in n] == [n for n in one.notes if "Theorem 1" in n]
         found += joint[i].witness is not None and joint[i].witness["confirmed"]
-    assert found >= 2
+    assert found >= 2 and all("lower: " in r.stop for r in joint)
     assert together.calls < calls / 2  # one model call per round for all four centres
 
 

@@ -16,9 +16,9 @@ number means is kept apart, and where the Lipschitz constant L comes from is nam
   to ``estimate``, labelled "conditional on the estimated L", never to ``lower``.
 * the grid game's own bounds (A*) are in the notes and the trace: the paper's Fig. 9 curves.
 
-Best-first searches of all centres run in lockstep (generators, ``solvers/games/drive.py``): each
-round is one model call for every centre. MCTS and A* run one centre at a time; each of their
-expansions, and each step of all playouts, is one batched model call.
+Best-first and A* searches of all centres run in lockstep (generators, ``solvers/games/drive.py``):
+each round is one model call for every centre. MCTS and feature robustness run one centre at a
+time; each of their expansions, and each step of all playouts, is one batched model call.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
 from nnspec.solvers.games.alphabeta import alpha_beta
-from nnspec.solvers.games.astar import admissible_astar
+from nnspec.solvers.games.astar import admissible_astar, astar_search
 from nnspec.solvers.games.bestfirst import best_first_search
 from nnspec.solvers.games.drive import drive, drive_together
 from nnspec.solvers.games.game import GridGame
@@ -61,6 +61,7 @@ class GameBackend:
                     for i in range(task.centres.shape[0])]
         states = [self._prepare(task, model, i) for i in range(task.centres.shape[0])]
         self._upper_all(task, model, states)
+        self._lower_all(task, model, states)
         return [self._finish(task, model, st) for st in states]
 
     # ------------------------------------------------------------------ phases of maximum safe radius
@@ -152,16 +153,26 @@ class GameBackend:
             st.queries += res.queries
             st.seconds += share
 
-    def _finish(self, task: BoundTask, model: Model, st: "_State") -> Outcome:
-        """A* (Theorem 1), the sound lower bounds, the outcome."""
+    def _lower_all(self, task: BoundTask, model: Model, states: list["_State"]) -> None:
+        """A* (Theorem 1) for every centre that has a Lipschitz constant, all in lockstep: one model
+        call per round for every centre's children."""
+        opts = task.options
+        todo = [st for st in states if st.wants_lower]
+        if not todo:
+            return
         started, q0 = time.perf_counter(), model.queries
-        opts, ctx = task.options, st.ctx
-        theorem = None
-        if st.wants_lower:
+        plans = []
+        for st in todo:
             seconds = opts["time"] * (1 - st.share / max(st.budget, 1)) if st.trace else opts["time"]
-            theorem, grid_trace, grid_note = self._theorem1(ctx, st.feats, st.lip.value,
-                                                            st.budget - (st.share if st.trace else 0), opts,
-                                                            seconds, st.upper)
+            plans.append(self._theorem1_plan(st.ctx, st.feats, st.lip.value, st.budget - (st.share if st.trace else 0),
+                                             opts, len(todo) * seconds, st.upper))
+        results = drive_together([plan[0] for plan in plans],
+                                 _evaluate_many(model, [st.ctx for st in todo], [plan[1] for plan in plans]))
+        share = (time.perf_counter() - started) / len(todo)
+        assert model.queries - q0 == sum(r.queries for r in results)  # every query is some centre's
+        for st, plan, res in zip(todo, plans, results):
+            theorem, grid_trace, grid_note = self._theorem1_result(st.ctx, st.lip.value, plan, res)
+            st.theorem = theorem
             st.stops.append(f"lower: {theorem.stop}")
             if theorem.upper < st.upper:  # unshifted A* found a real violation
                 st.upper, st.witness = theorem.upper, theorem.witness
@@ -171,12 +182,14 @@ class GameBackend:
                           "upper": _f(min(up, st.upper))} for q, lo_, up, sec in grid_trace]
             st.notes += [n + (" (all of it conditional on the estimated L)" if st.lip.kind == "estimate" else "")
                          for n in grid_note]
-        elif opts["lower"] == "astar" and ctx.norm == "l0":
+            st.queries += res.queries
+            st.seconds += share
+
+    def _finish(self, task: BoundTask, model: Model, st: "_State") -> Outcome:
+        """The sound lower bounds and the outcome."""
+        if not st.wants_lower and task.options["lower"] == "astar" and st.ctx.norm == "l0":
             st.notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
-        lowers = self._lowers(ctx, st.lip, theorem, st.ibp)
-        st.queries += model.queries - q0
-        st.seconds += time.perf_counter() - started
-        return self._outcome(st, lowers)
+        return self._outcome(st, self._lowers(st.ctx, st.lip, st.theorem, st.ibp))
 
     def _best_first(self, game: GridGame, budget: int, opts, seconds: float = 0.0, floor: float = 0.0):
         moves = len(game.move_arrays(np.zeros(game.n, dtype=np.int64))[1])
@@ -205,16 +218,22 @@ class GameBackend:
             out.append((min(ibp, ctx.radius), METHOD, "proved"))
         return out
 
-    def _theorem1(self, ctx: "_Centre", feats, lip: float, budget: int, opts, seconds: float = 0.0,
-                  known_upper: float = math.inf):
-        """A* on the grid with the margin shifted by L * beta (Theorem 1, condition enforced), or,
-        where the condition fails at the centre, A* on the plain grid game (its bounds only)."""
+    def _theorem1_plan(self, ctx: "_Centre", feats, lip: float, budget: int, opts, seconds: float = 0.0,
+                       known_upper: float = math.inf):
+        """(A* search, shift of s, beta): A* on the grid with the margin shifted by L * beta
+        (Theorem 1, condition enforced), or, where the condition fails at the centre, A* on the plain
+        grid game (shift 0: its bounds only). A real violation is a shifted one too, so the closest
+        found seeds both."""
         beta = cell_radius(ctx.norm, ctx.tau, ctx.x0.size)
-        shift = lip * beta
-        if shift < ctx.s0:
-            res = admissible_astar(ctx.game(None, feats, shift=shift), lip, max_queries=budget,
-                                   max_frontier=opts["max_frontier"], max_seconds=seconds, epsilon=opts["epsilon"],
-                                   known_upper=known_upper)  # a real violation is a shifted one too
+        shift = lip * beta if lip * beta < ctx.s0 else 0.0
+        search = astar_search(ctx.game(None, feats, shift=shift), lip, max_queries=budget,
+                              max_frontier=opts["max_frontier"], max_seconds=seconds, epsilon=opts["epsilon"],
+                              known_upper=known_upper)
+        return search, shift, beta
+
+    def _theorem1_result(self, ctx: "_Centre", lip: float, plan, res) -> tuple["_Grid", list, list[str]]:
+        _, shift, beta = plan
+        if shift:
             cont = max(res.lower - beta, 0.0)
             notes = [f"Theorem 1: grid cell half-diagonal beta = {beta:.4g}; A* with s - L*beta ({shift:.4g}) "
                      f"shows s >= L*beta on every grid input closer than {res.lower:.4g}, so the radius is at "
@@ -223,10 +242,8 @@ class GameBackend:
             # the shifted game's violations are not the model's: keep only the lower bounds
             return (_Grid(res.lower, math.inf, None, cont, res.stop), [(q, lo, math.inf, s) for q, lo, _, s in res.trace],
                     notes)
-        res = admissible_astar(ctx.game(None, feats), lip, max_queries=budget, max_frontier=opts["max_frontier"],
-                               max_seconds=seconds, epsilon=opts["epsilon"], known_upper=known_upper)
         need = 2 * ctx.s0 / (lip * beta / ctx.tau)
-        notes = [f"Theorem 1's condition fails at the centre: s(x0) = {ctx.s0:.4g} < L*beta = {shift:.4g} "
+        notes = [f"Theorem 1's condition fails at the centre: s(x0) = {ctx.s0:.4g} < L*beta = {lip * beta:.4g} "
                  f"(beta = {beta:.4g}); it needs tau < {need:.3g}. Grid game value in [{res.lower:.4g}, "
                  f"{res.upper:.4g}] (A* {res.stop}, {res.expanded} nodes, frontier peak {res.frontier_peak}): "
                  "a bound of the grid game only"]
@@ -372,6 +389,7 @@ class _State:
     trace: list = field(default_factory=list)
     history: list = field(default_factory=list)  # (queries, violation) as the upper bound fell
     ibp: float | None = None  # the radius interval bound propagation certifies
+    theorem: "_Grid | None" = None  # A*'s result (Theorem 1), when it ran
     stops: list = field(default_factory=list)  # why each search stopped
 
 
@@ -382,14 +400,15 @@ def _evaluator(model: Model, shape: tuple[int, ...], s_fn) -> Callable[[np.ndarr
     return evaluate
 
 
-def _evaluate_many(model: Model, ctxs: list["_Centre"]):
-    """Points of several centres in one model call; each centre's s from its own outputs."""
+def _evaluate_many(model: Model, ctxs: list["_Centre"], shifts: list[float] | None = None):
+    """Points of several centres in one model call; each centre's s from its own outputs (lowered
+    by its shift, for Theorem 1's search)."""
     def evaluate(requests: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         pts = np.concatenate([p for _, p in requests])
         out = model(torch.from_numpy(pts).to(model.dtype).reshape((len(pts),) + ctxs[0].shape)).to(torch.float64)
         values, at = [], 0
         for k, p in requests:
-            values.append(ctxs[k].s_fn(out[at:at + len(p)][None])[0].numpy())
+            values.append(ctxs[k].s_fn(out[at:at + len(p)][None])[0].numpy() - (shifts[k] if shifts else 0.0))
             at += len(p)
         return values
     return evaluate

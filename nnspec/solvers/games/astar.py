@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnspec.solvers.games.drive import drive
 from nnspec.solvers.games.game import GridGame
 
 
@@ -48,17 +49,22 @@ class AStarResult:
     trace: list[tuple[int, float, float, float]] = field(default_factory=list)  # (queries, lower, upper, seconds)
 
 
-def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_000, max_frontier: int = 1_000_000,
-                     max_seconds: float = 0.0, epsilon: float = 0.0, known_upper: float = math.inf,
-                     batch: int = 16) -> AStarResult:
-    """``known_upper``: the distance of a grid input known to violate (found by an upper-bound
+def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_000, **options) -> AStarResult:
+    return drive(astar_search(game, lipschitz, max_queries, **options), game.evaluate)
+
+
+def astar_search(game: GridGame, lipschitz: float, max_queries: int = 100_000, max_frontier: int = 1_000_000,
+                 max_seconds: float = 0.0, epsilon: float = 0.0, known_upper: float = math.inf,
+                 batch: int = 16):
+    """``admissible_astar`` as a generator (``s = yield points``), to run many centres in lockstep.
+    ``known_upper``: the distance of a grid input known to violate (found by an upper-bound
     search): nodes keyed beyond it are not expanded, and the bound is exact once the frontier reaches
     it. ``epsilon``: stop once the bounds are that close. ``max_seconds``: 0 for no limit."""
     if not lipschitz > 0:
         raise ValueError("A* needs a positive Lipschitz constant")
     if game.norm == "l0":
         raise ValueError("admissible A* needs l1, l2 or linf: a Lipschitz constant bounds no l0 distance")
-    s0 = float(game.evaluate(game.x0[None])[0])
+    s0 = float((yield game.x0[None])[0])
     queries = 1
     if s0 < 0:
         return AStarResult(0.0, 0.0, game.x0.copy(), queries, 0, 0, "exact", [(1, 0.0, 0.0, 0.0)])
@@ -122,7 +128,7 @@ def admissible_astar(game: GridGame, lipschitz: float, max_queries: int = 100_00
         inside = g <= game.radius + 1e-12
         steps, pts, g = steps[inside], pts[inside], g[inside]
         if len(steps):
-            s = game.evaluate(pts)
+            s = yield pts
             queries += len(steps)
             viol = s < 0
             if viol.any():
