@@ -127,3 +127,11 @@ def test_violations_found_along_the_way_are_shown_farthest_first_then_the_witnes
     assert captions == [("0.5", " after 12 queries", ""), ("0.3", " after 40 queries", ""), ("0.2", "", " (the witness)")]
     assert strip.count("data:image/png;base64") >= 3  # a picture for each, the witness included
     assert "Violations found along the way" not in render_html(_result(_record(milestones=[])))
+
+
+def test_the_summary_counts_proven_checks():
+    proven = _record(verdict="proven", passed=True, failures=[], witness=None,
+                     bounds={"estimate": 0.3, "upper": None, "lower": 0.3, "lower_method": "interval bound propagation"})
+    result = _result(proven, _record())
+    assert result.summary()["proven"] == 1
+    assert "1 confirmed violations &middot; 1 proven" in render_html(result)

@@ -50,5 +50,5 @@ def print_summary(console: Console, result: RunResult) -> None:
             console.print(f"[red]FAIL[/] {r.spec}:{r.line}: {r.property} on {r.input_id}: {f}", highlight=False)
     s = result.summary()
     verdict = "[green]all properties pass[/]" if result.passed else "[red]some properties fail[/]"
-    console.print(f"{s['records']} checks, {s['passed']} passed, {s['failed']} failed, "
+    console.print(f"{s['records']} checks, {s['passed']} passed ({s['proven']} proven), {s['failed']} failed, "
                   f"{s['queries']} model queries: {verdict}", highlight=False)

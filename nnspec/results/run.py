@@ -80,6 +80,7 @@ class RunResult:
         return {"records": len(self.records), "passed": sum(r.passed for r in self.records),
                 "failed": sum(not r.passed for r in self.records),
                 "violated": sum(r.verdict == "violated" for r in self.records),
+                "proven": sum(r.verdict == "proven" for r in self.records),
                 "queries": sum(r.queries for r in self.records)}
 
     @classmethod
