@@ -143,3 +143,29 @@ def test_a_probability_gap_with_a_margin_and_other_conditions_get_no_interval_bo
     for cond in ("robustness margin 0.1", "uncertainty kl > 0.01", "reachability prob(1) < 0.99"):
         r = nnspec.check_module(net, x, f"{cond} within linf(0.001) using mads(budget=300)", domain=(0.0, 1.0))[0]
         assert r.bounds["lower"] is None and r.verdict != "proven"
+
+
+def test_a_margin_within_float32_rounding_is_not_certified():
+    """The proof is over float64 arithmetic on the weights; the model runs in float32, so a margin
+    smaller than its rounding proves nothing."""
+    net = nn.Sequential(nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        net[0].bias.zero_()
+    x0 = torch.tensor([0.5 + 1e-7, 0.5])  # margin 1e-7: below float32's resolution at this scale
+    assert certified_radius(net, (2,), x0, 0, 0.1, torch.zeros(2), torch.ones(2)) == 0.0
+    wide = torch.tensor([0.6, 0.5])  # margin 0.1: the radius is 0.05, less a hair
+    assert certified_radius(net, (2,), wide, 0, 0.1, torch.zeros(2), torch.ones(2)) == pytest.approx(0.05, rel=2e-3)
+
+
+def test_an_interval_rule_that_fails_on_the_network_leaves_no_bound_and_no_crash(monkeypatch):
+    import nnspec
+    from nnspec.backends import soundness
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x7 and 6x3)")
+    monkeypatch.setattr(soundness, "certified_radius", broken)
+    net, x = relu_case(4, 1)
+    r = nnspec.check_module(net, x, "robustness on logits within linf(0.01) using mads(budget=300)", domain=(0.0, 1.0))[0]
+    assert r.bounds["lower"] is None and r.verdict != "proven"
+    assert any(n.startswith("no interval bound (mat1 and mat2 shapes") for n in r.notes)

@@ -11,7 +11,7 @@ For every centre x of the task, all at once (one model call per iteration for al
 Every evaluated point in the region feeds both Q^ (the largest slope seen) and the witness tracker
 (the closest point with s < 0). The radius estimate is min(d, s(x) / Q^, closest witness); the
 closest witness's distance is an upper bound. None of that is a proof: Q^ is a sample maximum. The
-proof, where there is one: for a confidence gap on logits, interval bound propagation certifies a
+proof, where there is one: for a confidence gap on logits (or probabilities, margin 0), IBP certifies a
 box radius around each centre (``lower``; a ball inside it is proven, ``nnspec.solvers.ibp``).
 L-inf regions are boxes. L1/L2 regions are handled by projection onto the ball (clipped to the
 domain, which keeps points feasible) or by the paper's augmented Lagrangian (``constraint=auglag``).

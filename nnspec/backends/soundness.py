@@ -30,6 +30,6 @@ def ibp_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor, la
     try:
         r = certified_radius(model.module, model.input_shape, x0.reshape(-1), label, radius, lower, upper,
                              target=target, scale=model._scale, shift=model._shift, threshold=expr.margin, free=free)
-    except ValueError as err:
-        return None, f"no interval bound ({err})"
+    except (ValueError, RuntimeError) as err:  # no rule for a layer, or shapes it cannot follow: no bound
+        return None, f"no interval bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     return r, f"{METHOD} certifies a box of radius {r:.4g} around the centre"

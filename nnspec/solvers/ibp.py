@@ -113,13 +113,23 @@ def certified_radius(module: nn.Module, input_shape: tuple[int, ...], x0: torch.
     shape = (-1,) + tuple(input_shape)
     mask = torch.ones_like(x0) if free is None else free.double().reshape(1, -1).to(device)
 
-    def proves(rs: torch.Tensor) -> torch.Tensor:
+    def margins(rs: torch.Tensor) -> torch.Tensor:
         lo = torch.minimum(torch.maximum(x0 - rs[:, None] * mask, lower), x0)
         hi = torch.maximum(torch.minimum(x0 + rs[:, None] * mask, upper), x0)
         lo, hi = _normalise(lo.reshape(shape), hi.reshape(shape), scale, shift)
-        return margin_lower_bounds(module, lo, hi, label, target) > threshold
+        return margin_lower_bounds(module, lo, hi, label, target)
 
     with torch.no_grad():
+        # The bounds are exact arithmetic on the weights in float64; the model itself runs in its own
+        # dtype (float32: relative rounding about 1e-7 per operation). A margin that IBP bounds by
+        # less than the rounding could still flip on the model, so a proof asks for a little more.
+        centre_margin = float(margins(torch.zeros(1, dtype=torch.float64))[0])
+        eps = torch.finfo(next(module.parameters()).dtype).eps
+        slack = 64 * eps * (1.0 + abs(centre_margin))
+
+        def proves(rs: torch.Tensor) -> torch.Tensor:
+            return margins(rs) > threshold + slack
+
         # first a geometric sweep radius * 8^-k (one batch), then linear refinement of the bracket;
         # certification is monotone in r (the boxes are nested, interval arithmetic respects inclusion)
         rs = radius * torch.pow(8.0, -torch.arange(0, 16, dtype=torch.float64))
