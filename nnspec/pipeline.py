@@ -5,6 +5,7 @@ only chains them, collects files, and makes sure what finished is kept when some
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ def collect(paths: list[str]) -> list[Path]:
         raise UsageError("no spec given: nnspec check PATH...")
     found: list[Path] = []
     for p in map(Path, paths):
+        try:
+            p.exists()
+        except OSError as err:
+            raise UsageError(f"{p}: cannot open ({err.strerror})") from None
         if p.is_dir():
             found.extend(sorted(p.rglob(f"*{SPEC_SUFFIX}")))
         elif p.is_file():
@@ -110,6 +115,7 @@ class Runner:
             except InputError as err:
                 raise type(err)(f"{where}: {err}") from None
             if module.normalization is not None:
+                _check_normalization(module, model)
                 model.set_normalization(module.normalization.mean, module.normalization.std)
             self._models[path] = model
         return self._models[path]
@@ -119,8 +125,8 @@ class Runner:
         check_property(prop, model)
         options = task.option_dict()
         reference = reference_inputs(prop, task.module, bound, model)
-        bt = BoundTask(prop, bound.x, bound.labels, bound.lower, bound.upper, task.module.outputs_are_logits,
-                       options, reference)
+        bt = BoundTask(_within_domain(prop, bound), bound.x, bound.labels, bound.lower, bound.upper,
+                       task.module.outputs_are_logits, options, reference)
         backend = registry.create(task.backend)
         model.budget = Budget(max_queries=(options.get("budget") or 0) * len(bound.x) + 4 * len(bound.x) + 8)
         try:
@@ -171,6 +177,29 @@ class Runner:
         ), outcome
 
 
+def _within_domain(prop, bound: BoundInputs):
+    """The property with its ball cut to the domain's diameter in the ball's norm: a larger ball
+    holds the same points of the domain (so the same violations and proofs), and solvers never see
+    a radius that overflows the model's dtype (``linf(1e308)`` on a float32 network)."""
+    width = (bound.upper - bound.lower).double()
+    diameter = {"linf": float(width.max()), "l2": float(width.norm()), "l1": float(width.sum()),
+                "l0": float(width.numel())}[prop.region.norm]
+    if prop.region.radius <= diameter:
+        return prop
+    return dataclasses.replace(prop, region=dataclasses.replace(prop.region, radius=diameter))
+
+
+def _check_normalization(module: SpecModule, model: Model) -> None:
+    """One value for every input, or one per channel (the first dimension after the batch)."""
+    norm = module.normalization
+    k = len(norm.mean)
+    channels = model.input_shape[0]
+    if k != 1 and k != channels:
+        raise SpecError.at(norm.span, f"normalize gives {k} values but {model.name} has {channels} "
+                                      f"{'channels' if len(model.input_shape) > 1 else 'inputs'} "
+                                      f"(input shape {tuple(model.input_shape)}); give 1 or {channels}")
+
+
 def _thin(trace: list[dict], keep: int = 200) -> list[dict]:
     if len(trace) <= keep:
         return trace
@@ -191,6 +220,9 @@ def check(paths: list[str], options: CheckOptions,
     """
     files = collect(paths)
     modules = load_specs(files, options.overrides)
+    if not any(m.properties for m in modules):  # "0 checks, all pass" would be a silent pass
+        raise UsageError(f"no property to check in {', '.join(str(f) for f in files[:3])}"
+                         + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
     model_paths = options.models or [None]
     # planned once without the models, so that unplannable properties fail before anything loads;
     # re-planned per model below, with defaults that depend on its input dimension

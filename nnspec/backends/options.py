@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any
+
+# No option counts past this: a larger budget or limit is a typo, and past 2**63 it would overflow.
+MAX_COUNT = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +54,14 @@ def coerce(spec: OptionSpec, value: Any) -> Any:
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"option '{spec.name}' takes an integer, not {value!r}")
+        if abs(value) > MAX_COUNT:
+            raise ValueError(f"option '{spec.name}' must be at most {MAX_COUNT:.0e}, not {value:.3g}")
     elif spec.type is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(f"option '{spec.name}' takes a number, not {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"option '{spec.name}' takes a finite number, not {value!r}")
     elif spec.type is str:
         if not isinstance(value, str):
             raise ValueError(f"option '{spec.name}' takes a name, not {value!r}")

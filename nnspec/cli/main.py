@@ -19,6 +19,7 @@ from rich.console import Console
 
 from nnspec import __version__
 from nnspec.errors import ExitCode, InputError, NnspecError, SpecError, UsageError
+from nnspec.text import printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Safety specs as code for neural networks.")
@@ -33,7 +34,10 @@ def _overrides(values: list[str]) -> dict:
         name, sep, value = item.partition("=")
         if not sep or not name.strip().isidentifier():
             raise UsageError(f"--set {item!r}: expected NAME=VALUE")
-        out[name.strip()] = parse_override(value.strip())
+        try:
+            out[name.strip()] = parse_override(value.strip())
+        except ValueError as err:
+            raise UsageError(f"--set {name.strip()}={err}") from None
     return out
 
 
@@ -45,7 +49,7 @@ def check(
     html: Optional[Path] = typer.Option(None, "--html", help="write the self-contained HTML report"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML for CI"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed for every solver (default: the spec's, else 0)"),
-    budget: Optional[int] = typer.Option(None, "--budget", help="model queries per input, for every property"),
+    budget: Optional[int] = typer.Option(None, "--budget", help="model queries per input for every property; overrides the spec's budgets"),
     set_: List[str] = typer.Option([], "--set", help="override a spec 'param': --set eps=0.05"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     float64: bool = typer.Option(False, "--float64", help="evaluate the network in float64"),
@@ -60,6 +64,8 @@ def check(
     if budget is not None and budget < 10:
         raise UsageError(f"--budget {budget}: must be at least 10 queries")
     _check_device(device)
+    for path, flag in ((json_out, "--json"), (html, "--html"), (junit, "--junit")):
+        _check_output(path, flag)
     options = CheckOptions(models=list(model), overrides=_overrides(set_), seed=seed, budget=budget,
                            device=device, float64=float64, require_proven=require_proven,
                            cross_check=cross_check, json_path=json_out)
@@ -74,16 +80,48 @@ def check(
         except BaseException as err:  # reports are still written from what finished
             result, pending = getattr(err, "partial_result", None), err
     if result is not None:
-        _write_reports(result, html, junit)
-        from nnspec.report.terminal import print_summary
+        try:
+            _write_reports(result, html, junit)
+            from nnspec.report.terminal import print_summary
 
-        print_summary(console, result)
-        for path, what in ((json_out, "results"), (html, "report"), (junit, "junit")):
-            if path is not None:
-                console.print(f"{what}: {path}")
+            print_summary(console, result)
+            for path, what in ((json_out, "results"), (html, "report"), (junit, "junit")):
+                if path is not None:
+                    console.print(f"{what}: {path}")
+        except KeyboardInterrupt as err:  # Ctrl-C after the JSON was written: it must say so too
+            if not result.interrupted:
+                result.interrupted = True
+                if json_out is not None:
+                    from nnspec.results.store import write_json
+
+                    write_json(json_out, result)
+            pending = err
     if pending is not None:
         raise pending
     raise typer.Exit(int(result.exit_code()))
+
+
+def _check_output(path: Optional[Path], flag: str) -> None:
+    """Refuse an output path that cannot be written before anything runs: empty, a folder, under
+    a file, or in a folder that cannot be created or written."""
+    if path is None:
+        return
+    text = str(path)
+    if not text.strip() or text in (".", "..") or text.endswith(("/", os.sep)):
+        raise UsageError(f"{flag} {text!r}: give a file name")
+    if path.is_dir():
+        raise UsageError(f"{flag} {text}: is a folder; give a file name inside it")
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"{flag} {text}: {parent} is a file, not a folder")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {text}: cannot write in {parent}")
+    if len(path.name.encode()) > 255:
+        raise UsageError(f"{flag}: the file name is longer than 255 bytes")
 
 
 def _check_device(device: str) -> None:
@@ -159,6 +197,8 @@ def inspect(
     from nnspec.models.loading import load_model
 
     m = load_model(model)
+    # one evaluation at the middle of the domain: NaN weights or a broken graph show here, not later
+    m(torch.full((1,) + tuple(m.input_shape), (lo + hi) / 2))
     typer.echo(f"model:      {m.name}\nsha256:     {m.sha256}\ninput:      {tuple(m.input_shape)} "
                f"({m.n_inputs} values)\noutputs:    {m.n_outputs}\nbatching:   {m.batching}")
     if m.operators:
@@ -183,7 +223,12 @@ def report(
 
     if html is None and junit is None:
         raise UsageError("nothing to write: give --html and/or --junit")
+    for path, flag in ((html, "--html"), (junit, "--junit")):
+        _check_output(path, flag)
     result = load_results(results)
+    if result.meta.get("dropped_lines"):
+        typer.echo(f"note: {results}: dropped a torn last line (the run that wrote it was stopped); "
+                   f"{len(result.records)} complete records kept", err=True)
     _write_reports(result, html, junit)
     for path in (html, junit):
         if path is not None:
@@ -208,9 +253,9 @@ def _print_error(err: NnspecError) -> None:
                     sources[f] = Path(f).read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError):
                     sources[f] = None
-            err_console.print(render(diag, sources[f]), markup=False)
+            err_console.print(printable(render(diag, sources[f])), markup=False)
         return
-    err_console.print(err.one_line(), markup=False)
+    err_console.print(printable(err.one_line(), newlines=False), markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,24 +266,22 @@ def main(argv: list[str] | None = None) -> int:
         code = returned if isinstance(returned, int) else ExitCode.OK
     except typer.Exit as done:
         code = done.exit_code
-    except typer.Abort:
-        code = ExitCode.INTERRUPTED
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted; finished results were kept", markup=False)
         code = ExitCode.INTERRUPTED
     except InputError as err:
         _print_error(err)
         code = err.exit_code
     except NnspecError as err:
-        err_console.print(f"internal error: {err}", markup=False)
+        err_console.print(printable(f"internal error: {err}", newlines=False), markup=False)
         code = ExitCode.INTERNAL
     except Exception as err:
         if _is_cli_usage_error(err):  # typer's (vendored click's) parsing errors
-            err_console.print(f"error: {err.format_message()}", markup=False)
+            err_console.print(printable(f"error: {err.format_message()}", newlines=False), markup=False)
             return int(ExitCode.USAGE)
         # a bug in nnspec: say so, show the traceback only on request
-        err_console.print(f"internal error: {type(err).__name__}: {err} "
-                          "(set NNSPEC_DEBUG=1 for the traceback)", markup=False)
+        err_console.print(printable(f"internal error: {type(err).__name__}: {err} "
+                                    "(set NNSPEC_DEBUG=1 for the traceback)", newlines=False), markup=False)
         if os.environ.get("NNSPEC_DEBUG"):
             traceback.print_exc()
         code = ExitCode.INTERNAL

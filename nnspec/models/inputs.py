@@ -30,9 +30,14 @@ class InputSet:
 def load_input_set(spec: InputSetSpec) -> InputSet:
     path = Path(spec.path)
     where = f"{spec.span}"
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as err:  # e.g. a name longer than the file system allows
+        raise DataError(f"{where}: cannot open {path} ({err.strerror})") from None
+    if not found:
         raise DataError(f"{where}: input file not found: {path}")
     x, arrays = _read(path, spec.key, where)
+    x = _numeric(x, f"{where}: {path.name}")
     labels = _labels(spec, arrays, where)
     if labels is not None and len(labels) != len(x):
         raise DataError(f"{where}: {len(labels)} labels for {len(x)} inputs")
@@ -44,12 +49,22 @@ def load_input_set(spec: InputSetSpec) -> InputSet:
         if bad:
             raise DataError(f"{where}: select index {bad[0]} out of range: {path.name} has {len(x)} inputs")
         index = np.asarray(spec.select)
-    x = x[index].astype(np.float32)
+    x = x[index].astype(np.float64)
     if spec.scale is not None:
-        x = x / np.float32(spec.scale)
+        with np.errstate(over="ignore", under="ignore"):
+            x = x / spec.scale
+    ids = tuple(f"{path.name}[{i}]" for i in index.tolist())
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    bad = ~np.isfinite(x32.reshape(len(x32), -1)).all(axis=1)
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        cause = "" if np.isfinite(x[i]).all() else " in the file"
+        what = f"after 'scale {spec.scale:g}'" if spec.scale is not None and not cause else "(nan or infinity)"
+        raise DataError(f"{where}: input {ids[i]} has non-finite values{cause} {what}".replace("  ", " "))
+    x = x32
     if spec.layout == "hwc" and x.ndim == 4:
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    ids = tuple(f"{path.name}[{i}]" for i in index.tolist())
     return InputSet(x, None if labels is None else labels[index], ids, str(path))
 
 
@@ -81,6 +96,36 @@ def _read(path: Path, key: str | None, where: str) -> tuple[np.ndarray, dict[str
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _image(path, where)[None], {}
     raise DataError(f"{where}: unknown input format '{path.suffix}' (use .npy, .npz, images, a folder or IDX)")
+
+
+def _numeric(x: np.ndarray, where: str) -> np.ndarray:
+    """An array of inputs: real numbers, at least one dimension (the inputs), at least one input."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects", "M": "dates",
+                "m": "time spans", "V": "records"}.get(x.dtype.kind, f"{x.dtype} values")
+        raise DataError(f"{where} holds {kind}, not real numbers")
+    if x.ndim == 0:
+        raise DataError(f"{where} holds a single number, not an array of inputs (one row per input)")
+    if len(x) == 0:
+        raise DataError(f"{where} holds no inputs (0 rows)")
+    return x
+
+
+def _integer_labels(values: np.ndarray, where: str) -> np.ndarray:
+    """Labels as int64: integer-valued real numbers, nothing truncated, nothing too large."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{where}: labels must be integers, not {values.dtype} values")
+    if values.dtype.kind == "f":
+        bad = ~(np.isfinite(values) & (values == np.round(values)))
+        if bad.any():
+            i = int(bad.reshape(-1).nonzero()[0][0])
+            raise DataError(f"{where}: label {values.reshape(-1)[i]!r} (position {i}) is not an integer")
+    if values.size and (values.max() >= 2**31 or values.min() < 0):
+        i = int(((values >= 2**31) | (values < 0)).reshape(-1).nonzero()[0][0])
+        raise DataError(f"{where}: label {values.reshape(-1)[i]} (position {i}) is out of range")
+    return values.astype(np.int64).reshape(-1)
 
 
 def _npy(path: Path, where: str) -> np.ndarray:
@@ -130,17 +175,17 @@ def _labels(spec: InputSetSpec, arrays: dict[str, np.ndarray], where: str) -> np
     if src.kind in ("none", "predicted"):
         return None
     if src.kind == "list":
-        return np.asarray(src.value, dtype=np.int64)
+        return _integer_labels(np.asarray(src.value, dtype=object).astype(np.float64), str(src.span))
     if src.kind == "key":
         if src.value not in arrays:
             raise DataError(f"{src.span}: no label array '{src.value}' in {Path(spec.path).name}")
-        return np.asarray(arrays[src.value]).astype(np.int64).reshape(-1)
+        return _integer_labels(arrays[src.value], str(src.span))
     path = Path(src.value)
     if not path.exists():
         raise DataError(f"{src.span}: label file not found: {path}")
     if "idx" in path.name or "ubyte" in path.name:
-        return read_idx(path, str(src.span)).astype(np.int64)
-    return _npy(path, str(src.span)).astype(np.int64).reshape(-1)
+        return _integer_labels(read_idx(path, str(src.span)), str(src.span))
+    return _integer_labels(_npy(path, str(src.span)), str(src.span))
 
 
 def fit_to_model(x: np.ndarray, input_shape: tuple[int, ...], where: str, model_name: str) -> np.ndarray:

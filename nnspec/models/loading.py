@@ -36,7 +36,11 @@ def sha256_of(path: Path) -> str:
 def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, device: str = "cpu",
                dtype: torch.dtype = torch.float32, max_batch: int = 4096) -> Model:
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as err:  # e.g. a name longer than the file system allows
+        raise ModelError(f"{path}: cannot open the model file ({err.strerror})") from None
+    if not found:
         raise ModelError(f"{path}: model file not found")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -80,6 +84,7 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
                          "after the batch dimension")
     input_shape = tuple(dims) if unbatched else tuple(dims[1:])
     operators = dict(Counter(node.op_type for node in proto.graph.node))
+    proto = _explicit_pads(proto, path)
     fixed_batch = unbatched or dims[0] > 0
     original = _convert(proto, path)
     batched = _convert(_make_batchable(proto, prepend=unbatched), path) if fixed_batch else original
@@ -106,6 +111,63 @@ def _upgrade_opset(proto, path: Path):
         return version_converter.convert_version(proto, MIN_OPSET)
     except Exception as err:
         raise ModelError(f"{path}: opset {opset} could not be upgraded to {MIN_OPSET} ({err})") from None
+
+
+_PADDED = ("Conv", "MaxPool", "AveragePool", "LpPool")
+
+
+def _explicit_pads(proto, path: Path):
+    """A copy in which ``auto_pad`` SAME_UPPER / SAME_LOWER / VALID (which onnx2torch does not
+    convert) is written as the explicit ``pads`` that ONNX defines for it: output size
+    ceil(in / stride), total padding (out - 1) * stride + (k - 1) * dilation + 1 - in, the odd
+    pixel at the end (UPPER) or the start (LOWER). Needs the spatial sizes, from shape inference."""
+    import onnx
+    from onnx import helper
+
+    nodes = [n for n in proto.graph.node if n.op_type in _PADDED and any(
+        a.name == "auto_pad" and a.s not in (b"NOTSET", b"") for a in n.attribute)]
+    if not nodes:
+        return proto
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception as err:
+        raise ModelError(f"{path}: shape inference failed while resolving auto_pad ({err})") from None
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    inits = {i.name: list(i.dims) for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        if node.op_type not in _PADDED or mode in ("NOTSET", ""):
+            continue
+        name = node.name or node.output[0]
+        spatial = shapes.get(node.input[0], [])[2:]
+        if "kernel_shape" in attrs:
+            kernel = list(attrs["kernel_shape"].ints)
+        elif node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
+            kernel = inits[node.input[1]][2:]
+        else:
+            kernel = []
+        if not spatial or not all(spatial) or len(kernel) != len(spatial):
+            raise ModelError(f"{path}: {node.op_type} node '{name}' uses auto_pad={mode} but its input's spatial "
+                             "size is unknown; export the model with explicit pads")
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(spatial)
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(spatial)
+        begins, ends = [], []
+        for size, k, st, dl in zip(spatial, kernel, strides, dilations):
+            if mode == "VALID":
+                total = 0
+            else:
+                out = -(-size // st)
+                total = max((out - 1) * st + (k - 1) * dl + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            begins.append(small if mode != "SAME_LOWER" else big)
+            ends.append(big if mode != "SAME_LOWER" else small)
+        keep = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend(keep + [helper.make_attribute("pads", begins + ends)])
+    return proto
 
 
 def _real_inputs(proto):
@@ -169,7 +231,22 @@ def _convert(proto, path: Path) -> nn.Module:
         where = f" at node '{node}'" if node else ""
         raise ModelError(f"{path}: onnx2torch cannot convert {what}{where}") from None
     except Exception as err:
-        raise ModelError(f"{path}: cannot convert the ONNX graph ({type(err).__name__}: {err})") from None
+        node = _node_mentioned(proto, str(err))
+        where = f" at {node}" if node else ""
+        raise ModelError(f"{path}: onnx2torch cannot convert the graph{where} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'no message'}); re-export the model "
+                         "without that construct, or report it with the model attached") from None
+
+
+def _node_mentioned(proto, message: str) -> str | None:
+    """The first node (op type and name) whose op type or attribute values the error message
+    quotes: onnx2torch's own errors often name neither."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", message))
+    for node in proto.graph.node:
+        values = {a.s.decode(errors="replace") for a in node.attribute if a.s}
+        if node.op_type in words or values & words:
+            return f"{node.op_type} node '{node.name or node.output[0]}'"
+    return None
 
 
 def _node_of(proto, op_type: str) -> str | None:

@@ -2,7 +2,9 @@
 
 A ``Task`` is one property on one input set; the backend evaluates all of its inputs together
 (tensor parallelism across inputs). Options are resolved here, once: the spec's explicit values,
-then the CLI's (--seed, --budget), then defaults chosen from the input dimension.
+then the CLI's (--seed, --budget), then defaults chosen from the input dimension. Precedence:
+``--budget`` overrides every budget, the spec's included (a CI smoke run must be able to cap all of
+them); ``--seed`` only fills in where the spec names no seed.
 """
 
 from __future__ import annotations
@@ -80,10 +82,10 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
             opts = default_options(info, (n_inputs or {}).get(module.file), prop.region.norm)
             if seed is not None:
                 opts["seed"] = seed
-            if budget is not None:
-                opts["budget"] = budget
             if prop.solver is not None and prop.solver.name == info.name:
-                opts.update(prop.solver.option_dict())  # the spec's explicit values win
+                opts.update(prop.solver.option_dict())  # the spec's explicit values win over defaults
+            if budget is not None:  # ... but --budget wins over everything: a CI smoke run caps every task
+                opts["budget"] = budget
             for one in _radii(prop):
                 for i in range(len(module.input_sets) if not inline_inputs else 1):
                     tasks.append(Task(module, one, i, info.name, tuple(sorted(opts.items())), by))

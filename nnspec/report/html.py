@@ -31,12 +31,15 @@ def _witness_view(r: TaskRecord) -> dict[str, Any] | None:
     if not w:
         return None
     x = w.get("x")
-    if x is None and w.get("file") and Path(w["file"]).is_file():
-        x = np.load(w["file"], allow_pickle=False).tolist()
     view: dict[str, Any] = {"distance": w.get("distance"), "s": w.get("s"), "confirmed": w.get("confirmed"),
                             "file": w.get("file"), "images": None, "changes": None}
+    if x is None and isinstance(w.get("file"), str) and Path(w["file"]).is_file():
+        try:
+            x = np.load(w["file"], allow_pickle=False).tolist()
+        except (OSError, ValueError) as err:  # not a .npy file, or a pickled one: show no picture
+            view["file_error"] = f"cannot read {w['file']}: {str(err).splitlines()[0] if str(err) else 'not .npy'}"
     centre = w.get("centre")
-    if x is not None and centre is not None:
+    if x is not None and centre is not None and np.shape(x) == np.shape(centre):
         xa, ca = np.asarray(x, dtype=np.float64), np.asarray(centre, dtype=np.float64)
         img_x, img_c = charts.as_image(xa), charts.as_image(ca)
         if img_x is not None and img_c is not None:

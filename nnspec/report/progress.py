@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nnspec.text import plain
+
 
 class PlainProgress:
     def __init__(self, console: Console):
@@ -27,8 +29,9 @@ class PlainProgress:
 
     def start(self, task, done: int, total: int) -> None:
         prop = task.prop
-        self.console.print(f"[{done + 1}/{total}] {task.module.file}:{prop.span.line} {prop.name} "
-                           f"on {Path(task.inputs.path).name if task.module.input_sets else 'inputs'} ({task.backend})",
+        where = Path(task.inputs.path).name if task.module.input_sets else "inputs"
+        self.console.print(f"\\[{done + 1}/{total}] " + plain(f"{task.module.file}:{prop.span.line} {prop.name} "
+                                                           f"on {where} ({task.backend})"),
                            highlight=False, soft_wrap=True)
 
     def finish(self, task, records) -> None:
@@ -53,17 +56,17 @@ class BarProgress:
 
     def plan(self, tasks) -> None:
         for spec, count in Counter(t.module.file for t in tasks).items():
-            self.ids[spec] = self.bars.add_task(spec, total=count, rate="-")
+            self.ids[spec] = self.bars.add_task(plain(spec), total=count, rate="-")
 
     def start(self, task, done: int, total: int) -> None:
-        self.bars.update(self.ids[task.module.file], description=f"{task.module.file}: {task.prop.name}")
+        self.bars.update(self.ids[task.module.file], description=plain(f"{task.module.file}: {task.prop.name}"))
 
     def finish(self, task, records) -> None:
         self.queries += sum(r.queries for r in records)
         rate = self.queries / max(time.perf_counter() - self.started, 1e-9)
         for tid in self.ids.values():
             self.bars.update(tid, rate=f"{rate:,.0f}")
-        self.bars.update(self.ids[task.module.file], advance=1, description=task.module.file)
+        self.bars.update(self.ids[task.module.file], advance=1, description=plain(task.module.file))
 
 
 def progress_for(console: Console):

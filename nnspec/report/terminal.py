@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nnspec.results.run import RunResult, TaskRecord
+from nnspec.text import plain
 
 
 def _fmt(v) -> str:
@@ -34,20 +35,23 @@ def summary_table(result: RunResult) -> Table:
         worst = min(recs, key=lambda r: (r.bounds.get("estimate") if r.bounds.get("estimate") is not None
                                           else float("inf")))
         status = "[green]PASS[/]" if not failed else f"[red]FAIL[/] ({len(failed)})"
-        table.add_row(prop, f"{spec}:{recs[0].line}", model, str(len(recs)), status,
+        table.add_row(plain(prop), plain(f"{spec}:{recs[0].line}"), plain(model), str(len(recs)), status,
                       str(sum(r.verdict == "violated" for r in recs)), str(sum(r.verdict == "proven" for r in recs)),
-                      worst.input_id, _fmt(min(estimates) if estimates else None),
+                      plain(worst.input_id), _fmt(min(estimates) if estimates else None),
                       _fmt(min(uppers) if uppers else None),
                       _fmt(min(lowers) if lowers and None not in lowers else None))
     return table
 
 
 def print_summary(console: Console, result: RunResult) -> None:
+    if not result.records and result.errors:
+        return  # nothing ran: the error says why, a "0 checks" line would only confuse
     if result.records:
         console.print(summary_table(result))
     for r in result.records:
         for f in r.failures:
-            console.print(f"[red]FAIL[/] {r.spec}:{r.line}: {r.property} on {r.input_id}: {f}", highlight=False)
+            console.print(f"[red]FAIL[/] {plain(f'{r.spec}:{r.line}: {r.property} on {r.input_id}: {f}')}",
+                          highlight=False)
     s = result.summary()
     verdict = "[green]all properties pass[/]" if result.passed else "[red]some properties fail[/]"
     console.print(f"{s['records']} checks, {s['passed']} passed ({s['proven']} proven), {s['failed']} failed, "

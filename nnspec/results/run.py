@@ -3,7 +3,7 @@ every report renders from the JSON alone (``nnspec report results.json`` rebuild
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
 from nnspec.errors import ExitCode
@@ -52,8 +52,34 @@ class TaskRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TaskRecord":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """A record from its JSON form; ValueError naming the first field that is missing or of the
+        wrong type (a results file is input like any other: it may be truncated, edited or forged)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, not {type(data).__name__}")
+        for name, f in cls.__dataclass_fields__.items():
+            if name not in data:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise ValueError(f"field '{name}' is missing")
+                continue
+            if not _fits(data[name], str(f.type)):
+                raise ValueError(f"field '{name}' should be {f.type}, not {type(data[name]).__name__}")
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotation such as ``float | None`` or ``list[str]``."""
+    for part in annotation.split(" | "):
+        base = part.split("[", 1)[0]
+        if base == "None" and value is None:
+            return True
+        if base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if base == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if base in ("str", "bool", "list", "dict") and isinstance(value, {"str": str, "bool": bool, "list": list,
+                                                                           "dict": dict}[base]):
+            return True
+    return False
 
 
 @dataclass
@@ -85,6 +111,18 @@ class RunResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunResult":
+        """Raises ValueError, naming the record, for anything that is not a results document."""
         meta = {k: v for k, v in data.items() if k not in ("schema", "records", "interrupted", "errors", "summary")}
-        return cls([TaskRecord.from_json(r) for r in data.get("records", [])], meta,
-                   data.get("interrupted", False), data.get("errors", []))
+        records = data.get("records", [])
+        if not isinstance(records, list):
+            raise ValueError(f"'records' should be a list, not {type(records).__name__}")
+        parsed = []
+        for i, r in enumerate(records):
+            try:
+                parsed.append(TaskRecord.from_json(r))
+            except ValueError as err:
+                raise ValueError(f"record {i}: {err}") from None
+        errors = data.get("errors", [])
+        if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors):
+            raise ValueError("'errors' should be a list of strings")
+        return cls(parsed, meta, bool(data.get("interrupted", False)), list(errors))

@@ -68,7 +68,12 @@ class ResultStore:
             self._fh.close()
             self._fh = None
         if self.json_path is not None:
-            write_atomic(self.json_path, json.dumps(clean(result.to_json()), indent=1, allow_nan=False, default=_default))
+            write_json(self.json_path, result)
+
+
+def write_json(path: Path, result: RunResult) -> None:
+    """The whole results document, written atomically: readers see the old file or the new one."""
+    write_atomic(path, json.dumps(clean(result.to_json()), indent=1, allow_nan=False, default=_default))
 
 
 def clean(value: Any) -> Any:
@@ -89,18 +94,49 @@ def _default(value: Any) -> Any:
 
 
 def load_results(path: Path) -> RunResult:
-    """Read a results JSON, or a .jsonl of records from an interrupted run."""
+    """Read a results JSON, or a .jsonl of records from an interrupted run.
+
+    A JSONL written by a run that was killed may end in a torn line: every complete line is kept,
+    the torn tail is dropped and counted (``meta["dropped_lines"]``). A bad line before the last is
+    an error naming its line number; so is any record that is not a record.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise DataError(f"{path}: cannot read results ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); not an nnspec results file") from None
+    if path.suffix == ".jsonl":
+        return _load_lines(path, text)
     try:
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-            return RunResult.from_json({"schema": SCHEMA, "records": records, "interrupted": True})
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise DataError(f"{path}: not an nnspec results file (schema {SCHEMA} expected)")
-    return RunResult.from_json(data)
+    try:
+        return RunResult.from_json(data)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from None
+
+
+def _load_lines(path: Path, text: str) -> RunResult:
+    lines = text.split("\n")
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records, dropped = [], 0
+    for k, (number, line) in enumerate(numbered):
+        try:
+            data = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            if k == len(numbered) - 1 and not text.endswith("\n"):  # a torn last line: the run was killed
+                dropped = 1
+                break
+            raise DataError(f"{path}:{number}: not valid JSON ({getattr(err, 'msg', 'nested too deeply')})") from None
+        try:
+            records.append(TaskRecord.from_json(data))
+        except ValueError as err:
+            raise DataError(f"{path}:{number}: {err}") from None
+    result = RunResult(records, {"dropped_lines": dropped} if dropped else {}, interrupted=True)
+    return result

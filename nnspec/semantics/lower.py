@@ -176,8 +176,11 @@ class _Lowering:
         if src.kind == "file":
             return LabelSpec("file", self.path(src.value), src.span)
         items = evaluate(src.value, self.env)
-        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in items):
+        if not isinstance(items, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                  for i in items):
             raise SpecError.at(src.value.span, "labels must be integers >= 0")
+        if any(i >= 2**31 for i in items):
+            raise SpecError.at(src.value.span, f"label {max(items)} is out of range")
         return LabelSpec("list", tuple(items), src.span)
 
     def domain_stmt(self, stmt: ast.DomainStmt) -> None:
@@ -433,7 +436,7 @@ class _Lowering:
                                 suggest(kw.name.id, [o.name for o in info.options]))
                 continue
             with self.errors.attempt():
-                value = evaluate(kw.value, self.env, symbols=spec.type is str)
+                value = evaluate(kw.value, self.env, symbols=spec.type in (str, bool))
                 try:
                     options.append((spec.name, coerce(spec, str(value) if isinstance(value, Symbol) else value)))
                 except ValueError as err:

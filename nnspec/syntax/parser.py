@@ -29,14 +29,31 @@ _TERMINAL_NAMES = {
 }
 
 
+MAX_DIGITS = 309  # an integer literal longer than this is larger than any float
+MAX_DEPTH = 100  # nesting of brackets, unary minus and operators in one expression
+MAX_SPEC_CHARS = 4 * 2**20  # a spec states properties; data belongs in files next to it
+
 _comments: list[Token] = []  # filled by the lexer during one parse (comments are ignored by the grammar)
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     text = resources.grammar_path().read_text(encoding="utf-8")
-    return Lark(text, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True,
+    # The contextual lexer only matches the terminals that the parser can take where it stands,
+    # so words of the grammar ('tolerance', 'no', 'range', ...) stay usable as option names and values.
+    return Lark(text, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
                 lexer_callbacks={"COMMENT": _comments.append})
+
+
+@lru_cache(maxsize=1)
+def keywords() -> frozenset[str]:
+    """The words of the language ('within', 'require', ...). The contextual lexer reads them as
+    names where the grammar takes no keyword (option names and values), but they never name a
+    constant or a property, and a misplaced one is reported as itself."""
+    import re
+
+    return frozenset(t.pattern.value for t in _lark().terminals
+                     if t.pattern.type == "str" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t.pattern.value))
 
 
 def _terminal_text(name: str) -> str:
@@ -70,6 +87,12 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput, file: str, source: str) 
         return SpecError.at(span, f"unexpected character {char!r}")
     if isinstance(err, lark.exceptions.UnexpectedToken):
         tok = err.token
+        history = getattr(err, "token_history", None) or []
+        prev = history[-1] if history else None
+        if prev is not None and prev.type == "NAME" and str(prev) in keywords():
+            # a word of the language read as a name where a value could stand: the word is the mistake
+            span = Span(file, prev.line, prev.column, prev.end_line or prev.line, prev.end_column or prev.column + 1)
+            return SpecError.at(span, f"unexpected {str(prev)!r}", f"'{prev}' is a word of the language, not a value")
         if tok.type == "$END":
             lines = source.split("\n")  # Lark counts lines by "\n" only, as we must
             span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
@@ -84,11 +107,17 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput, file: str, source: str) 
 
 def parse_text(source: str, file: str = "<string>") -> ast.SpecFile:
     """Parse spec text into a frozen AST; raises ``SpecError`` with a position on bad syntax."""
+    if source.startswith("\ufeff"):  # a UTF-8 byte-order mark, as some editors write
+        source = source[1:]
+    if len(source) > MAX_SPEC_CHARS:
+        raise SpecError.at(Span(file, 1, 1, 1, 2), f"the spec is {len(source) / 2**20:.1f} MB; specs are limited "
+                           f"to {MAX_SPEC_CHARS // 2**20} MB", "keep data in files that the spec names")
     _comments.clear()
     try:
         tree = _lark().parse(source)
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, file, source) from None
+    _check_depth(tree, file)
     comments = tuple(ast.Comment(str(c), Span(file, c.line, c.column, c.end_line, c.end_column)) for c in _comments)
     try:
         statements = _ToAst(file).transform(tree)
@@ -97,6 +126,21 @@ def parse_text(source: str, file: str = "<string>") -> ast.SpecFile:
             raise err.orig_exc from None
         raise
     return ast.SpecFile(file, source, tuple(statements), comments)
+
+
+def _check_depth(tree: lark.Tree, file: str) -> None:
+    """Refuse parse trees nested deeper than MAX_DEPTH, found without recursion, so that every
+    later stage (lowering, explain, fmt), which recurses over expressions, stays far from Python's
+    recursion limit."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            raise SpecError.at(Span(file, line, col, line, col + 1),
+                               f"nested more than {MAX_DEPTH} levels deep", "use 'let' to name parts")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree))
 
 
 def parse_file(path: str | Path) -> ast.SpecFile:
@@ -140,6 +184,9 @@ class _ToAst(Transformer):
     def number(self, meta, tok):
         text = str(tok)
         is_int = text.isdigit()
+        if is_int and len(text.lstrip("0")) > MAX_DIGITS:  # int() itself refuses past 4,300 digits
+            raise SpecError.at(self._tok_span(tok), f"the number has {len(text)} digits; it is too large "
+                                                    "(more than 1.8e308)")
         return ast.Number(int(text) if is_int else float(text), is_int, self._tok_span(tok))
 
     def string(self, meta, tok):
@@ -219,11 +266,18 @@ class _ToAst(Transformer):
     def normalize_stmt(self, meta, mean, std):
         return ast.NormalizeStmt(mean, std, self._span(meta))
 
+    def _new_name(self, tok: Token) -> ast.Name:
+        """A name being defined: never a word of the language."""
+        if str(tok) in keywords():
+            raise SpecError.at(self._tok_span(tok), f"unexpected {str(tok)!r}; expected a name",
+                               f"'{tok}' is a word of the language")
+        return self._name(tok)
+
     def let_stmt(self, meta, name, value):
-        return ast.LetStmt(self._name(name), value, False, self._span(meta))
+        return ast.LetStmt(self._new_name(name), value, False, self._span(meta))
 
     def param_stmt(self, meta, name, value):
-        return ast.LetStmt(self._name(name), value, True, self._span(meta))
+        return ast.LetStmt(self._new_name(name), value, True, self._span(meta))
 
     def default_using_stmt(self, meta, call):
         return ast.DefaultUsingStmt(call, self._span(meta))
@@ -235,7 +289,7 @@ class _ToAst(Transformer):
         if len(usings) > 1:
             raise SpecError.at(usings[1].span, "a property takes one 'using' clause",
                                "merge the options into one solver call")
-        return ast.PropertyStmt(self._name(name) if name is not None else None, condition, region,
+        return ast.PropertyStmt(self._new_name(name) if name is not None else None, condition, region,
                                 requires, usings[0] if usings else None, self._span(meta))
 
     def robustness(self, meta, *parts):
