@@ -341,3 +341,29 @@ def test_conversion_errors_name_the_operator_and_node(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
     with pytest.raises(ModelError, match=r"Hardmax.*odd_node"):
         load_model(tmp_path / "m.onnx")
+
+
+# ---------------------------------------------------------------- interrupts
+
+def test_ctrl_c_during_the_run_says_so_and_exits_130(cli, monkeypatch):
+    import nnspec.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnspec.pipeline, "check", interrupted)
+    code, out, err = cli("check", ROOT / "specs" / "digits_mlp.nnspec")
+    assert code == 130 and "interrupted" in err
+
+
+def test_ctrl_c_after_the_json_was_written_marks_it_interrupted(cli, tmp_path, monkeypatch):
+    import nnspec.report.terminal
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnspec.report.terminal, "print_summary", interrupted)
+    spec = _spec(tmp_path, "property p: robustness within linf(0.01) using mads(budget=20)")
+    code, out, err = cli("check", spec, "--json", tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert code == 130 and data["interrupted"] is True and len(data["records"]) == 2

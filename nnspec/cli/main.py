@@ -264,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         returned = app(args=argv, prog_name="nnspec", standalone_mode=False)
         # without standalone mode, typer returns the code of a raised typer.Exit
         code = returned if isinstance(returned, int) else ExitCode.OK
+        if code == ExitCode.INTERRUPTED:  # typer returns Ctrl-C as 130 without a word
+            err_console.print("interrupted; finished results were kept", markup=False)
     except typer.Exit as done:
         code = done.exit_code
+        if code == ExitCode.INTERRUPTED:
+            err_console.print("interrupted; finished results were kept", markup=False)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted; finished results were kept", markup=False)
         code = ExitCode.INTERRUPTED
