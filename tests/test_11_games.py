@@ -223,7 +223,7 @@ def test_game_backend_brackets_the_exact_distance_from_a_spec(seed):
     for i, r in enumerate(records):
         exact = min_distance(layers_of(net), x[i].numpy(), r.label, None, "l1", max_radius=1.5).distance
         lower, upper = r.bounds["lower"], r.bounds["upper"]
-        assert lower is not None and r.bounds["lower_method"].startswith(("s(x)/L", "interval bound", "Theorem 1"))
+        assert lower is not None and r.bounds["lower_method"].startswith(("s(x)/L", "interval bound", "Theorem 1", "CROWN", "alpha-CROWN"))
         assert lower <= exact + 1e-9  # sound on the continuous ball
         if upper is not None:
             assert r.witness["confirmed"] and upper >= exact - 1e-9

@@ -33,7 +33,7 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import GAME
-from nnspec.backends.soundness import METHOD, ibp_lower
+from nnspec.backends.soundness import bound_method, proved_lower
 from nnspec.errors import SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres, ConfidenceGap
@@ -102,10 +102,12 @@ class GameBackend:
 
     def _ibp(self, task: BoundTask, model: Model, st: "_State") -> float | None:
         ctx = st.ctx
-        if ctx.norm == "l0" or not task.options["ibp"] or ctx.s0 < 0:
+        method = bound_method(task.options)
+        if ctx.norm == "l0" or method == "none" or ctx.s0 < 0:
             return None
-        r, note = ibp_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0), st.label,
-                            st.centre_out, ctx.radius, torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper))
+        r, note, st.ibp_method = proved_lower(model, task.prop.expression, task.outputs_are_logits,
+                                              torch.from_numpy(ctx.x0), st.label, st.centre_out, ctx.radius,
+                                              torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper), method=method)
         st.notes.append(note)
         return r
 
@@ -189,7 +191,7 @@ class GameBackend:
         """The sound lower bounds and the outcome."""
         if not st.wants_lower and task.options["lower"] == "astar" and st.ctx.norm == "l0":
             st.notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
-        return self._outcome(st, self._lowers(st.ctx, st.lip, st.theorem, st.ibp))
+        return self._outcome(st, self._lowers(st.ctx, st.lip, st.theorem, st.ibp, st.ibp_method))
 
     def _best_first(self, game: GridGame, budget: int, opts, seconds: float = 0.0, floor: float = 0.0):
         moves = len(game.move_arrays(np.zeros(game.n, dtype=np.int64))[1])
@@ -204,7 +206,7 @@ class GameBackend:
                         max_seconds=seconds, floor=floor, epsilon=opts["epsilon"])
         return drive(self._best_first(game, budget, opts, seconds, floor), game.evaluate)
 
-    def _lowers(self, ctx, lip, theorem, ibp) -> list[tuple[float, str, str]]:
+    def _lowers(self, ctx, lip, theorem, ibp, ibp_method=None) -> list[tuple[float, str, str]]:
         """Every lower bound of the radius that applies, as (value, method, kind): kind "proved"
         (a sound method), "vouched" (a Lipschitz constant given in the spec) or "estimate"."""
         out = []
@@ -215,7 +217,7 @@ class GameBackend:
             kind = {"sound": "proved", "given": "vouched", "estimate": "estimate"}[lip.kind]
             out.append((min(value, ctx.radius), f"{how}, L = {lip.value:.4g} ({_SOURCE[lip.kind]})", kind))
         if ibp is not None:
-            out.append((min(ibp, ctx.radius), METHOD, "proved"))
+            out.append((min(ibp, ctx.radius), ibp_method, "proved"))
         return out
 
     def _theorem1_plan(self, ctx: "_Centre", feats, lip: float, budget: int, opts, seconds: float = 0.0,
@@ -293,7 +295,7 @@ class GameBackend:
         best = min(witnesses.values(), key=lambda w: float(np.linalg.norm(w - x0, ord=_ord(norm))), default=None)
         st.upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
         st.witness = best
-        lowers = self._lowers(ctx, lip, None, st.ibp)
+        lowers = self._lowers(ctx, lip, None, st.ibp, st.ibp_method)
         st.queries += model.queries - q0
         st.seconds += time.perf_counter() - started
         return self._outcome(st, lowers)
@@ -388,7 +390,8 @@ class _State:
     witness: np.ndarray | None = None
     trace: list = field(default_factory=list)
     history: list = field(default_factory=list)  # (queries, violation) as the upper bound fell
-    ibp: float | None = None  # the radius interval bound propagation certifies
+    ibp: float | None = None  # the radius the bound engine certifies
+    ibp_method: str | None = None  # by which method (IBP, CROWN, alpha-CROWN)
     theorem: "_Grid | None" = None  # A*'s result (Theorem 1), when it ran
     stops: list = field(default_factory=list)  # why each search stopped
 

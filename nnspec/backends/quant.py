@@ -11,8 +11,9 @@ For every centre x of the task, all at once (one model call per iteration for al
 Every evaluated point in the region feeds both Q^ (the largest slope seen) and the witness tracker
 (the closest point with s < 0). The radius estimate is min(d, s(x) / Q^, closest witness); the
 closest witness's distance is an upper bound. None of that is a proof: Q^ is a sample maximum. The
-proof, where there is one: for a confidence gap on logits (or probabilities, margin 0), IBP certifies a
-box radius around each centre (``lower``; a ball inside it is proven, ``nnspec.solvers.ibp``).
+proof, where there is one: for a confidence gap on logits (or probabilities, margin 0), the bound engine
+(IBP, CROWN or alpha-CROWN, ``nnspec.bounds``) certifies a box radius around each centre (``lower``; a
+ball inside it is proven).
 L-inf regions are boxes. L1/L2 regions are handled by projection onto the ball (clipped to the
 domain, which keeps points feasible) or by the paper's augmented Lagrangian (``constraint=auglag``).
 """
@@ -27,7 +28,7 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import MADS
-from nnspec.backends.soundness import METHOD, ibp_lower
+from nnspec.backends.soundness import bound_method, proved_lower
 from nnspec.errors import SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres, ConfidenceGap
@@ -421,16 +422,16 @@ class _Quantification:
 
     # ------------------------------------------------------------------ results
 
-    def _proved_lower(self, p: int, centre_out: torch.Tensor) -> tuple[float | None, str | None]:
-        """A sound lower bound of centre p's safe radius by interval bound propagation, where s is
-        a logit margin (robustness on logits) and the network's layers allow; else (None, why)."""
+    def _proved_lower(self, p: int, centre_out: torch.Tensor) -> tuple[float | None, str | None, str | None]:
+        """A sound lower bound of centre p's safe radius from the bound engine, where s is a logit
+        margin (robustness on logits) and the graph has rules; else (None, why, None)."""
         expr = self.prop.expression
-        if not self.opts.get("ibp", True) or not isinstance(expr, ConfidenceGap) or float(self.tracker.s0[p]) < 0:
-            return None, None
-        r, note = ibp_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p], int(self.task.labels[p]),
-                            centre_out, float(self.ball.radius), self.task.lower, self.task.upper,
-                            free=self.masks[p])
-        return r, note
+        method = bound_method(self.opts)
+        if method == "none" or not isinstance(expr, ConfidenceGap) or float(self.tracker.s0[p]) < 0:
+            return None, None, None
+        return proved_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p],
+                            int(self.task.labels[p]), centre_out, float(self.ball.radius), self.task.lower,
+                            self.task.upper, free=self.masks[p], method=method)
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker
@@ -451,12 +452,12 @@ class _Quantification:
                 x = t.best_x[p].reshape(self.shape)
                 witness = Witness(x=x.tolist(), distance=float(t.best_dist[p]), s=float(t.best_s[p]),
                                   output=[], confirmed=False)
-            lower, note = self._proved_lower(p, centre_out[p])
+            lower, note, method = self._proved_lower(p, centre_out[p])
             estimate = self._estimate(p)
             if estimate is not None and lower is not None:
                 estimate = max(estimate, lower)  # below a proved bound an estimate is known to be short
             bounds = RadiusBounds(estimate=estimate, upper=_finite(float(t.best_dist[p])), lower=lower,
-                                  lower_method=None if lower is None else METHOD)
+                                  lower_method=None if lower is None else method)
             proven = witness is None and lower is not None and lower >= float(self.ball.radius)
             verdict = Verdict.VIOLATED if witness else Verdict.PROVEN if proven else Verdict.NO_VIOLATION_FOUND
             out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=(note,) if note else (), **common))

@@ -39,6 +39,8 @@ def create(name: str) -> "Backend":
     return getattr(importlib.import_module(module), attr)()
 
 
+BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "none")
+
 MADS = BackendInfo(
     name="mads",
     summary="DeepQuant: Lipschitz-metric radius estimate and witnesses by tensor-parallel MADS "
@@ -61,8 +63,9 @@ MADS = BackendInfo(
         OptionSpec("constraint", str, "project", "L1/L2 ball handling: project (exact projection) or "
                    "auglag (the paper's augmented Lagrangian)", choices=("project", "auglag")),
         OptionSpec("refine", bool, True, "move a found witness toward the centre"),
-        OptionSpec("ibp", bool, True, "a sound lower bound of the radius by interval bound propagation, for "
-                   "robustness on logits where the network's layers have interval rules"),
+        OptionSpec("bound", str, "auto", "the sound lower bound of the radius (robustness on logits): ibp, crown, "
+                   "alpha (alpha-CROWN), none, or auto (by network size)", choices=BOUND_METHODS),
+        OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
     ),
 )
 register(MADS, "nnspec.backends.quant:QuantBackend")
@@ -101,8 +104,9 @@ GAME = BackendInfo(
         OptionSpec("lipschitz_source", str, "layers", "layers: a sound constant from the network's layers "
                    "(dense/conv/pool chains); estimate: sampled gradients (bounds then only estimates)",
                    choices=("layers", "estimate")),
-        OptionSpec("ibp", bool, True, "a sound lower bound by interval bound propagation, where s is a logit "
-                   "margin and the network's layers have interval rules"),
+        OptionSpec("bound", str, "auto", "the sound lower bound of the radius where s is a logit margin: ibp, crown, "
+                   "alpha (alpha-CROWN), none, or auto (by network size)", choices=BOUND_METHODS),
+        OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
         OptionSpec("features", int, 16, "how many features Player I chooses from in maximum safe radius", minimum=1),
         OptionSpec("partition", str, "grid", "how maximum safe radius cuts the input into `features` features "
                    "for Player I: grid, saliency, superpixels or sift", choices=("grid", "saliency", "superpixels", "sift")),

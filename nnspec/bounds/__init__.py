@@ -1,0 +1,57 @@
+"""The bound engine: sound bounds over the converted model's graph, used by every backend.
+
+``graph`` reads the torch.fx graph (one rule per operator), ``engine`` computes IBP, CROWN and
+alpha-CROWN bounds of linear objectives over batches of boxes, ``radius`` turns them into
+certified radii. ``engine_for(model)`` builds the engine once per model and normalisation.
+"""
+
+from __future__ import annotations
+
+from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.graph import BoundGraph, Unsupported
+from nnspec.bounds.radius import METHODS, certified_radius, margin_objectives
+
+__all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_radius", "margin_objectives",
+           "engine_for", "choose_method"]
+
+
+def engine_for(model) -> BoundEngine:
+    """The model's bound engine (cached on the model); raises ``Unsupported`` with the reason."""
+    scale, shift = model._scale, model._shift
+    key = (_key(scale), _key(shift))
+    cache = getattr(model, "_bound_engines", None)
+    if cache is None:
+        cache = model._bound_engines = {}
+    if key not in cache:
+        try:
+            cache[key] = BoundEngine(BoundGraph.from_module(model.module, model.input_shape, scale, shift))
+        except Unsupported as err:
+            cache[key] = err
+    found = cache[key]
+    if isinstance(found, Unsupported):
+        raise found
+    return found
+
+
+def choose_method(engine: BoundEngine) -> str:
+    """The default by network size: alpha-CROWN for small networks, CROWN up to a few thousand
+    neurons per layer, IBP beyond (a CROWN pass costs one backward pass per neuron)."""
+    widest = max((_numel(engine.by_name[name].shape) for name in engine.preact), default=0)
+    if widest <= 512:
+        return "alpha"
+    if widest <= 4096:
+        return "crown"
+    return "ibp"
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _key(value):
+    if value is None or isinstance(value, float):
+        return value
+    return tuple(value.flatten().tolist())

@@ -1,0 +1,276 @@
+"""Sound bounds of linear functions of a network's outputs over input boxes: interval bound
+propagation (IBP), CROWN (backward linear relaxation) and alpha-CROWN (optimised ReLU slopes).
+
+Everything is batched: B boxes (inputs, radii or subdomains) at once, S linear objectives each
+(the rows of a property's DNF, the labels to beat). Given boxes [lo, hi] (B, *input_shape) and
+objectives C (B, S, m), ``bound`` returns lower bounds (B, S) of C @ y(x) + d over each box.
+
+CROWN (Zhang et al. 2018) runs backwards from the objective through the graph: an affine op maps
+the coefficients A to its inputs (A @ W, here by autograd's vector-Jacobian product for any affine
+op), an elementwise nonlinearity is replaced by the lower or upper line of its relaxation according
+to the sign of each coefficient, and at the input the linear function is minimised over the box in
+closed form. The relaxations need bounds of every nonlinearity's input: those come from IBP and,
+for CROWN, from a CROWN pass of their own (identity objectives), whichever is tighter.
+alpha-CROWN (Xu et al. 2021) makes the lower slope of each unstable ReLU a free parameter in [0, 1]
+per objective and maximises the bound by projected gradient ascent; every iterate is sound, the
+best one per objective is kept.
+
+Arithmetic is float64 on float64 copies of the weights. The network runs in float32; callers that
+turn a bound into a proof ask for a margin above a slack (see ``nnspec.bounds.radius``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nnspec.bounds.graph import BoundGraph, Op
+
+ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign")
+_MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
+
+
+class BoundEngine:
+    def __init__(self, graph: BoundGraph):
+        self.graph = graph
+        self.ops = graph.ops
+        self.by_name = graph.by_name
+        # the inputs of elementwise nonlinearities: where relaxations need bounds
+        self.preact = {op.inputs[0] for op in self.ops if op.kind in ELEMENTWISE}
+        self._exact = self._ibp_exact()
+
+    # ------------------------------------------------------------------ forward: intervals
+
+    def intervals(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown") -> dict[str, tuple]:
+        """Bounds (lo, hi) of every op over the boxes, (B, *shape) each."""
+        lo, hi = lo.to(torch.float64), hi.to(torch.float64)
+        bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad():
+            for op in self.ops:
+                if op.kind == "input":
+                    bounds[op.name] = (lo, hi)
+                    continue
+                l, u = self._ibp(op, bounds)
+                if method != "ibp" and op.name in self.preact and op.name not in self._exact:
+                    cl, cu = self._crown_bounds(op, bounds)
+                    l, u = torch.maximum(l, cl), torch.minimum(u, cu)
+                    u = torch.maximum(u, l)  # rounding could cross them by an ulp
+                bounds[op.name] = (l, u)
+        return bounds
+
+    def _ibp(self, op: Op, bounds) -> tuple[torch.Tensor, torch.Tensor]:
+        ins = [bounds[i] for i in op.inputs]
+        if op.kind == "affine" and not op.signs:
+            (l, u), = ins
+            c, r = (u + l) / 2, (u - l) / 2
+            c2, r2 = op.fn(c), op.abs_fn(r)
+            return c2 - r2, c2 + r2
+        if op.kind == "affine":
+            low = op.fn(*(l if s > 0 else u for (l, u), s in zip(ins, op.signs)))
+            high = op.fn(*(u if s > 0 else l for (l, u), s in zip(ins, op.signs)))
+            return low, high
+        (l, u), = ins  # elementwise and max-pooling: nondecreasing in every argument
+        return op.fn(l), op.fn(u)
+
+    def _ibp_exact(self) -> set[str]:
+        """Ops whose IBP bound is exact: reached from the input through one affine op at most,
+        and no nonlinearity (a CROWN pass there would only repeat it)."""
+        depth: dict[str, int] = {}
+        exact = set()
+        for op in self.ops:
+            if op.kind == "input":
+                depth[op.name] = 0
+                continue
+            d = max((depth[i] for i in op.inputs), default=0)
+            if op.kind == "affine" and op.signs and len(op.inputs) == 1:
+                depth[op.name] = d  # a layout change keeps exactness
+            elif op.kind == "affine" and len(op.inputs) == 1:
+                depth[op.name] = d + 1
+            else:
+                depth[op.name] = 99
+            if depth[op.name] <= 1:
+                exact.add(op.name)
+        return exact
+
+    def _crown_bounds(self, op: Op, bounds) -> tuple[torch.Tensor, torch.Tensor]:
+        """CROWN bounds of every element of op's output: lower bounds of +x and of -x."""
+        B = bounds["input"][0].shape[0]
+        n = _numel(op.shape)
+        widest = max(_numel(o.shape) for o in self.ops[: self.graph.index[op.name] + 1])
+        chunk = max(1, min(2 * n, _MEMORY // max(1, 8 * B * widest * 3)))
+        eye = torch.eye(n, dtype=torch.float64)
+        objectives = torch.cat([eye, -eye])  # (2n, n)
+        lows = []
+        for start in range(0, 2 * n, chunk):
+            c = objectives[start:start + chunk]
+            A = c[None].expand(B, -1, -1).reshape((B, c.shape[0]) + op.shape)
+            lows.append(self.backward(op.name, A, bounds))
+        low = torch.cat(lows, dim=1)  # (B, 2n)
+        return low[:, :n].reshape((B,) + op.shape), (-low[:, n:]).reshape((B,) + op.shape)
+
+    # ------------------------------------------------------------------ backward: linear relaxation
+
+    def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None) -> torch.Tensor:
+        """Lower bounds (B, S) of sum(A0 * value(start)) over the boxes, with the relaxations
+        given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``)."""
+        B, S = A0.shape[:2]
+        coeffs: dict[str, torch.Tensor] = {start: A0}
+        lower = torch.zeros(B, S, dtype=torch.float64)
+        for op in reversed(self.ops[: self.graph.index[start] + 1]):
+            a = coeffs.pop(op.name, None)
+            if a is None:
+                continue
+            if op.kind == "input":
+                l, u = bounds[op.name]
+                lower = lower + _concretise(a, l, u)
+            elif op.kind == "affine":
+                lower = lower + (a.flatten(2) * op.bias.flatten(1)[None]).sum(-1)
+                for name, g in zip(op.inputs, self._affine_back(op, a)):
+                    if g is not None:
+                        coeffs[name] = coeffs[name] + g if name in coeffs else g
+            elif op.kind in ELEMENTWISE:
+                l, u = bounds[op.inputs[0]]
+                al, bl, au, bu = relaxation(op, l, u, None if alphas is None else alphas.get(op.name))
+                pos, neg = a.clamp(min=0), a.clamp(max=0)
+                al = al if al.dim() == a.dim() else al[:, None]
+                new = pos * al + neg * au[:, None]
+                lower = lower + (pos * bl[:, None] + neg * bu[:, None]).flatten(2).sum(-1)
+                name = op.inputs[0]
+                coeffs[name] = coeffs[name] + new if name in coeffs else new
+            else:  # interval-only ops (max-pooling): concretise at their output
+                l, u = bounds[op.name]
+                lower = lower + _concretise(a, l, u)
+        return lower
+
+    def _affine_back(self, op: Op, a: torch.Tensor) -> list[torch.Tensor | None]:
+        B, S = a.shape[:2]
+        ins = [self.by_name[i].shape for i in op.inputs]
+        if op.matrix is not None and len(ins) == 1 and len(ins[0]) == 1 and len(op.shape) == 1:
+            return [a @ op.matrix]
+        flat = a.reshape((B * S,) + op.shape)
+        xs = [torch.zeros((B * S,) + s, dtype=torch.float64, requires_grad=True) for s in ins]
+        with torch.enable_grad():
+            out = op.fn(*xs)
+            grads = torch.autograd.grad(out, xs, grad_outputs=flat, create_graph=a.requires_grad, allow_unused=True)
+        return [None if g is None else g.reshape((B, S) + s) for g, s in zip(grads, ins)]
+
+    # ------------------------------------------------------------------ the public entry
+
+    def bound(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
+              method: str = "crown", alpha_steps: int = 20, lr: float = 0.25,
+              bounds: dict | None = None) -> torch.Tensor:
+        """Lower bounds (B, S) of C @ y + d over each box; ``method`` ibp | crown | alpha."""
+        lo, hi = lo.to(torch.float64), hi.to(torch.float64)
+        C = C.to(torch.float64)
+        B, S = C.shape[:2]
+        d = torch.zeros(B, S, dtype=torch.float64) if d is None else d.to(torch.float64).expand(B, S)
+        if bounds is None:
+            bounds = self.intervals(lo, hi, "ibp" if method == "ibp" else "crown")
+        out = self.graph.output
+        if method == "ibp":
+            l, u = bounds[out]
+            return _concretise(C, l.flatten(1), u.flatten(1)) + d
+        A0 = C.reshape((B, S) + self.by_name[out].shape)
+        with torch.no_grad():
+            best = self.backward(out, A0, bounds) + d
+        if method == "crown":
+            return best
+        if method != "alpha":
+            raise ValueError(f"unknown bound method {method!r}")
+        alphas = self._initial_alphas(bounds, B, S)
+        if not alphas:
+            return best
+        params = list(alphas.values())
+        optimiser = torch.optim.Adam(params, lr=lr)
+        for _ in range(alpha_steps):
+            optimiser.zero_grad()
+            value = self.backward(out, A0, bounds, alphas) + d
+            best = torch.maximum(best, value.detach())
+            if not value.requires_grad:  # the slopes do not reach the objective (e.g. behind a max-pool)
+                break
+            (-value.sum()).backward()
+            optimiser.step()
+            with torch.no_grad():
+                for name, alpha in alphas.items():
+                    alpha.clamp_(min=self.by_name[name].slope if self.by_name[name].kind == "leaky_relu" else 0.0,
+                                 max=1.0)
+        with torch.no_grad():
+            best = torch.maximum(best, self.backward(out, A0, bounds, alphas) + d)
+        return best
+
+    def _initial_alphas(self, bounds, B: int, S: int) -> dict[str, torch.Tensor]:
+        alphas = {}
+        for op in self.ops:
+            if op.kind not in ("relu", "leaky_relu"):
+                continue
+            l, u = bounds[op.inputs[0]]
+            if not bool(((l < 0) & (u > 0)).any()):
+                continue
+            low = op.slope if op.kind == "leaky_relu" else 0.0
+            init = torch.where(u > -l, 1.0, low).to(torch.float64)
+            alphas[op.name] = init[:, None].expand((B, S) + op.shape).clone().requires_grad_(True)
+        return alphas
+
+
+def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):
+    """Lines al*x + bl <= f(x) <= au*x + bu on [l, u], elementwise: (al, bl, au, bu)."""
+    kind = op.kind
+    if kind in ("relu", "leaky_relu"):
+        s = op.slope if kind == "leaky_relu" else 0.0
+        active, inactive = l >= 0, u <= 0
+        unstable = ~(active | inactive)
+        width = torch.where(unstable, u - l, torch.ones_like(u))
+        chord = (u - s * l) / width
+        au = torch.where(active, 1.0, torch.where(inactive, s, chord))
+        bu = torch.where(unstable, s * l - chord * l, 0.0)
+        if alpha is None:
+            al = torch.where(active, 1.0, torch.where(inactive, s, torch.where(u > -l, 1.0, s)))
+        else:
+            shape = (alpha.shape[0], 1) + tuple(l.shape[1:])
+            act, ina = active.reshape(shape), inactive.reshape(shape)
+            al = torch.where(act, 1.0, torch.where(ina, s, alpha))
+        return al.to(torch.float64), torch.zeros_like(l), au.to(torch.float64), bu
+    if kind == "sign":  # nondecreasing: constant bounds sign(l) <= sign(x) <= sign(u)
+        zero = torch.zeros_like(l)
+        return zero, torch.sign(l), zero, torch.sign(u)
+    if kind in ("sigmoid", "tanh"):
+        return _parallel_chord(kind, l, u)
+    raise ValueError(f"no relaxation for {kind}")  # pragma: no cover
+
+
+def _parallel_chord(kind: str, l: torch.Tensor, u: torch.Tensor):
+    """Both lines with the chord's slope k, their offsets the exact min and max of f(x) - k x on
+    [l, u]: at the ends or where f'(x) = k (closed form for sigmoid and tanh). Sound for convex,
+    concave and mixed intervals alike."""
+    f = torch.sigmoid if kind == "sigmoid" else torch.tanh
+    fl, fu = f(l), f(u)
+    width = u - l
+    mid = (l + u) / 2
+    fm = f(mid)
+    deriv = fm * (1 - fm) if kind == "sigmoid" else 1 - fm * fm
+    k = torch.where(width > 1e-9, (fu - fl) / width.clamp_min(1e-300), deriv)
+    cands = [l, u]
+    if kind == "sigmoid":
+        root = torch.sqrt((1 - 4 * k).clamp_min(0))
+        for s in ((1 + root) / 2, (1 - root) / 2):
+            s = s.clamp(1e-300, 1 - 1e-16)
+            cands.append(torch.log(s) - torch.log1p(-s))
+    else:
+        t = torch.sqrt((1 - k).clamp_min(0)).clamp(max=1 - 1e-16)
+        cands += [torch.atanh(t), -torch.atanh(t)]
+    values = [torch.where((x >= l) & (x <= u), f(x) - k * x, f(l) - k * l) for x in cands]
+    stacked = torch.stack(values)
+    slack = 1e-12 * (1 + stacked.abs().amax(0))
+    return k, stacked.amin(0) - slack, k, stacked.amax(0) + slack
+
+
+def _concretise(a: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """min over x in [l, u] of sum(a * x): a (B, S, *shape), l and u (B, *shape) -> (B, S)."""
+    a = a.flatten(2)
+    l, u = l.reshape(l.shape[0], 1, -1), u.reshape(u.shape[0], 1, -1)
+    return (a.clamp(min=0) * l + a.clamp(max=0) * u).sum(-1)
+
+
+def _numel(shape) -> int:
+    return int(math.prod(shape)) if shape else 1

@@ -1,0 +1,340 @@
+"""The converted model's torch.fx graph, seen by the bound engine: one ``Op`` per fx node that
+depends on the input, each tagged with the rule that bounds it.
+
+No second model IR: the ops call the fx graph's own submodules and functions (copied to float64),
+constants (initializers, folded subgraphs that do not depend on the input) are evaluated once, and
+every op keeps the fx node's name so that notes point at the graph. The kinds:
+
+- ``input``: the network's input (after the spec's normalisation, itself an affine op);
+- ``affine``: affine in its non-constant arguments (Linear, Conv, BatchNorm in eval mode, MatMul,
+  Gemm, Add/Sub/Mul/Div with constants, residual Add/Sub of two branches, Flatten, Reshape,
+  Transpose, Concat, Pad, Squeeze/Unsqueeze, average pooling, Neg, Identity, Dropout). Its linear
+  part is applied backwards by autograd (a vector-Jacobian product), so any padding, stride or
+  grouping is handled exactly; its interval rule is ``monotone`` (every coefficient >= 0, or
+  <= 0, per argument) or ``signed`` (centre and radius with absolute weights);
+- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``: elementwise, with linear relaxations;
+- ``maxpool``: an interval rule; backward passes concretise at its output.
+
+An operator outside these gives ``Unsupported`` naming it and its node; callers turn that into a
+note ("no bound for Softplus at node N") and no bound, never a crash or an unsound number.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+
+class Unsupported(ValueError):
+    """The graph has a node the bound engine has no sound rule for."""
+
+
+@dataclass
+class Op:
+    name: str
+    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | maxpool
+    inputs: tuple[str, ...]  # the non-constant arguments, in the order ``fn`` takes them
+    fn: Callable[..., torch.Tensor]  # float64, batched: fn(*inputs) -> output
+    shape: tuple[int, ...] = ()  # output shape without the batch dimension
+    signs: tuple[int, ...] = ()  # affine, monotone: +1 / -1 per input; empty: signed
+    abs_fn: Callable[..., torch.Tensor] | None = None  # affine, signed: the linear part with |weights|
+    slope: float = 0.0  # leaky_relu's negative slope
+    bias: torch.Tensor | None = None  # affine: fn(0, ..., 0), shape (1, *shape)
+    matrix: torch.Tensor | None = None  # affine on flat vectors, y = x @ matrix.T + bias: a fast backward path
+    users: list[str] = field(default_factory=list)
+
+
+_MONOTONE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Unflatten)
+_MONOTONE_ONNX = ("OnnxReshape", "OnnxFlatten", "OnnxTranspose", "OnnxConcat", "OnnxPadStatic",
+                  "OnnxSqueezeStaticAxes", "OnnxUnsqueezeStaticAxes", "OnnxGlobalAveragePool",
+                  "OnnxGlobalAveragePoolWithKnownInputShape")
+_MONOTONE_FUNCTIONS = (torch.flatten, torch.reshape, torch.cat, torch.concat, torch.permute, torch.transpose,
+                       torch.squeeze, torch.unsqueeze, F.pad, F.avg_pool2d, F.avg_pool1d, operator.getitem)
+_MONOTONE_METHODS = ("view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous",
+                     "__getitem__")
+
+
+class BoundGraph:
+    """The ops of a module's graph in topological order, ending in ``output``."""
+
+    def __init__(self, ops: list[Op], output: str, input_shape: tuple[int, ...]):
+        self.ops = ops
+        self.by_name = {op.name: op for op in ops}
+        self.output = output
+        self.input_shape = input_shape
+        for op in ops:
+            for i in op.inputs:
+                self.by_name[i].users.append(op.name)
+        self.index = {op.name: k for k, op in enumerate(ops)}
+
+    @property
+    def output_size(self) -> int:
+        n = 1
+        for d in self.by_name[self.output].shape:
+            n *= d
+        return n
+
+    @classmethod
+    def from_module(cls, module: nn.Module, input_shape: tuple[int, ...], scale=None, shift=None) -> "BoundGraph":
+        """Build from a (converted) module; ``scale``/``shift``: the normalisation x * scale + shift
+        applied before it. Raises ``Unsupported`` for a graph it cannot bound."""
+        gm = _graph_module(module)
+        gm = copy.deepcopy(gm).to(torch.float64).eval()
+        ops: list[Op] = [Op("input", "input", (), lambda x: x)]
+        env: dict[fx.Node, Any] = {}  # node -> op name (str wrapped in _Ref) or a constant
+        current = "input"
+        if scale is not None:
+            s = torch.as_tensor(scale, dtype=torch.float64)
+            b = torch.as_tensor(shift, dtype=torch.float64)
+            ops.append(Op("normalize", "affine", ("input",), lambda x, s=s, b=b: x * s + b,
+                          abs_fn=lambda r, s=s: r * s.abs()))
+            current = "normalize"
+        output = None
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                if any(isinstance(v, _Ref) for v in env.values()):
+                    raise Unsupported("a graph with several inputs")
+                env[node] = _Ref(current)
+            elif node.op == "get_attr":
+                env[node] = _fetch(gm, node.target).detach().to(torch.float64) \
+                    if isinstance(_fetch(gm, node.target), torch.Tensor) else _fetch(gm, node.target)
+            elif node.op == "output":
+                out = node.args[0]
+                out = out[0] if isinstance(out, (tuple, list)) else out
+                value = env[out]
+                if not isinstance(value, _Ref):
+                    raise Unsupported("the output does not depend on the input")
+                output = value.name
+            else:
+                args = fx.node.map_arg(node.args, lambda n: env[n])
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+                refs = _refs(args, kwargs)
+                call = _callable(gm, node)
+                if not refs:  # a constant subgraph: fold it
+                    env[node] = call(*args, **kwargs)
+                    continue
+                op = _classify(gm, node, call, args, kwargs, refs)
+                ops.append(op)
+                env[node] = _Ref(op.name)
+        if output is None:
+            raise Unsupported("the graph has no output")
+        graph = cls(ops, output, tuple(input_shape))
+        graph._infer_shapes()
+        return graph
+
+    def _infer_shapes(self) -> None:
+        values: dict[str, torch.Tensor] = {}
+        x = torch.zeros((1,) + self.input_shape, dtype=torch.float64)
+        with torch.no_grad():
+            for op in self.ops:
+                out = x if op.kind == "input" else op.fn(*(values[i] for i in op.inputs))
+                if not isinstance(out, torch.Tensor):
+                    raise Unsupported(f"node {op.name} does not give a tensor")
+                values[op.name] = out
+                op.shape = tuple(out.shape[1:])
+                if op.kind == "affine":
+                    op.bias = out.detach() if len(op.inputs) == 1 and op.inputs[0] == "input" else \
+                        op.fn(*(torch.zeros_like(values[i]) for i in op.inputs)).detach()
+        # a second probe with batch 3: every op must keep the batch dimension apart
+        x3 = torch.rand((3,) + self.input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        values = {}
+        with torch.no_grad():
+            for op in self.ops:
+                out = x3 if op.kind == "input" else op.fn(*(values[i] for i in op.inputs))
+                if out.shape[0] != 3 or tuple(out.shape[1:]) != op.shape:
+                    raise Unsupported(f"node {op.name} mixes the batch dimension (shape {tuple(out.shape)})")
+                values[op.name] = out
+
+
+class _Ref:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _graph_module(module: nn.Module) -> fx.GraphModule:
+    inner = module
+    for _ in range(4):  # nnspec's loading wrappers
+        kind = type(inner).__name__
+        if kind == "_Unbatched":
+            inner = inner.inner
+        elif kind in ("_VMapped", "_PerInputLoop"):
+            raise Unsupported("the graph does not take a batch dimension (evaluated per input)")
+        else:
+            break
+    if isinstance(inner, fx.GraphModule):
+        return inner
+    if isinstance(inner, torch.jit.ScriptModule):
+        raise Unsupported("a TorchScript archive has no graph the bound engine reads")
+    try:
+        return fx.symbolic_trace(inner)
+    except Exception as err:
+        raise Unsupported(f"the module cannot be traced ({type(err).__name__})") from None
+
+
+def _fetch(gm: nn.Module, target: str):
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _refs(args, kwargs) -> list[str]:
+    found: list[str] = []
+
+    def visit(v):
+        if isinstance(v, _Ref):
+            found.append(v.name)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                visit(item)
+        elif isinstance(v, dict):
+            for item in v.values():
+                visit(item)
+    visit(args)
+    visit(kwargs)
+    return found
+
+
+def _callable(gm: fx.GraphModule, node: fx.Node) -> Callable:
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)
+    if node.op == "call_function":
+        return node.target
+    if node.op == "call_method":
+        return lambda obj, *a, **k: getattr(obj, node.target)(*a, **k)
+    raise Unsupported(f"node {node.name} ({node.op})")
+
+
+def _bind(call: Callable, args, kwargs, refs: list[str]) -> Callable:
+    """fn(*tensors) calling ``call`` with the references replaced, in order, by the tensors."""
+    def fn(*tensors):
+        it = iter(tensors)
+
+        def sub(v):
+            if isinstance(v, _Ref):
+                return next(it)
+            if isinstance(v, (list, tuple)):
+                return type(v)(sub(i) for i in v)
+            if isinstance(v, dict):
+                return {k: sub(i) for k, i in v.items()}
+            return v
+        a, k = sub(args), sub(kwargs)
+        return call(*a, **k)
+    return fn
+
+
+def _name(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[str]) -> Op:
+    fn = _bind(call, args, kwargs, refs)
+    name = node.name
+    what = _name(gm, node)
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    target = node.target
+    one = len(refs) == 1
+
+    def affine(signs=(), abs_fn=None):
+        return Op(name, "affine", tuple(refs), fn, signs=tuple(signs), abs_fn=abs_fn)
+
+    # ---- elementwise nonlinearities
+    if isinstance(module, nn.ReLU) or target in (torch.relu, F.relu) or (node.op == "call_method" and target == "relu"):
+        return Op(name, "relu", tuple(refs), fn)
+    if isinstance(module, nn.LeakyReLU) or target is F.leaky_relu:
+        slope = module.negative_slope if module is not None else float(kwargs.get("negative_slope", 0.01))
+        return Op(name, "leaky_relu", tuple(refs), fn, slope=float(slope))
+    if isinstance(module, nn.Sigmoid) or target in (torch.sigmoid, F.sigmoid):
+        return Op(name, "sigmoid", tuple(refs), fn)
+    if isinstance(module, nn.Tanh) or target in (torch.tanh, F.tanh):
+        return Op(name, "tanh", tuple(refs), fn)
+    if (what == "OnnxFunction" and getattr(module, "function", None) is torch.sign) or target is torch.sign:
+        return Op(name, "sign", tuple(refs), fn)
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)) or target in (F.max_pool2d, F.max_pool1d):
+        return Op(name, "maxpool", tuple(refs), fn)
+    if what == "OnnxMaxPool":  # pragma: no cover - some onnx2torch versions
+        return Op(name, "maxpool", tuple(refs), fn)
+
+    # ---- affine operators with signed coefficients
+    if isinstance(module, nn.Linear) and one:
+        w = module.weight.detach()
+        op = affine(abs_fn=lambda r, w=w: F.linear(r, w.abs()))
+        op.matrix = w
+        return op
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and one:
+        if module.padding_mode != "zeros":
+            raise Unsupported(f"no bound for {what} with padding mode {module.padding_mode} at node {name}")
+        conv = copy.deepcopy(module)
+        conv.weight = nn.Parameter(module.weight.detach().abs(), requires_grad=False)
+        conv.bias = None
+        return affine(abs_fn=conv)
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and one:
+        scale = (module.weight if module.affine else torch.ones_like(module.running_var)) / torch.sqrt(
+            module.running_var + module.eps)
+
+        def bn_abs(r, scale=scale.detach()):
+            return r * scale.abs().view((1, -1) + (1,) * (r.dim() - 2))
+        return affine(abs_fn=bn_abs)
+    if what == "OnnxBinaryMathOperation" or target in (operator.add, operator.sub, operator.mul, operator.truediv,
+                                                        torch.add, torch.sub, torch.mul, torch.div):
+        return _binary(name, what, module, target, fn, args, refs)
+    if what == "OnnxMatMul" or target in (torch.matmul, operator.matmul):
+        if not one:
+            raise Unsupported(f"no bound for a product of two inputs ({what}) at node {name}")
+        a, b = args[0], args[1]
+        if isinstance(a, _Ref):
+            op = affine(abs_fn=lambda r, b=b: torch.matmul(r, b.abs()))
+            if isinstance(b, torch.Tensor) and b.dim() == 2:
+                op.matrix = b.T
+            return op
+        return affine(abs_fn=lambda r, a=a: torch.matmul(a.abs(), r))
+    if what == "OnnxNeg" or target in (operator.neg, torch.neg):
+        return affine(signs=(-1,))
+    if what == "OnnxGemm" and one:  # pragma: no cover - onnx2torch converts Gemm to Linear where it can
+        raise Unsupported(f"no bound for {what} at node {name}")
+
+    # ---- affine operators with coefficients >= 0 (layout, pooling by averages)
+    if isinstance(module, _MONOTONE_MODULES) or what in _MONOTONE_ONNX or target in _MONOTONE_FUNCTIONS or (
+            node.op == "call_method" and target in _MONOTONE_METHODS):
+        if what == "OnnxPadStatic" and module.mode != "constant":
+            raise Unsupported(f"no bound for {what} in mode {module.mode} at node {name}")
+        return affine(signs=(1,) * len(refs))
+    raise Unsupported(f"no bound for {what} at node {name}")
+
+
+def _binary(name, what, module, target, fn, args, refs) -> Op:
+    kind = {torch.add: "add", torch.sub: "sub", torch.mul: "mul"}.get(getattr(module, "math_op_function", None))
+    if kind is None and module is not None:
+        kind = "div"
+    if module is None:
+        kind = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub", operator.mul: "mul",
+                torch.mul: "mul", operator.truediv: "div", torch.div: "div"}[target]
+    a, b = args[0], args[1]
+    if getattr(module, "broadcast", None) == 1 and getattr(module, "axis", None) is not None:
+        raise Unsupported(f"no bound for {what} with old-style broadcast at node {name}")
+    if kind in ("add", "sub"):
+        if isinstance(a, _Ref) and isinstance(b, _Ref):
+            return Op(name, "affine", tuple(refs), fn, signs=(1, 1) if kind == "add" else (1, -1))
+        sign = -1 if (kind == "sub" and not isinstance(a, _Ref)) else 1
+        return Op(name, "affine", tuple(refs), fn, signs=(sign,))
+    if len(refs) != 1:
+        raise Unsupported(f"no bound for a product of two inputs ({what} {kind}) at node {name}")
+    if kind == "div" and not isinstance(b, torch.Tensor | float | int):
+        raise Unsupported(f"no bound for a division by an input at node {name}")
+    if kind == "div" and isinstance(b, _Ref):
+        raise Unsupported(f"no bound for a division by an input at node {name}")
+    const = b if isinstance(a, _Ref) else a
+    c = torch.as_tensor(const, dtype=torch.float64)
+    factor = c.abs() if kind == "mul" else 1.0 / c.abs()
+    return Op(name, "affine", tuple(refs), fn, abs_fn=lambda r, f=factor: r * f)

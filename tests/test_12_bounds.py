@@ -1,0 +1,349 @@
+"""The bound engine (IBP, CROWN, alpha-CROWN over the model's graph): exact where it must be, never
+above the exact value, tighter in the documented order, clear refusals where it does not apply."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nnspec.bounds import BoundEngine, BoundGraph, Unsupported, margin_objectives
+from nnspec.bounds import certified_radius as _certified
+from tests.helpers import relu_case, relu_net
+
+
+def _engine(net, shape):
+    return BoundEngine(BoundGraph.from_module(net, shape))
+
+
+def margin_lower_bounds(net, lo, hi, label, method="ibp"):
+    engine = _engine(net, tuple(lo.shape[1:]))
+    C = margin_objectives(engine.graph.output_size, label)[None].expand(lo.shape[0], -1, -1)
+    return engine.bound(lo, hi, C, method=method).min(1).values
+
+
+def certified_radius(net, shape, x0, label, radius, lower, upper, free=None, method="ibp"):
+    engine = _engine(net, shape)
+    eps = torch.finfo(next(net.parameters()).dtype).eps
+    C = margin_objectives(engine.graph.output_size, label)
+    return _certified(engine, x0, C, 0.0, radius, lower, upper, method=method, free=free, model_eps=eps)
+
+
+def _margin(net, x, label):
+    with torch.no_grad():
+        y = net(x)
+    others = y.clone()
+    others[:, label] = -math.inf
+    return y[:, label] - others.max(1).values
+
+
+def test_a_point_box_gives_the_true_margin():
+    net = relu_net((5, 12, 12, 4), seed=3)
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for label in range(4):
+        assert torch.allclose(margin_lower_bounds(net, x, x, label), _margin(net, x, label), atol=1e-12)
+
+
+def test_on_a_linear_model_the_certified_radius_is_the_analytic_one():
+    """One Linear layer: the margin's interval is exact, so the L-inf radius is s(x0) / ||w_l - w_t||_1."""
+    net = nn.Sequential(nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.0, 1.0, -0.5, 1.0]]))
+        net[0].bias.zero_()
+    x0 = torch.tensor([0.9, 0.1, 0.6, 0.2], dtype=torch.float64)  # margin 1.0, ||w0 - w1||_1 = 6
+    r = certified_radius(net, (4,), x0, 0, 1.0, torch.full((4,), -10.0), torch.full((4,), 10.0))
+    assert r == pytest.approx(1 / 6, rel=2e-3) and r <= 1 / 6
+    # a domain that clips the box: dimension 0 can fall by 0.05 only, so 1 - 0.05 - 5 r > 0 up to r = 0.19
+    lower = torch.tensor([0.85, 0.0, 0.0, 0.0], dtype=torch.float64)
+    clipped = certified_radius(net, (4,), x0, 0, 1.0, lower, torch.ones(4))
+    assert clipped == pytest.approx(0.19, rel=2e-3) and clipped <= 0.19
+
+
+@pytest.mark.parametrize("seed", [4, 5, 7, 9])
+def test_the_certified_radius_never_exceeds_the_exact_milp_radius(seed):
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 2)
+    for i in range(2):
+        label = int(net(x[i:i + 1]).argmax())
+        exact = min_distance(layers_of(net), x[i].numpy(), label, None, "linf", max_radius=1.0).distance
+        r = certified_radius(net, (4,), x[i], label, 1.0, torch.zeros(4), torch.ones(4))
+        assert 0 < r <= exact + 1e-9
+
+
+def test_conv_and_maxpool_boxes_hold_every_sampled_input():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4)).double()
+    x0 = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    label = int(net(x0).argmax())
+    r = 0.05
+    with torch.no_grad():
+        bound = margin_lower_bounds(net, x0 - r, x0 + r, label)
+    samples = x0 + r * (2 * torch.rand(2000, 1, 8, 8, dtype=torch.float64) - 1)
+    assert float(_margin(net, samples, label).min()) >= float(bound) - 1e-12
+
+
+def test_a_window_keeps_the_other_dimensions_fixed():
+    net = relu_net((4, 10, 10, 3), seed=4)
+    x0 = torch.rand(4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    label = int(net(x0[None]).argmax())
+    full = certified_radius(net, (4,), x0, label, 1.0, torch.zeros(4), torch.ones(4))
+    one = certified_radius(net, (4,), x0, label, 1.0, torch.zeros(4), torch.ones(4), free=torch.tensor([1, 0, 0, 0]))
+    assert one >= full
+
+
+def test_operators_without_a_rule_are_refused_naming_the_node():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Softplus(), nn.Linear(3, 2)).double()
+    with pytest.raises(Unsupported, match="no bound for Softplus at node _1"):
+        certified_radius(net, (3,), torch.zeros(3), 0, 1.0, torch.zeros(3), torch.ones(3))
+
+
+def test_the_game_backend_reports_ibp_and_proves_where_the_box_is_certified():
+    import nnspec
+
+    net, x = relu_case(6, 2)
+    records = nnspec.check_module(net, x, "maximum safe radius within linf(0.01) using game(budget=500)",
+                                  domain=(0.0, 1.0))
+    for r in records:  # a small ball that IBP certifies whole: a proof, not only a search
+        assert r.bounds["lower"] == pytest.approx(0.01) and r.verdict == "proven"
+        assert any(n.startswith("alpha-CROWN certifies") for n in r.notes)
+    net = relu_net((4, 10, 10, 3), seed=4)  # exact L-inf radii 0.37 and 0.23 (MILP)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    records = nnspec.check_module(net, x, "maximum safe radius within linf(0.5) using game(budget=500, lower=none, "
+                                  "bound=ibp)", domain=(0.0, 1.0))
+    for r in records:  # a ball too large to certify: IBP's radius is the lower bound, no proof
+        assert 0 < r.bounds["lower"] < 0.5 and r.bounds["lower_method"] == "interval bound propagation"
+        assert r.verdict != "proven"
+
+
+def test_no_sound_bound_is_claimed_when_the_outputs_are_not_logits():
+    """The layers' Lipschitz constant and IBP both bound the logit margin; a model declared to give
+    probabilities gets neither (the game still searches for violations)."""
+    import nnspec
+
+    net = nn.Sequential(relu_net((4, 10, 3), seed=4), nn.Softmax(dim=1))
+    x = torch.rand(1, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    r = nnspec.check_module(net, x, "maximum safe radius within linf(0.5) using game(budget=800, tau=0.05)",
+                            outputs_are_logits=False, domain=(0.0, 1.0))[0]
+    assert r.bounds["lower"] is None and r.bounds["lower_method"] is None
+    assert any("not logits" in n for n in r.notes) and any("no sound bound" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 7])
+def test_the_mads_backend_proves_small_balls_and_its_lower_bound_never_exceeds_the_exact_radius(seed):
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 2)
+    small = nnspec.check_module(net, x, "robustness on logits within linf(0.001) using mads(budget=300)",
+                                domain=(0.0, 1.0))
+    assert all(r.verdict == "proven" and r.bounds["lower"] == pytest.approx(0.001) for r in small)
+    large = nnspec.check_module(net, x, "robustness on logits within linf(1) using mads(budget=2000)",
+                                domain=(0.0, 1.0))
+    for i, r in enumerate(large):
+        exact = min_distance(layers_of(net), x[i].numpy(), r.label, None, "linf", max_radius=1.0).distance
+        assert 0 < r.bounds["lower"] <= exact + 1e-9
+        assert r.bounds["lower_method"] == "alpha-CROWN"
+        assert r.verdict == "violated" and r.bounds["lower"] <= r.bounds["upper"]
+        assert r.bounds["estimate"] >= r.bounds["lower"]  # an estimate below a proof is raised to it
+
+
+def test_a_probability_gap_with_a_margin_and_other_conditions_get_no_interval_bound():
+    """With margin 0 a probability gap fails exactly where the logit margin does (softmax keeps the
+    order), so IBP applies; with a margin, or for other conditions, it does not."""
+    import nnspec
+
+    net, x = relu_case(4, 1)
+    r = nnspec.check_module(net, x, "robustness within linf(0.001) using mads(budget=300)", domain=(0.0, 1.0))[0]
+    assert r.verdict == "proven"
+    for cond in ("robustness margin 0.1", "uncertainty kl > 0.01", "reachability prob(1) < 0.99"):
+        r = nnspec.check_module(net, x, f"{cond} within linf(0.001) using mads(budget=300)", domain=(0.0, 1.0))[0]
+        assert r.bounds["lower"] is None and r.verdict != "proven"
+
+
+def test_a_margin_within_float32_rounding_is_not_certified():
+    """The proof is over float64 arithmetic on the weights; the model runs in float32, so a margin
+    smaller than its rounding proves nothing."""
+    net = nn.Sequential(nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        net[0].bias.zero_()
+    x0 = torch.tensor([0.5 + 1e-7, 0.5])  # margin 1e-7: below float32's resolution at this scale
+    assert certified_radius(net, (2,), x0, 0, 0.1, torch.zeros(2), torch.ones(2)) == 0.0
+    wide = torch.tensor([0.6, 0.5])  # margin 0.1: the radius is 0.05, less a hair
+    assert certified_radius(net, (2,), wide, 0, 0.1, torch.zeros(2), torch.ones(2)) == pytest.approx(0.05, rel=2e-3)
+
+
+def test_an_interval_rule_that_fails_on_the_network_leaves_no_bound_and_no_crash(monkeypatch):
+    import nnspec
+    from nnspec.backends import soundness
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x7 and 6x3)")
+    monkeypatch.setattr(soundness, "certified_radius", broken)
+    net, x = relu_case(4, 1)
+    r = nnspec.check_module(net, x, "robustness on logits within linf(0.01) using mads(budget=300)", domain=(0.0, 1.0))[0]
+    assert r.bounds["lower"] is None and r.verdict != "proven"
+    assert any(n.startswith("no sound bound (mat1 and mat2 shapes") for n in r.notes)
+
+
+# ---------------------------------------------------------------- the engine against known answers
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(st.integers(0, 10_000), st.sampled_from([(4, 10, 10, 3), (3, 8, 3), (5, 12, 8, 4)]))
+def test_every_method_stays_below_the_exact_milp_radius_and_alpha_never_loses_to_crown(seed, sizes):
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1, sizes)
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    radii = {m: certified_radius(net, (sizes[0],), x[0], label, 1.0, torch.zeros(sizes[0]), torch.ones(sizes[0]),
+                                 method=m) for m in ("ibp", "crown", "alpha")}
+    for m, r in radii.items():
+        assert r <= exact + 1e-9, (m, r, exact)
+    assert radii["alpha"] >= radii["crown"] * (1 - 2e-3)  # the bisection's resolution
+    lo, hi = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)
+    crown = margin_lower_bounds(net, lo, hi, label, "crown")
+    assert margin_lower_bounds(net, lo, hi, label, "alpha") >= crown - 1e-12
+
+
+def test_crown_is_far_tighter_than_ibp_on_relu_nets():
+    """The reason for linear relaxations: on small random MLPs CROWN's certified radius is a
+    multiple of IBP's (and both stay below the exact one, tested above)."""
+    ratios = []
+    for seed in range(6):
+        net, x = relu_case(seed, 1, (4, 16, 16, 3))
+        label = int(net(x).argmax())
+        ibp = certified_radius(net, (4,), x[0], label, 1.0, torch.zeros(4), torch.ones(4), method="ibp")
+        crown = certified_radius(net, (4,), x[0], label, 1.0, torch.zeros(4), torch.ones(4), method="crown")
+        ratios.append(crown / max(ibp, 1e-12))
+    assert sorted(ratios)[len(ratios) // 2] > 1.5
+
+
+def test_on_a_linear_model_crown_is_exact():
+    net = nn.Sequential(nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.0, 1.0, -0.5, 1.0]]))
+        net[0].bias.zero_()
+    x0 = torch.tensor([0.9, 0.1, 0.6, 0.2], dtype=torch.float64)
+    for method in ("crown", "alpha"):
+        r = certified_radius(net, (4,), x0, 0, 1.0, torch.full((4,), -10.0), torch.full((4,), 10.0), method=method)
+        assert r == pytest.approx(1 / 6, rel=2e-3) and r <= 1 / 6
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        r = h + self.block(h)  # a residual Add of two branches
+        return self.out(torch.cat([r, -h], dim=1))
+
+
+def _conv_net():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1),
+                         nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Sigmoid(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(4, 5))
+
+
+@pytest.mark.parametrize("build, shape", [
+    (_conv_net, (1, 8, 8)), (_Residual, (6,)),
+    (lambda: nn.Sequential(nn.Linear(5, 10), nn.Tanh(), nn.Linear(10, 10), nn.Sigmoid(), nn.Linear(10, 4)), (5,)),
+])
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha"])
+def test_bounds_hold_for_every_sampled_input_on_many_operators(build, shape, method):
+    torch.manual_seed(1)
+    net = build().double().eval()
+    for m in net.modules():  # non-trivial batch-norm statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x0 = torch.rand((2,) + shape, dtype=torch.float64)
+    with torch.no_grad():
+        labels = net(x0).argmax(1)
+    for i in range(2):
+        r = 0.08
+        lo, hi = x0[i:i + 1] - r, x0[i:i + 1] + r
+        bound = float(margin_lower_bounds(net, lo, hi, int(labels[i]), method))
+        samples = x0[i:i + 1] + r * (2 * torch.rand((4000,) + shape, dtype=torch.float64) - 1)
+        corners = x0[i:i + 1] + r * torch.sign(torch.randn((2000,) + shape, dtype=torch.float64))
+        worst = float(_margin(net, torch.cat([samples, corners]), int(labels[i])).min())
+        assert bound <= worst + 1e-9, (method, bound, worst)
+
+
+def test_sign_activations_get_sound_constant_bounds():
+    net = nn.Sequential(nn.Linear(4, 6), _Sign(), nn.Linear(6, 3)).double()
+    torch.manual_seed(0)
+    x0 = torch.rand(1, 4, dtype=torch.float64)
+    label = int(net(x0).argmax())
+    for r in (0.0, 0.01, 0.3):
+        bound = float(margin_lower_bounds(net, x0 - r, x0 + r, label, "crown"))
+        samples = x0 + r * (2 * torch.rand(3000, 4, dtype=torch.float64) - 1)
+        assert bound <= float(_margin(net, samples, label).min()) + 1e-12
+
+
+class _Sign(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
+def _onnx_param_free(path):
+    """An ACAS-Xu-like graph: Sub of an initializer, MatMul and Add with initializers, no parameters."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(1, 5)).astype(np.float32) * 0.1, "mean"),
+             numpy_helper.from_array(rng.normal(size=(5, 12)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.normal(size=(12,)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(size=(12, 5)).astype(np.float32), "W2"),
+             numpy_helper.from_array(rng.normal(size=(5,)).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("MatMul", ["c", "W1"], ["m1"]),
+             helper.make_node("Add", ["m1", "b1"], ["a1"]), helper.make_node("Relu", ["a1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "W2"], ["m2"]), helper.make_node("Add", ["m2", "b2"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_a_parameter_free_converted_module_is_bounded_not_crashed(tmp_path):
+    """The ACAS Xu crash (StopIteration from next(module.parameters())): initializers are buffers."""
+    import nnspec
+    from nnspec.models.loading import load_model
+
+    _onnx_param_free(tmp_path / "acas_like.onnx")
+    model = load_model(tmp_path / "acas_like.onnx")
+    assert not list(model.module.parameters())
+    x = torch.rand(2, 5, generator=torch.Generator().manual_seed(0))
+    records = nnspec.check_module(model, x, "robustness on logits within linf(0.001) using mads(budget=200)",
+                                  domain=(-1.0, 2.0))
+    for r in records:
+        assert r.bounds["lower"] is not None and r.bounds["lower_method"] == "alpha-CROWN"
+        assert r.verdict == "proven"
+
+
+def test_the_real_acas_xu_network_gets_a_bound(data_root):
+    from nnspec.bounds import certified_radius as certify
+    from nnspec.bounds import choose_method, engine_for
+    from nnspec.models.loading import load_model
+
+    model = load_model(data_root / "vnncomp2022" / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx")
+    engine = engine_for(model)
+    x0 = torch.tensor([0.2, 0.0, 0.0, 0.3, 0.2], dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x0.float().reshape((1,) + model.input_shape))[0]
+    label = int(out.argmax())
+    r = certify(engine, x0, margin_objectives(5, label), 0.0, 0.1, torch.full((5,), -1.0), torch.full((5,), 1.0),
+                method=choose_method(engine))
+    assert r > 0
