@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, data_root  # noqa: E402
 from nnspec.backends.quant import QuantBackend  # noqa: E402
 from nnspec.models.loading import load_model  # noqa: E402
-from nnspec.solvers.ibp import certified_radius  # noqa: E402
+from nnspec.bounds import certified_radius, engine_for, margin_objectives  # noqa: E402
 from tests.helpers import gap, prop, task  # noqa: E402
 
 
@@ -49,7 +49,8 @@ def main() -> None:
         t0 = time.perf_counter()
         n = x[0].numel()
         for i in range(len(x)):
-            certified_radius(model.module, model.input_shape, x[i], int(labels[i]), 0.05, torch.zeros(n), torch.ones(n))
+            certified_radius(engine_for(model), x[i], margin_objectives(model.n_outputs, int(labels[i])), 0.0, 0.05,
+                             torch.zeros(n), torch.ones(n), method="ibp")
         ibp = time.perf_counter() - t0
         print(f"| {name} | {len(x)} | {budget} | {wall:.2f} | {model.seconds:.2f} | {1 - model.seconds / wall:.1%} "
               f"| {ibp:.2f} |")

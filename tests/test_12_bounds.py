@@ -108,7 +108,7 @@ def test_the_game_backend_reports_ibp_and_proves_where_the_box_is_certified():
                                   domain=(0.0, 1.0))
     for r in records:  # a small ball that IBP certifies whole: a proof, not only a search
         assert r.bounds["lower"] == pytest.approx(0.01) and r.verdict == "proven"
-        assert any(n.startswith("alpha-CROWN certifies") for n in r.notes)
+        assert any(n.startswith("CROWN certifies") for n in r.notes)
     net = relu_net((4, 10, 10, 3), seed=4)  # exact L-inf radii 0.37 and 0.23 (MILP)
     x = torch.rand(2, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     records = nnspec.check_module(net, x, "maximum safe radius within linf(0.5) using game(budget=500, lower=none, "
@@ -145,7 +145,7 @@ def test_the_mads_backend_proves_small_balls_and_its_lower_bound_never_exceeds_t
     for i, r in enumerate(large):
         exact = min_distance(layers_of(net), x[i].numpy(), r.label, None, "linf", max_radius=1.0).distance
         assert 0 < r.bounds["lower"] <= exact + 1e-9
-        assert r.bounds["lower_method"] == "alpha-CROWN"
+        assert r.bounds["lower_method"] == "CROWN"
         assert r.verdict == "violated" and r.bounds["lower"] <= r.bounds["upper"]
         assert r.bounds["estimate"] >= r.bounds["lower"]  # an estimate below a proof is raised to it
 
@@ -329,7 +329,7 @@ def test_a_parameter_free_converted_module_is_bounded_not_crashed(tmp_path):
     records = nnspec.check_module(model, x, "robustness on logits within linf(0.001) using mads(budget=200)",
                                   domain=(-1.0, 2.0))
     for r in records:
-        assert r.bounds["lower"] is not None and r.bounds["lower_method"] == "alpha-CROWN"
+        assert r.bounds["lower"] is not None and r.bounds["lower_method"] == "CROWN"
         assert r.verdict == "proven"
 
 

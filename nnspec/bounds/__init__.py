@@ -34,14 +34,12 @@ def engine_for(model) -> BoundEngine:
 
 
 def choose_method(engine: BoundEngine) -> str:
-    """The default by network size: alpha-CROWN for small networks, CROWN up to a few thousand
-    neurons per layer, IBP beyond (a CROWN pass costs one backward pass per neuron)."""
+    """The default by network size: CROWN up to a few thousand neurons per layer (a CROWN pass
+    costs one backward pass per neuron of each layer it bounds), IBP beyond. alpha-CROWN costs
+    20-40 CROWN passes for a few per cent on the networks measured (docs/benchmarks.md): asked for
+    by name (``bound=alpha``), not by default."""
     widest = max((_numel(engine.by_name[name].shape) for name in engine.preact), default=0)
-    if widest <= 512:
-        return "alpha"
-    if widest <= 4096:
-        return "crown"
-    return "ibp"
+    return "crown" if widest <= 4096 else "ibp"
 
 
 def _numel(shape) -> int:

@@ -29,6 +29,7 @@ from nnspec.bounds.graph import BoundGraph, Op
 
 ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
+_JOINT_ALPHA_LIMIT = 4_000_000  # slope parameters, beyond which only the final objective's are optimised
 
 
 class BoundEngine:
@@ -178,7 +179,9 @@ class BoundEngine:
             return best
         if method != "alpha":
             raise ValueError(f"unknown bound method {method!r}")
-        alphas = self._initial_alphas(bounds, B, S)
+        if self._joint_alpha_size(B) <= _JOINT_ALPHA_LIMIT:
+            return self._alpha_joint(lo, hi, A0, d, bounds, best, alpha_steps, lr)
+        alphas = self._initial_alphas(bounds, B, S, out)
         if not alphas:
             return best
         params = list(alphas.values())
@@ -191,17 +194,78 @@ class BoundEngine:
                 break
             (-value.sum()).backward()
             optimiser.step()
-            with torch.no_grad():
-                for name, alpha in alphas.items():
-                    alpha.clamp_(min=self.by_name[name].slope if self.by_name[name].kind == "leaky_relu" else 0.0,
-                                 max=1.0)
+            self._clamp(alphas)
         with torch.no_grad():
             best = torch.maximum(best, self.backward(out, A0, bounds, alphas) + d)
         return best
 
-    def _initial_alphas(self, bounds, B: int, S: int) -> dict[str, torch.Tensor]:
+    # ------------------------------------------------------------------ alpha-CROWN with intermediate slopes
+
+    def _crown_starts(self) -> list[str]:
+        return [op.name for op in self.ops if op.name in self.preact and op.name not in self._exact]
+
+    def _joint_alpha_size(self, B: int) -> int:
+        """Slope parameters that optimising every intermediate bound too would need."""
+        total = 0
+        for start in self._crown_starts():
+            k = self.graph.index[start]
+            relus = sum(_numel(o.shape) for o in self.ops[:k] if o.kind in ("relu", "leaky_relu"))
+            total += 2 * _numel(self.by_name[start].shape) * relus
+        return B * total
+
+    def _alpha_joint(self, lo, hi, A0, d, base, best, steps: int, lr: float) -> torch.Tensor:
+        """alpha-CROWN proper: every intermediate bound gets its own slopes, all optimised together
+        for the final objective; intermediate bounds are recomputed (and intersected with the
+        CROWN ones, all sound) in every iteration."""
+        B, S = A0.shape[:2]
+        out = self.graph.output
+        starts = self._crown_starts()
+        params = {start: self._initial_alphas(base, B, 2 * _numel(self.by_name[start].shape), start)
+                  for start in starts}
+        params[out] = self._initial_alphas(base, B, S, out)
+        tensors = [a for group in params.values() for a in group.values()]
+        if not tensors:
+            return best
+        optimiser = torch.optim.Adam(tensors, lr=lr)
+        for _ in range(steps + 1):
+            optimiser.zero_grad()
+            bounds = self._tightened(lo, hi, base, params)
+            value = self.backward(out, A0, bounds, params[out]) + d
+            best = torch.maximum(best, value.detach())
+            if not value.requires_grad:
+                break
+            (-value.sum()).backward()
+            optimiser.step()
+            for group in params.values():
+                self._clamp(group)
+        return best
+
+    def _tightened(self, lo, hi, base, params) -> dict[str, tuple]:
+        bounds: dict[str, tuple] = {"input": base["input"]}
+        for op in self.ops[1:]:
+            l0, u0 = base[op.name]
+            l, u = self._ibp(op, bounds)
+            l, u = torch.maximum(l, l0), torch.minimum(u, u0)
+            if op.name in params and op.name != self.graph.output:
+                n = _numel(op.shape)
+                eye = torch.eye(n, dtype=torch.float64)
+                A = torch.cat([eye, -eye])[None].expand(lo.shape[0], -1, -1).reshape((lo.shape[0], 2 * n) + op.shape)
+                low = self.backward(op.name, A, bounds, params[op.name])
+                l = torch.maximum(l, low[:, :n].reshape(l.shape))
+                u = torch.minimum(u, -low[:, n:].reshape(u.shape))
+            bounds[op.name] = (l, torch.maximum(u, l))
+        return bounds
+
+    def _clamp(self, alphas: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, alpha in alphas.items():
+                op = self.by_name[name]
+                alpha.clamp_(min=op.slope if op.kind == "leaky_relu" else 0.0, max=1.0)
+
+    def _initial_alphas(self, bounds, B: int, S: int, start: str) -> dict[str, torch.Tensor]:
+        """CROWN's slopes as the starting point, for the ReLUs that a pass from ``start`` crosses."""
         alphas = {}
-        for op in self.ops:
+        for op in self.ops[: self.graph.index[start]]:
             if op.kind not in ("relu", "leaky_relu"):
                 continue
             l, u = bounds[op.inputs[0]]
