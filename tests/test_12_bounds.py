@@ -347,3 +347,82 @@ def test_the_real_acas_xu_network_gets_a_bound(data_root):
     r = certify(engine, x0, margin_objectives(5, label), 0.0, 0.1, torch.full((5,), -1.0), torch.full((5,), 1.0),
                 method=choose_method(engine))
     assert r > 0
+
+
+# ---------------------------------------------------------------- branch and bound
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_branch_and_bound_closes_most_of_the_gap_and_stays_below_the_exact_radius(seed):
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1, (4, 12, 12, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    crown = certified_radius(net, (4,), x[0], label, 1.0, torch.zeros(4), torch.ones(4), method="crown")
+    engine = _engine(net, (4,))
+    bab = _certified(engine, x[0], margin_objectives(3, label), 0.0, 1.0, torch.zeros(4), torch.ones(4),
+                     method="bab", time_limit=3.0, model_eps=torch.finfo(torch.float64).eps)
+    assert crown * (1 - 1e-9) <= bab <= exact + 1e-9
+    assert bab >= 0.97 * min(exact, 1.0)  # 4 inputs: input splitting gets close to the exact radius
+
+
+@pytest.mark.parametrize("mode", ["relu", "input"])
+def test_branch_and_bound_never_proves_a_false_property_and_proves_a_true_one(mode):
+    from nnspec.bounds.bab import verify
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(5, 1, (4, 12, 12, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    engine = _engine(net, (4,))
+    C = margin_objectives(3, label)
+    outside = verify(engine, (x[0] - 1.05 * exact).clamp(0, 1), (x[0] + 1.05 * exact).clamp(0, 1), C,
+                     time_limit=2.0, mode=mode)
+    assert not outside.proven and outside.lower <= 0
+    inside = verify(engine, (x[0] - 0.9 * exact).clamp(0, 1), (x[0] + 0.9 * exact).clamp(0, 1), C,
+                    time_limit=20.0, mode=mode)
+    assert inside.proven and inside.stop == "proven"
+
+
+def test_relu_splits_fold_into_the_bounds_and_empty_subdomains_are_detected():
+    net, x = relu_case(7, 1, (4, 6, 3))
+    engine = _engine(net, (4,))
+    lo, hi = (x - 0.3).clamp(0, 1), (x + 0.3).clamp(0, 1)
+    pre = engine.ops[engine.graph.index[next(o.name for o in engine.ops if o.kind == "relu")]].inputs[0]
+    free = engine.intervals(lo, hi)[pre]
+    unstable = ((free[0] < 0) & (free[1] > 0)).flatten().nonzero().flatten()
+    assert len(unstable) > 0
+    j = int(unstable[0])
+    for sign in (1, -1):
+        split = torch.zeros((1,) + engine.by_name[pre].shape, dtype=torch.int8)
+        split.view(-1)[j] = sign
+        l, u = engine.intervals(lo, hi, splits={pre: split})[pre]
+        assert (l.view(-1)[j] >= 0) if sign > 0 else (u.view(-1)[j] <= 0)
+
+
+def test_specs_choose_the_bound_method_and_milp_gives_the_exact_radius():
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(9, 2, (4, 10, 10, 3))
+    base = "robustness on logits within linf(1) using mads(budget=300, bound={}, bound_time=2)"
+    got = {m: nnspec.check_module(net, x, base.format(m), domain=(0.0, 1.0)) for m in ("ibp", "crown", "bab", "milp")}
+    for i in range(2):
+        label = got["milp"][i].label
+        exact = min(1.0, min_distance(layers_of(net), x[i].numpy(), label, None, "linf", max_radius=1.0).distance)
+        lows = {m: recs[i].bounds["lower"] for m, recs in got.items()}
+        assert lows["milp"] == pytest.approx(exact, rel=1e-5) and lows["milp"] <= exact
+        assert lows["ibp"] <= lows["crown"] * (1 + 2e-3) and lows["crown"] <= lows["bab"] * (1 + 1e-9) <= exact + 1e-9
+        assert got["milp"][i].bounds["lower_method"] == "MILP"
+        assert got["bab"][i].bounds["lower_method"] == "branch and bound"
+
+
+def test_milp_mode_refuses_networks_that_are_not_relu_chains():
+    from nnspec.bounds.exact import chain_layers
+
+    engine = _engine(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double(), (4,))
+    with pytest.raises(Unsupported, match="ReLU networks"):
+        chain_layers(engine)
+    layers, pre = chain_layers(_engine(nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)).double(),
+                                       (2, 2)))
+    assert [w.shape for w, _ in layers] == [(5, 4), (2, 5)] and len(pre) == 1

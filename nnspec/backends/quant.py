@@ -429,9 +429,12 @@ class _Quantification:
         method = bound_method(self.opts)
         if method == "none" or not isinstance(expr, ConfidenceGap) or float(self.tracker.s0[p]) < 0:
             return None, None, None
+        best = float(self.tracker.best_dist[p])
         return proved_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p],
                             int(self.task.labels[p]), centre_out, float(self.ball.radius), self.task.lower,
-                            self.task.upper, free=self.masks[p], method=method)
+                            self.task.upper, free=self.masks[p], method=method,
+                            time_limit=float(self.opts.get("bound_time", 10.0)),
+                            known_upper=best if math.isfinite(best) else None)
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker

@@ -39,7 +39,9 @@ def create(name: str) -> "Backend":
     return getattr(importlib.import_module(module), attr)()
 
 
-BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "none")
+BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "bab", "milp", "none")
+BOUND_DOC = ("the sound lower bound of the radius where s is a logit margin: ibp, crown, alpha (alpha-CROWN), "
+             "bab (branch and bound), milp (exact, small ReLU networks), none, or auto (by network size)")
 
 MADS = BackendInfo(
     name="mads",
@@ -63,8 +65,8 @@ MADS = BackendInfo(
         OptionSpec("constraint", str, "project", "L1/L2 ball handling: project (exact projection) or "
                    "auglag (the paper's augmented Lagrangian)", choices=("project", "auglag")),
         OptionSpec("refine", bool, True, "move a found witness toward the centre"),
-        OptionSpec("bound", str, "auto", "the sound lower bound of the radius (robustness on logits): ibp, crown, "
-                   "alpha (alpha-CROWN), none, or auto (by network size)", choices=BOUND_METHODS),
+        OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
+        OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
     ),
 )
@@ -104,8 +106,8 @@ GAME = BackendInfo(
         OptionSpec("lipschitz_source", str, "layers", "layers: a sound constant from the network's layers "
                    "(dense/conv/pool chains); estimate: sampled gradients (bounds then only estimates)",
                    choices=("layers", "estimate")),
-        OptionSpec("bound", str, "auto", "the sound lower bound of the radius where s is a logit margin: ibp, crown, "
-                   "alpha (alpha-CROWN), none, or auto (by network size)", choices=BOUND_METHODS),
+        OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
+        OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
         OptionSpec("features", int, 16, "how many features Player I chooses from in maximum safe radius", minimum=1),
         OptionSpec("partition", str, "grid", "how maximum safe radius cuts the input into `features` features "

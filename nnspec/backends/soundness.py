@@ -27,8 +27,11 @@ def bound_method(options: dict) -> str:
 
 def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor, label: int, centre_out: torch.Tensor,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
-                 method: str = "auto") -> tuple[float | None, str, str | None]:
-    """(certified radius, note, the method's name), or (None, why not, None)."""
+                 method: str = "auto", time_limit: float = 10.0,
+                 known_upper: float | None = None) -> tuple[float | None, str, str | None]:
+    """(certified radius, note, the method's name), or (None, why not, None). ``bab`` and
+    ``milp`` run for at most ``time_limit`` seconds (anytime); ``known_upper``: the distance of a
+    confirmed violation, which bounds their search."""
     if not (isinstance(expr, ConfidenceGap) and outputs_are_logits
             and (expr.reading == "logits" or expr.margin == 0)):
         return None, "no sound bound: the bound engine covers confidence gaps on logits (or on probabilities " \
@@ -38,11 +41,33 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         engine = engine_for(model)
         if method == "auto":
             method = choose_method(engine)
+        if method == "milp":
+            return _milp(engine, x0, label, target, expr.margin, radius, lower, upper, free, time_limit, known_upper)
         r = certified_radius(engine, x0.reshape(-1), margin_objectives(model.n_outputs, label, target), expr.margin,
-                             radius, lower, upper, method=method, free=free, model_eps=torch.finfo(model.dtype).eps)
+                             radius, lower, upper, method=method, free=free, model_eps=torch.finfo(model.dtype).eps,
+                             time_limit=time_limit, known_upper=known_upper)
     except Unsupported as err:
         return None, f"no sound bound ({err})", None
     except (ValueError, RuntimeError) as err:  # shapes the graph view cannot follow: no bound, no crash
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
     return r, f"{name} certifies a box of radius {r:.4g} around the centre", name
+
+
+MILP_TOLERANCE = 1e-6  # relative: HiGHS's optimum is exact up to its feasibility tolerances
+
+
+def _milp(engine, x0, label, target, margin, radius, lower, upper, free, time_limit, known_upper):
+    from nnspec.bounds.exact import milp_radius
+
+    bound = radius if known_upper is None else min(radius, known_upper * (1 + 1e-6) + 1e-9)
+    result = milp_radius(engine, x0, label, target, bound, lower, upper, threshold=margin, free=free,
+                         time_limit=time_limit)
+    if result.status == "infeasible":
+        r = bound if bound >= radius else bound * (1 - MILP_TOLERANCE)
+        return r, f"MILP: no violation within {bound:.4g}", "MILP"
+    r = max(0.0, result.lower * (1 - MILP_TOLERANCE))
+    if result.status == "optimal":
+        return r, f"MILP: the closest violation is at {result.distance:.6g} (exact)", "MILP"
+    return r, f"MILP stopped after {time_limit:g} s: the closest violation is between {result.lower:.4g} and " \
+              f"{result.distance:.4g}", "MILP"

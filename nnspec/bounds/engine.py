@@ -43,8 +43,12 @@ class BoundEngine:
 
     # ------------------------------------------------------------------ forward: intervals
 
-    def intervals(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown") -> dict[str, tuple]:
-        """Bounds (lo, hi) of every op over the boxes, (B, *shape) each."""
+    def intervals(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
+                  splits: dict[str, torch.Tensor] | None = None) -> dict[str, tuple]:
+        """Bounds (lo, hi) of every op over the boxes, (B, *shape) each. ``splits``: per
+        nonlinearity input, (B, *shape) with +1 (the neuron is >= 0 in this subdomain), -1 (<= 0)
+        or 0 (free), as branch and bound fixes them; the bounds then hold on the subdomain only,
+        and a subdomain whose splits contradict its bounds has lo > hi somewhere (it is empty)."""
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
@@ -57,6 +61,10 @@ class BoundEngine:
                     cl, cu = self._crown_bounds(op, bounds)
                     l, u = torch.maximum(l, cl), torch.minimum(u, cu)
                     u = torch.maximum(u, l)  # rounding could cross them by an ulp
+                if splits is not None and op.name in splits:
+                    split = splits[op.name]
+                    l = torch.where(split > 0, l.clamp(min=0), l)
+                    u = torch.where(split < 0, u.clamp(max=0), u)
                 bounds[op.name] = (l, u)
         return bounds
 
@@ -112,9 +120,12 @@ class BoundEngine:
 
     # ------------------------------------------------------------------ backward: linear relaxation
 
-    def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None) -> torch.Tensor:
+    def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None,
+                 record: dict | None = None) -> torch.Tensor:
         """Lower bounds (B, S) of sum(A0 * value(start)) over the boxes, with the relaxations
-        given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``)."""
+        given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``).
+        ``record``: filled with the coefficients reaching each nonlinearity and the input (for
+        branching heuristics)."""
         B, S = A0.shape[:2]
         coeffs: dict[str, torch.Tensor] = {start: A0}
         lower = torch.zeros(B, S, dtype=torch.float64)
@@ -122,6 +133,8 @@ class BoundEngine:
             a = coeffs.pop(op.name, None)
             if a is None:
                 continue
+            if record is not None and (op.kind == "input" or op.kind in ELEMENTWISE):
+                record[op.name] = a.detach()
             if op.kind == "input":
                 l, u = bounds[op.name]
                 lower = lower + _concretise(a, l, u)

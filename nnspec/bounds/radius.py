@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import torch
 
+import time
+
 from nnspec.bounds.engine import BoundEngine
 
-METHODS = {"ibp": "interval bound propagation", "crown": "CROWN", "alpha": "alpha-CROWN"}
+METHODS = {"ibp": "interval bound propagation", "crown": "CROWN", "alpha": "alpha-CROWN", "bab": "branch and bound",
+           "milp": "MILP"}
 
 
 def margin_objectives(n_outputs: int, label: int, target: int | None = None) -> torch.Tensor:
@@ -32,10 +35,15 @@ def margin_objectives(n_outputs: int, label: int, target: int | None = None) -> 
 def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, threshold: float, radius: float,
                      lower: torch.Tensor, upper: torch.Tensor, *, method: str = "crown",
                      free: torch.Tensor | None = None, model_eps: float = 2.0 ** -23, rounds: int = 4,
-                     points: int = 8) -> float:
+                     points: int = 8, time_limit: float = 10.0, known_upper: float | None = None) -> float:
     """The largest r in [0, radius] (to about 7/points**rounds of itself) whose box around ``x0``
     (clipped to [lower, upper]; only the ``free`` dimensions move) ``method`` proves to keep every
-    objective C @ y above ``threshold``; 0 if none."""
+    objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first, then a bisection
+    whose every step is a branch-and-bound proof, until ``time_limit`` seconds (anytime: the best
+    radius proved so far); ``known_upper`` (a confirmed violation's distance) bounds it above."""
+    if method == "bab":
+        return _bab_radius(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
+                           time_limit=time_limit, known_upper=known_upper)
     shape = (-1,) + tuple(engine.graph.input_shape)
     x0 = x0.double().reshape(1, -1)
     lower, upper = lower.double().reshape(1, -1).expand_as(x0), upper.double().reshape(1, -1).expand_as(x0)
@@ -70,4 +78,41 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
             return float(rs[-1])
         first_bad = int((~ok).nonzero()[0])
         good, bad = (float(rs[first_bad - 1]) if first_bad > 0 else good), float(rs[first_bad])
+    return good
+
+
+def _box(x0, r, lower, upper, mask):
+    lo = torch.minimum(torch.maximum(x0 - r * mask, lower), x0)
+    hi = torch.maximum(torch.minimum(x0 + r * mask, upper), x0)
+    return lo, hi
+
+
+def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
+                known_upper, tolerance: float = 1e-3) -> float:
+    from nnspec.bounds.bab import verify
+
+    started = time.perf_counter()
+    good = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="crown", free=free,
+                            model_eps=model_eps)
+    if good >= radius:
+        return radius
+    bad = radius if known_upper is None else min(radius, known_upper)
+    x0 = x0.double().reshape(-1)
+    lower, upper = lower.double().reshape(-1).expand_as(x0), upper.double().reshape(-1).expand_as(x0)
+    mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
+    lo, hi = _box(x0, 0.0, lower, upper, mask)
+    centre = float(engine.bound(lo[None].reshape((1,) + tuple(engine.graph.input_shape)),
+                                hi[None].reshape((1,) + tuple(engine.graph.input_shape)), C[None].double()).min())
+    slack = 64 * model_eps * (1.0 + abs(centre))
+    while bad - good > tolerance * max(good, 1e-12):
+        left = time_limit - (time.perf_counter() - started)
+        if left <= 0.05:
+            break
+        mid = good + (bad - good) / 2
+        lo, hi = _box(x0, mid, lower, upper, mask)
+        result = verify(engine, lo, hi, C, threshold, time_limit=left / 2, slack=slack)
+        if result.proven:
+            good = mid
+        else:
+            bad = mid
     return good

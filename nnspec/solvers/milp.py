@@ -15,6 +15,7 @@ Only small networks are practical (one binary per unstable ReLU).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +25,11 @@ from scipy.sparse import lil_matrix
 
 @dataclass(frozen=True)
 class MilpResult:
-    distance: float  # inf when no violation exists within R
+    distance: float  # inf when no violation exists within R; the best found when the time ran out
     x: np.ndarray | None
     target: int | None
-    status: str
+    status: str  # optimal | infeasible | time
+    lower: float = math.nan  # a proved lower bound of the distance (= distance when optimal)
 
 
 def _interval(layers, lo, hi):
@@ -43,11 +45,35 @@ def _interval(layers, lo, hi):
 
 def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, label: int, target: int | None,
                  norm: str = "linf", lo: float | np.ndarray = 0.0, hi: float | np.ndarray = 1.0,
-                 max_radius: float = 1.0, slack: float = 0.0, time_limit: float = 60.0) -> MilpResult:
+                 max_radius: float = 1.0, slack: float = 0.0, time_limit: float = 60.0,
+                 anytime: bool = False, pre_bounds=None) -> MilpResult:
     """Exact minimal distance to an input where logit ``target`` >= logit ``label`` (+ slack).
 
     ``layers``: [(W, b), ...] with ReLU after every layer but the last. ``target`` None: any label.
+    ``anytime``: when the time runs out, return the solver's proved lower bound (``lower``) instead
+    of raising. ``pre_bounds``: a function (box_lo, box_hi) -> [(z_lo, z_hi), ...] of sound
+    pre-activation bounds tighter than intervals (CROWN's), for smaller big-M constants.
     """
+    if target is None and anytime:
+        y = np.asarray(x0, dtype=np.float64).reshape(-1)
+        for w, b in layers[:-1]:
+            y = np.maximum(w @ y + b, 0)
+        logits = layers[-1][0] @ y + layers[-1][1]
+        best, lower, started = MilpResult(math.inf, None, None, "infeasible", math.inf), math.inf, time.perf_counter()
+        for t in np.argsort(-logits):
+            if t == label:
+                continue
+            left = time_limit - (time.perf_counter() - started)
+            if left <= 0:
+                return MilpResult(best.distance, best.x, best.target, "time", 0.0)
+            radius = min(max_radius, best.distance * (1 + 1e-6) + 1e-9)
+            r = min_distance(layers, x0, label, int(t), norm, lo, hi, radius, slack, left, True, pre_bounds)
+            lower = min(lower, r.lower if r.status != "infeasible" else radius)
+            if r.distance < best.distance:
+                best = r
+        status = "optimal" if lower >= best.distance * (1 - 1e-9) else "time"
+        return MilpResult(best.distance, best.x, best.target, status if math.isfinite(best.distance) else
+                          ("infeasible" if lower >= max_radius else "time"), min(lower, best.distance))
     if target is None:
         # most likely runner-up first; every solution then tightens the box (and so the big-M
         # bounds) of the targets that follow, since the minimum can only be smaller
@@ -70,6 +96,8 @@ def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, la
     box_lo = np.maximum(np.broadcast_to(lo, n), x0 - max_radius)
     box_hi = np.minimum(np.broadcast_to(hi, n), x0 + max_radius)
     pre = _interval(layers, box_lo, box_hi)
+    if pre_bounds is not None:  # tighter sound bounds: intersect
+        pre = [(np.maximum(a, c), np.minimum(b, d)) for (a, b), (c, d) in zip(pre, pre_bounds(box_lo, box_hi))]
     hidden = layers[:-1]
     # variable layout: x (n) | r (1 for linf, n for l1) | per hidden layer: a (h) then d (h)
     nr = 1 if norm == "linf" else n
@@ -132,13 +160,21 @@ def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, la
     c[n:n + nr] = 1
     res = milp(c, constraints=LinearConstraint(A.tocsr(), lbs, ubs), bounds=Bounds(var_lo, var_hi),
                integrality=integrality, options={"time_limit": time_limit, "mip_rel_gap": 1e-9})
-    if res.status == 2 or res.x is None:  # infeasible: no violation within max_radius
-        return MilpResult(math.inf, None, target, "infeasible" if res.status == 2 else res.message)
-    if res.status != 0:
-        raise RuntimeError(f"MILP did not finish: {res.message}")
+    if res.status == 2:  # infeasible: no violation within max_radius
+        return MilpResult(math.inf, None, target, "infeasible", max_radius)
+    if res.status != 0 or res.x is None:
+        if not anytime:
+            raise RuntimeError(f"MILP did not finish: {res.message}")
+        bound = getattr(res, "mip_dual_bound", None)
+        lower = float(bound) if bound is not None and math.isfinite(bound) else 0.0
+        if res.x is None:
+            return MilpResult(math.inf, None, target, "time", max(lower, 0.0))
+        x = res.x[:n]
+        dist = float(np.abs(x - x0).max() if norm == "linf" else np.abs(x - x0).sum())
+        return MilpResult(dist, x, target, "time", max(min(lower, dist), 0.0))
     x = res.x[:n]
     dist = float(np.abs(x - x0).max() if norm == "linf" else np.abs(x - x0).sum())
-    return MilpResult(dist, x, target, "optimal")
+    return MilpResult(dist, x, target, "optimal", dist)
 
 
 def layers_of(module) -> list[tuple[np.ndarray, np.ndarray]]:
