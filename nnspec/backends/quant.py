@@ -29,18 +29,24 @@ import torch
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import MADS
 from nnspec.backends.soundness import bound_method, proved_lower
-from nnspec.errors import SpecError
+from nnspec.errors import ModelError, SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.properties.regions import distance
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers import auglag
+from nnspec.solvers.gradient import GradientOptions
+from nnspec.solvers.gradient import search as gradient_search
 from nnspec.solvers.mads import BatchedMads, MadsOptions
 from nnspec.solvers.projection import project_ball
 
 # Shares of the budget: violation search, then Q^ for centres without a violation; centres with one
 # refine their witness with what is left, less a reserve for a final Q^ search.
 PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35, "final_lipschitz": 0.0}
+# Shares of the budget for the gradient-guided stage (white box), run first where the model has
+# usable gradients: a projected-gradient search over the ball, then a minimal-norm bisection.
+GRADIENT_SHARE = {"search": 0.2, "refine": 0.25}
+GRADIENT_PROBES = 10  # bisection steps of the minimal-norm refinement
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
 WITNESS_SLACK = 1e-5
@@ -224,6 +230,7 @@ class _Quantification:
         if self.is_range:
             self._phase_range(stops)
         else:
+            self._phase_gradient()
             self._phase_search(stops)
             self._phase_lipschitz(stops)
             self._phase_refine(stops)
@@ -305,9 +312,88 @@ class _Quantification:
             c = distance(full - self.x0[idx], self.ball.norm) - self.radius[idx]
             state["lam"][idx], state["shift"][idx] = auglag.update(state["lam"][idx], state["shift"][idx], c)
 
+    # ------------------------------------------------------------------ gradient-guided stage
+
+    def _value_and_grad(self, idx: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """s and ds/dy at free-coordinate points y (A, K, f); every point is recorded like the
+        MADS evaluations (witnesses, slopes), and counted (one query per point)."""
+        y = y.detach().requires_grad_(True)
+        full = self._embed(idx, y)
+        a, k, n = full.shape
+        out = self.model.forward_grad(full.reshape((a * k,) + self.shape).to(self.model.dtype))
+        s = self._s(idx, out.reshape(a, k, -1).to(torch.float64))
+        grad, = torch.autograd.grad(s.sum(), y)
+        with torch.no_grad():
+            s = s.detach()
+            if not bool(torch.isfinite(s).all()):
+                raise ModelError(f"{self.model.name}: non-finite output during a gradient search")
+            dist = distance((full.detach() - self.x0[idx, None, :]).reshape(-1, n), self.ball.norm).reshape(s.shape)
+            self._record(idx, full.detach(), s, dist)
+        return s, torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _phase_gradient(self) -> None:
+        """White-box search first: where s has a usable gradient at the centre, a batched
+        projected-gradient search over the ball (all centres, several restarts), then the
+        closest violation by a minimal-norm bisection. Black-box MADS follows in any case."""
+        mode = self.opts.get("attack", "auto")
+        t = self.tracker
+        idx = (t.s0 >= 0).nonzero().flatten()
+        self.search_notes = ["search: MADS (derivative-free; attack=mads)"] * self.P if mode == "mads" else \
+            ["search: MADS"] * self.P
+        if mode == "mads" or idx.numel() == 0 or self.ball.norm == "l0":
+            return
+        K = GradientOptions().restarts
+        if int(self._remaining()[idx].min()) < 4 * K:
+            return
+        x0f = self.x0[idx][:, self.free]
+        _, g = self._value_and_grad(idx, x0f[:, None, :])
+        usable = g.abs().flatten(1).sum(1) > 0
+        for p, ok in zip(idx.tolist(), usable.tolist()):
+            self.search_notes[p] = ("search: projected gradient (white box), then MADS" if ok else
+                                    "search: MADS only (the gradient of s is zero at the centre: black box)")
+        if mode == "auto":
+            idx = idx[usable]
+        if idx.numel() == 0:
+            return
+        steps = max(1, min(int(self.budget * GRADIENT_SHARE["search"]), int(self._remaining()[idx].min())) // K)
+        opts = GradientOptions(steps=steps, seed=int(self.opts["seed"]))
+        gradient_search(self._value_and_grad, idx, self.x0[idx][:, self.free], self.radius[idx],
+                        self.box_lo[idx], self.box_hi[idx], self.ball.norm, opts, stop_at=-WITNESS_SLACK)
+        if self.opts["refine"]:
+            self._minimal_norm(idx[torch.isfinite(t.best_dist[idx]) & (t.best_dist[idx] > 0)])
+
+    def _minimal_norm(self, idx: torch.Tensor) -> None:
+        """Bisection on the radius below the closest violation: each probe a gradient search in the
+        smaller ball, warm-started from the closest violation scaled into it."""
+        if idx.numel() == 0:
+            return
+        t = self.tracker
+        K = GradientOptions().restarts
+        total = min(int(self.budget * GRADIENT_SHARE["refine"]), int(self._remaining()[idx].min()))
+        steps = total // (GRADIENT_PROBES * K)
+        if steps < 2:
+            return
+        low = torch.zeros(len(idx), dtype=torch.float64)
+        for probe in range(GRADIENT_PROBES):
+            high = t.best_dist[idx].clone()
+            mid = low + (high - low) / 2
+            self._set_radius(idx, mid)
+            scale = (mid / high.clamp_min(1e-30)).to(self.dt)[:, None]
+            start = (self.x0[idx] + (t.best_x[idx] - self.x0[idx]) * scale)[:, self.free]
+            opts = GradientOptions(steps=steps, seed=int(self.opts["seed"]) + 101 * (probe + 1))
+            gradient_search(self._value_and_grad, idx, self.x0[idx][:, self.free], self.radius[idx],
+                            self.box_lo[idx], self.box_hi[idx], self.ball.norm, opts, start=start,
+                            stop_at=-WITNESS_SLACK)
+            found = t.best_dist[idx] < high
+            low = torch.where(found, low, mid)  # nothing found within mid: look between mid and the witness
+        self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
+
     def _phase_search(self, stops: list[str]) -> None:
-        idx = (self.tracker.s0 >= 0).nonzero().flatten()
+        t = self.tracker
+        idx = ((t.s0 >= 0) & torch.isinf(t.best_dist)).nonzero().flatten()  # not yet violated
         budget = int(self.budget * PHASE_SHARE["search"])
+        if idx.numel():
+            budget = min(budget, int(self._remaining()[idx].min()))
 
         def objective(i, y, with_dist=False):
             s, dist = self.evaluate(i, y)
@@ -463,7 +549,8 @@ class _Quantification:
                                   lower_method=None if lower is None else method)
             proven = witness is None and lower is not None and lower >= float(self.ball.radius)
             verdict = Verdict.VIOLATED if witness else Verdict.PROVEN if proven else Verdict.NO_VIOLATION_FOUND
-            out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=(note,) if note else (), **common))
+            notes = (self.search_notes[p],) + ((note,) if note else ())
+            out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=notes, **common))
         return out
 
 

@@ -65,6 +65,9 @@ MADS = BackendInfo(
         OptionSpec("constraint", str, "project", "L1/L2 ball handling: project (exact projection) or "
                    "auglag (the paper's augmented Lagrangian)", choices=("project", "auglag")),
         OptionSpec("refine", bool, True, "move a found witness toward the centre"),
+        OptionSpec("attack", str, "auto", "the violation search: auto (projected gradient first where the gradient "
+                   "of s is usable, then MADS), gradient (always try gradients), mads (derivative-free only, "
+                   "the paper's method)", choices=("auto", "gradient", "mads")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
         OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),

@@ -118,6 +118,19 @@ class Model:
             raise ModelError(f"{self.name}: non-finite output for input {first} of a batch of {b}")
         return y
 
+    def forward_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (B, m) with autograd's graph, for gradient-guided searches: counted and budgeted
+        like ``__call__`` (a forward-and-backward pass counts as one query per input)."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            x = x.reshape((x.shape[0],) + self.input_shape)
+        self._charge(x.shape[0])
+        start = time.perf_counter()
+        with torch.enable_grad():
+            y = self._forward(x)
+        self.calls += 1
+        self.seconds += time.perf_counter() - start
+        return y
+
     def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
         chunk = chunk.to(device=self.device, dtype=self.dtype)
         if self._scale is not None:
