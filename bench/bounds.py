@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import ROOT
+from bench.common import ROOT, demo_mlp_digits
 from bench.exact_radius import mlp_layers
 from nnspec.bounds import certified_radius, engine_for, margin_objectives
 from nnspec.models.loading import load_model
@@ -32,11 +32,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    model = load_model(ROOT / "specs/models/digits_mlp.onnx")
-    data = np.load(ROOT / "specs/models/digits_test.npz")
-    xs, ys = torch.from_numpy(data["x"]).double(), torch.from_numpy(data["y"]).long()
-    keep = (model(xs.float()).argmax(1) == ys).nonzero().flatten()[: args.inputs]
-    xs, ys = xs[keep], ys[keep]
+    model, xs, ys = demo_mlp_digits(args.inputs)
+    xs = xs.double()
     layers = mlp_layers()
     engine = engine_for(model)
     # the MILP's box is bounded by the closest witness a search finds (the minimum cannot be farther)

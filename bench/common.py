@@ -54,3 +54,17 @@ def deepgame_mnist():
     images = read_idx(root / "mnist/t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
     labels = read_idx(root / "mnist/t10k-labels-idx1-ubyte.gz").astype(np.int64)
     return model, images, labels
+
+
+def demo_mlp_digits(count: int):
+    """The demo MLP (float32) and its first ``count`` correctly classified test digits (float32, labels)."""
+    import numpy as np
+    import torch
+
+    from nnspec.models.loading import load_model
+
+    model = load_model(ROOT / "specs/models/digits_mlp.onnx")
+    data = np.load(ROOT / "specs/models/digits_test.npz")
+    xs, ys = torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long()
+    keep = (model(xs).argmax(1) == ys).nonzero().flatten()[:count]
+    return model, xs[keep], ys[keep]

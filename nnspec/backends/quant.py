@@ -35,7 +35,7 @@ from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.properties.regions import distance
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers import auglag
-from nnspec.solvers.gradient import GradientOptions
+from nnspec.solvers.gradient import GradientOptions, minimal_norm
 from nnspec.solvers.gradient import search as gradient_search
 from nnspec.solvers.mads import BatchedMads, MadsOptions
 from nnspec.solvers.projection import project_ball
@@ -46,7 +46,7 @@ PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35, "final_lipschitz": 0.0}
 # Shares of the budget for the gradient-guided stage (white box), run first where the model has
 # usable gradients: a projected-gradient search over the ball, then a minimal-norm bisection.
 GRADIENT_SHARE = {"search": 0.2, "refine": 0.25}
-GRADIENT_PROBES = 10  # bisection steps of the minimal-norm refinement
+MIN_NORM_STARTS = 4  # minimal-norm walks per centre from violations found beyond the ball
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
 WITNESS_SLACK = 1e-5
@@ -355,38 +355,107 @@ class _Quantification:
             idx = idx[usable]
         if idx.numel() == 0:
             return
-        steps = max(1, min(int(self.budget * GRADIENT_SHARE["search"]), int(self._remaining()[idx].min())) // K)
-        opts = GradientOptions(steps=steps, seed=int(self.opts["seed"]))
-        gradient_search(self._value_and_grad, idx, self.x0[idx][:, self.free], self.radius[idx],
-                        self.box_lo[idx], self.box_hi[idx], self.ball.norm, opts, stop_at=-WITNESS_SLACK)
-        if self.opts["refine"]:
-            self._minimal_norm(idx[torch.isfinite(t.best_dist[idx]) & (t.best_dist[idx] > 0)])
+        share = min(int(self.budget * GRADIENT_SHARE["search"]), int(self._remaining()[idx].min()))
+        steps = GradientOptions().steps
+        restarts = int(min(max(K, share // steps), 64))  # more starts, not longer runs, when the budget allows
+        steps = max(1, share // restarts)
+        opts = GradientOptions(steps=steps, restarts=restarts, seed=int(self.opts["seed"]))
+        y, s = gradient_search(self._value_and_grad, idx, self.x0[idx][:, self.free], self.radius[idx],
+                               self.box_lo[idx], self.box_hi[idx], self.ball.norm, opts, hint=self._bound_hint(idx),
+                               every=True)
+        inside = self._closest_starts(idx, y, s)
+        missed = idx[torch.isinf(t.best_dist[idx])]
+        outside = self._beyond_the_ball(missed, restarts)
+        for found in (inside, outside):  # walk the closest violations toward the centre
+            if found is not None and self.opts["refine"]:
+                self._minimal_norm(*found)
 
-    def _minimal_norm(self, idx: torch.Tensor) -> None:
-        """Bisection on the radius below the closest violation: each probe a gradient search in the
-        smaller ball, warm-started from the closest violation scaled into it."""
+    def _beyond_the_ball(self, idx: torch.Tensor, restarts: int):
+        """For centres without a violation in the ball: a search in a ball four times larger (within
+        the domain). A violation there is no witness, but the minimal-norm bisection can walk it
+        inside: the thin regions just past the exact radius are found from outside, as FMN does."""
+        if idx.numel() == 0 or self.ball.norm == "l0" or self.fmask is not None:
+            return None
+        share = min(int(self.budget * GRADIENT_SHARE["search"] / 2), int(self._remaining()[idx].min()))
+        steps = GradientOptions().steps
+        if share < 2 * steps:
+            return None
+        big = self.radius[idx].to(torch.float64) * 4
+        centre = self.x0[idx][:, self.free]
+        lo = torch.maximum(centre - big[:, None].to(self.dt), self.dom_lo[self.free])
+        hi = torch.minimum(centre + big[:, None].to(self.dt), self.dom_hi[self.free])
+        opts = GradientOptions(steps=steps, restarts=max(2, share // steps), seed=int(self.opts["seed"]) + 7)
+        y, s = gradient_search(self._value_and_grad, idx, centre, big, lo, hi, self.ball.norm, opts, every=True)
+        return self._closest_starts(idx, y, s)
+
+    def _closest_starts(self, idx: torch.Tensor, y: torch.Tensor, s: torch.Tensor):
+        """From the restarts' best points y (A, K, f) with values s (A, K): for the centres with a
+        violation among them, (rows, distance of the closest, up to MIN_NORM_STARTS closest starts)."""
+        A, K, f = y.shape
+        dist = distance((self._embed(idx, y) - self.x0[idx, None, :]).reshape(A * K, -1),
+                        self.ball.norm).reshape(A, K).to(torch.float64)
+        dist = torch.where(s < -WITNESS_SLACK, dist, torch.full_like(dist, math.inf))
+        hit = torch.isfinite(dist).any(1)
+        if not bool(hit.any()):
+            return None
+        # the closest violating restarts (not the deepest ones): up to MIN_NORM_STARTS starts per centre
+        k = min(MIN_NORM_STARTS, K)
+        order = dist.argsort(1)[:, :k]
+        starts = y.gather(1, order[..., None].expand(-1, -1, f))
+        first = starts[:, :1].expand(-1, k, -1)  # restarts without a violation repeat the closest one
+        ok = torch.isfinite(dist.gather(1, order))
+        starts = torch.where(ok[..., None], starts, first)
+        return idx[hit], dist.gather(1, order)[hit, 0], starts[hit]
+
+    def _bound_hint(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """For L-inf balls and logit margins: the box vertex where CROWN's linear lower bound of the
+        worst margin is least, a start point that often lies in a region a local descent from the
+        centre does not reach. None where the bound engine does not apply."""
+        expr = self.prop.expression
+        if self.ball.norm != "linf" or not isinstance(expr, ConfidenceGap) or not self.task.outputs_are_logits:
+            return None
+        try:
+            from nnspec.bounds import engine_for, margin_objectives
+
+            engine = engine_for(self.model)
+            shape = (len(idx),) + tuple(self.shape)
+            lo = self.x0[idx].double().clone()
+            hi = self.x0[idx].double().clone()
+            lo[:, self.free] = self.box_lo[idx].double()
+            hi[:, self.free] = self.box_hi[idx].double()
+            m = self.model.n_outputs
+            if expr.target == "least_likely":
+                return None
+            target = None if expr.target == "untargeted" else int(expr.target_label)
+            C = torch.stack([margin_objectives(m, int(self.task.labels[p]), target) for p in idx.tolist()])
+            with torch.no_grad():
+                bounds = engine.intervals(lo.reshape(shape), hi.reshape(shape), "crown")
+                record: dict = {}
+                out = engine.graph.output
+                low = engine.backward(out, C.reshape(C.shape[:2] + engine.by_name[out].shape), bounds, record=record)
+            a = record["input"][torch.arange(len(idx)), low.argmin(1)].reshape(len(idx), -1)
+            vertex = torch.where(a > 0, lo, hi)
+            return vertex[:, self.free].to(self.dt)
+        except Exception:  # a hint only: any failure leaves the random starts
+            return None
+
+    def _minimal_norm(self, idx: torch.Tensor, high: torch.Tensor, best: torch.Tensor) -> None:
+        """The closest violation from known ones (the closest at distance ``high`` (A,), free
+        coordinates ``best`` (A, K, f), possibly outside the ball), by FMN-style walks; every point
+        inside the property's ball is recorded as a witness as it is evaluated."""
         if idx.numel() == 0:
             return
-        t = self.tracker
-        K = GradientOptions().restarts
         total = min(int(self.budget * GRADIENT_SHARE["refine"]), int(self._remaining()[idx].min()))
-        steps = total // (GRADIENT_PROBES * K)
-        if steps < 2:
+        if total < 4:
             return
-        low = torch.zeros(len(idx), dtype=torch.float64)
-        for probe in range(GRADIENT_PROBES):
-            high = t.best_dist[idx].clone()
-            mid = low + (high - low) / 2
-            self._set_radius(idx, mid)
-            scale = (mid / high.clamp_min(1e-30)).to(self.dt)[:, None]
-            start = (self.x0[idx] + (t.best_x[idx] - self.x0[idx]) * scale)[:, self.free]
-            opts = GradientOptions(steps=steps, seed=int(self.opts["seed"]) + 101 * (probe + 1))
-            gradient_search(self._value_and_grad, idx, self.x0[idx][:, self.free], self.radius[idx],
-                            self.box_lo[idx], self.box_hi[idx], self.ball.norm, opts, start=start,
-                            stop_at=-WITNESS_SLACK)
-            found = t.best_dist[idx] < high
-            low = torch.where(found, low, mid)  # nothing found within mid: look between mid and the witness
-        self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
+        centre = self.x0[idx][:, self.free]
+        lo = self.dom_lo[self.free].expand_as(centre)
+        hi = self.dom_hi[self.free].expand_as(centre)
+        if self.fmask is not None:
+            lo = torch.where(self.fmask[idx], lo, centre)
+            hi = torch.where(self.fmask[idx], hi, centre)
+        minimal_norm(self._value_and_grad, idx, centre, lo, hi, self.ball.norm, best, total // best.shape[1],
+                     slack=WITNESS_SLACK)
 
     def _phase_search(self, stops: list[str]) -> None:
         t = self.tracker

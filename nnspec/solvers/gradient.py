@@ -17,6 +17,7 @@ model as one for black-box search (sign or step activations, quantised networks)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +25,7 @@ import torch
 
 from nnspec.solvers.projection import project_ball
 
+STEP = 0.1  # the minimal-norm walk's first step, as a fraction of the starting distance
 ValueAndGrad = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -52,28 +54,36 @@ def steepest(grad: torch.Tensor, norm: str, sparsity: float = 0.05) -> torch.Ten
 
 def project(y: torch.Tensor, centre: torch.Tensor, norm: str, radius: torch.Tensor, lo: torch.Tensor,
             hi: torch.Tensor) -> torch.Tensor:
-    """Into the ball around ``centre`` (A, 1, f) of ``radius`` (A,), then the box [lo, hi] (A, 1, f)
+    """Into the ball around ``centre`` (A, 1, f) of ``radius`` (A,) or (A, K), then the box [lo, hi] (A, 1, f)
     (clipping to a box that holds the centre only moves points toward it: they stay in the ball)."""
-    delta = project_ball(y - centre, norm, radius[:, None].expand(y.shape[:2]))
+    r = radius if radius.dim() == 2 else radius[:, None].expand(y.shape[:2])  # (A,) or (A, K)
+    delta = project_ball(y - centre, norm, r)
     return torch.maximum(torch.minimum(centre + delta, hi), lo)
 
 
 def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
            lo: torch.Tensor, hi: torch.Tensor, norm: str, opts: GradientOptions,
-           start: torch.Tensor | None = None, stop_at: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           start: torch.Tensor | None = None, stop_at: float | None = None,
+           hint: torch.Tensor | None = None, every: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise s from ``start`` (A, f; default the centres) and random restarts in the balls:
     the best point (A, f) and its s (A,). ``centre``, ``lo``, ``hi``: (A, f); ``radius`` (A,).
-    Centres stop early once s < ``stop_at``."""
+    ``hint`` (A, f): one more start (e.g. the vertex where a linear bound of s is least).
+    Centres stop early once s < ``stop_at``. ``every``: the best point of every restart instead,
+    (A, K, f) and (A, K)."""
     A, f = centre.shape
     K = opts.restarts
     gen = torch.Generator().manual_seed(opts.seed)
     c, blo, bhi = centre[:, None, :], lo[:, None, :], hi[:, None, :]
     noise = (2 * torch.rand((A, K, f), generator=gen, dtype=torch.float64) - 1).to(centre.dtype)
-    if norm != "linf":
+    if norm == "linf":  # every other restart from a random vertex of the box: adversarial regions of
+        noise[:, 1::2] = torch.sign(noise[:, 1::2])  # ReLU nets often touch the corners first
+    else:
         noise = noise / noise.abs().sum(-1, keepdim=True).clamp_min(1e-30) if norm == "l1" else \
             noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    y = c + noise * radius[:, None, None].to(centre.dtype) * 0.5
+    y = c + noise * radius[:, None, None].to(centre.dtype) * (1.0 if norm == "linf" else 0.5)
     y[:, 0, :] = centre if start is None else start
+    if hint is not None and K > 1:
+        y[:, 1, :] = hint
     y = project(y, c, norm, radius.to(centre.dtype), blo, bhi)
     step = (opts.step * radius.to(torch.float64))[:, None].expand(A, K).clone()
     velocity = torch.zeros_like(y)
@@ -99,6 +109,74 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
         velocity[rows] = opts.momentum * velocity[rows] + (1 - opts.momentum) * direction if t else direction
         moved = y[rows] + step[rows][..., None].to(y.dtype) * velocity[rows]
         y[rows] = project(moved, c[rows], norm, radius[rows].to(centre.dtype), blo[rows], bhi[rows])
+    if every:
+        return best_y, best_s
     k = best_s.argmin(dim=1)
     ar = torch.arange(A)
     return best_y[ar, k], best_s[ar, k]
+
+
+def minimal_norm(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor, lo: torch.Tensor,
+                 hi: torch.Tensor, norm: str, start: torch.Tensor, steps: int, *, gamma: float = 0.05,
+                 slack: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closest violation, in the spirit of FMN (Pintor et al. 2021), from violations ``start``
+    (A, K, f) of centres ``centre`` (A, f) in the domain box [lo, hi] (A, f): first the closest
+    violation on each segment centre -> start, then a norm budget eps that shrinks toward the
+    current distance while the point violates (s < -slack) and grows back when it does not, with
+    gradient steps on s projected onto the eps-ball, step sizes annealed (cosine). ``steps`` counts
+    evaluations per start. Returns the closest violating point (A, f) and its distance (A,)."""
+    A, K, f = start.shape
+    c = centre[:, None, :]
+    y = _segment_search(value_and_grad, idx, centre, start, slack)
+    steps = max(1, steps - 24)
+    eps = _norm((y - c).to(torch.float64), norm)  # (A, K)
+    alpha0 = eps.clone()
+    best = y[:, 0].clone()
+    best_d = torch.full((A,), float("inf"), dtype=torch.float64)
+    for t in range(steps):
+        s, g = value_and_grad(idx, y)
+        d = _norm((y - c).to(torch.float64), norm)
+        adv = s < -slack
+        dd = torch.where(adv, d, torch.full_like(d, float("inf")))
+        k = dd.argmin(1)
+        ar = torch.arange(A)
+        closer = dd[ar, k] < best_d
+        best_d = torch.where(closer, dd[ar, k], best_d)
+        best = torch.where(closer[:, None], y[ar, k], best)
+        cos = 0.5 * (1 + math.cos(math.pi * t / max(steps, 1)))
+        g_t = gamma * cos + 1e-3 * (1 - cos)
+        eps = torch.where(adv, torch.minimum(eps * (1 - g_t), d), eps * (1 + g_t))
+        alpha = alpha0 * STEP * (cos + 0.02)
+        direction = -steepest(g.to(torch.float64), norm)
+        moved = y + (alpha[..., None] * direction).to(y.dtype)
+        y = project(moved, c, norm, eps.to(y.dtype), lo[:, None, :], hi[:, None, :])
+    return best, best_d
+
+
+def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return delta.abs().amax(-1)
+    if norm == "l2":
+        return delta.norm(dim=-1)
+    return delta.abs().sum(-1)
+
+
+def _segment_search(value_and_grad: ValueAndGrad, idx, centre, violation, slack: float, points: int = 12,
+                    rounds: int = 2) -> torch.Tensor:
+    """The violation closest to the centre on each segment centre (A, f) -> violation (A, K, f),
+    two rounds of ``points`` evaluations for all at once."""
+    A, K, f = violation.shape
+    lo = torch.zeros(A, K, dtype=torch.float64)
+    hi = torch.ones(A, K, dtype=torch.float64)
+    c = centre[:, None, None, :]
+    for _ in range(rounds):
+        ts = lo[..., None] + (hi - lo)[..., None] * torch.linspace(0, 1, points + 2, dtype=torch.float64)[1:-1]
+        y = c + ts[..., None].to(centre.dtype) * (violation - centre[:, None, :])[:, :, None, :]  # (A, K, P, f)
+        s, _ = value_and_grad(idx, y.reshape(A, K * points, f))
+        bad = (s < -slack).reshape(A, K, points)
+        first = torch.where(bad.any(-1), bad.to(torch.long).argmax(-1), torch.full((A, K), points, dtype=torch.long))
+        found = bad.any(-1)
+        prev = torch.where(first > 0, ts.gather(-1, (first - 1).clamp_min(0)[..., None])[..., 0], lo)
+        hi = torch.where(found, ts.gather(-1, first.clamp_max(points - 1)[..., None])[..., 0], hi)
+        lo = torch.where(found, prev, lo)
+    return centre[:, None, :] + hi[..., None].to(centre.dtype) * (violation - centre[:, None, :])

@@ -1,0 +1,89 @@
+"""Finding the violations a model has: the gradient-guided stage against exact radii, every norm,
+other property kinds, and the black-box path where gradients are useless."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import nnspec
+from tests.helpers import linear_model, relu_case
+
+
+def test_a_violation_just_outside_the_exact_radius_is_found_on_every_digit():
+    """The demo MLP, a fixed set of test digits, exact L-inf radii r* from nnspec's MILP mode: a
+    ball of 1.01 r* holds a violation, and the default search finds it on every one."""
+    import numpy as np
+
+    from nnspec.bounds import engine_for
+    from nnspec.bounds.exact import milp_radius
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs" / "models" / "digits_mlp.onnx")
+    data = np.load(ROOT / "specs" / "models" / "digits_test.npz")
+    x, y = torch.from_numpy(data["x"][:4]), torch.from_numpy(data["y"][:4]).long()
+    engine = engine_for(model)
+    for i in range(len(x)):
+        first = nnspec.check_module(model, x[i:i + 1], "robustness on logits within linf(0.5) using mads(bound=none)",
+                                    labels=y[i:i + 1])[0]
+        exact = milp_radius(engine, x[i].double(), int(y[i]), None, first.bounds["upper"] * (1 + 1e-6),
+                            torch.zeros(64), torch.ones(64)).distance
+        r = nnspec.check_module(model, x[i:i + 1], f"robustness on logits within linf({1.01 * exact!r}) "
+                                "using mads(bound=none)", labels=y[i:i + 1])[0]
+        assert r.verdict == "violated" and r.witness["confirmed"], (i, exact)
+        assert exact * (1 - 1e-6) <= r.bounds["upper"] <= 1.01 * exact
+
+
+@pytest.mark.parametrize("norm, dual", [("linf", 1), ("l2", 2), ("l1", float("inf"))])
+def test_the_closest_witness_of_a_linear_model_is_within_a_percent_of_the_analytic_radius(norm, dual):
+    model, lin = linear_model(n=20, m=3, seed=1)
+    x = torch.full((1, 20), 0.5, dtype=torch.float64)
+    label = int(model(x).argmax())
+    w, b = lin.weight.detach(), lin.bias.detach()
+    gaps = [(float((w[label] - w[t]) @ x[0] + b[label] - b[t]) / float(torch.linalg.vector_norm(w[label] - w[t], dual)))
+            for t in range(3) if t != label]
+    exact = min(gaps)
+    r = nnspec.check_module(model, x, f"robustness on logits within {norm}({3 * exact!r}) using mads(budget=3000, "
+                            "bound=none)", domain=(-10.0, 10.0))[0]
+    assert r.verdict == "violated" and exact * (1 - 1e-9) <= r.bounds["upper"] <= 1.01 * exact
+
+
+def test_reachability_is_searched_by_gradients_too():
+    """logit(k) < T on a linear model: the maximum over the L-inf ball is w.x0 + b + r ||w||_1."""
+    model, lin = linear_model(n=10, m=3, seed=2)
+    x = torch.full((1, 10), 0.5, dtype=torch.float64)
+    w, b = lin.weight.detach()[1], float(lin.bias.detach()[1])
+    top = float(w @ x[0]) + b + 0.1 * float(w.abs().sum())
+    r = nnspec.check_module(model, x, f"reachability logit(1) < {top - 1e-3!r} within linf(0.1) using "
+                            "mads(budget=600, bound=none)", domain=(-10.0, 10.0))[0]
+    assert r.verdict == "violated"
+    r = nnspec.check_module(model, x, f"reachability logit(1) < {top + 1e-3!r} within linf(0.1) using "
+                            "mads(budget=600, bound=none)", domain=(-10.0, 10.0))[0]
+    assert r.verdict != "violated"
+
+
+class _Sign(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
+def test_sign_activation_networks_are_searched_black_box():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(4, 16), _Sign(), nn.Linear(16, 3)).double()
+    x = torch.rand(3, 4, dtype=torch.float64)
+    records = nnspec.check_module(net, x, "robustness on logits within linf(0.5) using mads(budget=1500, bound=none)",
+                                  domain=(0.0, 1.0))
+    assert all(r.notes[0].startswith("search: MADS only (the gradient of s is zero") for r in records)
+    assert sum(r.verdict == "violated" for r in records) >= 2
+    for r in records:
+        if r.witness:
+            assert r.witness["confirmed"]
+
+
+def test_attack_mads_keeps_the_papers_search_alone():
+    net, x = relu_case(2, 1, (6, 16, 16, 4))
+    r = nnspec.check_module(net, x, "robustness on logits within linf(0.3) using mads(budget=500, attack=mads, "
+                            "bound=none)", domain=(0.0, 1.0))[0]
+    assert r.notes[0] == "search: MADS (derivative-free; attack=mads)"
