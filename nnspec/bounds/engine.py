@@ -121,11 +121,13 @@ class BoundEngine:
     # ------------------------------------------------------------------ backward: linear relaxation
 
     def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None,
-                 record: dict | None = None) -> torch.Tensor:
+                 record: dict | None = None, betas: dict | None = None) -> torch.Tensor:
         """Lower bounds (B, S) of sum(A0 * value(start)) over the boxes, with the relaxations
         given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``).
         ``record``: filled with the coefficients reaching each nonlinearity and the input (for
-        branching heuristics)."""
+        branching heuristics). ``betas[pre]`` (B, S, *shape): coefficients added to the
+        nonlinearity input ``pre`` (beta-CROWN's split terms, -beta * split, which are <= 0 on the
+        subdomain, so the bound stays sound for any beta >= 0)."""
         B, S = A0.shape[:2]
         coeffs: dict[str, torch.Tensor] = {start: A0}
         lower = torch.zeros(B, S, dtype=torch.float64)
@@ -151,6 +153,8 @@ class BoundEngine:
                 new = pos * al + neg * au[:, None]
                 lower = lower + (pos * bl[:, None] + neg * bu[:, None]).flatten(2).sum(-1)
                 name = op.inputs[0]
+                if betas is not None and name in betas:
+                    new = new + betas[name]
                 coeffs[name] = coeffs[name] + new if name in coeffs else new
             else:  # interval-only ops (max-pooling): concretise at their output
                 l, u = bounds[op.name]

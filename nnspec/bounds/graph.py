@@ -86,13 +86,15 @@ class BoundGraph:
         """Build from a (converted) module; ``scale``/``shift``: the normalisation x * scale + shift
         applied before it. Raises ``Unsupported`` for a graph it cannot bound."""
         gm = _graph_module(module)
-        gm = copy.deepcopy(gm).to(torch.float64).eval()
+        # the engine works on a float64 copy on the CPU, whatever device the model runs on (bounds on
+        # a GPU are not implemented yet)
+        gm = copy.deepcopy(gm).to(device="cpu", dtype=torch.float64).eval()
         ops: list[Op] = [Op("input", "input", (), lambda x: x)]
         env: dict[fx.Node, Any] = {}  # node -> op name (str wrapped in _Ref) or a constant
         current = "input"
         if scale is not None:
-            s = torch.as_tensor(scale, dtype=torch.float64)
-            b = torch.as_tensor(shift, dtype=torch.float64)
+            s = torch.as_tensor(scale, dtype=torch.float64).cpu()
+            b = torch.as_tensor(shift, dtype=torch.float64).cpu()
             ops.append(Op("normalize", "affine", ("input",), lambda x, s=s, b=b: x * s + b,
                           abs_fn=lambda r, s=s: r * s.abs()))
             current = "normalize"
