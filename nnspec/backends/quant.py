@@ -45,7 +45,8 @@ from nnspec.solvers.projection import project_ball
 PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35, "final_lipschitz": 0.0}
 # Shares of the budget for the gradient-guided stage (white box), run first where the model has
 # usable gradients: a projected-gradient search over the ball, then a minimal-norm bisection.
-GRADIENT_SHARE = {"search": 0.2, "refine": 0.25}
+GRADIENT_SHARE = {"search": 0.2, "refine": 0.25, "shrink": 0.05}
+SHRINK, SHRINK_ROUNDS = 0.9, 3  # gradient searches in balls a tenth inside the closest violation
 MIN_NORM_STARTS = 4  # minimal-norm walks per centre from violations found beyond the ball
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
@@ -369,6 +370,33 @@ class _Quantification:
         for found in (inside, outside):  # walk the closest violations toward the centre
             if found is not None and self.opts["refine"]:
                 self._minimal_norm(*found)
+        if self.opts["refine"]:
+            self._shrinking_balls(idx)
+
+    def _shrinking_balls(self, idx: torch.Tensor) -> None:
+        """A walk ends in the decision region it started in; a closer region may exist. Search a
+        ball a tenth smaller than the closest violation (restarts at random and at vertices), and
+        walk what it finds; a few rounds while they pay."""
+        t = self.tracker
+        for round_no in range(SHRINK_ROUNDS):
+            rows = idx[torch.isfinite(t.best_dist[idx]) & (t.best_dist[idx] > 0)]
+            share = int(self.budget * GRADIENT_SHARE["shrink"])
+            if rows.numel() == 0 or int(self._remaining()[rows].min()) < 2 * share:
+                return
+            before = t.best_dist[rows].clone()
+            self._set_radius(rows, before * SHRINK)
+            steps = GradientOptions().steps
+            opts = GradientOptions(steps=steps, restarts=max(2, share // (2 * steps)),
+                                   seed=int(self.opts["seed"]) + 31 * (round_no + 1))
+            y, s = gradient_search(self._value_and_grad, rows, self.x0[rows][:, self.free], self.radius[rows],
+                                   self.box_lo[rows], self.box_hi[rows], self.ball.norm, opts, every=True)
+            self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
+            found = self._closest_starts(rows, y, s)
+            if found is None:
+                return
+            self._minimal_norm(*found)
+            if not bool((t.best_dist[rows] < before * (1 - 1e-6)).any()):
+                return
 
     def _beyond_the_ball(self, idx: torch.Tensor, restarts: int):
         """For centres without a violation in the ball: a search in a ball four times larger (within
