@@ -87,3 +87,20 @@ def test_attack_mads_keeps_the_papers_search_alone():
     r = nnspec.check_module(net, x, "robustness on logits within linf(0.3) using mads(budget=500, attack=mads, "
                             "bound=none)", domain=(0.0, 1.0))[0]
     assert r.notes[0] == "search: MADS (derivative-free; attack=mads)"
+
+
+def test_the_game_backend_can_start_its_upper_bound_with_gradients():
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(4, 2, (6, 16, 16, 4))
+    spec = "maximum safe radius within linf(0.5) using game(budget=3000, attack={}, lower=none, bound=none)"
+    for i in range(2):
+        label = int(net(x[i:i + 1]).argmax())
+        exact = min_distance(layers_of(net), x[i].numpy(), label, None, "linf", max_radius=0.5).distance
+        grad = nnspec.check_module(net, x[i:i + 1], spec.format("gradient"), domain=(0.0, 1.0))[0]
+        grid = nnspec.check_module(net, x[i:i + 1], spec.format("none"), domain=(0.0, 1.0))[0]
+        if exact > 0.5:
+            continue
+        assert grad.witness["confirmed"] and exact - 1e-9 <= grad.bounds["upper"] <= 1.02 * exact
+        assert grad.bounds["upper"] <= (grid.bounds["upper"] or 1.0) + 1e-9
+        assert any(n.startswith("gradient stage: a violation") for n in grad.notes)

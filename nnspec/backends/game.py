@@ -46,7 +46,12 @@ from nnspec.solvers.games.drive import drive, drive_together
 from nnspec.solvers.games.game import GridGame
 from nnspec.solvers.games.lipschitz import (cell_radius, estimate_lipschitz, layers_of_module, layers_of_onnx,
                                             margin_from_layers)
+from nnspec.solvers import gradient
 from nnspec.solvers.games.mcts import mcts
+
+GRADIENT_GAME_SHARE = 0.3  # of the upper bound's budget, for the gradient stage
+GRADIENT_RESTARTS = 4
+GRADIENT_SLACK = 1e-5  # a violation needs s below this, as in the mads backend
 
 _SOURCE = {"given": "given in the spec, not verified", "sound": "sound, from the layers",
            "estimate": "conditional on the estimated L"}
@@ -133,6 +138,9 @@ class GameBackend:
         opts = task.options
         if opts["upper"] == "none":
             return
+        if opts.get("attack", "none") == "gradient" and task.prop.region.norm != "l0":
+            for st in states:
+                self._gradient_upper(model, st, opts)
         started, q0 = time.perf_counter(), model.queries
         games = [st.ctx.game(None, st.feats) for st in states]
         floors = [self._floor(st, g) for st, g in zip(states, games)]
@@ -147,7 +155,8 @@ class GameBackend:
         share = (time.perf_counter() - started) / len(states)  # the joint time, shared out
         assert model.queries - q0 == sum(r.queries for r in results)  # every query is some centre's
         for st, res in zip(states, results):
-            st.upper, st.witness = res.upper, res.witness
+            if res.upper < st.upper:  # the grid search found a closer violation than the gradient stage
+                st.upper, st.witness = res.upper, res.witness
             st.trace += [{"queries": st.queries + q, "seconds": st.seconds + sec, "upper": _f(u), "lower": None}
                          for q, u, sec in res.trace]
             st.history = [(st.queries + q, x) for q, x in res.history]
@@ -155,6 +164,72 @@ class GameBackend:
             st.stops.append(f"upper: {res.stop}")
             st.queries += res.queries
             st.seconds += share
+
+    def _gradient_upper(self, model: Model, st: "_State", opts) -> None:
+        """Continuous violations first, where s has a usable gradient: the gradient stage of the
+        mads backend (projected gradient with restarts, then minimal-norm walks) on a share of the
+        upper bound's budget. Its closest violation is a true upper bound of the safe radius, as the
+        grid searches' are; they then search below it."""
+        ctx = st.ctx
+        if ctx.s0 < 0 or st.share < 8 * GRADIENT_RESTARTS:
+            return
+        dtype = model.dtype
+        x0 = torch.from_numpy(ctx.x0).to(dtype)[None]
+        best = {"d": math.inf, "x": None}
+        norm = ctx.norm
+        q0 = model.queries
+
+        def value_and_grad(idx, y):
+            y = y.detach().requires_grad_(True)
+            k = y.shape[1]
+            out = model.forward_grad(y.reshape((k,) + ctx.shape))
+            s_val = ctx.s_fn(out[None].to(torch.float64))
+            grad, = torch.autograd.grad(s_val.sum(), y)
+            with torch.no_grad():
+                s_val = s_val.detach()
+                d = gradient.distance_of(y.detach() - x0[:, None, :], norm)
+                ok = (s_val < -GRADIENT_SLACK) & (d <= ctx.radius * (1 + 1e-9))
+                if bool(ok.any()):
+                    j = int(torch.where(ok, d, torch.full_like(d, math.inf)).argmin())
+                    if float(d.view(-1)[j]) < best["d"]:
+                        best["d"], best["x"] = float(d.view(-1)[j]), y.detach().reshape(k, -1)[j].double().numpy()
+            return s_val, torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+        idx = torch.zeros(1, dtype=torch.long)
+        _, g = value_and_grad(idx, x0[:, None, :])
+        if not bool(g.abs().sum() > 0):
+            st.notes.append("gradient stage skipped: the gradient of s is zero at the centre (black box)")
+            return
+        share = int(st.share * GRADIENT_GAME_SHARE)
+        steps = gradient.GradientOptions().steps
+        restarts = int(min(max(GRADIENT_RESTARTS, share // (2 * steps)), 64))
+        lo = torch.from_numpy(np.maximum(ctx.lower, ctx.x0 - ctx.radius)).to(dtype)[None]
+        hi = torch.from_numpy(np.minimum(ctx.upper, ctx.x0 + ctx.radius)).to(dtype)[None]
+        radius = torch.full((1,), float(ctx.radius), dtype=torch.float64)
+        y, s_val = gradient.search(value_and_grad, idx, x0, radius, lo, hi, norm,
+                                   gradient.GradientOptions(steps=steps, restarts=restarts, seed=int(opts["seed"])),
+                                   every=True)
+        if best["x"] is not None:
+            d = gradient.distance_of(y - x0[:, None, :], norm)
+            d = torch.where(s_val < -GRADIENT_SLACK, d, torch.full_like(d, math.inf))
+            order = d.argsort(1)[:, :4]
+            starts = y.gather(1, order[..., None].expand(-1, -1, y.shape[-1]))
+            starts = torch.where(torch.isfinite(d.gather(1, order))[..., None], starts, starts[:, :1])
+            dom_lo = torch.from_numpy(ctx.lower).to(dtype)[None]
+            dom_hi = torch.from_numpy(ctx.upper).to(dtype)[None]
+            left = share - (model.queries - q0)
+            if left > 4 * 30:
+                gradient.minimal_norm(value_and_grad, idx, x0, dom_lo, dom_hi, norm, starts, min(left // 4, 400),
+                                      slack=GRADIENT_SLACK)
+        used = model.queries - q0
+        st.share -= used
+        st.queries += used
+        if best["x"] is not None:
+            st.upper, st.witness = best["d"], best["x"]
+            st.history.append((st.queries, best["x"]))
+            st.notes.append(f"gradient stage: a violation at {best['d']:.4g} ({used} queries)")
+        else:
+            st.notes.append(f"gradient stage: no violation in {used} queries")
 
     def _lower_all(self, task: BoundTask, model: Model, states: list["_State"]) -> None:
         """A* (Theorem 1) for every centre that has a Lipschitz constant, all in lockstep: one model

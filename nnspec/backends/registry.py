@@ -112,6 +112,9 @@ GAME = BackendInfo(
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
         OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
+        OptionSpec("attack", str, "none", "gradient: a gradient stage before the grid searches of the upper bound "
+                   "(L-inf, L2, L1, where the gradient of s is usable); none: the games alone",
+                   choices=("gradient", "none")),
         OptionSpec("features", int, 16, "how many features Player I chooses from in maximum safe radius", minimum=1),
         OptionSpec("partition", str, "grid", "how maximum safe radius cuts the input into `features` features "
                    "for Player I: grid, saliency, superpixels or sift", choices=("grid", "saliency", "superpixels", "sift")),

@@ -180,3 +180,8 @@ def _segment_search(value_and_grad: ValueAndGrad, idx, centre, violation, slack:
         hi = torch.where(found, ts.gather(-1, first.clamp_max(points - 1)[..., None])[..., 0], hi)
         lo = torch.where(found, prev, lo)
     return centre[:, None, :] + hi[..., None].to(centre.dtype) * (violation - centre[:, None, :])
+
+
+def distance_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """The norm of each point's offset, (..., f) -> (...), in float64."""
+    return _norm(delta.to(torch.float64), norm)
