@@ -17,10 +17,11 @@ import torch
 from nnspec import __version__
 from nnspec.backends import registry
 from nnspec.backends.base import BoundTask
-from nnspec.errors import InputError, SpecError, UsageError, suggest
+from nnspec.errors import DataError, InputError, SpecError, UsageError, suggest
 from nnspec.models.bind import BoundInputs, bind_inputs, check_property, reference_inputs
 from nnspec.models.loading import load_model, sha256_of
 from nnspec.models.model import Budget, Model
+from nnspec.models.sanity import misclassified, summarise
 from nnspec.planning.plan import Task, plan
 from nnspec.properties.spec import SpecModule
 from nnspec.results.confirm import confirm
@@ -45,6 +46,7 @@ class CheckOptions:
     require_proven: bool = False
     cross_check: bool = False
     json_path: Path | None = None
+    strict: bool = False  # warnings (e.g. accuracy far too low) stop the run with exit 2
 
 
 # ---------------------------------------------------------------------- front end
@@ -100,6 +102,7 @@ class Runner:
         self.on_record = on_record or (lambda r: None)
         self._models: dict[str, Model] = {}
         self._cross: dict[str, Any] = {}
+        self._summaries: dict[tuple, Any] = {}
 
     def model_for(self, module: SpecModule, override: str | None) -> Model:
         if override is not None:
@@ -119,6 +122,19 @@ class Runner:
                 model.set_normalization(module.normalization.mean, module.normalization.std)
             self._models[path] = model
         return self._models[path]
+
+    def sanity(self, task: Task, model: Model, bound: BoundInputs, result: RunResult) -> None:
+        """The input set's summary on this model, once: clean accuracy, value range, labels, and
+        warnings (which ``--strict`` turns into an error)."""
+        key = (task.module.file, task.input_set, model.name)
+        if key in self._summaries:
+            return
+        summary = summarise(task.module, task.input_set, model, bound)
+        self._summaries[key] = summary
+        result.meta.setdefault("input_sets", []).append(summary.to_json())
+        result.meta.setdefault("warnings", []).extend(summary.warnings)
+        if summary.warnings and self.options.strict:
+            raise DataError(f"{summary.warnings[0]} (--strict makes warnings errors)")
 
     def run_task(self, task: Task, model: Model, bound: BoundInputs) -> list[tuple[TaskRecord, Outcome]]:
         prop = task.prop
@@ -141,6 +157,10 @@ class Runner:
                               upper=bound.upper, outputs_are_logits=task.module.outputs_are_logits,
                               reference=None if reference is None else reference[i], cross_check=cross) \
                 if prop.expression is not None else outcome
+            if prop.kind in ("robustness", "max_radius", "feature_robustness") and \
+                    misclassified(bound, i, outcome.centre_output):
+                outcome = dataclasses.replace(outcome, notes=outcome.notes + (
+                    "the model misclassifies this input: its robustness is violated at radius 0",))
             records.append(self._record(task, model, bound, i, outcome, options))
         return records
 
@@ -241,6 +261,7 @@ def check(paths: list[str], options: CheckOptions,
             for task in tasks:
                 model = runner.model_for(task.module, model_path)
                 bound = bind_inputs(task.module, task.input_set, model)
+                runner.sanity(task, model, bound, result)
                 if on_task:
                     on_task(task, done, total)
                 pairs = runner.run_task(task, model, bound)

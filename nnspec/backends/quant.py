@@ -443,9 +443,11 @@ class _Quantification:
         if self.ball.norm != "linf" or not isinstance(expr, ConfidenceGap) or not self.task.outputs_are_logits:
             return None
         try:
-            from nnspec.bounds import engine_for, margin_objectives
+            from nnspec.bounds import choose_method, engine_for, margin_objectives
 
             engine = engine_for(self.model)
+            if choose_method(engine) == "ibp":  # CROWN passes on wide layers cost more than the hint is worth
+                return None
             shape = (len(idx),) + tuple(self.shape)
             lo = self.x0[idx].double().clone()
             hi = self.x0[idx].double().clone()

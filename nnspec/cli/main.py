@@ -55,6 +55,8 @@ def check(
     float64: bool = typer.Option(False, "--float64", help="evaluate the network in float64"),
     require_proven: bool = typer.Option(False, "--require-proven", help="'no violation found' is not enough"),
     cross_check: bool = typer.Option(False, "--cross-check", help="re-check witnesses on onnxruntime too"),
+    strict: bool = typer.Option(False, "--strict", help="warnings about the inputs (e.g. a low clean accuracy) "
+                                "stop the run with exit 2"),
 ) -> None:
     """Check specs against a model; exit 0 when every property passes, 1 when one fails."""
     from nnspec.pipeline import CheckOptions, check as run_check
@@ -68,7 +70,7 @@ def check(
         _check_output(path, flag)
     options = CheckOptions(models=list(model), overrides=_overrides(set_), seed=seed, budget=budget,
                            device=device, float64=float64, require_proven=require_proven,
-                           cross_check=cross_check, json_path=json_out)
+                           cross_check=cross_check, json_path=json_out, strict=strict)
     from nnspec.report.progress import progress_for
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

@@ -36,6 +36,9 @@ def load_input_set(spec: InputSetSpec) -> InputSet:
         raise DataError(f"{where}: cannot open {path} ({err.strerror})") from None
     if not found:
         raise DataError(f"{where}: input file not found: {path}")
+    if spec.scale is not None and is_pixel_source(path):
+        raise DataError(f"{where}: 'scale {spec.scale:g}' on {path.name}: nnspec reads image and IDX pixels as values in "
+                        "[0, 1] already (bytes / 255), so scale would divide them again; remove 'scale'")
     x, arrays = _read(path, spec.key, where)
     x = _numeric(x, f"{where}: {path.name}")
     labels = _labels(spec, arrays, where)
@@ -66,6 +69,14 @@ def load_input_set(spec: InputSetSpec) -> InputSet:
     if spec.layout == "hwc" and x.ndim == 4:
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return InputSet(x, None if labels is None else labels[index], ids, str(path))
+
+
+def is_pixel_source(path: Path) -> bool:
+    """Image files, image folders and IDX files: raw bytes, read as values in [0, 1] (the one rule
+    for raw pixel data; ``scale`` is for arrays stored in other units, .npy and .npz)."""
+    name = path.name.lower()
+    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES or "idx" in name or name.endswith(
+        ("-ubyte", "-ubyte.gz"))
 
 
 def _read(path: Path, key: str | None, where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -35,6 +35,7 @@ def explain(modules: list[SpecModule], plan: Plan) -> str:
                    f" (outputs {'logits' if module.outputs_are_logits else 'probabilities'})")
         for spec in module.input_sets:
             out.append(f"  inputs: {_inputs(spec)}")
+            out.append(f"    values: {_values(spec)}")
         if module.domain is None:
             out.append("  domain: [0, 1] for every dimension (default)")
         elif not module.domain.per_dimension:
@@ -69,6 +70,19 @@ def explain(modules: list[SpecModule], plan: Plan) -> str:
                 out.append(f"    solver: {t.backend} ({'chosen by the spec' if t.chosen_by == 'spec' else 'chosen by the planner'}): {opts}")
                 out.append(f"    gives: {', '.join(info.capabilities.gives)}; budget is per input")
     return "\n".join(out) + "\n"
+
+
+def _values(spec: InputSetSpec) -> str:
+    """What the run will see: the count and value range of the inputs after reading and scaling."""
+    from nnspec.errors import DataError
+    from nnspec.models.inputs import load_input_set
+
+    try:
+        data = load_input_set(spec)
+    except DataError as err:
+        return f"not readable ({str(err).split(': ', 1)[-1]})"
+    return f"{len(data.x)} inputs of shape {tuple(data.x.shape[1:])}, in [{float(data.x.min()):.4g}, " \
+           f"{float(data.x.max()):.4g}]"
 
 
 def _value(v) -> str:

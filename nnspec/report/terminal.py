@@ -44,6 +44,10 @@ def summary_table(result: RunResult) -> Table:
 
 
 def print_summary(console: Console, result: RunResult) -> None:
+    for summary in result.meta.get("input_sets", []):
+        console.print("inputs: " + plain(_input_line(summary)), highlight=False, soft_wrap=True)
+    for warning in result.meta.get("warnings", []):
+        console.print(f"[yellow]{plain(warning)}[/]", highlight=False, soft_wrap=True)
     if not result.records and result.errors:
         return  # nothing ran: the error says why, a "0 checks" line would only confuse
     if result.records:
@@ -56,3 +60,13 @@ def print_summary(console: Console, result: RunResult) -> None:
     verdict = "[green]all properties pass[/]" if result.passed else "[red]some properties fail[/]"
     console.print(f"{s['records']} checks, {s['passed']} passed ({s['proven']} proven), {s['failed']} failed, "
                   f"{s['queries']} model queries: {verdict}", highlight=False)
+
+
+def _input_line(d: dict) -> str:
+    from nnspec.models.sanity import InputSummary
+
+    fields = {k: d[k] for k in InputSummary.__dataclass_fields__ if k in d}
+    try:
+        return InputSummary(**fields).line_text()
+    except TypeError:  # an older results file: what it has
+        return str(d.get("source", "?"))
