@@ -79,3 +79,13 @@ def test_mnist_with_the_deepgame_model_shows_its_clean_accuracy(cli, tmp_path, d
 def test_explain_shows_the_value_range_of_each_input_set(cli):
     code, out, err = cli("explain", ROOT / "specs" / "digits_mlp.nnspec")
     assert code == 0 and "values: 8 inputs of shape (1, 8, 8), in [0, 1]" in out
+
+
+def test_data_outside_the_domain_and_a_wrong_layout_stop_with_the_line(cli, tmp_path):
+    x = np.load(MODELS / "digits_test.npz")["x"][:4]
+    np.save(tmp_path / "big.npy", (x * 255).astype(np.float32))  # raw bytes, no scale: outside [0, 1]
+    code, out, err = cli("check", _spec(tmp_path, f'inputs "{tmp_path / "big.npy"}" labels predicted'))
+    assert code == 2 and "lies outside the default domain [0, 1]" in err
+    np.save(tmp_path / "hwc.npy", np.zeros((4, 8, 8, 3), np.float32))  # channels last, for a 1x8x8 model
+    code, out, err = cli("check", _spec(tmp_path, f'inputs "{tmp_path / "hwc.npy"}" labels predicted'))
+    assert code == 2 and "inputs have shape (8, 8, 3)" in err
