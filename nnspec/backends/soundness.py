@@ -42,7 +42,12 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         if method == "auto":
             method = choose_method(engine)
         if method == "milp":
-            return _milp(engine, x0, label, target, expr.margin, radius, lower, upper, free, time_limit, known_upper)
+            others = [t for t in range(model.n_outputs) if t != label] if target is None else [target]
+            centre = float(min(centre_out[label] - centre_out[t] for t in others))
+            # the same guard against float32 rounding as the other methods: look for margins up to it
+            guard = 64 * torch.finfo(model.dtype).eps * (1.0 + abs(centre))
+            return _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free, time_limit,
+                         known_upper)
         r = certified_radius(engine, x0.reshape(-1), margin_objectives(model.n_outputs, label, target), expr.margin,
                              radius, lower, upper, method=method, free=free, model_eps=torch.finfo(model.dtype).eps,
                              time_limit=time_limit, known_upper=known_upper)
