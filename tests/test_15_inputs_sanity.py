@@ -6,7 +6,6 @@ import gzip
 import json
 
 import numpy as np
-import pytest
 
 from tests.conftest import ROOT
 

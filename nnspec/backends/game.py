@@ -210,11 +210,8 @@ class GameBackend:
                                    gradient.GradientOptions(steps=steps, restarts=restarts, seed=int(opts["seed"])),
                                    every=True)
         if best["x"] is not None:
-            d = gradient.distance_of(y - x0[:, None, :], norm)
-            d = torch.where(s_val < -GRADIENT_SLACK, d, torch.full_like(d, math.inf))
-            order = d.argsort(1)[:, :4]
-            starts = y.gather(1, order[..., None].expand(-1, -1, y.shape[-1]))
-            starts = torch.where(torch.isfinite(d.gather(1, order))[..., None], starts, starts[:, :1])
+            _, _, starts = gradient.closest_starts(y, s_val, gradient.distance_of(y - x0[:, None, :], norm),
+                                                   GRADIENT_SLACK, 4)
             dom_lo = torch.from_numpy(ctx.lower).to(dtype)[None]
             dom_hi = torch.from_numpy(ctx.upper).to(dtype)[None]
             left = share - (model.queries - q0)

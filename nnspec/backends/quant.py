@@ -35,7 +35,7 @@ from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.properties.regions import distance
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers import auglag
-from nnspec.solvers.gradient import GradientOptions, minimal_norm
+from nnspec.solvers.gradient import GradientOptions, closest_starts, minimal_norm
 from nnspec.solvers.gradient import search as gradient_search
 from nnspec.solvers.mads import BatchedMads, MadsOptions
 from nnspec.solvers.projection import project_ball
@@ -421,19 +421,11 @@ class _Quantification:
         violation among them, (rows, distance of the closest, up to MIN_NORM_STARTS closest starts)."""
         A, K, f = y.shape
         dist = distance((self._embed(idx, y) - self.x0[idx, None, :]).reshape(A * K, -1),
-                        self.ball.norm).reshape(A, K).to(torch.float64)
-        dist = torch.where(s < -WITNESS_SLACK, dist, torch.full_like(dist, math.inf))
-        hit = torch.isfinite(dist).any(1)
+                        self.ball.norm).reshape(A, K)
+        hit, closest, starts = closest_starts(y, s, dist, WITNESS_SLACK, MIN_NORM_STARTS)
         if not bool(hit.any()):
             return None
-        # the closest violating restarts (not the deepest ones): up to MIN_NORM_STARTS starts per centre
-        k = min(MIN_NORM_STARTS, K)
-        order = dist.argsort(1)[:, :k]
-        starts = y.gather(1, order[..., None].expand(-1, -1, f))
-        first = starts[:, :1].expand(-1, k, -1)  # restarts without a violation repeat the closest one
-        ok = torch.isfinite(dist.gather(1, order))
-        starts = torch.where(ok[..., None], starts, first)
-        return idx[hit], dist.gather(1, order)[hit, 0], starts[hit]
+        return idx[hit], closest[hit], starts[hit]
 
     def _bound_hint(self, idx: torch.Tensor) -> torch.Tensor | None:
         """For L-inf balls and logit margins: the box vertex where CROWN's linear lower bound of the

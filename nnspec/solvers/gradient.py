@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from nnspec.properties.regions import distance
 from nnspec.solvers.projection import project_ball
 
 STEP = 0.1  # the minimal-norm walk's first step, as a fraction of the starting distance
@@ -154,11 +155,22 @@ def minimal_norm(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.
 
 
 def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return delta.abs().amax(-1)
-    if norm == "l2":
-        return delta.norm(dim=-1)
-    return delta.abs().sum(-1)
+    """The norm of each offset (..., f) -> (...), by the regions' own ``distance``."""
+    return distance(delta.reshape(-1, delta.shape[-1]), norm).reshape(delta.shape[:-1])
+
+
+def closest_starts(y: torch.Tensor, s: torch.Tensor, dist: torch.Tensor, slack: float, k: int):
+    """From the restarts' best points y (A, K, f), their s and distances (A, K): which centres have
+    a violation (s < -slack), the distance of the closest (A,), and the k closest violating points
+    (A, k, f) as starts for ``minimal_norm`` (the closest, not the deepest: restarts without a
+    violation repeat the closest one)."""
+    dist = torch.where(s < -slack, dist.to(torch.float64), torch.full_like(dist, math.inf, dtype=torch.float64))
+    k = min(k, y.shape[1])
+    order = dist.argsort(1)[:, :k]
+    starts = y.gather(1, order[..., None].expand(-1, -1, y.shape[-1]))
+    ok = torch.isfinite(dist.gather(1, order))
+    starts = torch.where(ok[..., None], starts, starts[:, :1].expand(-1, k, -1))
+    return torch.isfinite(dist).any(1), dist.gather(1, order)[:, 0], starts
 
 
 def _segment_search(value_and_grad: ValueAndGrad, idx, centre, violation, slack: float, points: int = 12,
