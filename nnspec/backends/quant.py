@@ -48,6 +48,7 @@ PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35, "final_lipschitz": 0.0}
 GRADIENT_SHARE = {"search": 0.2, "refine": 0.25, "shrink": 0.05}
 SHRINK, SHRINK_ROUNDS = 0.9, 3  # gradient searches in balls a tenth inside the closest violation
 MIN_NORM_STARTS = 4  # minimal-norm walks per centre from violations found beyond the ball
+MIN_NORM_STEPS = 200  # per walk: they converge within this; more would only cost Python-loop time
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
 # confirms it (another batch size, maybe another runtime) cannot flip it by float round-off.
 WITNESS_SLACK = 1e-5
@@ -323,7 +324,9 @@ class _Quantification:
         a, k, n = full.shape
         out = self.model.forward_grad(full.reshape((a * k,) + self.shape).to(self.model.dtype))
         s = self._s(idx, out.reshape(a, k, -1).to(torch.float64))
+        started = time.perf_counter()
         grad, = torch.autograd.grad(s.sum(), y)
+        self.model.seconds += time.perf_counter() - started  # the backward pass is model work too
         with torch.no_grad():
             s = s.detach()
             if not bool(torch.isfinite(s).all()):
@@ -476,8 +479,8 @@ class _Quantification:
         if self.fmask is not None:
             lo = torch.where(self.fmask[idx], lo, centre)
             hi = torch.where(self.fmask[idx], hi, centre)
-        minimal_norm(self._value_and_grad, idx, centre, lo, hi, self.ball.norm, best, total // best.shape[1],
-                     slack=WITNESS_SLACK)
+        minimal_norm(self._value_and_grad, idx, centre, lo, hi, self.ball.norm, best,
+                     min(total // best.shape[1], MIN_NORM_STEPS), slack=WITNESS_SLACK)
 
     def _phase_search(self, stops: list[str]) -> None:
         t = self.tracker
