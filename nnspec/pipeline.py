@@ -18,7 +18,9 @@ from nnspec import __version__
 from nnspec.backends import registry
 from nnspec.backends.base import BoundTask
 from nnspec.errors import DataError, InputError, SpecError, UsageError, suggest
-from nnspec.models.bind import BoundInputs, bind_inputs, check_property, reference_inputs
+from nnspec.models.bind import (
+    BoundInputs, bind_box_centres, bind_inputs, check_property, reference_inputs, with_box,
+)
 from nnspec.models.loading import load_model, sha256_of
 from nnspec.models.model import Budget, Model
 from nnspec.models.sanity import misclassified, summarise
@@ -137,8 +139,21 @@ class Runner:
             raise DataError(f"{summary.warnings[0]} (--strict makes warnings errors)")
 
     def run_task(self, task: Task, model: Model, bound: BoundInputs) -> list[tuple[TaskRecord, Outcome]]:
+        """All inputs of the task in one batch; a box region that differs per input runs input by
+        input (each with its own box as the domain and the L-inf radius that covers it)."""
         prop = task.prop
         check_property(prop, model)
+        if not prop.boxes:
+            return self._run_batch(task, prop, model, bound)
+        if bound.lower.shape[0] == 1:
+            return self._run_batch(task, _covering(prop, bound), model, _flat_box(bound, slice(None)))
+        records = []
+        for i in range(len(bound.x)):
+            one = _flat_box(bound, slice(i, i + 1))
+            records.extend(self._run_batch(task, _covering(prop, one), model, one))
+        return records
+
+    def _run_batch(self, task: Task, prop, model: Model, bound: BoundInputs) -> list[tuple[TaskRecord, Outcome]]:
         options = task.option_dict()
         reference = reference_inputs(prop, task.module, bound, model)
         bt = BoundTask(_within_domain(prop, bound), bound.x, bound.labels, bound.lower, bound.upper,
@@ -155,8 +170,13 @@ class Runner:
             outcome = confirm(outcome, model=model, ball=prop.region, expression=prop.expression,
                               centre=bound.x[i], label=int(bound.labels[i]), lower=bound.lower,
                               upper=bound.upper, outputs_are_logits=task.module.outputs_are_logits,
-                              reference=None if reference is None else reference[i], cross_check=cross) \
+                              reference=None if reference is None else reference[i], cross_check=cross,
+                              tolerance=0.0 if prop.boxes else None) \
                 if prop.expression is not None else outcome
+            if prop.boxes:
+                outcome = dataclasses.replace(outcome, notes=outcome.notes + (
+                    f"region: {prop.boxes[0].describe()}, run as linf({prop.region.radius:.6g}) around the "
+                    f"centre cut to the box; witnesses confirmed inside the box at tolerance 0",))
             if prop.kind in ("robustness", "max_radius", "feature_robustness") and \
                     misclassified(bound, i, outcome.centre_output):
                 outcome = dataclasses.replace(outcome, notes=outcome.notes + (
@@ -195,6 +215,31 @@ class Runner:
             dropped_witnesses=outcome.dropped_witnesses, trace=_thin(outcome.trace),
             milestones=[m.to_json(include_x=True) for m in outcome.milestones],
         ), outcome
+
+
+def bind_task(task: Task, model: Model) -> BoundInputs:
+    """The task's inputs on the model: its input set (with its box, for a box region), or the
+    box's midpoint when the spec has no inputs statement."""
+    if task.input_set < 0:
+        return bind_box_centres(task.prop, task.module, model)
+    bound = bind_inputs(task.module, task.input_set, model)
+    return with_box(task.prop, task.module, model, bound) if task.prop.boxes else bound
+
+
+def _flat_box(bound: BoundInputs, rows: slice) -> BoundInputs:
+    """The inputs ``rows`` with their (shared) box as a flat (n,) domain."""
+    lower = bound.lower[0] if bound.lower.shape[0] == 1 else bound.lower[rows][0]
+    upper = bound.upper[0] if bound.upper.shape[0] == 1 else bound.upper[rows][0]
+    return BoundInputs(bound.x[rows], bound.labels[rows], bound.label_source, bound.ids[rows], lower, upper)
+
+
+def _covering(prop, bound: BoundInputs):
+    """The box property as an L-inf ball whose radius covers the box from every centre: cut to
+    the box (the domain of the batch), it is exactly the box."""
+    flat = bound.x.reshape(len(bound.x), -1).double()
+    reach = torch.maximum(flat - bound.lower.double(), bound.upper.double() - flat).amax()
+    radius = max(float(reach), 1e-12)
+    return dataclasses.replace(prop, region=dataclasses.replace(prop.region, radius=radius))
 
 
 def _within_domain(prop, bound: BoundInputs):
@@ -260,8 +305,9 @@ def check(paths: list[str], options: CheckOptions,
         for model_path, tasks in planned:
             for task in tasks:
                 model = runner.model_for(task.module, model_path)
-                bound = bind_inputs(task.module, task.input_set, model)
-                runner.sanity(task, model, bound, result)
+                bound = bind_task(task, model)
+                if task.input_set >= 0:
+                    runner.sanity(task, model, bound, result)
                 if on_task:
                     on_task(task, done, total)
                 pairs = runner.run_task(task, model, bound)

@@ -603,18 +603,19 @@ class _Quantification:
     # ------------------------------------------------------------------ results
 
     def _proved_lower(self, p: int, centre_out: torch.Tensor) -> tuple[float | None, str | None, str | None]:
-        """A sound lower bound of centre p's safe radius from the bound engine, where s is a logit
-        margin (robustness on logits) and the graph has rules; else (None, why, None)."""
+        """A sound lower bound of centre p's safe radius from the bound engine, where s is linear in
+        the outputs (``soundness.linear_objectives``) and the graph has rules; else (None, why, None).
+        On a box region the whole box is proved first."""
         expr = self.prop.expression
         method = bound_method(self.opts)
-        if method == "none" or not isinstance(expr, ConfidenceGap) or float(self.tracker.s0[p]) < 0:
+        if method == "none" or float(self.tracker.s0[p]) < 0:
             return None, None, None
         best = float(self.tracker.best_dist[p])
         return proved_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p],
                             int(self.task.labels[p]), centre_out, float(self.ball.radius), self.task.lower,
                             self.task.upper, free=self.masks[p], method=method,
                             time_limit=float(self.opts.get("bound_time", 10.0)),
-                            known_upper=best if math.isfinite(best) else None)
+                            known_upper=best if math.isfinite(best) else None, whole=bool(self.prop.boxes))
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker

@@ -48,7 +48,7 @@ MADS = BackendInfo(
     summary="DeepQuant: Lipschitz-metric radius estimate and witnesses by tensor-parallel MADS "
             "(augmented Lagrangian or projection for L1/L2)",
     capabilities=Capabilities(
-        kinds=("robustness", "uncertainty", "reachability", "range"),
+        kinds=("robustness", "uncertainty", "reachability", "range", "formula"),
         norms=("linf", "l2", "l1"),
         gives=("estimate", "upper", "lower"),
     ),

@@ -1,11 +1,13 @@
 """Sound lower bounds of the safe radius that any backend can attach to its results.
 
-The bound engine (``nnspec.bounds``: IBP, CROWN, alpha-CROWN over the model's graph) certifies a
-box radius around the centre when the property's violations are those of a logit margin: a
+The bound engine (``nnspec.bounds``: IBP, CROWN, alpha-CROWN, branch and bound over the model's
+graph) certifies a box radius around the centre when the property is linear in the raw outputs: a
 confidence gap read on logits, or read on probabilities with margin 0 (softmax keeps the order of
-the logits, so p_l < p_t exactly when z_l < z_t). That radius is a proved lower bound of the safe
-radius in L-inf, L2 and L1 alike (each ball lies in the box). Where no bound applies (another
-expression, an operator without a rule) the answer is None and says why.
+the logits, so p_l < p_t exactly when z_l < z_t), a threshold on a logit, or an output formula over
+y with max/min at the top of its comparisons (its violation set in disjunctive normal form). That
+radius is a proved lower bound of the safe radius in L-inf, L2 and L1 alike (each ball lies in the
+box). Where no bound applies (another expression, an operator without a rule) the answer is None
+and says why.
 """
 
 from __future__ import annotations
@@ -14,7 +16,45 @@ import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives
 from nnspec.models.model import Model
-from nnspec.properties.expressions import ConfidenceGap
+from nnspec.properties.expressions import ConfidenceGap, OutputThreshold
+from nnspec.properties.formulas import NotLinear, OutputFormula
+
+
+def linear_objectives(expr, n_outputs: int, label: int, centre_out: torch.Tensor, outputs_are_logits: bool):
+    """What a proof must show, as rows over the raw outputs: for every group g, some row r of g
+    has C[r] @ y + d[r] > 0. Returns (C (S, m), d (S,), groups (S,)); raises NotLinear.
+
+    A confidence gap on logits (or on probabilities with margin 0: softmax keeps the order) is one
+    row per other label; a threshold on a logit one row; an output formula its violation set's
+    disjuncts (a group each: one false atom refutes a conjunction)."""
+    if isinstance(expr, ConfidenceGap):
+        if not (outputs_are_logits and (expr.reading == "logits" or expr.margin == 0)):
+            raise NotLinear("a confidence gap on probabilities with a margin is not linear in the logits")
+        target = {"label": expr.target_label, "least_likely": int(centre_out.argmin()), "untargeted": None}[expr.target]
+        C = margin_objectives(n_outputs, label, target)
+        return C, torch.full((len(C),), -float(expr.margin), dtype=torch.float64), torch.arange(len(C))
+    if isinstance(expr, OutputThreshold):
+        if expr.fn == "prob" and outputs_are_logits:
+            raise NotLinear("a probability threshold is not linear in the logits")
+        i = label if expr.index is None else expr.index
+        C = torch.zeros(1, n_outputs, dtype=torch.float64)
+        below = expr.cmp in ("<", "<=")
+        C[0, i] = -1.0 if below else 1.0
+        return C, torch.tensor([expr.threshold if below else -expr.threshold], dtype=torch.float64), torch.zeros(1, dtype=torch.long)
+    if isinstance(expr, OutputFormula):
+        form = expr.linear_form(n_outputs, label, outputs_are_logits)
+        if not form:  # the violation set is empty: nothing to refute
+            return torch.zeros(1, n_outputs, dtype=torch.float64), torch.ones(1, dtype=torch.float64), \
+                torch.zeros(1, dtype=torch.long)
+        rows, offsets, groups = [], [], []
+        for g, conj in enumerate(form):
+            for atom in conj:
+                rows.append(atom.c)
+                offsets.append(atom.d)
+                groups.append(g)
+        return (torch.tensor(rows, dtype=torch.float64), torch.tensor(offsets, dtype=torch.float64),
+                torch.tensor(groups, dtype=torch.long))
+    raise NotLinear(f"no linear form for {type(expr).__name__}")
 
 
 def bound_method(options: dict) -> str:
@@ -28,34 +68,41 @@ def bound_method(options: dict) -> str:
 def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor, label: int, centre_out: torch.Tensor,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
                  method: str = "auto", time_limit: float = 10.0,
-                 known_upper: float | None = None) -> tuple[float | None, str, str | None]:
+                 known_upper: float | None = None, whole: bool = False) -> tuple[float | None, str, str | None]:
     """(certified radius, note, the method's name), or (None, why not, None). ``bab`` and
     ``milp`` run for at most ``time_limit`` seconds (anytime); ``known_upper``: the distance of a
-    confirmed violation, which bounds their search."""
-    if not (isinstance(expr, ConfidenceGap) and outputs_are_logits
-            and (expr.reading == "logits" or expr.margin == 0)):
-        return None, "no sound bound: the bound engine covers confidence gaps on logits (or on probabilities " \
-                     "with margin 0)", None
-    target = {"label": expr.target_label, "least_likely": int(centre_out.argmin()), "untargeted": None}[expr.target]
+    confirmed violation, which bounds their search. ``whole``: the region is a box (the ball of
+    ``radius`` cut to [lower, upper]): prove all of it first, with the whole time."""
+    try:
+        C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, outputs_are_logits)
+    except NotLinear as err:
+        return None, f"no sound bound: {err}", None
     try:
         engine = engine_for(model)
         if method == "auto":
             method = choose_method(engine)
         if method == "milp":
+            if not isinstance(expr, ConfidenceGap):
+                return None, "no sound bound: the MILP mode covers confidence gaps (use bound=bab)", None
+            target = {"label": expr.target_label, "least_likely": int(centre_out.argmin()),
+                      "untargeted": None}[expr.target]
             others = [t for t in range(model.n_outputs) if t != label] if target is None else [target]
             centre = float(min(centre_out[label] - centre_out[t] for t in others))
             # the same guard against float32 rounding as the other methods: look for margins up to it
             guard = 64 * torch.finfo(model.dtype).eps * (1.0 + abs(centre))
             return _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free, time_limit,
                          known_upper)
-        r = certified_radius(engine, x0.reshape(-1), margin_objectives(model.n_outputs, label, target), expr.margin,
-                             radius, lower, upper, method=method, free=free, model_eps=torch.finfo(model.dtype).eps,
-                             time_limit=time_limit, known_upper=known_upper)
+        r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method=method, free=free,
+                             model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit,
+                             known_upper=known_upper, offsets=d, groups=groups, whole=whole)
     except Unsupported as err:
         return None, f"no sound bound ({err})", None
     except (ValueError, RuntimeError) as err:  # shapes the graph view cannot follow: no bound, no crash
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
+    if whole:
+        return r, (f"{name} proves the whole box" if r >= radius else
+                   f"{name} did not prove the whole box; it certifies radius {r:.4g} around the centre"), name
     return r, f"{name} certifies a box of radius {r:.4g} around the centre", name
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.radius import reduce_rows
 
 
 BETA_STEPS = 8  # beta-CROWN iterations per batch of subdomains (0: plain CROWN)
@@ -50,10 +51,12 @@ class _Domain:
 
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
            time_limit: float = 10.0, mode: str = "auto", batch: int = 64, max_domains: int = 200_000,
-           slack: float = 0.0) -> BabResult:
+           slack: float = 0.0, offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> BabResult:
     """Prove min over rows of C @ y(x) > threshold + slack for every x in [lo, hi] (one box,
     ``lo``/``hi`` shaped like one input; ``C`` (S, m)), or give the best proved lower bound of
-    min_rows(C @ y) - threshold when time or the domain limit runs out."""
+    min_rows(C @ y) - threshold when time or the domain limit runs out. With ``offsets`` and
+    ``groups`` the objective is min over groups of max over a group's rows of C @ y + offset
+    (an output formula's violation disjuncts, each refuted by any one of its atoms)."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -65,7 +68,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         mode = "input"
     goal = threshold + slack
     counter = itertools.count()
-    bounds, records, empty = _bound(engine, [_Domain(lo, hi, {}, 0.0)], C)
+    rows = (offsets, groups)
+    bounds, records, empty = _bound(engine, [_Domain(lo, hi, {}, 0.0)], C, rows)
     root_bound = float(bounds[0]) - threshold
     seen = 1
     if empty[0] or float(bounds[0]) > goal:
@@ -85,7 +89,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
             if kids is None:  # no unstable neuron left (or input mode): cut the box
                 kids = _split_input(dom, rec)
             children.extend(kids)
-        bounds, records, empty = _bound(engine, children, C)
+        bounds, records, empty = _bound(engine, children, C, rows)
         seen += len(children)
         for i, child in enumerate(children):
             b = float(bounds[i])
@@ -96,9 +100,10 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
 
 
-def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor):
-    """CROWN bounds (min over rows) of a batch of subdomains, the coefficients reaching each
-    nonlinearity and the input for the worst row, and which subdomains are empty."""
+def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None)):
+    """CROWN bounds (min over rows, or over groups of rows: ``reduce_rows``) of a batch of
+    subdomains, the coefficients reaching each nonlinearity and the input for the deciding row
+    (the best row of the worst group), and which subdomains are empty."""
     lo = torch.stack([d.lo for d in domains])
     hi = torch.stack([d.hi for d in domains])
     names = {n for d in domains for n in d.splits}
@@ -117,12 +122,27 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor):
         low = engine.backward(out, A0, bounds, record=record)
     if splits and BETA_STEPS:
         low = torch.maximum(low, _beta_crown(engine, out, A0, bounds, splits, low))
+    offsets, groups = rows
     with torch.no_grad():
-        worst = low.argmin(1)
+        worst = _deciding_row(low, offsets, groups)
         rows = {name: a[torch.arange(B), worst] for name, a in record.items()}  # (B, *shape)
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
-    return low.min(1).values, rows | extra, empty
+    return reduce_rows(low, offsets, groups), rows | extra, empty
+
+
+def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:
+    """(B,) the row whose bound decides each subdomain's value: the worst row, or with groups the
+    best row of the worst group."""
+    if groups is None:
+        return (low if offsets is None else low + offsets).argmin(1)
+    v = low + (0 if offsets is None else offsets.to(low))
+    G = int(groups.max()) + 1
+    per_group = torch.full((low.shape[0], G), -torch.inf, dtype=v.dtype).scatter_reduce(
+        1, groups.view(1, -1).expand(low.shape[0], -1), v, "amax")
+    worst_group = per_group.argmin(1)
+    in_group = groups.view(1, -1) == worst_group.view(-1, 1)
+    return torch.where(in_group, v, torch.full_like(v, -torch.inf)).argmax(1)
 
 
 def _beta_crown(engine: BoundEngine, out: str, A0: torch.Tensor, bounds, splits: dict[str, torch.Tensor],

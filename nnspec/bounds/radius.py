@@ -32,18 +32,38 @@ def margin_objectives(n_outputs: int, label: int, target: int | None = None) -> 
     return C
 
 
+def reduce_rows(low: torch.Tensor, offsets: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Row bounds (B, S) -> one value per box (B,): min over groups of max over the group's rows of
+    low + offset. Without groups, every row is its own group (the min over rows)."""
+    if offsets is not None:
+        low = low + offsets.to(low)
+    if groups is None:
+        return low.min(dim=1).values
+    G = int(groups.max()) + 1
+    best = torch.full((low.shape[0], G), -torch.inf, dtype=low.dtype)
+    best = best.scatter_reduce(1, groups.view(1, -1).expand(low.shape[0], -1), low, "amax")
+    return best.min(dim=1).values
+
+
 def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, threshold: float, radius: float,
                      lower: torch.Tensor, upper: torch.Tensor, *, method: str = "crown",
                      free: torch.Tensor | None = None, model_eps: float = 2.0 ** -23, rounds: int = 4,
-                     points: int = 8, time_limit: float = 10.0, known_upper: float | None = None) -> float:
+                     points: int = 8, time_limit: float = 10.0, known_upper: float | None = None,
+                     offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+                     whole: bool = False) -> float:
     """The largest r in [0, radius] (to about 7/points**rounds of itself) whose box around ``x0``
     (clipped to [lower, upper]; only the ``free`` dimensions move) ``method`` proves to keep every
     objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first, then a bisection
     whose every step is a branch-and-bound proof, until ``time_limit`` seconds (anytime: the best
-    radius proved so far); ``known_upper`` (a confirmed violation's distance) bounds it above."""
+    radius proved so far); ``known_upper`` (a confirmed violation's distance) bounds it above.
+    ``offsets``/``groups``: the objective is min over groups of max over a group's rows of
+    C @ y + offset (``reduce_rows``). ``whole``: with bab, prove the ball of ``radius`` first,
+    with all the time (a box region), before any bisection."""
     if method == "bab":
         return _bab_radius(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
-                           time_limit=time_limit, known_upper=known_upper)
+                           time_limit=time_limit, known_upper=known_upper, offsets=offsets, groups=groups,
+                           whole=whole)
     shape = (-1,) + tuple(engine.graph.input_shape)
     x0 = x0.double().reshape(1, -1)
     lower, upper = lower.double().reshape(1, -1).expand_as(x0), upper.double().reshape(1, -1).expand_as(x0)
@@ -54,7 +74,8 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
         lo = torch.minimum(torch.maximum(x0 - rs[:, None] * mask, lower), x0)
         hi = torch.maximum(torch.minimum(x0 + rs[:, None] * mask, upper), x0)
         objectives = C[None].expand(len(rs), -1, -1)
-        return engine.bound(lo.reshape(shape), hi.reshape(shape), objectives, method=method).min(dim=1).values
+        return reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), objectives, method=method), offsets,
+                           groups)
 
     centre_margin = float(margins(torch.zeros(1, dtype=torch.float64))[0])
     slack = 64 * model_eps * (1.0 + abs(centre_margin))
@@ -88,12 +109,12 @@ def _box(x0, r, lower, upper, mask):
 
 
 def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
-                known_upper, tolerance: float = 1e-3) -> float:
+                known_upper, offsets=None, groups=None, whole=False, tolerance: float = 1e-3) -> float:
     from nnspec.bounds.bab import verify
 
     started = time.perf_counter()
     good = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="crown", free=free,
-                            model_eps=model_eps)
+                            model_eps=model_eps, offsets=offsets, groups=groups)
     if good >= radius:
         return radius
     bad = radius if known_upper is None else min(radius, known_upper)
@@ -101,16 +122,23 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
     lower, upper = lower.double().reshape(-1).expand_as(x0), upper.double().reshape(-1).expand_as(x0)
     mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
     lo, hi = _box(x0, 0.0, lower, upper, mask)
-    centre = float(engine.bound(lo[None].reshape((1,) + tuple(engine.graph.input_shape)),
-                                hi[None].reshape((1,) + tuple(engine.graph.input_shape)), C[None].double()).min())
+    centre = float(reduce_rows(engine.bound(lo[None].reshape((1,) + tuple(engine.graph.input_shape)),
+                                            hi[None].reshape((1,) + tuple(engine.graph.input_shape)),
+                                            C[None].double()), offsets, groups)[0])
     slack = 64 * model_eps * (1.0 + abs(centre))
+    if whole and known_upper is None:  # a box region: the question is the whole box
+        lo, hi = _box(x0, radius, lower, upper, mask)
+        result = verify(engine, lo, hi, C, threshold, time_limit=time_limit - (time.perf_counter() - started),
+                        slack=slack, offsets=offsets, groups=groups)
+        return radius if result.proven else good
     while bad - good > tolerance * max(good, 1e-12):
         left = time_limit - (time.perf_counter() - started)
         if left <= 0.05:
             break
         mid = good + (bad - good) / 2
         lo, hi = _box(x0, mid, lower, upper, mask)
-        result = verify(engine, lo, hi, C, threshold, time_limit=left / 2, slack=slack)
+        result = verify(engine, lo, hi, C, threshold, time_limit=left / 2, slack=slack, offsets=offsets,
+                        groups=groups)
         if result.proven:
             good = mid
         else:

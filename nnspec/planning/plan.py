@@ -23,7 +23,7 @@ from nnspec.properties.spec import InputSetSpec, Property, SpecModule
 class Task:
     module: SpecModule
     prop: Property
-    input_set: int  # index into module.input_sets
+    input_set: int  # index into module.input_sets; -1: the box's midpoint (a spec without inputs)
     backend: str
     options: tuple[tuple[str, Any], ...]
     chosen_by: str  # "spec" | "planner"
@@ -70,9 +70,11 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
     tasks: list[Task] = []
     problems: list[Diagnostic] = []
     for module in modules:
-        if module.properties and not module.input_sets and not inline_inputs:
-            problems.append(Diagnostic(module.properties[0].span, "no inputs to check the properties on",
-                                       "add: inputs \"file.npz\""))
+        boxed = not module.input_sets and not inline_inputs  # every property runs at its boxes' midpoints
+        unboxed = [p for p in module.properties if not p.boxes or p.boxes[0].relative]
+        if boxed and unboxed:
+            problems.append(Diagnostic(unboxed[0].span, "no inputs to check the properties on",
+                                       "add: inputs \"file.npz\" (or give the region as box(lower, upper))"))
             continue
         for prop in module.properties:
             chosen = _choose(prop, problems)
@@ -86,8 +88,9 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
                 opts.update(prop.solver.option_dict())  # the spec's explicit values win over defaults
             if budget is not None:  # ... but --budget wins over everything: a CI smoke run caps every task
                 opts["budget"] = budget
-            for one in _radii(prop):
-                for i in range(len(module.input_sets) if not inline_inputs else 1):
+            for one in (q for r in _radii(prop) for q in _boxes(r)):
+                sets = [-1] if boxed else range(len(module.input_sets) if not inline_inputs else 1)
+                for i in sets:
                     tasks.append(Task(module, one, i, info.name, tuple(sorted(opts.items())), by))
     if problems:
         raise SpecError(problems)
@@ -99,6 +102,14 @@ def _radii(prop: Property) -> list[Property]:
     if not prop.sweep:
         return [prop]
     return [dataclasses.replace(prop, region=dataclasses.replace(prop.region, radius=r)) for r in prop.sweep]
+
+
+def _boxes(prop: Property) -> list[Property]:
+    """A union of boxes becomes one property per box, named NAME/box1, NAME/box2, ... (the
+    property holds on the union exactly when it holds on each box)."""
+    if len(prop.boxes) <= 1:
+        return [prop]
+    return [dataclasses.replace(prop, name=f"{prop.name}/box{b.index + 1}", boxes=(b,)) for b in prop.boxes]
 
 
 def _choose(prop: Property, problems: list[Diagnostic]) -> tuple[BackendInfo, str] | None:
@@ -127,4 +138,4 @@ def _choose(prop: Property, problems: list[Diagnostic]) -> tuple[BackendInfo, st
 def _kind_text(kind: str) -> str:
     return {"robustness": "robustness", "uncertainty": "uncertainty", "reachability": "reachability",
             "range": "a reachability range", "max_radius": "the maximum safe radius",
-            "feature_robustness": "feature robustness"}[kind]
+            "feature_robustness": "feature robustness", "formula": "an output formula"}[kind]

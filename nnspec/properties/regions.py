@@ -83,3 +83,47 @@ def distance(delta: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "l0":
         return (flat.abs() > 1e-12).sum(dim=1).to(flat.dtype)
     raise ValueError(f"unknown norm {norm!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BoxBound:
+    """One side of a box (or its width): a number for every dimension, one per dimension, or an
+    array file (``.npy``; ``.npz`` with ``key``) holding one row per dimension or per input."""
+
+    kind: str  # value | list | file
+    value: object  # float | tuple[float, ...] | path
+    key: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "value":
+            return f"{self.value:g}"
+        if self.kind == "list":
+            vals = self.value
+            shown = ", ".join(f"{v:g}" for v in vals[:4]) + (", ..." if len(vals) > 4 else "")
+            return f"[{shown}]"
+        return f'"{self.value}"' + (f"[{self.key}]" if self.key else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A box given per dimension: [lower, upper] (absolute), or the input plus/minus ``width``.
+
+    Inside the pipeline a box runs as an L-inf ball around its centre (the input, or the box's
+    midpoint) with the box as the domain: that ball cut to the box is exactly the box, so every
+    backend and bound method works on it unchanged; radii are L-inf distances from the centre.
+    """
+
+    lower: BoxBound | None
+    upper: BoxBound | None
+    width: BoxBound | None = None
+    index: int = 0  # which box of a union (0-based)
+    of: int = 1
+
+    @property
+    def relative(self) -> bool:
+        return self.width is not None
+
+    def describe(self) -> str:
+        text = f"box(width={self.width.describe()})" if self.relative else \
+            f"box({self.lower.describe()}, {self.upper.describe()})"
+        return text + (f" [box {self.index + 1} of {self.of}]" if self.of > 1 else "")

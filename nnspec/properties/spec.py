@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nnspec.properties.expressions import Expression
-from nnspec.properties.regions import Ball
+from nnspec.properties.regions import Ball, Box
 from nnspec.span import Span
 
 
@@ -90,7 +90,7 @@ class SolverChoice:
 @dataclass(frozen=True, slots=True)
 class Property:
     name: str
-    kind: str  # robustness | uncertainty | reachability | range | max_radius | feature_robustness
+    kind: str  # robustness | uncertainty | reachability | range | max_radius | feature_robustness | formula
     expression: Expression | None  # None for the game kinds, which carry their own objective
     region: Ball
     requirements: tuple[Requirement, ...]
@@ -101,6 +101,7 @@ class Property:
     reference_input: int | None = None
     partition: tuple[str, tuple[tuple[str, Any], ...]] | None = None  # feature robustness
     sweep: tuple[float, ...] | None = None  # radii of a sweep; the planner makes one task per radius
+    boxes: tuple[Box, ...] = ()  # a box region (several: a union); ``region`` is then linf around the centre
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,13 @@ TOLERANCE = 1e-6
 def confirm(outcome: Outcome, *, model: Model, ball: Ball, expression, centre: torch.Tensor, label: int,
             lower: torch.Tensor, upper: torch.Tensor, outputs_are_logits: bool,
             reference: torch.Tensor | None = None,
-            cross_check: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Outcome:
+            cross_check: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            tolerance: float | None = None) -> Outcome:
     """The witness and the milestones (violations found along the way), each re-evaluated on its
     own. Unconfirmed ones are dropped; if the witness fails and a milestone holds, the closest
-    milestone that holds becomes the witness."""
+    milestone that holds becomes the witness. ``tolerance``: how far outside the domain a witness
+    may lie (default ``TOLERANCE``; 0 for box regions, compared in the model's dtype)."""
+    tol = TOLERANCE if tolerance is None else tolerance
     w = outcome.witness
     if w is None:
         return outcome
@@ -37,7 +40,7 @@ def confirm(outcome: Outcome, *, model: Model, ball: Ball, expression, centre: t
 
     def check(cand: Witness) -> tuple[Witness | None, list[str]]:
         x = torch.tensor(cand.x, dtype=model.dtype)
-        problems = _check_region(x, centre.to(model.dtype), ball, lower, upper, model, label)
+        problems = _check_region(x, centre.to(model.dtype), ball, lower, upper, model, label, tol)
         out = model(x[None])[0].to(torch.float64)
         s = float(s_fn(out[None, None, :])[0, 0])
         if s >= 0:
@@ -76,12 +79,15 @@ def confirm(outcome: Outcome, *, model: Model, ball: Ball, expression, centre: t
                                notes=notes, dropped_witnesses=dropped, milestones=tuple(milestones))
 
 
-def _check_region(x, centre, ball: Ball, lower, upper, model: Model, label: int) -> list[str]:
+def _check_region(x, centre, ball: Ball, lower, upper, model: Model, label: int,
+                  tolerance: float = TOLERANCE) -> list[str]:
     problems = []
     flat = x.reshape(-1).to(torch.float64)
-    lo, hi = lower.to(torch.float64).expand_as(flat), upper.to(torch.float64).expand_as(flat)
-    if bool((flat < lo - TOLERANCE).any() or (flat > hi + TOLERANCE).any()):
-        problems.append("outside the domain")
+    # the bounds as the model reads them (its dtype), so that a point on a bound is inside
+    lo = lower.to(x.dtype).to(torch.float64).expand_as(flat)
+    hi = upper.to(x.dtype).to(torch.float64).expand_as(flat)
+    if bool((flat < lo - tolerance).any() or (flat > hi + tolerance).any()):
+        problems.append("outside the domain" if tolerance else "outside the box")
     delta = (x - centre).to(torch.float64)
     dist = float(distance(delta[None], ball.norm)[0])
     if dist > ball.radius * (1 + TOLERANCE) + TOLERANCE:

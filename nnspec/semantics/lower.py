@@ -16,7 +16,9 @@ from nnspec.backends import registry
 from nnspec.backends.options import coerce
 from nnspec.errors import Diagnostic, SpecError, suggest
 from nnspec.properties import expressions as ex
-from nnspec.properties.regions import NORMS, Ball, Window
+from nnspec.properties.formulas import OutputFormula
+from nnspec.properties.regions import NORMS, Ball, Box, BoxBound, Window
+from nnspec.semantics.formula import lower_formula
 from nnspec.properties.spec import (
     Domain, InputSetSpec, LabelSpec, ModelRef, Normalization, Property, Requirement, SolverChoice,
     SpecModule,
@@ -242,9 +244,9 @@ class _Lowering:
         parts: dict[str, Any] = {}
         with self.errors.attempt():
             parts.update(self.condition(stmt.condition))
-        region, sweep = None, None
+        region, sweep, boxes = None, None, ()
         with self.errors.attempt():
-            region, sweep = self.region(stmt.region)
+            region, sweep, boxes = self.region(stmt.region)
         requirements: list[Requirement] = []
         for req in stmt.requires:
             with self.errors.attempt():
@@ -262,7 +264,7 @@ class _Lowering:
             requirements=tuple(requirements), solver=solver, span=stmt.span,
             uses_label=parts.get("uses_label", False), reference_file=parts.get("reference_file"),
             reference_input=parts.get("reference_input"), partition=parts.get("partition"),
-            sweep=sweep,
+            sweep=sweep, boxes=boxes,
         ))
 
     def condition(self, cond: ast.Condition) -> dict[str, Any]:
@@ -315,6 +317,9 @@ class _Lowering:
             self.reading(cond.reading)  # misclassification does not depend on the reading
             return {"kind": "max_radius", "uses_label": True,
                     "expression": ex.ConfidenceGap(target, label, 0.0, "logits")}
+        if isinstance(cond, ast.FormulaCond):
+            expression = OutputFormula(lower_formula(cond.formula, self.env))
+            return {"kind": "formula", "uses_label": expression.uses_label, "expression": expression}
         target, label = self.target(cond.target)
         return {"kind": "feature_robustness", "uses_label": True,
                 "expression": ex.ConfidenceGap(target, label, 0.0, "logits"),
@@ -358,8 +363,75 @@ class _Lowering:
         kwargs = [(k.name.id, evaluate(k.value, self.env, symbols=True)) for k in call.kwargs]
         return name, tuple(args + kwargs)
 
-    def region(self, region: ast.Region) -> tuple[Ball, tuple[float, ...] | None]:
-        """The ball, and the radii of a sweep (``linf([0.01, 0.02])``) or None."""
+    def region(self, region: ast.Region) -> tuple[Ball, tuple[float, ...] | None, tuple[Box, ...]]:
+        """The ball, the radii of a sweep (``linf([0.01, 0.02])``) or None, and the boxes of a box
+        region (a ball of unbounded radius around the centre, cut to each box when bound)."""
+        calls = (region.norm,) + region.more
+        if any(c.name.id == "box" for c in calls):
+            return self.boxes(region, calls)
+        if region.more:
+            raise SpecError.at(region.more[0].span, "a union ('or') is of boxes: within box(...) or box(...)")
+        ball, sweep = self.ball(region)
+        return ball, sweep, ()
+
+    def boxes(self, region: ast.Region, calls) -> tuple[Ball, None, tuple[Box, ...]]:
+        if region.restriction is not None:
+            raise SpecError.at(region.restriction.span, "a box region takes no window or feature restriction",
+                               "state the box per dimension instead")
+        boxes = []
+        for k, c in enumerate(calls):
+            if c.name.id != "box":
+                raise SpecError.at(c.name.span, "a union ('or') is of boxes: within box(...) or box(...)")
+            boxes.append(self.box(c, k, len(calls)))
+        return Ball("linf", float("inf")), None, tuple(boxes)
+
+    def box(self, c: ast.Call, index: int, of: int) -> Box:
+        kw = {k.name.id: k for k in c.kwargs}
+        unknown = [k for k in kw if k not in ("lower", "upper", "width")]
+        if unknown:
+            raise SpecError.at(kw[unknown[0]].span, f"box has no option '{unknown[0]}'",
+                               "box(lower, upper), box(\"bounds.npz\") or box(width=w)")
+        if "width" in kw:
+            if c.args or len(kw) > 1:
+                raise SpecError.at(c.span, "box(width=w) takes only the width (the box is the input plus/minus it)")
+            width = self.box_bound(kw["width"].value, "width")
+            if width.kind != "file" and min(_as_tuple(width.value)) < 0:
+                raise SpecError.at(kw["width"].value.span, "a box width must be >= 0")
+            return Box(None, None, width, index, of)
+        args = list(c.args)
+        if len(args) == 1 and not kw and isinstance(args[0], ast.String):  # box("bounds.npz"): keys lower, upper
+            path = self.path(args[0])
+            return Box(BoxBound("file", path, "lower"), BoxBound("file", path, "upper"), None, index, of)
+        lower = args[0] if args else kw.get("lower", None)
+        upper = args[1] if len(args) > 1 else kw.get("upper", None)
+        lower = lower.value if isinstance(lower, ast.KwArg) else lower
+        upper = upper.value if isinstance(upper, ast.KwArg) else upper
+        if lower is None or upper is None or len(args) > 2:
+            raise SpecError.at(c.span, "a box is box(lower, upper), box(\"bounds.npz\") or box(width=w)")
+        lo, hi = self.box_bound(lower, "lower"), self.box_bound(upper, "upper")
+        if lo.kind != "file" and hi.kind != "file":
+            a, b = _as_tuple(lo.value), _as_tuple(hi.value)
+            if len(a) > 1 and len(b) > 1 and len(a) != len(b):
+                raise SpecError.at(c.span, f"the lower bound has {len(a)} values but the upper bound has {len(b)}")
+            pairs = list(zip(a * len(b) if len(a) == 1 else a, b * len(a) if len(b) == 1 else b))
+            bad = next((i for i, (x, y) in enumerate(pairs) if x > y), None)
+            if bad is not None:
+                raise SpecError.at(c.span, f"empty box: lower {pairs[bad][0]:g} > upper {pairs[bad][1]:g}"
+                                           + (f" in dimension {bad}" if len(pairs) > 1 else ""))
+        return Box(lo, hi, None, index, of)
+
+    def box_bound(self, node, what: str) -> BoxBound:
+        if isinstance(node, ast.String):
+            path = self.path(node)
+            return BoxBound("file", path, None)
+        value = evaluate(node, self.env)
+        if _is_num(value):
+            return BoxBound("value", float(value))
+        if isinstance(value, list) and value and all(_is_num(v) for v in value):
+            return BoxBound("list", tuple(float(v) for v in value))
+        raise SpecError.at(node.span, f"a box {what} is a number, a list of numbers or an array file (\".npy\")")
+
+    def ball(self, region: ast.Region) -> tuple[Ball, tuple[float, ...] | None]:
         norm = region.norm
         if norm.name.id not in NORMS:
             raise SpecError.at(norm.name.span, f"unknown norm '{norm.name.id}'",
@@ -451,4 +523,8 @@ def _is_num(v: Any) -> bool:
 def _kind_name(cond: ast.Condition) -> str:
     return {ast.Robustness: "robustness", ast.Uncertainty: "uncertainty",
             ast.Reachability: "reachability", ast.ReachRange: "range", ast.MaxRadius: "max_radius",
-            ast.FeatureRobustness: "feature_robustness"}[type(cond)]
+            ast.FeatureRobustness: "feature_robustness", ast.FormulaCond: "formula"}[type(cond)]
+
+
+def _as_tuple(v) -> tuple[float, ...]:
+    return v if isinstance(v, tuple) else (v,)

@@ -205,7 +205,50 @@ class FeatureRobustness:
     span: Span
 
 
-Condition = Union[Robustness, Uncertainty, Reachability, ReachRange, MaxRadius, FeatureRobustness]
+@dataclass(frozen=True, slots=True)
+class FIndex:
+    """``y[i]`` in a formula."""
+
+    name: Name
+    index: "FExpr"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FCall:
+    """``max(...)``, ``prob(i)``, ``argmax(y)`` in a formula."""
+
+    name: Name
+    args: tuple["FExpr", ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FCompare:
+    op: str  # < <= > >= == !=
+    left: "FExpr"
+    right: "FExpr"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FLogic:
+    op: str  # and | or | not (``right`` None)
+    left: "FExpr"
+    right: "FExpr | None"
+    span: Span
+
+
+FExpr = Union[Number, Name, BinOp, Neg, FIndex, FCall, FCompare, FLogic]
+
+
+@dataclass(frozen=True, slots=True)
+class FormulaCond:
+    formula: FExpr
+    span: Span
+
+
+Condition = Union[Robustness, Uncertainty, Reachability, ReachRange, MaxRadius, FeatureRobustness, FormulaCond]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +256,7 @@ class Region:
     norm: Call
     restriction: Call | None
     span: Span
+    more: tuple[Call, ...] = ()  # further boxes of a union: within box(...) or box(...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,39 @@ def expr(e) -> str:
     raise TypeError(type(e))  # pragma: no cover
 
 
+_PRECEDENCE = {"or": 1, "and": 2, "not": 3, "cmp": 4}
+
+
+def fexpr(e, outer: int = 0) -> str:
+    """A formula, parenthesised only where precedence needs it."""
+    if isinstance(e, ast.FLogic):
+        level = _PRECEDENCE[e.op]
+        if e.op == "not":
+            text = f"not {fexpr(e.left, level)}"
+        else:
+            text = f"{fexpr(e.left, level)} {e.op} {fexpr(e.right, level + 1)}"
+        return f"({text})" if level < outer else text
+    if isinstance(e, ast.FCompare):
+        text = f"{fexpr(e.left, 5)} {e.op} {fexpr(e.right, 5)}"
+        return f"({text})" if _PRECEDENCE["cmp"] < outer else text
+    if isinstance(e, ast.FIndex):
+        return f"{e.name.id}[{fexpr(e.index, 5)}]"
+    if isinstance(e, ast.FCall):
+        return f"{e.name.id}({', '.join(fexpr(a) for a in e.args)})"
+    if isinstance(e, ast.BinOp):
+        left, right = fexpr(e.left, 5), fexpr(e.right, 5)
+        if isinstance(e.left, ast.BinOp) and e.op in "*/" and e.left.op in "+-":
+            left = f"({left})"
+        if isinstance(e.right, ast.BinOp) and (e.op in "*/" or e.op == "-" or e.right.op in "+-" and e.op != "+"):
+            right = f"({right})"
+        text = f"{left} {e.op} {right}"
+        return f"({text})" if outer > 5 else text
+    if isinstance(e, ast.Neg):
+        inner = fexpr(e.operand, 6)
+        return f"-({inner})" if isinstance(e.operand, ast.BinOp) else f"-{inner}"
+    return expr(e)
+
+
 def call(c: ast.Call) -> str:
     args = [call(a) if isinstance(a, ast.Call) else expr(a) for a in c.args] + \
         [f"{k.name.id}={expr(k.value)}" for k in c.kwargs]
@@ -74,6 +107,8 @@ def condition(c) -> str:
         return f"reachability range {_output(c.output)}{tol}"
     if isinstance(c, ast.MaxRadius):
         return "maximum safe radius" + _target(c.target) + (f" on {c.reading.id}" if c.reading else "")
+    if isinstance(c, ast.FormulaCond):
+        return f"always {fexpr(c.formula)}"
     return f"feature robustness{_target(c.target)} over {call(c.partition)}"
 
 
@@ -112,7 +147,7 @@ def statement(s) -> list[str]:
     if isinstance(s, ast.DefaultUsingStmt):
         return [f"default using {call(s.solver)}"]
     head = f"property {s.name.id}: " if s.name else ""
-    region = f"within {call(s.region.norm)}" + (f" on {call(s.region.restriction)}" if s.region.restriction else "")
+    region = f"within {' or '.join(call(c) for c in (s.region.norm,) + s.region.more)}" + (f" on {call(s.region.restriction)}" if s.region.restriction else "")
     lines = [f"{head}{condition(s.condition)} {region}"]
     if s.requires:
         lines.append("    require " + ", ".join(_requirement(r) for r in s.requires))

@@ -23,6 +23,7 @@ _TERMINAL_NAMES = {
     "NUMBER": "a number",
     "STRING": 'a "string"',
     "CMP": "a comparison (<, <=, >, >=)",
+    "EQ": "== or !=",
     "LEAST_LIKELY": "'least-likely'",
     "LABEL": "'label'",
     "$END": "the end of the file",
@@ -338,8 +339,31 @@ class _ToAst(Transformer):
     def feature_robustness(self, meta, target, partition):
         return ast.FeatureRobustness(target, partition, self._span(meta))
 
-    def region(self, meta, norm, restriction):
-        return ast.Region(norm, restriction, self._span(meta))
+    def region(self, meta, *parts):
+        calls, restriction = parts[:-1], parts[-1]
+        return ast.Region(calls[0], restriction, self._span(meta), tuple(calls[1:]))
+
+    # ----- output formulas
+    def formula_cond(self, meta, formula):
+        return ast.FormulaCond(formula, self._span(meta))
+
+    def f_or_op(self, meta, left, right):
+        return ast.FLogic("or", left, right, self._span(meta))
+
+    def f_and_op(self, meta, left, right):
+        return ast.FLogic("and", left, right, self._span(meta))
+
+    def f_not_op(self, meta, operand):
+        return ast.FLogic("not", operand, None, self._span(meta))
+
+    def f_compare(self, meta, left, op, right):
+        return ast.FCompare(str(op), left, right, self._span(meta))
+
+    def f_index(self, meta, name, index):
+        return ast.FIndex(self._name(name), index, self._span(meta))
+
+    def f_call(self, meta, name, *args):
+        return ast.FCall(self._name(name), tuple(a for a in args if a is not None), self._span(meta))
 
     def restrict_call(self, meta, call):
         return call
