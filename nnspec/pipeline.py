@@ -66,7 +66,7 @@ def collect(paths: list[str]) -> list[Path]:
             raise UsageError(f"{p}: cannot open ({err.strerror})") from None
         if p.is_dir():
             found.extend(sorted(p.rglob(f"*{SPEC_SUFFIX}")))
-        elif p.is_file():
+        elif p.is_file():  # a spec, a VNN-LIB query, or a VNN-COMP instances.csv
             found.append(p)
         else:
             raise UsageError(f"{p}: no such file or folder")
@@ -75,12 +75,15 @@ def collect(paths: list[str]) -> list[Path]:
     return found
 
 
-def load_specs(files: list[Path], overrides: dict[str, Any]) -> list[SpecModule]:
+def load_specs(files: list[Path], overrides: dict[str, Any], models: list[str] | None = None) -> list[SpecModule]:
     """Parse and lower every file; raises one SpecError holding the errors of all files."""
     modules, found = [], []
     for f in files:
         try:
-            modules.append(lower(parse_file(f), overrides))
+            if f.suffix == ".vnnlib" or f.name == "instances.csv":
+                modules.extend(_vnnlib_modules(f, overrides, models[0] if models else None))
+            else:
+                modules.append(lower(parse_file(f), overrides))
         except SpecError as err:
             found.extend(err.diagnostics)
     if found:
@@ -90,6 +93,23 @@ def load_specs(files: list[Path], overrides: dict[str, Any]) -> list[SpecModule]
         if name not in params:
             hint = suggest(name, params)
             raise UsageError(f"--set {name}: no spec declares 'param {name}'" + (f" ({hint})" if hint else ""))
+    return modules
+
+
+def _vnnlib_modules(path: Path, overrides: dict[str, Any], model_override: str | None = None) -> list[SpecModule]:
+    """A VNN-LIB query (its model from --model, or from an instances.csv beside it), or every
+    instance of an instances.csv, as spec modules (``nnspec import vnnlib`` shows their text)."""
+    from nnspec.interop.vnnlib import check_against_model, model_for_query, read_instances, spec_source
+    from nnspec.syntax.parser import parse_text
+
+    pairs = [(v, m) for m, v, _ in read_instances(path)] if path.name == "instances.csv" else \
+        [(path, model_for_query(path))]
+    modules = []
+    for query_path, model in pairs:
+        query, text = spec_source(query_path, model)
+        if model_override is not None and Path(model_override).is_file():
+            check_against_model(query, model_override)  # one line naming the query, before anything loads
+        modules.append(lower(parse_text(text, f"{query_path} (imported)"), overrides))
     return modules
 
 
@@ -284,7 +304,7 @@ def check(paths: list[str], options: CheckOptions,
     still written, and the error is re-raised for the CLI to report with its exit code.
     """
     files = collect(paths)
-    modules = load_specs(files, options.overrides)
+    modules = load_specs(files, options.overrides, options.models)
     if not any(m.properties for m in modules):  # "0 checks, all pass" would be a silent pass
         raise UsageError(f"no property to check in {', '.join(str(f) for f in files[:3])}"
                          + (f" and {len(files) - 3} more" if len(files) > 3 else ""))

@@ -611,11 +611,24 @@ class _Quantification:
         if method == "none" or float(self.tracker.s0[p]) < 0:
             return None, None, None
         best = float(self.tracker.best_dist[p])
-        return proved_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p],
-                            int(self.task.labels[p]), centre_out, float(self.ball.radius), self.task.lower,
-                            self.task.upper, free=self.masks[p], method=method,
-                            time_limit=float(self.opts.get("bound_time", 10.0)),
-                            known_upper=best if math.isfinite(best) else None, whole=bool(self.prop.boxes))
+        found: list = []
+        result = proved_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p],
+                              int(self.task.labels[p]), centre_out, float(self.ball.radius), self.task.lower,
+                              self.task.upper, free=self.masks[p], method=method,
+                              time_limit=float(self.opts.get("bound_time", 10.0)),
+                              known_upper=best if math.isfinite(best) else None, whole=bool(self.prop.boxes),
+                              found=found)
+        for x in found:  # candidates met by branch and bound: recorded as a witness if the model agrees
+            before = float(self.tracker.best_dist[p])
+            xt = x.reshape(1, 1, -1).to(self.dt)[:, :, self.free]
+            try:
+                self.evaluate(torch.tensor([p]), xt)
+            except Exception as err:  # the budget is spent: say so rather than lose the point silently
+                self.search_notes[p] += f"; a branch-and-bound candidate was not evaluated ({type(err).__name__})"
+                continue
+            if float(self.tracker.best_dist[p]) < before:
+                self.search_notes[p] += "; branch and bound met a violation"
+        return result
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker
@@ -624,6 +637,8 @@ class _Quantification:
         out = []
         for p in range(self.P):
             trace = traces[p]
+            if not self.is_range:  # first: branch and bound may meet a violation, which the record then shows
+                lower, note, method = self._proved_lower(p, centre_out[p])
             common = dict(s_centre=float(t.s0[p]), queries=int(t.queries[p]), seconds=seconds,
                           stop=stops[p] or "none", centre_output=centre_out[p].tolist(),
                           lipschitz=float(t.q_hat[p]), min_s=float(t.min_s[p]), trace=trace)
@@ -636,7 +651,6 @@ class _Quantification:
                 x = t.best_x[p].reshape(self.shape)
                 witness = Witness(x=x.tolist(), distance=float(t.best_dist[p]), s=float(t.best_s[p]),
                                   output=[], confirmed=False)
-            lower, note, method = self._proved_lower(p, centre_out[p])
             estimate = self._estimate(p)
             if estimate is not None and lower is not None:
                 estimate = max(estimate, lower)  # below a proved bound an estimate is known to be short

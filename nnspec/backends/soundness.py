@@ -68,11 +68,13 @@ def bound_method(options: dict) -> str:
 def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor, label: int, centre_out: torch.Tensor,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
                  method: str = "auto", time_limit: float = 10.0,
-                 known_upper: float | None = None, whole: bool = False) -> tuple[float | None, str, str | None]:
+                 known_upper: float | None = None, whole: bool = False,
+                 found: list | None = None) -> tuple[float | None, str, str | None]:
     """(certified radius, note, the method's name), or (None, why not, None). ``bab`` and
     ``milp`` run for at most ``time_limit`` seconds (anytime); ``known_upper``: the distance of a
     confirmed violation, which bounds their search. ``whole``: the region is a box (the ball of
-    ``radius`` cut to [lower, upper]): prove all of it first, with the whole time."""
+    ``radius`` cut to [lower, upper]): prove all of it first, with the whole time; branch and bound
+    on input splits appends candidate counterexamples it meets to ``found``."""
     try:
         C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, outputs_are_logits)
     except NotLinear as err:
@@ -94,7 +96,7 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                          known_upper)
         r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method=method, free=free,
                              model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit,
-                             known_upper=known_upper, offsets=d, groups=groups, whole=whole)
+                             known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found)
     except Unsupported as err:
         return None, f"no sound bound ({err})", None
     except (ValueError, RuntimeError) as err:  # shapes the graph view cannot follow: no bound, no crash

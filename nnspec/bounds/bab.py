@@ -51,12 +51,18 @@ class _Domain:
 
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
            time_limit: float = 10.0, mode: str = "auto", batch: int = 64, max_domains: int = 200_000,
-           slack: float = 0.0, offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> BabResult:
+           slack: float = 0.0, offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+           found: list | None = None) -> BabResult:
     """Prove min over rows of C @ y(x) > threshold + slack for every x in [lo, hi] (one box,
     ``lo``/``hi`` shaped like one input; ``C`` (S, m)), or give the best proved lower bound of
     min_rows(C @ y) - threshold when time or the domain limit runs out. With ``offsets`` and
     ``groups`` the objective is min over groups of max over a group's rows of C @ y + offset
-    (an output formula's violation disjuncts, each refuted by any one of its atoms)."""
+    (an output formula's violation disjuncts, each refuted by any one of its atoms).
+
+    ``found``: with input splitting, each new subdomain's most promising points (the vertex that
+    minimises the deciding row's linear bound, and the midpoint) are evaluated exactly (float64); a
+    point where the objective is <= 0 is appended to ``found`` and the search stops: a candidate
+    counterexample, for the caller to confirm on the model."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -91,6 +97,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
             children.extend(kids)
         bounds, records, empty = _bound(engine, children, C, rows)
         seen += len(children)
+        if found is not None and mode == "input":
+            hit = _probe(engine, children, records, C, rows)
+            if hit is not None:
+                found.append(hit)
+                return BabResult(False, -math.inf, seen, time.perf_counter() - started, "counterexample")
         for i, child in enumerate(children):
             b = float(bounds[i])
             if empty[i] or b > goal:
@@ -129,6 +140,22 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
     return reduce_rows(low, offsets, groups), rows | extra, empty
+
+
+def _probe(engine: BoundEngine, domains: list[_Domain], records: dict, C, rows) -> torch.Tensor | None:
+    """The first point among the subdomains' promising points where the objective is <= 0."""
+    lo = torch.stack([d.lo for d in domains])
+    hi = torch.stack([d.hi for d in domains])
+    coeff = records.get("input")
+    points = [(lo + hi) / 2]
+    if coeff is not None:
+        points.insert(0, torch.where(coeff.reshape(lo.shape) >= 0, lo, hi))
+    x = torch.cat(points)
+    with torch.no_grad():
+        y = engine.intervals(x, x, "ibp")[engine.graph.output][0].flatten(1)
+        value = reduce_rows(y @ C.T, *rows)
+    bad = (value <= 0).nonzero()
+    return None if len(bad) == 0 else x[int(bad[0])]
 
 
 def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:

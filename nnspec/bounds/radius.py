@@ -51,7 +51,7 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
                      free: torch.Tensor | None = None, model_eps: float = 2.0 ** -23, rounds: int = 4,
                      points: int = 8, time_limit: float = 10.0, known_upper: float | None = None,
                      offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-                     whole: bool = False) -> float:
+                     whole: bool = False, found: list | None = None) -> float:
     """The largest r in [0, radius] (to about 7/points**rounds of itself) whose box around ``x0``
     (clipped to [lower, upper]; only the ``free`` dimensions move) ``method`` proves to keep every
     objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first, then a bisection
@@ -63,7 +63,7 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     if method == "bab":
         return _bab_radius(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
                            time_limit=time_limit, known_upper=known_upper, offsets=offsets, groups=groups,
-                           whole=whole)
+                           whole=whole, found=found)
     shape = (-1,) + tuple(engine.graph.input_shape)
     x0 = x0.double().reshape(1, -1)
     lower, upper = lower.double().reshape(1, -1).expand_as(x0), upper.double().reshape(1, -1).expand_as(x0)
@@ -109,10 +109,13 @@ def _box(x0, r, lower, upper, mask):
 
 
 def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
-                known_upper, offsets=None, groups=None, whole=False, tolerance: float = 1e-3) -> float:
+                known_upper, offsets=None, groups=None, whole=False, found=None, tolerance: float = 1e-3) -> float:
     from nnspec.bounds.bab import verify
 
     started = time.perf_counter()
+    if whole and known_upper is None:  # a box region: the question is the whole box, with all the time
+        return _bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
+                          time_limit=time_limit, offsets=offsets, groups=groups, found=found)
     good = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="crown", free=free,
                             model_eps=model_eps, offsets=offsets, groups=groups)
     if good >= radius:
@@ -126,11 +129,6 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
                                             hi[None].reshape((1,) + tuple(engine.graph.input_shape)),
                                             C[None].double()), offsets, groups)[0])
     slack = 64 * model_eps * (1.0 + abs(centre))
-    if whole and known_upper is None:  # a box region: the question is the whole box
-        lo, hi = _box(x0, radius, lower, upper, mask)
-        result = verify(engine, lo, hi, C, threshold, time_limit=time_limit - (time.perf_counter() - started),
-                        slack=slack, offsets=offsets, groups=groups)
-        return radius if result.proven else good
     while bad - good > tolerance * max(good, 1e-12):
         left = time_limit - (time.perf_counter() - started)
         if left <= 0.05:
@@ -144,3 +142,23 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
         else:
             bad = mid
     return good
+
+
+def _bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
+               offsets, groups, found) -> float:
+    """``radius`` when branch and bound proves the whole box (the ball of ``radius`` cut to
+    [lower, upper]) within the time, else 0 (no radius is certified: the time went to the box)."""
+    from nnspec.bounds.bab import verify
+
+    x0 = x0.double().reshape(-1)
+    lower, upper = lower.double().reshape(-1).expand_as(x0), upper.double().reshape(-1).expand_as(x0)
+    mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
+    shape = (1,) + tuple(engine.graph.input_shape)
+    lo, hi = _box(x0, 0.0, lower, upper, mask)
+    centre = float(reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), C[None].double()), offsets,
+                               groups)[0])
+    slack = 64 * model_eps * (1.0 + abs(centre))
+    lo, hi = _box(x0, radius, lower, upper, mask)
+    result = verify(engine, lo, hi, C, threshold, time_limit=time_limit, slack=slack, offsets=offsets,
+                    groups=groups, found=found)
+    return radius if result.proven else 0.0

@@ -338,23 +338,25 @@ def _merge(a: dict, b: dict) -> dict | None:
 
 
 def _num(v: float) -> str:
-    text = repr(float(v))
+    text = repr(float(v) + 0.0)  # + 0.0: no "-0"
     return text[:-2] if text.endswith(".0") and "e" not in text else text
 
 
 def _linear_text(c, d) -> tuple[str, str]:
-    """c @ y + d as (left, right) of 'left <= right' with every coefficient positive."""
+    """c @ y + d as (left, right) of 'left <= right': positive terms left, negative ones right,
+    the constant on the right (y[1] <= -5, y[0] <= y[1] + 3)."""
     left, right = [], []
     for j, a in enumerate(c):
         if a == 0:
             continue
         term = f"y[{j}]" if abs(a) == 1 else f"{_num(abs(a))} * y[{j}]"
         (left if a > 0 else right).append(term)
-    if d > 0:
-        left.append(_num(d))
-    elif d < 0:
-        right.append(_num(-d))
-    return " + ".join(left) or "0", " + ".join(right) or "0"
+    rhs = " + ".join(right)
+    if not left:  # d <= (terms): the constant alone on the left
+        return _num(d), rhs or "0"
+    if d != 0:
+        rhs = _num(-d) if not rhs else f"{rhs} {'-' if d > 0 else '+'} {_num(abs(d))}"
+    return " + ".join(left) or "0", rhs or "0"
 
 
 def _atom_text(a: OutAtom, negate: bool = False) -> str:

@@ -219,8 +219,8 @@ def evaluate(f: Formula, env: _Env) -> tuple[torch.Tensor, torch.Tensor]:
 
 def signed(s: torch.Tensor, holds: torch.Tensor) -> torch.Tensor:
     """s with the sign of a tie (s == 0) taken from the exact truth value."""
-    tiny = torch.finfo(s.dtype).tiny
-    return torch.where(s == 0, torch.where(holds, tiny, -tiny), s)
+    tiny = torch.tensor(torch.finfo(s.dtype).tiny, dtype=s.dtype)  # a tensor: a Python float would be cast to
+    return torch.where(s == 0, torch.where(holds, tiny, -tiny), s)  # the default dtype, where it is 0
 
 
 # ---------------------------------------------------------------- the property expression

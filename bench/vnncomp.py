@@ -1,0 +1,98 @@
+"""Benchmark 12: the VNN-COMP 2022 instances in ../shared/data through nnspec's runner.
+
+Every instance of acasxu, mnist_fc, oval21 and test runs through ``nnspec.interop.vnncomp.solve``
+(the code behind ``nnspec vnncomp run``) with a per-benchmark timeout (start-up of the solve
+included, not the interpreter's), two instances at a time with one torch thread each (2 cores).
+Each answer is compared with ground_truth.csv: a `sat` on an `unsat` instance, or an `unsat` on a
+`sat` one, is a wrong answer (the goal is 0); `sat` answers carry a counterexample that onnxruntime
+confirmed against the query. Writes bench/results/vnncomp.jsonl and prints the table for
+docs/benchmarks.md.
+
+    python -m bench.vnncomp [--timeout-scale 1.0] [--only acasxu] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.common import ROOT, data_root
+
+TIMEOUTS = {"acasxu": 8.0, "mnist_fc": 10.0, "oval21": 10.0, "test": 5.0}
+
+
+def _one(args):
+    bench, onnx_path, vnnlib_path, timeout = args
+    import torch
+
+    torch.set_num_threads(1)
+    from nnspec.interop.vnncomp import solve
+
+    started = time.perf_counter()
+    try:
+        answer = solve(onnx_path, vnnlib_path, timeout, started=started)
+        result, notes = answer.result, answer.notes[-3:]
+    except Exception as err:  # an error is an answer too: it is counted, never hidden
+        result, notes = "error", [f"{type(err).__name__}: {err}"]
+    return {"benchmark": bench, "onnx": Path(onnx_path).name, "vnnlib": Path(vnnlib_path).name, "result": result,
+            "seconds": round(time.perf_counter() - started, 2), "timeout": timeout, "notes": notes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timeout-scale", type=float, default=1.0)
+    ap.add_argument("--only", default=None)
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    root = data_root()
+    if root is None:
+        raise SystemExit("no ../shared/data: set NNSPEC_DATA")
+    base = root / "vnncomp2022"
+    truth = {}
+    for row in csv.DictReader(open(root / "ground_truth.csv")):
+        truth[(row["benchmark"].split("/")[-1], Path(row["onnx"]).name, Path(row["vnnlib"]).name)] = row["verdict"]
+    jobs = []
+    for bench in TIMEOUTS:
+        if args.only and bench != args.only:
+            continue
+        rows = [r for r in csv.reader(open(base / bench / "instances.csv")) if r]
+        if args.limit:
+            rows = rows[:: max(1, len(rows) // args.limit)][: args.limit]
+        for r in rows:
+            jobs.append((bench, str(base / bench / r[0].strip()), str(base / bench / r[1].strip()),
+                         TIMEOUTS[bench] * args.timeout_scale))
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with mp.get_context("spawn").Pool(args.jobs) as pool, open(out / f"vnncomp{'_' + args.only if args.only else ''}.jsonl", "w") as f:
+        for rec in pool.imap_unordered(_one, jobs):
+            rec["truth"] = truth.get((rec["benchmark"], rec["onnx"], rec["vnnlib"]), "?")
+            records.append(rec)
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+    print("| benchmark | instances | sat (truth sat) | unsat (truth unsat) | unknown/timeout | errors | wrong | "
+          "median s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for bench in TIMEOUTS:
+        rs = [r for r in records if r["benchmark"] == bench]
+        if not rs:
+            continue
+        c = Counter(r["result"] for r in rs)
+        t = Counter(r["truth"] for r in rs)
+        wrong = sum(1 for r in rs if (r["result"], r["truth"]) in (("sat", "unsat"), ("unsat", "sat")))
+        secs = sorted(r["seconds"] for r in rs)
+        print(f"| {bench} | {len(rs)} | {c['sat']} ({t['sat']}) | {c['unsat']} ({t['unsat']}) | "
+              f"{c['unknown'] + c['timeout']} | {c['error']} | {wrong} | {secs[len(secs) // 2]:.1f} |")
+    for r in records:
+        if r["result"] == "error" or (r["result"], r["truth"]) in (("sat", "unsat"), ("unsat", "sat")):
+            print("!!", r)
+
+
+if __name__ == "__main__":
+    main()

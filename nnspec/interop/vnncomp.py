@@ -1,0 +1,109 @@
+"""The VNN-COMP runner: one instance (network, query, timeout) -> sat / unsat / unknown / timeout.
+
+It runs the same pipeline as ``nnspec check`` on the imported query (one task per box of the
+query): the searches first (projected gradient, then MADS), then a proof of the whole box by
+branch and bound on the bound engine, each box getting an equal share of what is left of the
+timeout. The answer keeps the rules of every verdict path:
+
+- ``sat`` only with a counterexample that onnxruntime confirms against the query itself (its boxes
+  compared as the model reads them, its output constraints in float64 at tolerance 0): the same
+  check as the competition's, independent of nnspec's formula code;
+- ``unsat`` only when every box was proved by a sound method;
+- otherwise ``unknown``, or ``timeout`` when the time ran out.
+
+The timeout counts from the start of the process (``started``), start-up included; the runner
+keeps a margin for writing the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = ("sat", "unsat", "unknown", "timeout")
+
+
+@dataclass
+class Answer:
+    result: str
+    x: np.ndarray | None = None  # the counterexample, flat, as the model reads it (float32)
+    y: np.ndarray | None = None  # onnxruntime's outputs there
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The competition's result file: the result, then for sat ((X_0 v) ... (Y_0 v) ...)."""
+        if self.result != "sat":
+            return self.result + "\n"
+        lines = [f"(X_{i} {repr(float(v))})" for i, v in enumerate(self.x)] + \
+                [f"(Y_{j} {repr(float(v))})" for j, v in enumerate(self.y)]
+        return "sat\n(" + "\n".join(lines) + ")\n"
+
+
+def margin(timeout: float) -> float:
+    """Seconds kept back for writing the answer."""
+    return min(2.0, 0.1 * timeout)
+
+
+def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, started: float | None = None,
+          seed: int = 0) -> Answer:
+    from nnspec.interop.vnnlib import spec_source
+    from nnspec.models.crosscheck import onnxruntime_session
+    from nnspec.pipeline import CheckOptions, Runner, bind_task
+    from nnspec.planning.plan import plan
+    from nnspec.semantics import lower
+    from nnspec.syntax.parser import parse_text
+
+    started = time.perf_counter() if started is None else started
+    deadline = started + max(0.5, timeout - margin(timeout))
+    onnx_path, vnnlib_path = Path(onnx_path), Path(vnnlib_path)
+    query, text = spec_source(vnnlib_path, onnx_path)
+    module = lower(parse_text(text, f"{vnnlib_path} (imported)"))
+    runner = Runner(CheckOptions(models=[str(onnx_path)]))
+    model = runner.model_for(module, str(onnx_path))
+    session = onnxruntime_session(str(onnx_path), model)
+    tasks = list(plan([module], seed=seed, n_inputs={module.file: model.n_inputs}).tasks)
+    notes: list[str] = []
+    proven = 0
+    for k, task in enumerate(tasks):
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            return Answer("timeout", seconds=time.perf_counter() - started, notes=notes)
+        share = left / (len(tasks) - k)
+        opts = task.option_dict()
+        # the answer needs one confirmed violation, not the closest one: no refinement toward the centre
+        opts.update(bound="bab", bound_time=max(0.05, 0.6 * share), time=max(0.05, 0.15 * share), refine=False)
+        task = dataclasses.replace(task, options=tuple(sorted(opts.items())))
+        bound = bind_task(task, model)
+        for record, outcome in runner.run_task(task, model, bound):
+            notes.extend(f"{task.prop.name}: {n}" for n in record.notes)
+            if outcome.witness is not None:
+                x = np.asarray(outcome.witness.x, dtype=np.float32).reshape(-1)
+                y = session(_as_torch(x, model)).double().numpy().reshape(-1)
+                if query.violated_by(x, y):
+                    return Answer("sat", x, y, time.perf_counter() - started, notes)
+                notes.append(f"{task.prop.name}: a witness that onnxruntime does not confirm against the query "
+                             f"was dropped")
+            elif record.verdict == "proven":
+                proven += 1
+    seconds = time.perf_counter() - started
+    if proven == len(tasks):
+        return Answer("unsat", seconds=seconds, notes=notes)
+    return Answer("timeout" if time.perf_counter() >= deadline else "unknown", seconds=seconds, notes=notes)
+
+
+def _as_torch(x: np.ndarray, model):
+    import torch
+
+    return torch.from_numpy(x.copy()).reshape((1,) + tuple(model.input_shape))
+
+
+def write_answer(path: str | Path, answer: Answer) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(answer.text(), encoding="utf-8")
+    tmp.replace(path)
