@@ -371,6 +371,8 @@ def _print_error(err: NnspecError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns (and, as a script, exits with) the exit code."""
+    global _STARTED
+    _STARTED = __import__("time").perf_counter()  # this command's start (also when called in-process)
     try:
         returned = app(args=argv, prog_name="nnspec", standalone_mode=False)
         # without standalone mode, typer returns the code of a raised typer.Exit
