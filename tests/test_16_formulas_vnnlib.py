@@ -330,3 +330,73 @@ def test_a_sample_of_each_benchmark_runs_without_a_wrong_answer(data_root, bench
         assert (answer.result, truth) not in (("sat", "unsat"), ("unsat", "sat")), (onnx_path.name, vnnlib_path.name)
         if answer.result == "sat":
             assert read_query(vnnlib_path).violated_by(answer.x, answer.y)
+
+
+# ---------------------------------------------------------------- soundness of grouped proofs and bad boxes
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_grouped_bounds_and_bab_never_prove_a_formula_that_samples_violate(seed):
+    """CROWN and branch and bound on a formula's violation DNF (min over groups of max over rows):
+    whatever they prove on a box holds at 20,000 points of it, and a box with a sampled violation
+    is never proved. Random ReLU nets, random boxes, formulas with and, or, max and min."""
+    from nnspec.backends.soundness import linear_objectives
+    from nnspec.bounds import BoundEngine, BoundGraph
+    from nnspec.bounds.bab import verify
+    from nnspec.bounds.radius import reduce_rows
+    from tests.helpers import relu_net
+
+    texts = ["y[0] > min(y[1], y[2])", "not (y[2] <= y[0] and y[2] <= y[1]) or y[0] < 0.5 * y[1] + 1",
+             "max(y[0], y[1]) >= y[2] - 0.2", "y[1] - y[2] < 1 and (y[0] > y[1] or y[0] > y[2])"]
+    gen = torch.Generator().manual_seed(seed)
+    net = relu_net((3, 10, 10, 3), seed=seed)
+    engine = BoundEngine(BoundGraph.from_module(net, (3,)))
+    centre = torch.rand(3, generator=gen, dtype=torch.float64) * 2 - 1
+    width = 0.05 + 0.3 * torch.rand(1, generator=gen, dtype=torch.float64)
+    lo, hi = centre - width, centre + width
+    prop = _formula(texts[seed % len(texts)])
+    C, d, groups = linear_objectives(prop.expression, 3, 0, torch.zeros(3), True)
+    samples = lo + (hi - lo) * torch.rand(20000, 3, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        ys = net(samples)
+    violated = not all(prop.expression.holds(y, 0, True) for y in ys[:2000]) or \
+        bool((reduce_rows(ys @ C.T, d, groups) <= 0).any())
+    crown = float(reduce_rows(engine.bound(lo[None], hi[None], C[None]), d, groups)[0])
+    true_min = float(reduce_rows(ys @ C.T, d, groups).min())
+    assert crown <= true_min + 1e-9
+    found: list = []
+    result = verify(engine, lo, hi, C, 0.0, time_limit=2.0, offsets=d, groups=groups, found=found)
+    if result.proven:
+        assert not violated
+    for x in found:  # a candidate from the input-split probe is a real violation
+        with torch.no_grad():
+            assert float(reduce_rows(net(x[None]) @ C.T, d, groups)[0]) <= 0
+
+
+@pytest.mark.parametrize("region, files, message", [
+    ('box("missing.npy", 1)', {}, "box file not found"),
+    ('box("bad.npy", 1)', {"bad.npy": np.zeros(3)}, "has shape (3,)"),
+    ("box([0, 0, 0], [1, 1, 1])", {}, "has 3 values but the model has 2"),
+    ("box([0.5, 0.5], [1, 1])", {}, "lies outside its box"),
+])
+def test_bad_boxes_are_one_line_errors_with_exit_2(tmp_path, cli, region, files, message):
+    _linear_onnx(tmp_path / "lin.onnx")
+    np.save(tmp_path / "x.npy", np.array([[0.2, 0.3]], dtype=np.float32))
+    for name, arr in files.items():
+        np.save(tmp_path / name, arr)
+    spec = _spec(tmp_path, f'model "lin.onnx"\ninputs "x.npy"\nproperty p: always y[0] < 9 within {region}\n')
+    code, _, err = cli("check", spec)
+    assert code == 2 and message in err and "s.nnspec:3:" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_box_around_inputs_needs_inputs_and_bad_runner_arguments_are_usage_errors(tmp_path, cli):
+    _linear_onnx(tmp_path / "lin.onnx")
+    spec = _spec(tmp_path, 'model "lin.onnx"\nproperty p: always y[0] < 9 within box(width=0.1)\n')
+    code, _, err = cli("check", spec)
+    assert code == 2 and "s.nnspec:2:" in err and "no inputs" in err
+    (tmp_path / "q.vnnlib").write_text(V1)
+    code, _, err = cli("vnncomp", "run", "c", tmp_path / "lin.onnx", tmp_path / "q.vnnlib", tmp_path / "r.txt", "0")
+    assert code == 2 and "timeout 0" in err
+    code, _, err = cli("import", "vnnlib", tmp_path / "none.vnnlib")
+    assert code == 2 and "none.vnnlib: VNN-LIB file not found" in err

@@ -29,7 +29,7 @@ import torch
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import MADS
 from nnspec.backends.soundness import bound_method, proved_lower
-from nnspec.errors import ModelError, SpecError
+from nnspec.errors import BudgetExhausted, ModelError, SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.properties.regions import distance
@@ -623,8 +623,8 @@ class _Quantification:
             xt = x.reshape(1, 1, -1).to(self.dt)[:, :, self.free]
             try:
                 self.evaluate(torch.tensor([p]), xt)
-            except Exception as err:  # the budget is spent: say so rather than lose the point silently
-                self.search_notes[p] += f"; a branch-and-bound candidate was not evaluated ({type(err).__name__})"
+            except BudgetExhausted:  # the budget is spent: say so rather than lose the point silently
+                self.search_notes[p] += "; a branch-and-bound candidate was not evaluated (budget spent)"
                 continue
             if float(self.tracker.best_dist[p]) < before:
                 self.search_notes[p] += "; branch and bound met a violation"

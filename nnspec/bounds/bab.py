@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from nnspec.bounds.engine import BoundEngine
-from nnspec.bounds.radius import reduce_rows
+from nnspec.bounds.radius import group_max, reduce_rows
 
 
 BETA_STEPS = 8  # beta-CROWN iterations per batch of subdomains (0: plain CROWN)
@@ -164,9 +164,7 @@ def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:
     if groups is None:
         return (low if offsets is None else low + offsets).argmin(1)
     v = low + (0 if offsets is None else offsets.to(low))
-    G = int(groups.max()) + 1
-    per_group = torch.full((low.shape[0], G), -torch.inf, dtype=v.dtype).scatter_reduce(
-        1, groups.view(1, -1).expand(low.shape[0], -1), v, "amax")
+    per_group = group_max(v, groups)
     worst_group = per_group.argmin(1)
     in_group = groups.view(1, -1) == worst_group.view(-1, 1)
     return torch.where(in_group, v, torch.full_like(v, -torch.inf)).argmax(1)

@@ -32,6 +32,13 @@ def margin_objectives(n_outputs: int, label: int, target: int | None = None) -> 
     return C
 
 
+def group_max(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(B, S) row values -> (B, G): the max over each group's rows."""
+    G = int(groups.max()) + 1
+    best = torch.full((values.shape[0], G), -torch.inf, dtype=values.dtype)
+    return best.scatter_reduce(1, groups.view(1, -1).expand(values.shape[0], -1), values, "amax")
+
+
 def reduce_rows(low: torch.Tensor, offsets: torch.Tensor | None = None,
                 groups: torch.Tensor | None = None) -> torch.Tensor:
     """Row bounds (B, S) -> one value per box (B,): min over groups of max over the group's rows of
@@ -40,10 +47,7 @@ def reduce_rows(low: torch.Tensor, offsets: torch.Tensor | None = None,
         low = low + offsets.to(low)
     if groups is None:
         return low.min(dim=1).values
-    G = int(groups.max()) + 1
-    best = torch.full((low.shape[0], G), -torch.inf, dtype=low.dtype)
-    best = best.scatter_reduce(1, groups.view(1, -1).expand(low.shape[0], -1), low, "amax")
-    return best.min(dim=1).values
+    return group_max(low, groups).min(dim=1).values
 
 
 def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, threshold: float, radius: float,
@@ -58,8 +62,9 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     whose every step is a branch-and-bound proof, until ``time_limit`` seconds (anytime: the best
     radius proved so far); ``known_upper`` (a confirmed violation's distance) bounds it above.
     ``offsets``/``groups``: the objective is min over groups of max over a group's rows of
-    C @ y + offset (``reduce_rows``). ``whole``: with bab, prove the ball of ``radius`` first,
-    with all the time (a box region), before any bisection."""
+    C @ y + offset (``reduce_rows``). ``whole``: with bab and no ``known_upper``, the question is
+    the ball of ``radius`` itself (a box region): all the time goes to proving it, and the answer
+    is ``radius`` or 0. ``found`` collects branch and bound's candidate counterexamples."""
     if method == "bab":
         return _bab_radius(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
                            time_limit=time_limit, known_upper=known_upper, offsets=offsets, groups=groups,
@@ -121,14 +126,7 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
     if good >= radius:
         return radius
     bad = radius if known_upper is None else min(radius, known_upper)
-    x0 = x0.double().reshape(-1)
-    lower, upper = lower.double().reshape(-1).expand_as(x0), upper.double().reshape(-1).expand_as(x0)
-    mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
-    lo, hi = _box(x0, 0.0, lower, upper, mask)
-    centre = float(reduce_rows(engine.bound(lo[None].reshape((1,) + tuple(engine.graph.input_shape)),
-                                            hi[None].reshape((1,) + tuple(engine.graph.input_shape)),
-                                            C[None].double()), offsets, groups)[0])
-    slack = 64 * model_eps * (1.0 + abs(centre))
+    x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
     while bad - good > tolerance * max(good, 1e-12):
         left = time_limit - (time.perf_counter() - started)
         if left <= 0.05:
@@ -150,6 +148,16 @@ def _bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, f
     [lower, upper]) within the time, else 0 (no radius is certified: the time went to the box)."""
     from nnspec.bounds.bab import verify
 
+    x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
+    lo, hi = _box(x0, radius, lower, upper, mask)
+    result = verify(engine, lo, hi, C, threshold, time_limit=time_limit, slack=slack, offsets=offsets,
+                    groups=groups, found=found)
+    return radius if result.proven else 0.0
+
+
+def _flat_with_slack(engine: BoundEngine, x0, C, lower, upper, free, model_eps, offsets, groups):
+    """Flat float64 centre, domain and mask, and the float32 guard: 64 eps (1 + |objective at the
+    centre|), the same as the bisection's."""
     x0 = x0.double().reshape(-1)
     lower, upper = lower.double().reshape(-1).expand_as(x0), upper.double().reshape(-1).expand_as(x0)
     mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
@@ -157,8 +165,4 @@ def _bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, f
     lo, hi = _box(x0, 0.0, lower, upper, mask)
     centre = float(reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), C[None].double()), offsets,
                                groups)[0])
-    slack = 64 * model_eps * (1.0 + abs(centre))
-    lo, hi = _box(x0, radius, lower, upper, mask)
-    result = verify(engine, lo, hi, C, threshold, time_limit=time_limit, slack=slack, offsets=offsets,
-                    groups=groups, found=found)
-    return radius if result.proven else 0.0
+    return x0, lower, upper, mask, 64 * model_eps * (1.0 + abs(centre))

@@ -258,7 +258,7 @@ def import_vnnlib(
     """Write a readable nnspec spec for a VNN-LIB query."""
     import numpy as np
 
-    from nnspec.interop.vnnlib import check_against_model, model_for_query, read_query, to_spec
+    from nnspec.interop.vnnlib import check_against_model, model_for_query, property_name, read_query, to_spec
 
     q = read_query(query)
     model = model or model_for_query(query)
@@ -278,19 +278,12 @@ def import_vnnlib(
     rel = None
     if model is not None:
         rel = os.path.relpath(model.resolve(), (out.parent if out else Path.cwd()).resolve())
-    text = to_spec(q, rel, name=_prop_name(query), box_file=box_file)
+    text = to_spec(q, rel, name=property_name(query), box_file=box_file)
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {out}")
-
-
-def _prop_name(path: Path) -> str:
-    import re
-
-    stem = re.sub(r"\W", "_", path.stem) or "prop"
-    return stem if stem[0].isalpha() or stem[0] == "_" else "p_" + stem
 
 
 @export_app.command("vnnlib")

@@ -25,7 +25,7 @@ from nnspec.errors import UsageError
 def export(specs: list[str], out: Path, *, model: str | None = None, timeout: float = 60.0) -> tuple[int, list[str]]:
     from nnspec.backends.soundness import linear_objectives
     from nnspec.interop.vnnlib import OutAtom, to_vnnlib
-    from nnspec.pipeline import CheckOptions, Runner, _covering, _flat_box, bind_task, collect, load_specs
+    from nnspec.pipeline import CheckOptions, Runner, _flat_box, bind_task, collect, load_specs
     from nnspec.planning.plan import plan
     from nnspec.properties.formulas import NotLinear, OutputFormula
 

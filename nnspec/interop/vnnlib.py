@@ -549,11 +549,15 @@ def model_for_query(vnnlib_path: Path) -> Path | None:
     return None
 
 
+def property_name(vnnlib_path: Path) -> str:
+    """A property name from a query's file name (prop_0_0.03 -> prop_0_0_03)."""
+    stem = re.sub(r"\W", "_", Path(vnnlib_path).stem) or "prop"
+    return stem if stem[0].isalpha() or stem[0] == "_" else "p_" + stem
+
+
 def spec_source(vnnlib_path: Path, model: Path | None) -> tuple[Query, str]:
     query = read_query(vnnlib_path)
     if model is not None:
         check_against_model(query, model)
-    stem = re.sub(r"\W", "_", vnnlib_path.stem) or "prop"
-    if not (stem[0].isalpha() or stem[0] == "_"):
-        stem = "p_" + stem
-    return query, to_spec(query, None if model is None else str(Path(model).resolve()), name=stem)
+    return query, to_spec(query, None if model is None else str(Path(model).resolve()),
+                          name=property_name(vnnlib_path))

@@ -64,7 +64,7 @@ class Others:
 
     def text(self) -> str:
         if self.index == -1:
-            return f"{self.kind}({self.reading if self.reading != 'y' else 'y'})"
+            return f"{self.kind}(y)"
         i = "label" if self.index is None else str(self.index)
         return f"{self.kind}(y[j] for j != {i})"
 
