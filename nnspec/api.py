@@ -20,7 +20,8 @@ from torch import nn
 from nnspec.models.bind import BoundInputs
 from nnspec.models.loading import from_module
 from nnspec.models.model import Model
-from nnspec.pipeline import CheckOptions, Runner
+from nnspec.pipeline import CheckOptions
+from nnspec.runner import Runner
 from nnspec.planning.plan import plan
 from nnspec.properties.spec import Domain
 from nnspec.results.run import TaskRecord

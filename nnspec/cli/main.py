@@ -29,6 +29,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _overrides(values: list[str]) -> dict:
+    if not values:  # (the semantics package imports torch: a run served from the cache needs none)
+        return {}
     from nnspec.semantics.values import parse_override
 
     out = {}
@@ -59,8 +61,21 @@ def check(
     cross_check: bool = typer.Option(False, "--cross-check", help="re-check witnesses on onnxruntime too"),
     strict: bool = typer.Option(False, "--strict", help="warnings about the inputs (e.g. a low clean accuracy) "
                                 "stop the run with exit 2"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="tasks run in N local worker processes"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads per worker (default: the "
+                                          "cores divided among the workers; 1 on a busy machine)"),
+    executor: str = typer.Option("inline", "--executor", help="inline (this process, or a process pool with "
+                                 "--jobs) or ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address "
+                                          "(default: start a local one)"),
+    engine: str = typer.Option("auto", "--engine", help="evaluation backend for ONNX models: auto (calibrated), "
+                               "ort or torch; gradients and bounds always use torch"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache", help="result cache folder (default: .nnspec-cache "
+                                             "in a project folder, or $NNSPEC_CACHE)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="run every task, read and write no cached result"),
 ) -> None:
-    """Check specs against a model; exit 0 when every property passes, 1 when one fails."""
+    """Check specs against a model; exit 0 when every property passes, 1 when one fails, 3 when a
+    task hit an internal error (the others still ran)."""
     from nnspec.pipeline import CheckOptions, check as run_check
 
     if seed is not None and seed < 0:
@@ -70,9 +85,25 @@ def check(
     _check_device(device)
     for path, flag in ((json_out, "--json"), (html, "--html"), (junit, "--junit")):
         _check_output(path, flag)
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: must be at least 1")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: must be at least 1")
+    if executor not in ("inline", "process", "ray"):
+        raise UsageError(f"--executor {executor!r}: use inline, process or ray")
+    if engine not in ("auto", "ort", "torch"):
+        raise UsageError(f"--engine {engine!r}: use auto, ort or torch")
+    if address is not None and executor != "ray":
+        raise UsageError("--address needs --executor ray")
+    if cache_dir is not None and no_cache:
+        raise UsageError("--cache and --no-cache contradict each other")
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise UsageError(f"--cache {cache_dir}: is a file, not a folder")
     options = CheckOptions(models=list(model), overrides=_overrides(set_), seed=seed, budget=budget,
                            device=device, float64=float64, require_proven=require_proven,
-                           cross_check=cross_check, json_path=json_out, strict=strict)
+                           cross_check=cross_check, json_path=json_out, strict=strict, jobs=jobs,
+                           threads=threads, executor=executor, address=address, engine=engine,
+                           cache=not no_cache, cache_dir=cache_dir)
     from nnspec.report.progress import progress_for
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -129,10 +160,10 @@ def _check_output(path: Optional[Path], flag: str) -> None:
 
 
 def _check_device(device: str) -> None:
-    import torch
-
     if device == "cpu":
         return
+    import torch
+
     if not device.startswith("cuda"):
         raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
     if not torch.cuda.is_available():

@@ -25,7 +25,8 @@ from nnspec.errors import UsageError
 def export(specs: list[str], out: Path, *, model: str | None = None, timeout: float = 60.0) -> tuple[int, list[str]]:
     from nnspec.backends.soundness import linear_objectives
     from nnspec.interop.vnnlib import OutAtom, to_vnnlib
-    from nnspec.pipeline import CheckOptions, Runner, _flat_box, bind_task, collect, load_specs
+    from nnspec.pipeline import CheckOptions, collect, load_specs
+    from nnspec.runner import Runner, _flat_box, bind_task
     from nnspec.planning.plan import plan
     from nnspec.properties.formulas import NotLinear, OutputFormula
 

@@ -57,7 +57,8 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
           seed: int = 0) -> Answer:
     from nnspec.interop.vnnlib import spec_source
     from nnspec.models.crosscheck import onnxruntime_session
-    from nnspec.pipeline import CheckOptions, Runner, bind_task
+    from nnspec.pipeline import CheckOptions
+    from nnspec.runner import Runner, bind_task
     from nnspec.planning.plan import plan
     from nnspec.semantics import lower
     from nnspec.syntax.parser import parse_text

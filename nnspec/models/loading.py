@@ -11,7 +11,6 @@ Nothing is ever unpickled from a file.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -20,17 +19,10 @@ import torch
 from torch import nn
 
 from nnspec.errors import ModelError
+from nnspec.files import sha256_of  # noqa: F401  (re-exported: callers name it here)
 from nnspec.models.model import Model
 
 MIN_OPSET = 13
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, device: str = "cpu",

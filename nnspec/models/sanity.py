@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from nnspec.models.bind import BoundInputs
-from nnspec.models.model import Model
-from nnspec.properties.spec import SpecModule
+if TYPE_CHECKING:  # the summary type is read by reports, which never import torch
+    from nnspec.models.bind import BoundInputs
+    from nnspec.models.model import Model
+    from nnspec.properties.spec import SpecModule
 
 LOW_ACCURACY = 0.5  # below this, with labels from the data, the inputs are probably read wrongly
 TINY_RANGE = 0.05  # inputs spanning less than this fraction of the domain's width
@@ -54,6 +54,8 @@ class InputSummary:
 
 
 def summarise(module: SpecModule, index: int, model: Model, bound: BoundInputs) -> InputSummary:
+    import torch
+
     spec = module.input_sets[index]
     where = f"{spec.span}"
     with torch.no_grad():
@@ -87,4 +89,5 @@ def misclassified(bound: BoundInputs, i: int, centre_output: list[float]) -> boo
     """Whether the model misclassifies centre i (labels from the data only)."""
     if bound.label_source != "data" or not centre_output:
         return False
-    return int(torch.tensor(centre_output).argmax()) != int(bound.labels[i])
+    top = max(range(len(centre_output)), key=centre_output.__getitem__)  # the first maximum, as argmax
+    return top != int(bound.labels[i])

@@ -14,12 +14,16 @@ def render_junit(result: RunResult) -> str:
     suites = ET.Element("testsuites", name="nnspec")
     for (spec, prop, model), recs in group(result.records).items():
         suite = ET.SubElement(suites, "testsuite", name=f"{spec}::{prop}", tests=str(len(recs)),
-                              failures=str(sum(not r.passed for r in recs)), errors="0",
+                              failures=str(sum(not r.passed and r.verdict != "error" for r in recs)),
+                              errors=str(sum(r.verdict == "error" for r in recs)),
                               time=f"{sum(r.seconds for r in recs):.3f}")
         for r in recs:
             case = ET.SubElement(suite, "testcase", classname=f"{Path(spec).stem}.{prop}",
                                  name=f"{r.input_id} [{model}]", file=spec, line=str(r.line), time=f"{r.seconds:.3f}")
-            if not r.passed:
+            if r.verdict == "error":  # an internal error in this task: JUnit's <error>, not a failed check
+                failure = ET.SubElement(case, "error", message="; ".join(r.failures), type="internal")
+                failure.text = _details(r)
+            elif not r.passed:
                 failure = ET.SubElement(case, "failure", message="; ".join(r.failures), type=r.verdict)
                 failure.text = _details(r)
             out = ET.SubElement(case, "system-out")

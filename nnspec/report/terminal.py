@@ -58,8 +58,12 @@ def print_summary(console: Console, result: RunResult) -> None:
                           highlight=False)
     s = result.summary()
     verdict = "[green]all properties pass[/]" if result.passed else "[red]some properties fail[/]"
+    extra = (f", {s['errors']} internal error{'s' if s['errors'] != 1 else ''}" if s.get("errors") else "") + \
+        (f", {s['cached']} from the result cache" if s.get("cached") else "")
+    if s.get("errors"):
+        verdict = "[red]tasks failed with internal errors (exit 3); the other tasks ran[/]"
     console.print(f"{s['records']} checks, {s['passed']} passed ({s['proven']} proven), {s['failed']} failed, "
-                  f"{s['queries']} model queries: {verdict}", highlight=False)
+                  f"{s['queries']} model queries{extra}: {verdict}", highlight=False)
 
 
 def _input_line(d: dict) -> str:

@@ -46,6 +46,7 @@ class TaskRecord:
     dropped_witnesses: int = 0
     trace: list[dict[str, Any]] = field(default_factory=list)
     milestones: list[dict[str, Any]] = field(default_factory=list)  # confirmed violations found on the way
+    cached: bool = False  # served from the result cache (an earlier run with the same inputs)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,8 +95,12 @@ class RunResult:
         return all(r.passed for r in self.records) and not self.errors
 
     def exit_code(self) -> ExitCode:
+        """130 when interrupted; 3 when a task hit an internal error (the others still ran);
+        else 1 when a property fails, 0 when all pass."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
+        if any(r.verdict == "error" for r in self.records):
+            return ExitCode.INTERNAL
         return ExitCode.OK if self.passed else ExitCode.FAILED
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +112,8 @@ class RunResult:
                 "failed": sum(not r.passed for r in self.records),
                 "violated": sum(r.verdict == "violated" for r in self.records),
                 "proven": sum(r.verdict == "proven" for r in self.records),
+                "errors": sum(r.verdict == "error" for r in self.records),
+                "cached": sum(r.cached for r in self.records),
                 "queries": sum(r.queries for r in self.records)}
 
     @classmethod
