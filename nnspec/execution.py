@@ -156,7 +156,7 @@ class InlineExecutor:
                 on_start(item)
             yield self.worker.run(item)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         pass
 
 
@@ -206,9 +206,13 @@ class ProcessExecutor:
                 yield TaskOutcome(item.index, error_records(item.task, None, None, message,
                                                             self.options.require_proven), error=message)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        if not abort:
+            self.pool.shutdown(wait=True)
+            return
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list(getattr(self.pool, "_processes", {}).values()):  # Ctrl-C: stop at once
+        for proc in processes:  # Ctrl-C or an input error: stop the workers at once
             if proc.is_alive():
                 proc.terminate()
 

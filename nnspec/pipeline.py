@@ -265,7 +265,7 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
         pending = err
     finally:
         if executor is not None:
-            executor.close()
+            executor.close(abort=pending is not None)
         # plan order, whichever executor ran the tasks (the JSONL keeps completion order)
         position = {id(r): (order.get(id(r), 0), k) for k, r in enumerate(result.records)}
         result.records.sort(key=lambda r: position[id(r)])

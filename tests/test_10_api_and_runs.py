@@ -54,7 +54,7 @@ def test_sigkill_midway_keeps_finished_tasks(tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "nnspec", "check", str(ROOT / "specs"), "--json", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    lines_path = tmp_path / "r.jsonl"
+    lines_path = tmp_path / f"r.{proc.pid}.partial.jsonl"  # the stream of a run that has not finished
     deadline = time.time() + 120
     while time.time() < deadline:
         if lines_path.exists() and len(lines_path.read_text().splitlines()) >= 8:

@@ -36,16 +36,22 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class ResultStore:
-    """Streams records to ``<json>.jsonl`` as they finish; ``finish`` writes the whole JSON."""
+    """Streams records as they finish; ``finish`` writes the whole JSON.
+
+    Records stream to ``<stem>.<pid>.partial.jsonl``, which ``finish`` moves to ``<stem>.jsonl``;
+    the JSON is written atomically. Two runs writing the same ``--json`` path therefore never mix
+    their lines: each file is one run's, whole (the last run to finish wins). A run killed before
+    ``finish`` leaves its partial file, which ``nnspec report`` reads like any JSONL."""
 
     def __init__(self, json_path: Path | None):
         self.json_path = json_path
         self.lines_path = json_path.with_suffix(".jsonl") if json_path else None
+        self.partial_path = json_path.with_name(f"{json_path.stem}.{os.getpid()}.partial.jsonl") if json_path else None
         self.witness_dir = json_path.with_name(json_path.stem + ".witnesses") if json_path else None
         self._fh = None
-        if self.lines_path:
-            self.lines_path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.lines_path, "w", encoding="utf-8")
+        if self.partial_path:
+            self.partial_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.partial_path, "w", encoding="utf-8")
 
     def save_witness(self, record: TaskRecord, x: Any) -> None:
         if self.witness_dir is None or record.witness is None:
@@ -54,7 +60,10 @@ class ResultStore:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(record.spec).stem}.{record.property}.{record.input_id}."
                                                  f"{record.norm}_{record.radius:g}.{Path(record.model).stem}")
         path = self.witness_dir / f"{name}.npy"
-        np.save(path, np.asarray(x, dtype=np.float32))
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=self.witness_dir)
+        with os.fdopen(fd, "wb") as fh:  # written whole, then moved: a concurrent run never sees half a file
+            np.save(fh, np.asarray(x, dtype=np.float32))
+        os.replace(tmp, path)
         record.witness["file"] = str(path)
 
     def add(self, record: TaskRecord) -> None:
@@ -67,6 +76,7 @@ class ResultStore:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+            os.replace(self.partial_path, self.lines_path)
         if self.json_path is not None:
             write_json(self.json_path, result)
 

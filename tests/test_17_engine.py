@@ -1,0 +1,215 @@
+"""The engine: failure isolation, the executors (in-process, process pool, Ray) giving the same
+records, the result cache, concurrent runs on one results path, threads, evaluation backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnspec.pipeline import CheckOptions, check
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "specs" / "models"
+
+SPEC = f"""model "{MODELS / 'digits_mlp.onnx'}"
+output logits
+inputs "{MODELS / 'digits_test.npz'}" key x labels key y first 3
+domain [0, 1]
+default using mads(budget=200, seed=3)
+property small: robustness within linf(0.01)
+property large: robustness within linf(0.3)
+property boom: robustness within linf(0.05)
+"""
+
+
+def _spec(tmp_path: Path, text: str = SPEC, name: str = "s.nnspec") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _essence(result) -> list[tuple]:
+    """What every executor must agree on: verdicts, bounds, queries, witness distances."""
+    return sorted((r.property, r.input_id, r.verdict, json.dumps(r.bounds, sort_keys=True), r.queries,
+                   None if r.witness is None else round(r.witness["distance"], 9)) for r in result.records)
+
+
+@pytest.fixture
+def failing_backend(monkeypatch):
+    """Property 'boom' hits an internal error inside its backend (a bug, as users would meet one)."""
+    from nnspec.backends import registry
+
+    create = registry.create
+
+    def wrapped(name):
+        backend = create(name)
+        run = backend.run
+
+        def run_or_fail(task, model):
+            if task.prop.name == "boom":
+                raise RuntimeError("simulated bug in a backend")
+            return run(task, model)
+
+        backend.run = run_or_fail
+        return backend
+
+    monkeypatch.setattr(registry, "create", wrapped)
+
+
+# ---------------------------------------------------------------------- failure isolation
+
+
+def test_an_internal_error_in_one_task_is_recorded_and_the_others_finish(tmp_path, failing_backend, cli):
+    spec = _spec(tmp_path)
+    code, out, err = cli("check", spec, "--json", tmp_path / "r.json", "--junit", tmp_path / "r.xml",
+                         "--html", tmp_path / "r.html")
+    assert code == 3, (out, err)
+    data = json.loads((tmp_path / "r.json").read_text())
+    by_prop = {}
+    for r in data["records"]:
+        by_prop.setdefault(r["property"], []).append(r)
+    assert [r["verdict"] for r in by_prop["boom"]] == ["error"] * 3  # one per input, inputs known
+    assert by_prop["boom"][0]["failures"] == ["internal error: RuntimeError: simulated bug in a backend"]
+    assert all(r["verdict"] != "error" for p in ("small", "large") for r in by_prop[p])  # the others ran
+    assert any(r["witness"] for r in by_prop["large"])  # ... to the end: 0.3 is far beyond these radii
+    assert data["summary"]["errors"] == 3
+    xml = (tmp_path / "r.xml").read_text()
+    assert xml.count('<error message="internal error: RuntimeError: simulated bug') == 3
+    assert 'errors="3"' in xml
+    assert "simulated bug in a backend" in (tmp_path / "r.html").read_text()
+    assert "3 internal errors" in out
+
+
+def test_internal_errors_are_not_cached(tmp_path, failing_backend):
+    spec = _spec(tmp_path)
+    opts = CheckOptions(cache_dir=tmp_path / "cache")
+    first = check([str(spec)], opts)
+    assert first.exit_code() == 3
+    again = check([str(spec)], opts)  # the run-level entry is not written for a run with errors
+    assert {r.property for r in again.records if r.cached} == {"small", "large"}
+    assert [r.cached for r in again.records if r.property == "boom"] == [False] * 3
+
+
+# ---------------------------------------------------------------------- executors
+
+
+def test_a_process_pool_gives_the_same_records_as_the_in_process_run(tmp_path):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    inline = check([str(spec)], CheckOptions(cache=False))
+    pooled = check([str(spec)], CheckOptions(cache=False, jobs=2, json_path=tmp_path / "p.json"))
+    assert _essence(inline) == _essence(pooled)
+    assert [(r.property, r.input_id) for r in pooled.records] == [(r.property, r.input_id) for r in inline.records]
+    assert pooled.meta["executor"] == "process"
+    lines = (tmp_path / "p.jsonl").read_text().splitlines()  # the same results path
+    assert len(lines) == len(inline.records) == 9
+    witnesses = [r for r in pooled.records if r.witness]
+    assert witnesses and all(Path(r.witness["file"]).is_file() for r in witnesses)
+
+
+def test_bad_jobs_threads_executor_engine_are_one_line_errors(cli, tmp_path):
+    spec = _spec(tmp_path)
+    for args, text in ((["--jobs", "0"], "--jobs 0: must be at least 1"),
+                       (["--threads", "0"], "--threads 0: must be at least 1"),
+                       (["--executor", "mpi"], "--executor 'mpi': use inline, process or ray"),
+                       (["--engine", "tvm"], "--engine 'tvm': use auto, ort or torch"),
+                       (["--address", "1.2.3.4:6379"], "--address needs --executor ray")):
+        code, _, err = cli("check", spec, *args)
+        assert code == 2 and text in err and "Traceback" not in err
+
+
+def test_default_threads_divide_the_cores_among_workers(monkeypatch):
+    from nnspec import execution
+
+    monkeypatch.setattr(execution, "available_cores", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert execution.default_threads(1) == 8 and execution.default_threads(2) == 4
+    assert execution.default_threads(16) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # someone else uses the cores
+    assert execution.default_threads(1) == 1
+
+
+# ---------------------------------------------------------------------- the result cache
+
+
+def test_an_unchanged_rerun_comes_from_the_cache_with_the_same_records(tmp_path):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    opts = CheckOptions(cache_dir=tmp_path / "cache", json_path=tmp_path / "r.json")
+    first = check([str(spec)], opts)
+    assert not any(r.cached for r in first.records)
+    again = check([str(spec)], opts)
+    assert again.meta["executor"] == "cache" and all(r.cached for r in again.records)
+    assert _essence(first) == _essence(again)
+    assert again.meta.get("input_sets") == first.meta.get("input_sets")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["summary"]["cached"] == 9
+
+
+def test_changing_one_property_reruns_exactly_its_tasks(tmp_path):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    opts = CheckOptions(cache_dir=tmp_path / "cache")
+    first = check([str(spec)], opts)
+    # a comment above everything moves every property down a line: still cached, positions updated
+    spec.write_text("# a comment\n" + spec.read_text().replace("linf(0.3)", "linf(0.25)"))
+    again = check([str(spec)], opts)
+    rerun = {r.property for r in again.records if not r.cached}
+    assert rerun == {"large"}
+    assert all(r.line == f.line + 1 for r, f in zip(again.records, first.records))
+
+
+def test_changing_the_model_bytes_reruns_every_task(tmp_path):
+    import shutil
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "digits_mlp.onnx", model)
+    spec = _spec(tmp_path, SPEC.replace(str(MODELS / "digits_mlp.onnx"), str(model))
+                 .replace("property boom", "property medium"))
+    opts = CheckOptions(cache_dir=tmp_path / "cache")
+    check([str(spec)], opts)
+    assert all(r.cached for r in check([str(spec)], opts).records)
+    import onnx
+
+    proto = onnx.load(str(model))
+    proto.doc_string = "retrained"  # other bytes, the same network: the cache cannot know that
+    onnx.save(proto, str(model))
+    assert not any(r.cached for r in check([str(spec)], opts).records)
+
+
+def test_no_cache_and_the_environment_switch(tmp_path, monkeypatch, cli):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("")  # a project folder: the cache is on by default
+    monkeypatch.delenv("NNSPEC_CACHE")
+    cli("check", spec)
+    assert (tmp_path / ".nnspec-cache" / "runs").is_dir()
+    code, out, _ = cli("check", spec)
+    assert "9 from the result cache" in out
+    code, out, _ = cli("check", spec, "--no-cache")
+    assert "from the result cache" not in out
+    code, _, err = cli("check", spec, "--no-cache", "--cache", tmp_path / "c")
+    assert code == 2 and "contradict" in err
+
+
+# ---------------------------------------------------------------------- concurrent runs
+
+
+def test_two_runs_writing_the_same_json_path_do_not_corrupt_it(tmp_path):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    out = tmp_path / "r.json"
+    env = {**os.environ, "NNSPEC_CACHE": "off"}
+    procs = [subprocess.Popen([sys.executable, "-m", "nnspec", "check", str(spec), "--json", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+             for _ in range(2)]
+    for p in procs:
+        p.wait(timeout=300)
+        assert p.returncode in (0, 1), p.stderr.read()
+    data = json.loads(out.read_text())
+    assert len(data["records"]) == 9
+    lines = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert len(lines) == 9  # one run's lines, whole: not 18 interleaved
+    assert not list(tmp_path.glob("*.partial.jsonl"))
