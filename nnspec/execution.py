@@ -235,10 +235,36 @@ def executor_for(options, n_items: int, runner=None):
     return InlineExecutor(options, runner)
 
 
-def replace_paths(item: WorkItem, model_path: str | None, input_paths: dict[str, str]) -> WorkItem:
-    """The item with its model and input files at other paths (shipped to a remote worker)."""
-    module = item.task.module
-    sets = tuple(dataclasses.replace(s, path=input_paths.get(s.path, s.path)) for s in module.input_sets)
-    module = dataclasses.replace(module, input_sets=sets)
-    task = dataclasses.replace(item.task, module=module)
+def item_files(item: WorkItem) -> list[str]:
+    """Every file a work item reads: its model, its input sets, label files and reference inputs
+    (what a remote worker needs shipped)."""
+    module, prop = item.task.module, item.task.prop
+    files = [item.model_path if item.model_path is not None else (module.model.path if module.model else None)]
+    for s in module.input_sets:
+        files.append(s.path)
+        if s.labels.kind == "file":
+            files.append(str(s.labels.value))
+    files.append(prop.reference_file)
+    return list(dict.fromkeys(f for f in files if f))
+
+
+def relocate(item: WorkItem, paths: dict[str, str]) -> WorkItem:
+    """The item with the files of ``item_files`` at other paths (where a remote worker keeps them);
+    names not in ``paths`` stay as they are."""
+    def moved(path):
+        return paths.get(path, path) if path else path
+
+    module, prop = item.task.module, item.task.prop
+    sets = []
+    for s in module.input_sets:
+        labels = s.labels
+        if labels.kind == "file":
+            labels = dataclasses.replace(labels, value=moved(str(labels.value)))
+        sets.append(dataclasses.replace(s, path=moved(s.path), labels=labels))
+    model_path = moved(item.model_path)
+    if item.model_path is None and module.model is not None:
+        model_path = moved(module.model.path)
+    module = dataclasses.replace(module, input_sets=tuple(sets))
+    prop = dataclasses.replace(prop, reference_file=moved(prop.reference_file))
+    task = dataclasses.replace(item.task, module=module, prop=prop)
     return dataclasses.replace(item, task=task, model_path=model_path)

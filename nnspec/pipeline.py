@@ -34,7 +34,7 @@ class CheckOptions:
     device: str = "cpu"
     float64: bool = False
     require_proven: bool = False
-    cross_check: bool = False
+    cross_check: bool | None = None  # onnxruntime confirms witnesses of ONNX models (None: where it loads)
     json_path: Path | None = None
     strict: bool = False  # warnings (e.g. accuracy far too low) stop the run with exit 2
     executor: str = "inline"  # inline | process | ray (nnspec.execution)
@@ -182,9 +182,12 @@ def _cached_run(cache, run_key: str, files: list[Path], options: CheckOptions, o
 
 def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, on_task, on_plan,
            on_done) -> RunResult:
-    from nnspec.execution import WorkItem, executor_for
+    from nnspec.execution import WorkItem, default_threads, executor_for, set_threads
     from nnspec.planning.plan import plan
     from nnspec.runner import Runner
+
+    if options.executor == "inline" and options.jobs <= 1:  # before models load: onnxruntime sizes by it
+        set_threads(options.threads or default_threads(1))
 
     modules = load_specs(files, options.overrides, options.models)
     if not any(m.properties for m in modules):  # "0 checks, all pass" would be a silent pass

@@ -48,7 +48,8 @@ class Runner:
         if path not in self._models:
             try:
                 model = load_model(path, device=self.options.device,
-                                   dtype=torch.float64 if self.options.float64 else torch.float32)
+                                   dtype=torch.float64 if self.options.float64 else torch.float32,
+                                   engine=getattr(self.options, "engine", "torch"))
             except InputError as err:
                 raise type(err)(f"{where}: {err}") from None
             if module.normalization is not None:
@@ -104,13 +105,24 @@ class Runner:
         return records
 
     def _cross_check(self, model: Model):
-        if not self.options.cross_check or not model.name.endswith(".onnx"):
+        """onnxruntime on the original ONNX file, for witness confirmation: on by default for ONNX
+        models (the reference semantics; ``cross_check=False`` turns it off, ``True`` makes a
+        missing onnxruntime an error)."""
+        if self.options.cross_check is False or not model.name.endswith(".onnx"):
             return None
+        from nnspec.errors import ModelError
         from nnspec.models.crosscheck import onnxruntime_session
 
-        path = next(p for p, m in self._models.items() if m is model)
+        path = next((p for p, m in self._models.items() if m is model), model.source)
+        if path is None:  # a model given in memory: there is no file for onnxruntime to run
+            return None
         if path not in self._cross:
-            self._cross[path] = onnxruntime_session(path, model)
+            try:
+                self._cross[path] = onnxruntime_session(path, model)
+            except Exception as err:
+                if self.options.cross_check:
+                    raise ModelError(f"{path}: onnxruntime cannot run this model for --cross-check ({err})") from None
+                self._cross[path] = None  # default: confirmation on the converted model alone
         return self._cross[path]
 
     def _record(self, task: Task, model: Model, bound: BoundInputs, i: int, outcome: Outcome,

@@ -213,3 +213,93 @@ def test_two_runs_writing_the_same_json_path_do_not_corrupt_it(tmp_path):
     lines = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
     assert len(lines) == 9  # one run's lines, whole: not 18 interleaved
     assert not list(tmp_path.glob("*.partial.jsonl"))
+
+
+# ---------------------------------------------------------------------- Ray
+
+
+def test_a_local_ray_cluster_gives_the_same_records_as_the_in_process_run(tmp_path, monkeypatch):
+    """Two actors on a private local cluster; the model, input set and reference file travel by
+    content into the actors' own folder, and nothing of that folder shows in the records."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("NNSPEC_RAY_FILES", str(tmp_path / "shipped"))
+    specs = [str(_spec(tmp_path, SPEC.replace("property boom", "property medium"))),
+             str(ROOT / "specs" / "uncertainty_reach.nnspec")]
+    inline = check(specs, CheckOptions(cache=False))
+    ray_run = check(specs, CheckOptions(cache=False, executor="ray", jobs=2, json_path=tmp_path / "r.json"))
+    assert _essence(inline) == _essence(ray_run)
+    assert [(r.spec, r.property, r.input_id, r.model) for r in ray_run.records] == \
+        [(r.spec, r.property, r.input_id, r.model) for r in inline.records]
+    assert ray_run.meta["executor"] == "ray"
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == len(inline.records) == 29
+    shipped = sorted(p.name for p in (tmp_path / "shipped").glob("*/*"))
+    assert shipped == ["digits_mean.npy", "digits_mlp.onnx", "digits_test.npz"]  # once each, by content
+    assert "shipped" not in json.dumps(ray_run.to_json())
+
+
+def test_shipped_folders_arrive_whole(tmp_path):
+    from nnspec.distributed import materialise, pack
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"\x89PNG first")
+    (folder / "sub" / "b.png").write_bytes(b"second")
+    digest, name, kind, payload = pack(str(folder))
+    assert (name, kind) == ("images", "dir")
+    where = Path(materialise(tmp_path / "root", digest, name, kind, payload, lambda p: p))
+    assert where.name == "images" and (where / "a.png").read_bytes() == b"\x89PNG first"
+    assert (where / "sub" / "b.png").read_bytes() == b"second"
+    assert materialise(tmp_path / "root", digest, name, kind, None, None) == str(where)  # written once
+    (folder / "a.png").write_bytes(b"changed")
+    assert pack(str(folder))[0] != digest
+
+
+def test_ray_missing_is_a_one_line_error(tmp_path, monkeypatch, cli):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    code, _, err = cli("check", _spec(tmp_path), "--executor", "ray", "--no-cache")
+    assert code == 2 and "--executor ray needs Ray: pip install 'nnspec[ray]'" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- evaluation engines
+
+
+@pytest.mark.parametrize("name", ["digits_mlp.onnx", "digits_cnn.onnx"])
+def test_onnxruntime_and_torch_engines_give_the_same_outputs(name):
+    from nnspec.models.loading import load_model
+
+    on_ort = load_model(MODELS / name, engine="ort")
+    on_torch = load_model(MODELS / name, engine="torch")
+    auto = load_model(MODELS / name, engine="auto")
+    assert (on_ort.engine, on_torch.engine, auto.engine) == ("ort", "torch", "ort")  # auto: a fixed rule
+    x = torch.rand((300,) + tuple(on_ort.input_shape), generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(on_ort(x), on_torch(x), atol=1e-5)
+    for model in (on_ort, on_torch):  # normalisation is applied on both engines alike
+        model.set_normalization([0.1], [0.5])
+    assert torch.allclose(on_ort(x), on_torch(x), atol=1e-5)
+    assert not torch.allclose(on_ort(x), load_model(MODELS / name, engine="ort")(x), atol=1e-3)
+    assert on_ort.calls == 3 and on_ort.queries == 900  # counted like torch evaluations
+
+
+def test_float64_stays_on_torch_and_says_why():
+    from nnspec.models.loading import load_model
+
+    model = load_model(MODELS / "digits_mlp.onnx", engine="ort", dtype=torch.float64)
+    assert model.engine == "torch" and "float64" in model.describe()["engine_note"]
+
+
+def test_the_engine_option_reaches_the_models(tmp_path):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    on_torch = check([str(spec)], CheckOptions(cache=False, engine="torch"))
+    on_ort = check([str(spec)], CheckOptions(cache=False, engine="ort"))
+    assert [m["engine"] for m in on_torch.meta["models"]] == ["torch"]
+    assert [m["engine"] for m in on_ort.meta["models"]] == ["ort"]
+    assert [r.verdict for r in on_torch.records] == [r.verdict for r in on_ort.records]

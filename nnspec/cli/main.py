@@ -58,7 +58,9 @@ def check(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     float64: bool = typer.Option(False, "--float64", help="evaluate the network in float64"),
     require_proven: bool = typer.Option(False, "--require-proven", help="'no violation found' is not enough"),
-    cross_check: bool = typer.Option(False, "--cross-check", help="re-check witnesses on onnxruntime too"),
+    cross_check: Optional[bool] = typer.Option(None, "--cross-check/--no-cross-check",
+                                               help="confirm witnesses of ONNX models on onnxruntime too "
+                                               "(default: on where onnxruntime loads the model)"),
     strict: bool = typer.Option(False, "--strict", help="warnings about the inputs (e.g. a low clean accuracy) "
                                 "stop the run with exit 2"),
     jobs: int = typer.Option(1, "--jobs", "-j", help="tasks run in N local worker processes"),

@@ -26,7 +26,10 @@ MIN_OPSET = 13
 
 
 def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32, max_batch: int = 4096) -> Model:
+               dtype: torch.dtype = torch.float32, max_batch: int = 4096, engine: str = "torch") -> Model:
+    """``engine`` (ONNX files): where forward values are computed: ``torch`` (the converted
+    module), ``ort`` (onnxruntime on the same batch-repaired graph) or ``auto`` (onnxruntime where it runs
+    the graph and agrees with the converted module, else torch). Gradients and bounds always use the torch module."""
     path = Path(path)
     try:
         found = path.is_file()
@@ -36,7 +39,7 @@ def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, 
         raise ModelError(f"{path}: model file not found")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return load_onnx(path, device=device, dtype=dtype, max_batch=max_batch)
+        return load_onnx(path, device=device, dtype=dtype, max_batch=max_batch, engine=engine)
     if suffix in (".pt", ".pt2", ".ts"):
         return load_torch_archive(path, input_shape, device=device, dtype=dtype, max_batch=max_batch)
     raise ModelError(f"{path}: unknown model format '{suffix}' (use .onnx, .pt (TorchScript) or .pt2 (torch.export))")
@@ -55,7 +58,7 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], *, name: str = 
 
 
 def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
-              max_batch: int = 4096) -> Model:
+              max_batch: int = 4096, engine: str = "torch") -> Model:
     import onnx
 
     try:
@@ -79,7 +82,8 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
     proto = _explicit_pads(proto, path)
     fixed_batch = unbatched or dims[0] > 0
     original = _convert(proto, path)
-    batched = _convert(_make_batchable(proto, prepend=unbatched), path) if fixed_batch else original
+    batch_proto = _make_batchable(proto, prepend=unbatched) if fixed_batch else proto
+    batched = _convert(batch_proto, path) if fixed_batch else original
     batching = "rewritten" if fixed_batch else "native"
     single = _Unbatched(original) if unbatched else original
     if not _batches_correctly(batched, single, input_shape):
@@ -90,7 +94,50 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
     model = Model(batched, input_shape, n_out, name=path.name, sha256=sha256_of(path), device=device,
                   dtype=dtype, max_batch=max_batch, batching=batching, operators=operators)
     model.source = str(path)
+    if engine != "torch":
+        _attach_ort(model, batch_proto, engine, path)
     return model
+
+
+def _attach_ort(model: Model, proto, engine: str, path: Path) -> None:
+    """onnxruntime as the forward engine, on the batch-repaired graph: only where it batches, its
+    outputs agree with the torch module on a random batch. Otherwise the model stays on torch,
+    and says why."""
+    if model.device != "cpu" or model.dtype != torch.float32 or model.batching not in ("native", "rewritten"):
+        why = "the graph only batches through vmap or a loop" if model.batching not in ("native", "rewritten") \
+            else f"{model.device} / {str(model.dtype).replace('torch.', '')} evaluation"
+        model.use_ort(None, note=f"onnxruntime not used: {why}")
+        return
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run(arr):
+            return np.asarray(session.run(None, {name: arr})[0])
+
+        gen = torch.Generator().manual_seed(0)
+        probe = torch.rand((64,) + tuple(model.input_shape), generator=gen)
+        with torch.inference_mode():
+            ref = model._forward(probe).float()
+        got = torch.from_numpy(run(probe.numpy()).reshape(64, -1))
+        if got.shape != ref.shape or not torch.allclose(got, ref, atol=1e-4, rtol=1e-4):
+            model.use_ort(None, note="onnxruntime not used: its outputs differ from the converted model's")
+            return
+    except Exception as err:  # onnxruntime missing or unable to run this graph: torch it is
+        model.use_ort(None, note=f"onnxruntime not used: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+        return
+    # auto picks onnxruntime whenever it is usable: a fixed rule, so that a spec gives the same
+    # results on every machine and under any load (a timed calibration did not); bench/throughput.py
+    # measures both engines on the bundled and VNN-COMP networks.
+    model.use_ort(run, note="onnxruntime" + (" (--engine ort)" if engine == "ort" else
+                                             " (auto: it runs this graph and agrees with the converted module)"))
 
 
 def _upgrade_opset(proto, path: Path):

@@ -61,6 +61,12 @@ class Model:
         self._shift: torch.Tensor | float | None = None
         self.budget: Budget | None = None
         self.source: str | None = None  # the file it was loaded from, if any
+        # forward values (searches, confirmation) may run on another backend: onnxruntime for ONNX
+        # files (``use_ort``); gradients and bounds always run on the torch module
+        self.engine = "torch"
+        self.engine_note = ""
+        self._ort = None  # numpy (B, *shape) float32 -> numpy (B, ...) outputs
+        self._ort_chunk = 1024
 
     # ------------------------------------------------------------------ configuration
 
@@ -98,6 +104,8 @@ class Model:
         b = x.shape[0]
         self._charge(b)
         start = time.perf_counter()
+        if self._ort is not None:
+            return self._finish(self._ort_forward(x), b, start)
         outs = []
         with torch.inference_mode():
             i = 0
@@ -107,16 +115,40 @@ class Model:
             for i in range(i, b, chunk):
                 outs.append(self._forward(x[i:i + chunk]))
             y = outs[0] if len(outs) == 1 else torch.cat(outs) if outs else torch.empty(0, self.n_outputs)
-            y = y.cpu()
-            # a finite sum means every output is finite; only an inf/nan sum (or an overflow of
-            # the sum itself) needs the exact check
-            finite = bool(torch.isfinite(y.sum())) or bool(torch.isfinite(y).all())
+        return self._finish(y.cpu(), b, start)
+
+    def _finish(self, y: torch.Tensor, b: int, start: float) -> torch.Tensor:
+        # a finite sum means every output is finite; only an inf/nan sum (or an overflow of the
+        # sum itself) needs the exact check
+        finite = bool(torch.isfinite(y.sum())) or bool(torch.isfinite(y).all())
         self.calls += 1
         self.seconds += time.perf_counter() - start
         if not finite:
             first = int((~torch.isfinite(y).all(dim=1)).nonzero()[0])
             raise ModelError(f"{self.name}: non-finite output for input {first} of a batch of {b}")
         return y
+
+    def use_ort(self, run, chunk: int = 1024, note: str = "") -> None:
+        """Evaluate forward values with ``run`` (numpy float32 (B, *input_shape), the model's own
+        input space after normalisation -> outputs), in chunks of ``chunk``; ``None``: torch."""
+        self._ort, self._ort_chunk = run, max(1, int(chunk))
+        self.engine = "torch" if run is None else "ort"
+        self.engine_note = note
+
+    def _ort_forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = x.to(dtype=torch.float32, device="cpu")
+            if self._scale is not None:
+                scale, shift = self._scale, self._shift
+                if isinstance(scale, torch.Tensor):
+                    scale, shift = scale.cpu().float(), shift.cpu().float()
+                x = x * scale + shift
+            arr = x.contiguous().numpy()
+        outs = [self._ort(arr[i:i + self._ort_chunk]) for i in range(0, arr.shape[0], self._ort_chunk)]
+        import numpy as np
+
+        y = outs[0] if len(outs) == 1 else np.concatenate(outs) if outs else np.empty((0, self.n_outputs), np.float32)
+        return torch.from_numpy(np.ascontiguousarray(y).reshape(arr.shape[0], -1)).to(self.dtype)
 
     def forward_grad(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs (B, m) with autograd's graph, for gradient-guided searches: counted and budgeted
@@ -187,7 +219,8 @@ class Model:
     def describe(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "input_shape": list(self.input_shape),
                 "outputs": self.n_outputs, "batching": self.batching, "device": self.device,
-                "dtype": str(self.dtype).replace("torch.", "")}
+                "dtype": str(self.dtype).replace("torch.", ""), "engine": self.engine,
+                **({"engine_note": self.engine_note} if self.engine_note else {})}
 
 
 def label_score(model: Model, shape: tuple[int, ...], label: int):
