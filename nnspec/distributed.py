@@ -130,12 +130,24 @@ class RayExecutor:
         except Exception as err:
             where = f"--address {address}" if address else "a local Ray cluster"
             raise UsageError(f"cannot start {where}: {_one_line(err).removeprefix('internal error: ')}") from None
-        cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-        self.n_actors = int(jobs) if jobs and jobs > 1 else cpus
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1)) or 1
+        gpus = float(resources.get("GPU", 0))
+        cuda = str(getattr(options, "device", "cpu")).startswith("cuda")
+        if cuda and gpus <= 0:
+            raise UsageError("--device cuda with --executor ray: the cluster has no GPU")
+        # one actor per CPU by default (per GPU with --device cuda); each gets its share of the
+        # cluster's CPUs as intra-op threads, and its share of a GPU
+        self.n_actors = int(jobs) if jobs and jobs > 1 else (max(1, int(gpus)) if cuda else cpus)
         self.threads = int(threads or max(1, cpus // self.n_actors))
-        self.actor_class = ray.remote(num_cpus=min(1, cpus), max_restarts=0)(_Actor)
+        needs = {"num_cpus": min(1.0, cpus / self.n_actors)}
+        if cuda:
+            needs["num_gpus"] = min(1.0, gpus / self.n_actors)
+        self.actor_class = ray.remote(max_restarts=0, **needs)(_Actor)
         self.actors = [self._new_actor() for _ in range(self.n_actors)]
         self.shipped: dict[str, tuple[str, str, str, list]] = {}
+        self.workers = {"actors": self.n_actors, "threads": self.threads, "cluster_cpus": cpus,
+                        "cluster_gpus": gpus, "address": address or "local"}
 
     def _new_actor(self):
         return self.actor_class.remote(self.options, self.threads)

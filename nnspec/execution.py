@@ -188,6 +188,7 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         self.options = options
+        self.workers = {"processes": jobs, "threads": threads}
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                                         initializer=_pool_init, initargs=(options, threads))
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from typing import TYPE_CHECKING
 
 from nnspec import __version__
-from nnspec.errors import DataError, SpecError, UsageError, suggest
+from nnspec.errors import DataError, InputError, SpecError, UsageError, suggest
 from nnspec.results.run import RunResult, TaskRecord
 from nnspec.results.store import ResultStore
 
@@ -44,6 +44,8 @@ class CheckOptions:
     engine: str = "auto"  # evaluation backend for ONNX models: auto | ort | torch
     cache: bool = True  # the result cache (nnspec.results.cache), where a folder is set or found
     cache_dir: Path | None = None
+    baseline: Path | None = None  # compare every check with this earlier run's results (regressions fail)
+    regression_tolerance: float = 0.05  # relative drop of a lower bound or estimate that is a regression
 
 
 # ---------------------------------------------------------------------- front end
@@ -143,14 +145,32 @@ def check(paths: list[str], options: CheckOptions,
     re-raised for the CLI to report with its exit code.
     """
     files = collect(paths)
+    baseline = _baseline(options)
     cache = _open_cache(options)
-    run_key = cache.run_key(files, options.models, {**_run_options(options), "overrides": options.overrides,
-                                                     "strict": options.strict}) if cache is not None else None
+    run_key = None
+    if cache is not None:
+        extra = {"overrides": options.overrides, "strict": options.strict}
+        if baseline is not None:
+            extra["baseline"] = [cache.file_hash(str(options.baseline)), options.regression_tolerance]
+        run_key = cache.run_key(files, options.models, {**_run_options(options), **extra})
     if run_key is not None:
         cached = _cached_run(cache, run_key, files, options, on_record, on_plan, on_done)
         if cached is not None:
             return cached
-    return _check(files, options, cache, run_key, on_record, on_task, on_plan, on_done)
+    return _check(files, options, cache, run_key, on_record, on_task, on_plan, on_done, baseline)
+
+
+def _baseline(options: CheckOptions):
+    """The baseline run to compare with (read before anything runs: a bad file is exit 2 at once)."""
+    if options.baseline is None:
+        return None
+    from nnspec.results.baseline import Baseline, check_tolerance
+
+    check_tolerance(options.regression_tolerance)
+    try:
+        return Baseline.load(options.baseline, options.regression_tolerance)
+    except InputError as err:
+        raise type(err)(f"--baseline {err}") from None
 
 
 def _cached_run(cache, run_key: str, files: list[Path], options: CheckOptions, on_record, on_plan, on_done):
@@ -168,8 +188,8 @@ def _cached_run(cache, run_key: str, files: list[Path], options: CheckOptions, o
         record.cached = True
         if on_record:
             on_record(record)
-    result = RunResult(cached.records, {**{k: v for k, v in cached.meta.items() if k in ("input_sets", "warnings",
-                                                                                        "models")}, **meta})
+    kept = ("input_sets", "warnings", "models", "baseline")
+    result = RunResult(cached.records, {**{k: v for k, v in cached.meta.items() if k in kept}, **meta})
     result.meta["executor"] = "cache"
     result.meta["cache"] = {"folder": str(cache.folder), "hits": len(result.records), "stored": 0, "whole_run": True}
     result.meta["seconds"] = round(time.perf_counter() - started, 3)
@@ -181,7 +201,7 @@ def _cached_run(cache, run_key: str, files: list[Path], options: CheckOptions, o
 
 
 def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, on_task, on_plan,
-           on_done) -> RunResult:
+           on_done, baseline=None) -> RunResult:
     from nnspec.execution import WorkItem, default_threads, executor_for, set_threads
     from nnspec.planning.plan import plan
     from nnspec.runner import Runner
@@ -204,6 +224,9 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
     executor = None
     order: dict[int, int] = {}
     seen_summaries: set[tuple] = set()
+    from nnspec.results.baseline import roles_for
+
+    roles = roles_for(options.models)
     try:
         planned = [(m, list(_plan_for_model(modules, runner, m, options, cache))) for m in model_paths]
         items = [WorkItem(k, task, model_path) for k, (model_path, task) in
@@ -225,6 +248,8 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
         def take(item: WorkItem, records: list[TaskRecord]) -> None:
             nonlocal done
             for record in records:
+                if baseline is not None:
+                    baseline.apply(record, roles)
                 if record.witness is not None and "x" in record.witness:
                     store.save_witness(record, record.witness["x"])
                 store.add(record)
@@ -274,6 +299,10 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
         result.records.sort(key=lambda r: position[id(r)])
         result.meta["models"] = [m.describe() for m in runner._models.values()]
         result.meta["executor"] = options.executor if options.jobs <= 1 or options.executor != "inline" else "process"
+        if getattr(executor, "workers", None):
+            result.meta["workers"] = executor.workers
+        if baseline is not None:
+            result.meta["baseline"] = baseline.summary()
         if cache is not None:
             result.meta["cache"] = {"folder": str(cache.folder), "hits": cache.hits, "stored": cache.stored}
         result.meta["seconds"] = round(time.perf_counter() - result.meta.pop("_started"), 3)
@@ -338,6 +367,7 @@ def _meta(files: list[Path], options: CheckOptions) -> dict[str, Any]:
         "nnspec_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": options.seed, "budget": options.budget, "device": options.device,
+        "model_args": [str(m) for m in options.models],
         "specs": [{"file": str(f), "sha256": sha256_of(f)} for f in files],
         "_started": time.perf_counter(),
     }

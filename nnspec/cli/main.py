@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 
 from nnspec import __version__
-from nnspec.errors import ExitCode, InputError, NnspecError, SpecError, UsageError
-from nnspec.text import printable
+from nnspec.errors import DataError, ExitCode, InputError, NnspecError, SpecError, UsageError
+from nnspec.text import plain, printable
 
 _STARTED = __import__("time").perf_counter()  # the VNN-COMP timeout counts start-up too
 
@@ -52,6 +52,13 @@ def check(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results JSON (and a .jsonl as tasks finish)"),
     html: Optional[Path] = typer.Option(None, "--html", help="write the self-contained HTML report"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML for CI"),
+    sarif: Optional[Path] = typer.Option(None, "--sarif", help="write SARIF 2.1.0 (code-scanning annotations "
+                                         "on the failing spec lines)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="an earlier run's results .json: a check "
+                                            "that lost its proof, whose lower bound or estimate fell, or that is "
+                                            "newly violated is a regression and fails"),
+    tolerance: float = typer.Option(0.05, "--regression-tolerance", help="relative drop of a lower bound or "
+                                    "estimate that counts as a regression"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed for every solver (default: the spec's, else 0)"),
     budget: Optional[int] = typer.Option(None, "--budget", help="model queries per input for every property; overrides the spec's budgets"),
     set_: List[str] = typer.Option([], "--set", help="override a spec 'param': --set eps=0.05"),
@@ -70,8 +77,8 @@ def check(
                                  "--jobs) or ray"),
     address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address "
                                           "(default: start a local one)"),
-    engine: str = typer.Option("auto", "--engine", help="evaluation backend for ONNX models: auto (calibrated), "
-                               "ort or torch; gradients and bounds always use torch"),
+    engine: str = typer.Option("auto", "--engine", help="evaluation backend for ONNX models: auto (onnxruntime "
+                               "where it runs the graph), ort or torch; gradients and bounds always use torch"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache", help="result cache folder (default: .nnspec-cache "
                                              "in a project folder, or $NNSPEC_CACHE)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="run every task, read and write no cached result"),
@@ -85,8 +92,11 @@ def check(
     if budget is not None and budget < 10:
         raise UsageError(f"--budget {budget}: must be at least 10 queries")
     _check_device(device)
-    for path, flag in ((json_out, "--json"), (html, "--html"), (junit, "--junit")):
+    for path, flag in ((json_out, "--json"), (html, "--html"), (junit, "--junit"), (sarif, "--sarif")):
         _check_output(path, flag)
+    if baseline is not None and json_out is not None and baseline.resolve() == json_out.resolve():
+        raise UsageError(f"--baseline {baseline} and --json name the same file: the run would overwrite its "
+                         "baseline; write the new results elsewhere")
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be at least 1")
     if threads is not None and threads < 1:
@@ -105,7 +115,8 @@ def check(
                            device=device, float64=float64, require_proven=require_proven,
                            cross_check=cross_check, json_path=json_out, strict=strict, jobs=jobs,
                            threads=threads, executor=executor, address=address, engine=engine,
-                           cache=not no_cache, cache_dir=cache_dir)
+                           cache=not no_cache, cache_dir=cache_dir, baseline=baseline,
+                           regression_tolerance=tolerance)
     from nnspec.report.progress import progress_for
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -118,11 +129,11 @@ def check(
             result, pending = getattr(err, "partial_result", None), err
     if result is not None:
         try:
-            _write_reports(result, html, junit)
+            _write_reports(result, html, junit, sarif)
             from nnspec.report.terminal import print_summary
 
             print_summary(console, result)
-            for path, what in ((json_out, "results"), (html, "report"), (junit, "junit")):
+            for path, what in ((json_out, "results"), (html, "report"), (junit, "junit"), (sarif, "sarif")):
                 if path is not None:
                     console.print(f"{what}: {path}")
         except KeyboardInterrupt as err:  # Ctrl-C after the JSON was written: it must say so too
@@ -172,7 +183,11 @@ def _check_device(device: str) -> None:
         raise UsageError(f"--device {device}: CUDA is not available on this machine")
 
 
-def _write_reports(result, html: Optional[Path], junit: Optional[Path]) -> None:
+def _write_reports(result, html: Optional[Path], junit: Optional[Path], sarif: Optional[Path] = None) -> None:
+    if sarif is not None:
+        from nnspec.report.sarif import write_sarif
+
+        write_sarif(sarif, result)
     if html is not None:
         from nnspec.report.html import write_html
 
@@ -254,22 +269,79 @@ def report(
     results: Path = typer.Argument(..., help="a results .json (or the .jsonl of an interrupted run)"),
     html: Optional[Path] = typer.Option(None, "--html", help="write the HTML report here"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here"),
+    sarif: Optional[Path] = typer.Option(None, "--sarif", help="write SARIF 2.1.0 here"),
 ) -> None:
     """Rebuild reports from a results file."""
     from nnspec.results.store import load_results
 
-    if html is None and junit is None:
-        raise UsageError("nothing to write: give --html and/or --junit")
-    for path, flag in ((html, "--html"), (junit, "--junit")):
+    if html is None and junit is None and sarif is None:
+        raise UsageError("nothing to write: give --html, --junit and/or --sarif")
+    for path, flag in ((html, "--html"), (junit, "--junit"), (sarif, "--sarif")):
         _check_output(path, flag)
     result = load_results(results)
     if result.meta.get("dropped_lines"):
         typer.echo(f"note: {results}: dropped a torn last line (the run that wrote it was stopped); "
                    f"{len(result.records)} complete records kept", err=True)
-    _write_reports(result, html, junit)
-    for path in (html, junit):
+    _write_reports(result, html, junit, sarif)
+    for path in (html, junit, sarif):
         if path is not None:
             typer.echo(f"wrote {path}")
+
+
+@app.command()
+def diff(
+    old: Path = typer.Argument(..., help="the baseline run's results .json (or .jsonl)"),
+    new: Path = typer.Argument(..., help="the new run's results .json (or .jsonl)"),
+    tolerance: float = typer.Option(0.05, "--regression-tolerance", help="relative drop of a lower bound or "
+                                    "estimate that counts as a regression"),
+) -> None:
+    """Regressions of NEW against OLD, nothing run: exit 1 when there is one, 0 otherwise."""
+    from nnspec.results.baseline import check_tolerance, diff as compare
+    from nnspec.results.store import load_results
+
+    check_tolerance(tolerance)
+    base = compare(load_results(old), load_results(new), str(old), tolerance)
+    summary = base.summary()
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    for reg in base.regressions:
+        line = f"{reg.spec}:{reg.line}: {reg.property} on {reg.input_id} ({reg.model}): {reg.message}"
+        console.print(f"[red]REGRESSION[/] {plain(line)}", highlight=False)
+    counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items() if v)
+    n = len(base.regressions)
+    console.print(f"{n} regression{'s' if n != 1 else ''}{' (' + counts + ')' if counts else ''} in "
+                  f"{summary['compared']} compared checks (tolerance {100 * tolerance:g}%); "
+                  f"{summary['new_checks']} new, {summary['missing']} only in {old.name}", highlight=False)
+    raise typer.Exit(int(ExitCode.FAILED) if n else 0)
+
+
+@app.command()
+def lint(
+    paths: List[str] = typer.Argument(..., help="spec files or folders (searched for *.nnspec)"),
+    set_: List[str] = typer.Option([], "--set", help="override a spec 'param'"),
+) -> None:
+    """Parse, lower and plan every spec without loading a model or data (fast: for pre-commit)."""
+    from nnspec.pipeline import collect, load_specs
+    from nnspec.planning.plan import plan
+
+    files = collect(paths)
+    modules = load_specs(files, _overrides(set_))
+    tasks = plan(modules).tasks
+    missing = []
+    for m in modules:  # the files a run would read: named in the spec, so the error points at the spec
+        named = [(m.model.path, m.model.span, "model")] if m.model is not None else []
+        for s in m.input_sets:
+            named.append((s.path, s.span, "input"))
+            if s.labels.kind == "file":
+                named.append((str(s.labels.value), s.labels.span, "label"))
+        named += [(p.reference_file, p.span, "reference") for p in m.properties if p.reference_file]
+        missing += [f"{span}: {what} file not found: {path}" for path, span, what in named if not Path(path).exists()]
+    if missing:
+        for line in missing[:-1]:
+            typer.echo(f"error: {printable(line)}", err=True)
+        raise DataError(missing[-1])
+    n_props = sum(len(m.properties) for m in modules)
+    typer.echo(f"{len(files)} spec file{'s' if len(files) != 1 else ''}, {n_props} "
+               f"propert{'ies' if n_props != 1 else 'y'}, {len(tasks)} task{'s' if len(tasks) != 1 else ''}: ok")
 
 
 import_app = typer.Typer(no_args_is_help=True, help="Import properties written for other tools.")

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from rich.console import Console
 from rich.table import Table
 
-from nnspec.results.run import RunResult, TaskRecord
+from nnspec.results.run import RunResult, TaskRecord, severity
 from nnspec.text import plain
 
 
@@ -22,18 +22,23 @@ def group(records: list[TaskRecord]) -> "OrderedDict[tuple[str, str, str], list[
     return groups
 
 
+def worst_first(records: list[TaskRecord]) -> "list[tuple[tuple[str, str, str], list[TaskRecord]]]":
+    """Property groups, the group with the worst check first; each group's records worst first."""
+    groups = [(key, sorted(recs, key=severity)) for key, recs in group(records).items()]
+    return sorted(groups, key=lambda kv: severity(kv[1][0]))
+
+
 def summary_table(result: RunResult) -> Table:
     table = Table(title="nnspec results", show_lines=False)
     for col in ("property", "where", "model", "inputs", "status", "violated", "proven", "worst input",
                 "estimate (min)", "upper (min)", "lower (min)"):
         table.add_column(col, justify="right" if col in ("inputs", "violated", "proven") else "left")
-    for (spec, prop, model), recs in group(result.records).items():
+    for (spec, prop, model), recs in worst_first(result.records):
         failed = [r for r in recs if not r.passed]
         estimates = [r.bounds.get("estimate") for r in recs if r.bounds.get("estimate") is not None]
         uppers = [r.bounds.get("upper") for r in recs if r.bounds.get("upper") is not None]
         lowers = [r.bounds.get("lower") for r in recs]  # the property's proved radius: the least of all inputs
-        worst = min(recs, key=lambda r: (r.bounds.get("estimate") if r.bounds.get("estimate") is not None
-                                          else float("inf")))
+        worst = recs[0]  # worst first (nnspec.results.run.severity)
         status = "[green]PASS[/]" if not failed else f"[red]FAIL[/] ({len(failed)})"
         table.add_row(plain(prop), plain(f"{spec}:{recs[0].line}"), plain(model), str(len(recs)), status,
                       str(sum(r.verdict == "violated" for r in recs)), str(sum(r.verdict == "proven" for r in recs)),
@@ -52,10 +57,19 @@ def print_summary(console: Console, result: RunResult) -> None:
         return  # nothing ran: the error says why, a "0 checks" line would only confuse
     if result.records:
         console.print(summary_table(result))
-    for r in result.records:
+    for r in sorted(result.records, key=severity):
         for f in r.failures:
             console.print(f"[red]FAIL[/] {plain(f'{r.spec}:{r.line}: {r.property} on {r.input_id}: {f}')}",
                           highlight=False)
+    base = result.meta.get("baseline")
+    if base:
+        n = len(base.get("regressions", []))
+        counts = ", ".join(f"{v} {k}" for k, v in base.get("counts", {}).items() if v)
+        colour = "red" if n else "green"
+        console.print(f"[{colour}]baseline {plain(str(base.get('path')))}: {n} regression{'s' if n != 1 else ''}"
+                      f"{' (' + counts + ')' if counts else ''}[/] in {base.get('compared', 0)} compared checks"
+                      f" (tolerance {100 * float(base.get('tolerance', 0)):g}%); {base.get('new_checks', 0)} new, "
+                      f"{base.get('missing', 0)} no longer run", highlight=False)
     s = result.summary()
     verdict = "[green]all properties pass[/]" if result.passed else "[red]some properties fail[/]"
     extra = (f", {s['errors']} internal error{'s' if s['errors'] != 1 else ''}" if s.get("errors") else "") + \

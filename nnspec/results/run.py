@@ -133,3 +133,20 @@ class RunResult:
         if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors):
             raise ValueError("'errors' should be a list of strings")
         return cls(parsed, meta, bool(data.get("interrupted", False)), list(errors))
+
+
+def severity(record: TaskRecord) -> tuple:
+    """Sort key, worst first: internal errors, violations (closest witness first), other failures,
+    then the checks nearest to failing: smallest radius estimate, then the lowest property value
+    seen in the ball (the margin left: it separates inputs whose estimate is capped at the ball's
+    radius), then the smallest proven lower bound."""
+    inf = float("inf")
+
+    def num(v):
+        return v if isinstance(v, (int, float)) and v == v else inf
+
+    b = record.bounds or {}
+    rank = 0 if record.verdict == "error" else 1 if record.verdict == "violated" else 2 if not record.passed else 3
+    witness = num((record.witness or {}).get("distance")) if record.witness else num(b.get("upper"))
+    margin = num(record.min_s) if record.min_s is not None else num(record.s_centre)
+    return (rank, witness, num(b.get("estimate")), margin, num(b.get("lower")), record.input_id)
