@@ -86,13 +86,13 @@ def bars(values: Sequence[float], highlight: int | None, title: str, width: int 
 
 
 def line_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str,
-              width: int = 420, height: int = 160) -> Markup:
+              width: int = 420, height: int = 160, y_range: tuple[float, float] | None = None) -> Markup:
     """Lines over a shared x axis (e.g. bounds against queries)."""
     pts = [p for s in series.values() for p in s if p[1] is not None and math.isfinite(p[1])]
     if len(pts) < 2:
         return Markup("")
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    y0, y1 = y_range if y_range is not None else (min(p[1] for p in pts), max(p[1] for p in pts))
     if y1 == y0:
         y1 = y0 + 1
     if x1 == x0:
@@ -120,6 +120,37 @@ def line_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
         path = " ".join(f"{'M' if i == 0 else 'L'}{sx(a):.1f},{sy(b):.1f}" for i, (a, b) in enumerate(good))
         c = colours[k % len(colours)]
         parts.append(f'<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5"/>')
-        parts.append(f'<text x="{width - R - 4}" y="{T + 12 + 12 * k}" class="t" text-anchor="end" fill="{c}">{escape(name)}</text>')
+        parts.append(f'<text x="{width - R - 4}" y="{T + 12 + 12 * k}" class="t" text-anchor="end" '
+                     f'style="fill:{c}">{escape(name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def steps(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A right-continuous step function through ``points`` (sorted by x), as line-plot points."""
+    out: list[tuple[float, float]] = []
+    for i, (x, y) in enumerate(points):
+        if i:
+            out.append((x, points[i - 1][1]))
+        out.append((x, y))
+    return out
+
+
+def radius_distribution(curves: dict[str, list[float | None]], r_max: float, title: str,
+                        width: int = 420, height: int = 170) -> Markup:
+    """Robust accuracy against radius: for each curve (one value per input: the radius it holds
+    up to), the fraction of inputs whose value is at least r, for r in [0, r_max]."""
+    if not r_max or r_max <= 0 or not math.isfinite(r_max):
+        return Markup("")
+    series = {}
+    for name, values in curves.items():
+        vals = [min(max(0.0, v), r_max) if v is not None and not math.isnan(v) else 0.0 for v in values]
+        n = len(vals)
+        if not n:
+            continue
+        # f(r) = share of inputs that hold beyond r; at r_max, those that hold up to r_max
+        pts = [(0.0, sum(v > 0 for v in vals) / n)]
+        pts += [(x, sum(v > x for v in vals) / n) for x in sorted({v for v in vals if 0 < v < r_max})]
+        pts.append((r_max, sum(v >= r_max for v in vals) / n))
+        series[name] = steps(pts)
+    return line_plot(series, title, "radius", width, height, y_range=(0.0, 1.0))

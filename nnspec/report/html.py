@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from nnspec import resources
 from nnspec.report import charts
-from nnspec.report.terminal import group
-from nnspec.results.run import RunResult, TaskRecord
+from nnspec.report.terminal import worst_first
+from nnspec.results.run import RunResult, TaskRecord, severity
 from nnspec.results.store import write_atomic
 
 
@@ -120,20 +121,73 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
+SHOWN = 10  # per property: the worst checks rendered in full (bars, witness pictures, plots)
+ALL_INLINE = 25  # a property with at most this many checks is rendered in full, with no paged table
+TOP = 20  # the overview's worst checks across all properties
+
+
+def _distribution(recs: list[TaskRecord]) -> Markup | str:
+    """Robust accuracy against radius for one property: per input (the best over a sweep's radii),
+    the proven lower bound, the estimate, and the distance of the closest confirmed witness."""
+    per: dict[str, dict[str, float | None]] = {}
+    for r in recs:
+        b = r.bounds or {}
+        d = per.setdefault(r.input_id, {"lower": 0.0, "estimate": 0.0, "upper": math.inf})
+        lower, est = b.get("lower"), b.get("estimate")
+        upper = (r.witness or {}).get("distance") if r.witness else b.get("upper")
+        d["lower"] = max(d["lower"], lower or 0.0)
+        d["estimate"] = max(d["estimate"], est if est is not None else (lower or 0.0))
+        if upper is not None:
+            d["upper"] = min(d["upper"], upper)
+    if not any(b for r in recs for b in ((r.bounds or {}).get(k) for k in ("lower", "estimate", "upper")) if b) \
+            and not any(r.witness for r in recs):
+        return ""  # a quantity with no radius (a range, a reachability value)
+    r_max = max(r.radius for r in recs if r.radius is not None and math.isfinite(r.radius))
+    curves = {"no violation found within r": [d["upper"] for d in per.values()],
+              "estimate >= r": [min(d["estimate"], d["upper"]) for d in per.values()],
+              "proven >= r": [d["lower"] for d in per.values()]}
+    return charts.radius_distribution(curves, r_max, f"share of the {len(per)} inputs that hold at radius r")
+
+
+def _rows_json(recs: list[TaskRecord]) -> Markup:
+    """Every check of a property as compact JSON for the paged table (script-safe: no '<', '>' or
+    '&' survives unescaped, so the data cannot close its script element)."""
+    import json
+
+    def num(v):
+        return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+    rows = [[r.input_id, num(r.radius), r.verdict, r.passed, num(r.s_centre), num(r.bounds.get("estimate")),
+             num(r.bounds.get("upper")), num(r.bounds.get("lower")), r.bounds.get("lower_method"), r.queries,
+             r.stop + (" (cached)" if r.cached else ""), r.failures[0] if r.failures else ""] for r in recs]
+    text = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+    return Markup(text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
+
+
 def render_html(result: RunResult) -> str:
     env = Environment(loader=FileSystemLoader(str(resources.reports_dir())),
                       autoescape=select_autoescape(["html", "j2"], default=True))
     env.filters["fmt"] = _fmt
     css = (resources.reports_dir() / "report.css").read_text(encoding="utf-8")
     groups = []
-    for (spec, prop, model), recs in group(result.records).items():
-        groups.append({"spec": spec, "property": prop, "model": model, "first": recs[0],
-                       "passed": all(r.passed for r in recs), "records": [_record_view(r) for r in recs],
+    for k, ((spec, prop, model), recs) in enumerate(worst_first(result.records)):
+        full = len(recs) <= ALL_INLINE
+        shown = recs if full else recs[:SHOWN]
+        verdicts: dict[str, int] = {}
+        for r in recs:
+            verdicts[r.verdict] = verdicts.get(r.verdict, 0) + 1
+        groups.append({"id": f"p{k + 1}", "spec": spec, "property": prop, "model": model, "first": recs[0],
+                       "passed": all(r.passed for r in recs), "records": [_record_view(r) for r in shown],
+                       "count": len(recs), "paged": None if full else _rows_json(recs),
                        "failed": sum(not r.passed for r in recs), "sweep": _sweep_plots(recs),
-                       "radii": sorted({r.radius for r in recs})})
+                       "radii": sorted({r.radius for r in recs}), "verdicts": verdicts,
+                       "distribution": _distribution(recs)})
+    index = {(g["spec"], g["property"], g["model"]): g["id"] for g in groups}
+    worst = [(r, index[(r.spec, r.property, r.model)]) for r in sorted(result.records, key=severity)[:TOP]]
     ranking = _model_ranking(result)
     return env.get_template("report.html.j2").render(result=result, meta=result.meta, summary=result.summary(),
-                                                     groups=groups, css=css, ranking=ranking)
+                                                     groups=groups, css=css, ranking=ranking, worst=worst,
+                                                     baseline=result.meta.get("baseline"))
 
 
 def _model_ranking(result: RunResult) -> list[dict[str, Any]]:
