@@ -35,11 +35,18 @@ def cases():
         yield "DeepGame MNIST CNN", root / "models/deepgame_mnist.onnx", torch.from_numpy(imgs), 1000
 
 
+ENGINE = "auto"  # the CLI's default: onnxruntime for forward values where it runs the graph
+
+
 def main() -> None:
+    global ENGINE
+    if "--engine" in sys.argv:
+        ENGINE = sys.argv[sys.argv.index("--engine") + 1]
+    print(f"engine {ENGINE}")
     print("| network | inputs | budget per input | wall s | model forward s | overhead | IBP s (all inputs) |")
     print("|---|---|---|---|---|---|---|")
     for name, path, x, budget in cases():
-        model = load_model(path)
+        model = load_model(path, engine=ENGINE)
         labels = model(x).argmax(1)
         model.seconds = 0.0
         t0 = time.perf_counter()

@@ -32,7 +32,8 @@ class WorkItem:
 class TaskOutcome:
     index: int
     records: list  # TaskRecord, witness x and centre inside record.witness
-    summaries: list[tuple[tuple, dict, list[str]]] = field(default_factory=list)  # (key, summary, warnings)
+    # (key, summary, warnings); key (spec file, input set, model, shard): the pipeline merges shards
+    summaries: list[tuple[tuple, dict, list[str]]] = field(default_factory=list)
     error: str | None = None  # an internal error, one line (its records have verdict "error")
     input_error: BaseException | None = None  # stops the run (exit 2) after what finished is kept
     cached: bool = False
@@ -90,7 +91,7 @@ class Worker:
             model = self.runner.model_for(task.module, item.model_path)
             bound = bind_task(task, model)
             if task.input_set >= 0:
-                key = (task.module.file, task.input_set, model.name)
+                key = (task.module.file, task.input_set, model.name, task.shard)
                 if key not in self._seen:
                     self._seen.add(key)
                     s = summarise(task.module, task.input_set, model, bound)

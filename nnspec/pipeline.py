@@ -204,6 +204,7 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
            on_done, baseline=None) -> RunResult:
     from nnspec.execution import WorkItem, default_threads, executor_for, set_threads
     from nnspec.planning.plan import plan
+    from nnspec.planning.shard import shard_tasks
     from nnspec.runner import Runner
 
     if options.executor == "inline" and options.jobs <= 1:  # before models load: onnxruntime sizes by it
@@ -229,21 +230,46 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
     roles = roles_for(options.models)
     try:
         planned = [(m, list(_plan_for_model(modules, runner, m, options, cache))) for m in model_paths]
+        # tasks over many inputs split into shards: the same cut for every executor
+        planned = [(m, shard_tasks(tasks)) for m, tasks in planned]
         items = [WorkItem(k, task, model_path) for k, (model_path, task) in
                  enumerate((m, t) for m, tasks in planned for t in tasks)]
+        parts = {}
+        for item in items:
+            if item.task.input_set >= 0:
+                parts[(item.task.module.file, item.task.input_set)] = item.task.shard[1] if item.task.shard else 1
         total = len(items)
         if on_plan:
             on_plan([item.task for item in items])
         done = 0
 
+        merged: dict[tuple, tuple[dict, int]] = {}
+        emitted: set[tuple] = set()
+
         def summaries(outcome_summaries) -> None:
+            """Each input set's summary once per model; a sharded set's parts merged, and its
+            warnings (--strict: the error) only once every part is in."""
+            from nnspec.models.sanity import merge
+
             for key, summary, warnings in outcome_summaries:
-                if key not in seen_summaries:
-                    seen_summaries.add(key)
-                    result.meta.setdefault("input_sets", []).append(summary)
-                    result.meta.setdefault("warnings", []).extend(warnings)
-                    if warnings and options.strict:
-                        raise DataError(f"{warnings[0]} (--strict makes warnings errors)")
+                key = tuple(key)
+                if key in seen_summaries:
+                    continue
+                seen_summaries.add(key)
+                whole = key[:3]
+                if whole in merged:
+                    summary, got = merge(merged[whole][0], summary), merged[whole][1] + 1
+                else:
+                    got = 1
+                merged[whole] = (summary, got)
+                if got < parts.get(whole[:2], 1):
+                    continue
+                emitted.add(whole)
+                warnings = summary.get("warnings", warnings)
+                result.meta.setdefault("input_sets", []).append(summary)
+                result.meta.setdefault("warnings", []).extend(warnings)
+                if warnings and options.strict:
+                    raise DataError(f"{warnings[0]} (--strict makes warnings errors)")
 
         def take(item: WorkItem, records: list[TaskRecord]) -> None:
             nonlocal done
@@ -301,6 +327,9 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
         result.meta["executor"] = options.executor if options.jobs <= 1 or options.executor != "inline" else "process"
         if getattr(executor, "workers", None):
             result.meta["workers"] = executor.workers
+        for whole, (summary, got) in (merged.items() if "merged" in locals() else ()):
+            if whole not in emitted:  # a sharded input set whose parts did not all finish
+                result.meta.setdefault("input_sets", []).append(summary | {"partial": True})
         if baseline is not None:
             result.meta["baseline"] = baseline.summary()
         if cache is not None:

@@ -303,3 +303,52 @@ def test_the_engine_option_reaches_the_models(tmp_path):
     assert [m["engine"] for m in on_torch.meta["models"]] == ["torch"]
     assert [m["engine"] for m in on_ort.meta["models"]] == ["ort"]
     assert [r.verdict for r in on_torch.records] == [r.verdict for r in on_ort.records]
+
+
+# ---------------------------------------------------------------------- shards
+
+
+def test_large_input_sets_are_cut_into_the_same_shards_for_every_executor(tmp_path):
+    import numpy as np
+
+    from nnspec.pipeline import load_specs
+    from nnspec.planning.plan import plan
+    from nnspec.planning.shard import shard_tasks
+
+    digits = np.load(MODELS / "digits_test.npz")
+    np.savez(tmp_path / "many.npz", x=np.concatenate([digits["x"]] * 4)[:150],
+             y=np.concatenate([digits["y"]] * 4)[:150])
+    spec = _spec(tmp_path, f"""model "{MODELS / 'digits_mlp.onnx'}"
+output logits
+inputs "{tmp_path / 'many.npz'}" key x labels key y first 140
+domain [0, 1]
+property p: robustness within linf(0.05) using mads(budget=100, seed=2)
+""")
+    tasks = shard_tasks(list(plan(load_specs([spec], {})).tasks))
+    assert [t.shard for t in tasks] == [(0, 3), (1, 3), (2, 3)]
+    cuts = [t.module.input_sets[0].select for t in tasks]
+    assert [len(c) for c in cuts] == [47, 47, 46] and sum(cuts, ()) == tuple(range(140))
+    inline = check([str(spec)], CheckOptions(cache=False))
+    pooled = check([str(spec)], CheckOptions(cache=False, jobs=2))
+    assert _essence(inline) == _essence(pooled)
+    assert [r.input_id for r in inline.records] == [f"many.npz[{i}]" for i in range(140)]
+    for run in (inline, pooled):  # one summary of the whole set, merged from its shards
+        (summary,) = run.meta["input_sets"]
+        assert summary["count"] == 140 and sum(summary["labels"].values()) == 140
+    assert inline.meta["input_sets"][0]["correct"] == pooled.meta["input_sets"][0]["correct"]
+
+
+def test_merged_summaries_warn_as_the_whole_set_would():
+    from nnspec.models.sanity import InputSummary, merge, warnings_for
+
+    def part(count, correct):
+        s = InputSummary(spec="s", line=1, source="x.npz", model="m", count=count, labels_from="data",
+                         correct=correct, value_min=0.0, value_max=1.0, domain_min=0.0, domain_max=1.0,
+                         labels={"1": count}, outputs=10, domain_width=1.0, where="s:1:1")
+        s.warnings = warnings_for(s)
+        return s.to_json()
+    bad_part = part(10, 2)  # 20% alone would warn
+    assert bad_part["warnings"]
+    merged = merge(part(90, 88), bad_part)
+    assert merged["count"] == 100 and merged["correct"] == 90 and merged["warnings"] == []
+    assert merge(part(10, 1), part(10, 2))["warnings"]  # 15%: the whole set warns

@@ -224,3 +224,48 @@ def test_lint_names_missing_files_and_syntax_errors_at_their_spec_line(tmp_path,
     spec.write_text(f'model "{MODELS / "digits_mlp.onnx"}"\nproperty p: robustnes within linf(0.1)\n')
     code, _, err = cli("lint", spec)
     assert code == 2 and f"{spec}:2:13" in err
+
+
+# ---------------------------------------------------------------------- the CI recipe
+
+
+def test_the_example_github_workflow_runs_its_check_step(tmp_path):
+    """The documented workflow's steps are wired as docs/ci.md says, and its `nnspec check` step,
+    run by bash as the runner would, works with and without a baseline."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    flow = yaml.safe_load((ROOT / "docs" / "examples" / "github-workflow.yml").read_text())
+    steps = flow["jobs"]["specs"]["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    assert {"actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
+            "github/codeql-action/upload-sarif"} <= set(uses)
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    assert cache["with"]["path"] == ".nnspec-cache"
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()" and upload["with"]["path"] == "nnspec-out"
+    command = next(s["run"] for s in steps if "nnspec check" in s.get("run", ""))
+    sarif = next(s for s in steps if "upload-sarif" in s.get("uses", ""))
+    assert sarif["with"]["sarif_file"] in command
+
+    project = tmp_path / "repo"
+    (project / "specs").mkdir(parents=True)
+    (project / ".git").mkdir()
+    shutil.copytree(MODELS, project / "specs" / "models", ignore=shutil.ignore_patterns("*.py"))
+    shutil.copy(ROOT / "specs" / "uncertainty_reach.nnspec", project / "specs")
+    env = {**os.environ, "NNSPEC_CACHE": str(project / ".nnspec-cache")}
+    script = command.replace("nnspec check", f"{sys.executable} -m nnspec check", 1)
+    first = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    for name in ("results.json", "report.html", "junit.xml", "nnspec.sarif"):
+        assert (project / "nnspec-out" / name).is_file()
+    (project / "baseline").mkdir()
+    shutil.copy(project / "nnspec-out" / "results.json", project / "baseline" / "results.json")
+    second = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "baseline baseline/results.json: 0 regressions in 20 compared checks" in second.stdout
+    assert "20 from the result cache" in second.stdout  # the cache step pays off

@@ -36,6 +36,9 @@ class InputSummary:
     domain_max: float
     labels: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    outputs: int = 0  # the model's outputs (for the chance-level test when summaries are merged)
+    domain_width: float = 0.0  # the narrowest dimension of the domain
+    where: str = ""  # the input statement's position, for the warnings
 
     @property
     def accuracy(self) -> float | None:
@@ -67,22 +70,49 @@ def summarise(module: SpecModule, index: int, model: Model, bound: BoundInputs) 
         spec=module.file, line=spec.span.line, source=spec.path.split("/")[-1], model=model.name, count=len(bound.x),
         labels_from=bound.label_source, correct=correct, value_min=float(flat.min()), value_max=float(flat.max()),
         domain_min=float(bound.lower.min()), domain_max=float(bound.upper.max()),
-        labels={str(k): v for k, v in sorted(Counter(bound.labels.tolist()).items())})
-    m = model.n_outputs
-    if correct is not None and summary.count >= 4:
+        labels={str(k): v for k, v in sorted(Counter(bound.labels.tolist()).items())}, outputs=model.n_outputs,
+        domain_width=float((bound.upper - bound.lower).to(torch.float64).min()), where=where)
+    summary.warnings = warnings_for(summary)
+    return summary
+
+
+def warnings_for(summary: InputSummary) -> list[str]:
+    """The usual input mistakes, from the summary's figures alone (so that the summaries of an
+    input set's shards, merged, warn exactly as the whole set would)."""
+    out = []
+    m, where = summary.outputs, summary.where
+    if summary.correct is not None and summary.count >= 4 and m:
         acc = summary.accuracy
         if acc <= 1.5 / m or acc < LOW_ACCURACY:
             chance = " (chance level)" if acc <= 1.5 / m else ""
-            summary.warnings.append(
-                f"{where}: warning: the model classifies {correct} of {summary.count} inputs correctly "
-                f"({100 * acc:.0f}%{chance}): are the inputs scaled, normalised and laid out as the model expects?")
-    width = (bound.upper - bound.lower).to(torch.float64).min()
+            out.append(f"{where}: warning: the model classifies {summary.correct} of {summary.count} inputs correctly "
+                       f"({100 * acc:.0f}%{chance}): are the inputs scaled, normalised and laid out as the model "
+                       "expects?")
+    width = summary.domain_width
     spread = summary.value_max - summary.value_min
-    if summary.count >= 1 and float(width) > 0 and spread < TINY_RANGE * float(width):
-        summary.warnings.append(
-            f"{where}: warning: the inputs span [{summary.value_min:.3g}, {summary.value_max:.3g}], "
-            f"{100 * spread / float(width):.2g}% of the domain's width: a double 'scale' or a missing one?")
-    return summary
+    if summary.count >= 1 and width > 0 and spread < TINY_RANGE * width:
+        out.append(f"{where}: warning: the inputs span [{summary.value_min:.3g}, {summary.value_max:.3g}], "
+                   f"{100 * spread / width:.2g}% of the domain's width: a double 'scale' or a missing one?")
+    return out
+
+
+def merge(a: dict, b: dict) -> dict:
+    """Two shards' summaries (``to_json`` form) of one input set on one model, as one."""
+    fields = InputSummary.__dataclass_fields__
+    out = {k: a[k] for k in fields if k in a}
+    out["count"] = a["count"] + b["count"]
+    out["correct"] = None if a.get("correct") is None or b.get("correct") is None else a["correct"] + b["correct"]
+    for key, pick in (("value_min", min), ("value_max", max), ("domain_min", min), ("domain_max", max),
+                      ("domain_width", min)):
+        if key in a and key in b:
+            out[key] = pick(a[key], b[key])
+    labels = dict(a.get("labels", {}))
+    for k, v in b.get("labels", {}).items():
+        labels[k] = labels.get(k, 0) + v
+    out["labels"] = {k: labels[k] for k in sorted(labels, key=int)}
+    merged = InputSummary(**out)
+    merged.warnings = warnings_for(merged) if merged.outputs else list(dict.fromkeys(a["warnings"] + b["warnings"]))
+    return merged.to_json()
 
 
 def misclassified(bound: BoundInputs, i: int, centre_output: list[float]) -> bool:

@@ -27,6 +27,7 @@ class Task:
     backend: str
     options: tuple[tuple[str, Any], ...]
     chosen_by: str  # "spec" | "planner"
+    shard: tuple[int, int] | None = None  # (k, of): the k-th of ``of`` parts of its input set (planning.shard)
 
     @property
     def inputs(self) -> InputSetSpec:
