@@ -145,6 +145,13 @@ def check(paths: list[str], options: CheckOptions,
     re-raised for the CLI to report with its exit code.
     """
     files = collect(paths)
+    names: dict[str, str] = {}
+    for m in options.models:
+        name = Path(m).name
+        if name in names and names[name] != m:  # records and reports name a model by its file name
+            raise UsageError(f"--model {names[name]} and --model {m} have the same file name {name!r}: results "
+                             "name models by file name; copy or link one under another name")
+        names[name] = m
     baseline = _baseline(options)
     cache = _open_cache(options)
     run_key = None

@@ -269,3 +269,26 @@ def test_the_example_github_workflow_runs_its_check_step(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "baseline baseline/results.json: 0 regressions in 20 compared checks" in second.stdout
     assert "20 from the result cache" in second.stdout  # the cache step pays off
+
+
+def test_two_models_read_as_a_regression_table(tmp_path, cli):
+    spec = tmp_path / "s.nnspec"
+    spec.write_text(SPEC)
+    degraded = tmp_path / "v2.onnx"
+    _degraded(tmp_path).rename(degraded)
+    code, out, _ = cli("check", spec, "--model", MODELS / "digits_mlp.onnx", "--model", degraded, "--no-cache",
+                       "--html", tmp_path / "r.html")
+    assert code == 1
+    assert "model comparison (first model = reference)" in out and "1 (1 new-violation)" in out
+    html = (tmp_path / "r.html").read_text()
+    assert "Model comparison" in html and "(reference)" in html and "1 new-violation" in html
+
+
+def test_two_models_with_one_file_name_are_refused(tmp_path, cli):
+    spec = tmp_path / "s.nnspec"
+    spec.write_text(SPEC)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "digits_mlp.onnx").write_bytes((MODELS / "digits_mlp.onnx").read_bytes())
+    code, _, err = cli("check", spec, "--model", MODELS / "digits_mlp.onnx", "--model",
+                       tmp_path / "b" / "digits_mlp.onnx", "--no-cache")
+    assert code == 2 and "the same file name 'digits_mlp.onnx'" in err

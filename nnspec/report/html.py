@@ -190,23 +190,12 @@ def render_html(result: RunResult) -> str:
                                                      baseline=result.meta.get("baseline"))
 
 
-def _model_ranking(result: RunResult) -> list[dict[str, Any]]:
-    """Per property, the models ordered by their worst radius estimate (largest first)."""
-    rows = []
-    props = {(r.spec, r.property) for r in result.records}
-    for spec, prop in sorted(props):
-        per_model = {}
-        for r in result.records:
-            if (r.spec, r.property) == (spec, prop):
-                est = r.bounds.get("estimate")
-                m = per_model.setdefault(r.model, {"model": r.model, "worst": math.inf, "failed": 0})
-                m["worst"] = min(m["worst"], est if est is not None else math.inf)
-                m["failed"] += not r.passed
-        if len(per_model) < 2:
-            continue  # only properties checked on several models are compared
-        order = sorted(per_model.values(), key=lambda m: (m["failed"], -m["worst"]))
-        rows.append({"spec": spec, "property": prop, "models": order})
-    return rows or None
+def _model_ranking(result: RunResult) -> list[dict[str, Any]] | None:
+    """Per property checked on several models: the first model as the reference, each other one
+    read as a new version of it (its regressions against the first)."""
+    from nnspec.results.baseline import compare_models
+
+    return compare_models(result) or None
 
 
 def write_html(result: RunResult, path: Path) -> None:

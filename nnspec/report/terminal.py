@@ -61,6 +61,9 @@ def print_summary(console: Console, result: RunResult) -> None:
         for f in r.failures:
             console.print(f"[red]FAIL[/] {plain(f'{r.spec}:{r.line}: {r.property} on {r.input_id}: {f}')}",
                           highlight=False)
+    comparison = _comparison_table(result)
+    if comparison is not None:
+        console.print(comparison)
     base = result.meta.get("baseline")
     if base:
         n = len(base.get("regressions", []))
@@ -88,3 +91,24 @@ def _input_line(d: dict) -> str:
         return InputSummary(**fields).line_text()
     except TypeError:  # an older results file: what it has
         return str(d.get("source", "?"))
+
+
+def _comparison_table(result: RunResult) -> Table | None:
+    """Several models in one run: per property, the first model the reference and the others
+    read as new versions of it (nnspec.results.baseline.compare_models)."""
+    from nnspec.results.baseline import compare_models
+
+    rows = compare_models(result)
+    if not rows:
+        return None
+    table = Table(title="model comparison (first model = reference)", show_lines=False)
+    for col in ("property", "model", "failed", "proven", "median estimate", "regressions"):
+        table.add_column(col, justify="right" if col in ("failed", "proven") else "left")
+    for row in rows:
+        for k, m in enumerate(row["models"]):
+            regs = "reference" if m["regressions"] is None else (
+                f"[red]{m['regressions']}[/] (" + ", ".join(f"{n} {kind}" for kind, n in m["kinds"].items()) + ")"
+                if m["regressions"] else "[green]0[/]")
+            table.add_row(plain(row["property"]) if k == 0 else "", plain(m["model"]), str(m["failed"]),
+                          f"{m['proven']}/{m['checks']}", _fmt(m["median_estimate"]), regs)
+    return table

@@ -160,3 +160,43 @@ def diff(old, new, old_path: str, tolerance: float = DEFAULT_TOLERANCE) -> Basel
     for record in new.records:
         base.apply(copy.deepcopy(record), roles)
     return base
+
+
+def compare_models(result) -> list[dict[str, Any]]:
+    """With several models in one run (``--model A --model B``): per property, one row per model,
+    the first model the reference and every other one read as a new version of it (its
+    regressions against the first, and the checks where it does better)."""
+    import statistics
+
+    order = [Path(m).name for m in result.meta.get("model_args") or []]
+    props: dict[tuple, dict[str, list]] = {}
+    for r in result.records:
+        props.setdefault((r.spec, r.property), {}).setdefault(r.model, []).append(r)
+    rows = []
+    for (spec, prop), per_model in props.items():
+        if len(per_model) < 2:
+            continue
+        models = sorted(per_model, key=lambda m: order.index(m) if m in order else len(order))
+        ref = models[0]
+        reference = Baseline(type("Run", (), {"meta": {}, "records": per_model[ref]})(), ref)
+        entries = []
+        for m in models:
+            recs = per_model[m]
+            est = [r.bounds.get("estimate") for r in recs if isinstance(r.bounds.get("estimate"), (int, float))]
+            lows = [r.bounds.get("lower") or 0.0 for r in recs]
+            entry = {"model": m, "checks": len(recs), "failed": sum(not r.passed for r in recs),
+                     "violated": sum(r.verdict == "violated" for r in recs),
+                     "proven": sum(r.verdict == "proven" for r in recs),
+                     "median_estimate": statistics.median(est) if est else None,
+                     "min_lower": min(lows) if lows else None, "regressions": None, "kinds": {}}
+            if m != ref:
+                import copy
+
+                regs = []
+                for r in recs:
+                    regs += reference.compare(copy.deepcopy(r), {})
+                entry["regressions"] = len(regs)
+                entry["kinds"] = {k: sum(g.kind == k for g in regs) for k in KINDS if any(g.kind == k for g in regs)}
+            entries.append(entry)
+        rows.append({"spec": spec, "property": prop, "reference": ref, "models": entries})
+    return rows
