@@ -58,7 +58,7 @@ def _one_check(args):
 
     started = time.perf_counter()
     try:
-        run = check([vnnlib_path], CheckOptions(models=[onnx_path], cross_check=True))
+        run = check([vnnlib_path], CheckOptions(models=[onnx_path], cross_check=True, cache=False))
         verdicts = [r.verdict for r in run.records]
         result = "sat" if any(r.witness for r in run.records) else \
             "unsat" if verdicts and all(v == "proven" for v in verdicts) else "unknown"

@@ -4,8 +4,9 @@ A task's key is a SHA-256 over everything its records depend on: the property as
 spans left out, so that editing another property or adding a comment above it changes nothing),
 the spec's model/inputs/domain/normalisation/output statements, the bytes of the model file and of
 every input file, the backend and its options, the run options that change results (device,
-float64, require-proven, cross-check, engine) and the nnspec version. Records come back exactly as
-they were stored, with their spec position updated and ``cached`` set; the report says so.
+float64, require-proven, cross-check, engine) and nnspec's version and code (``code_version``).
+Records come back exactly as they were stored, with their spec position updated and ``cached``
+set; the report says so.
 
 Layout: ``DIR/records/<k[:2]>/<key>.json`` (one task's records, witnesses inline) and
 ``DIR/models/<sha256>.json`` (a model's input shape and output count, so that a run served from
@@ -27,6 +28,27 @@ from nnspec import __version__
 CACHE_ENV = "NNSPEC_CACHE"  # a folder, or "off"
 DEFAULT_DIR = ".nnspec-cache"
 _PROJECT_MARKERS = (".git", "pyproject.toml", DEFAULT_DIR, "nnspec.toml")
+
+
+_CODE: str | None = None
+
+
+def code_version() -> str:
+    """nnspec's version and a hash of its own code (the package's .py files and the grammar):
+    results from other code are never served, also between two commits of one version. A few ms,
+    once per process."""
+    global _CODE
+    if _CODE is None:
+        from nnspec import resources
+
+        package = Path(__file__).resolve().parent.parent
+        digest = hashlib.sha256()
+        files = sorted(package.rglob("*.py")) + [resources.grammar_path()]
+        for f in files:
+            digest.update(str(f.relative_to(package) if f.is_relative_to(package) else f.name).encode())
+            digest.update(f.read_bytes())
+        _CODE = f"{__version__}+{digest.hexdigest()[:16]}"
+    return _CODE
 
 
 def default_dir(cwd: Path | None = None) -> Path | None:
@@ -91,7 +113,7 @@ class ResultCache:
         header = {f.name: fingerprint(getattr(module, f.name)) for f in dataclasses.fields(module)
                   if f.name not in ("file", "source", "properties", "parameters")}
         inputs = [self.file_hash(s.path) for s in module.input_sets]
-        doc = {"nnspec": __version__, "module": header, "inputs": inputs, "property": fingerprint(task.prop),
+        doc = {"nnspec": code_version(), "module": header, "inputs": inputs, "property": fingerprint(task.prop),
                "input_set": task.input_set, "backend": task.backend, "options": fingerprint(dict(task.options)),
                "model": self.file_hash(model_path), "run": fingerprint(run_options)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=repr).encode()).hexdigest()
@@ -125,7 +147,7 @@ class ResultCache:
         for r in records:
             if r.get("witness"):
                 r["witness"].pop("file", None)  # this run's witness file: the next run writes its own
-        doc = {"key": key, "nnspec": __version__, "records": records,
+        doc = {"key": key, "nnspec": code_version(), "records": records,
                "summaries": [[list(k), sm, w] for k, sm, w in (summaries or [])]}
         try:
             write_atomic(self.folder / "records" / key[:2] / f"{key}.json", json.dumps(doc, allow_nan=False))
@@ -160,7 +182,7 @@ class ResultCache:
 
         if any(f.suffix != ".nnspec" for f in files):
             return None
-        parts: list[Any] = [__version__, fingerprint(run_options), [self.file_hash(m) for m in models]]
+        parts: list[Any] = [code_version(), fingerprint(run_options), [self.file_hash(m) for m in models]]
         for f in files:
             try:
                 text = f.read_text(encoding="utf-8")
