@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.engine import BoundEngine, _concretise, _numel
 from nnspec.bounds.radius import group_max, reduce_rows
 
 
@@ -41,12 +41,18 @@ class BabResult:
     stop: str  # proven | time | domains
 
 
+REFRESH = 3  # input splitting: CROWN intermediate bounds recomputed every REFRESH splits, else the parent's reused
+PRIOR_LIMIT = 4096  # neurons: above this, parents' bounds are not kept with the subdomains
+
+
 @dataclass
 class _Domain:
     lo: torch.Tensor  # (*input_shape)
     hi: torch.Tensor
     splits: dict[str, torch.Tensor]  # preact name -> int8 (*shape)
     bound: float
+    prior: dict | None = None  # input splitting: the parent's bounds of the nonlinearity inputs (valid here)
+    depth: int = 0
 
 
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
@@ -74,6 +80,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         mode = "input"
     goal = threshold + slack
     counter = itertools.count()
+    reuse = mode == "input" and sum(_numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
     rows = (offsets, groups)
     bounds, records, empty = _bound(engine, [_Domain(lo, hi, {}, 0.0)], C, rows)
     root_bound = float(bounds[0]) - threshold
@@ -94,8 +101,12 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
             kids = _split_relu(engine, dom, rec) if mode == "relu" else None
             if kids is None:  # no unstable neuron left (or input mode): cut the box
                 kids = _split_input(dom, rec)
+                if reuse:  # a child box lies inside its parent's: the parent's bounds hold on it
+                    prior = {n[len("bounds:"):]: (v[0], v[1]) for n, v in rec.items() if n.startswith("bounds:")}
+                    for kid in kids:
+                        kid.prior, kid.depth = prior, dom.depth + 1
             children.extend(kids)
-        bounds, records, empty = _bound(engine, children, C, rows)
+        bounds, records, empty = _bound_reusing(engine, children, C, rows)
         seen += len(children)
         if found is not None and mode == "input":
             hit = _probe(engine, children, records, C, rows)
@@ -111,6 +122,22 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
 
 
+def _bound_reusing(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None)):
+    """``_bound`` with the subdomains that carry their parent's bounds (and are not due for a
+    refresh) bounded apart, reusing those bounds; results in the order of ``domains``."""
+    reuse = [i for i, d in enumerate(domains) if d.prior is not None and d.depth % REFRESH]
+    if not reuse or len(reuse) == len(domains):
+        return _bound(engine, domains, C, rows)
+    fresh = [i for i in range(len(domains)) if i not in set(reuse)]
+    parts = [(idx, _bound(engine, [domains[i] for i in idx], C, rows)) for idx in (reuse, fresh)]
+    order = torch.argsort(torch.tensor(reuse + fresh))
+    bounds = torch.cat([p[1][0] for p in parts])[order]
+    empty = torch.cat([p[1][2] for p in parts])[order]
+    keys = set(parts[0][1][1]) & set(parts[1][1][1])
+    records = {k: torch.cat([parts[0][1][1][k], parts[1][1][1][k]])[order] for k in keys}
+    return bounds, records, empty
+
+
 def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None)):
     """CROWN bounds (min over rows, or over groups of rows: ``reduce_rows``) of a batch of
     subdomains, the coefficients reaching each nonlinearity and the input for the deciding row
@@ -120,8 +147,13 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
     names = {n for d in domains for n in d.splits}
     splits = {n: torch.stack([d.splits.get(n, torch.zeros(engine.by_name[n].shape, dtype=torch.int8))
                               for d in domains]) for n in names}
+    prior = None
+    if all(d.prior is not None and d.depth % REFRESH for d in domains):  # see _bound_reusing
+        keys = set.intersection(*(set(d.prior) for d in domains))
+        prior = {n: (torch.stack([d.prior[n][0] for d in domains]), torch.stack([d.prior[n][1] for d in domains]))
+                 for n in keys}
     with torch.no_grad():
-        bounds = engine.intervals(lo, hi, "crown", splits=splits or None)
+        bounds = engine.intervals(lo, hi, "crown", splits=splits or None, prior=prior)
         empty = torch.zeros(len(domains), dtype=torch.bool)
         for n in names:
             l, u = bounds[n]
@@ -131,31 +163,97 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
         A0 = C[None].expand(B, -1, -1).reshape((B, C.shape[0]) + engine.by_name[out].shape)
         record: dict[str, torch.Tensor] = {}
         low = engine.backward(out, A0, bounds, record=record)
+        plain = low.clone()
     if splits and BETA_STEPS:
         low = torch.maximum(low, _beta_crown(engine, out, A0, bounds, splits, low))
     offsets, groups = rows
     with torch.no_grad():
         worst = _deciding_row(low, offsets, groups)
         rows = {name: a[torch.arange(B), worst] for name, a in record.items()}  # (B, *shape)
+        if "input" in record and record["input"][0].numel() <= 4096:  # every row's linear bound, for _lp_points
+            a_in = record["input"].flatten(2)
+            rows["lin:a"] = a_in
+            rows["lin:b"] = plain - _concretise(record["input"], lo, hi)
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
     return reduce_rows(low, offsets, groups), rows | extra, empty
 
 
+PROBE_STEPS = 20  # projected-gradient steps from each subdomain's most promising points
+LP_PROBES = 8  # subdomains per batch (the lowest bounds) whose linear bounds' minimiser is probed
+
+
+def _lp_points(domains: list[_Domain], records: dict, lo: torch.Tensor, hi: torch.Tensor, offsets, groups):
+    """For an objective with groups (a violation needs every row of some group <= 0), a point per
+    subdomain where the rows' linear lower bounds are jointly lowest: min t s.t. a_i x + b_i +
+    offset_i <= t for the rows of the group, x in the box, solved as a linear program (HiGHS) for
+    the ``LP_PROBES`` subdomains with the lowest bounds. Where no neuron of a subdomain is
+    unstable the bounds are exact, so the minimiser is the subdomain's true best point: a
+    violation a vertex or a gradient step would only graze. Other subdomains' points are
+    starting points like any other (every point is checked exactly). None without groups (a
+    single row's minimiser is a vertex, probed already) or without the coefficients."""
+    if groups is None or "lin:a" not in records:
+        return None
+    import numpy as np
+    from scipy.optimize import linprog
+
+    A, b = records["lin:a"].numpy(), records["lin:b"].numpy()  # (B, S, n), (B, S)
+    off = np.zeros(b.shape[1]) if offsets is None else offsets.double().numpy().reshape(-1)
+    g = groups.numpy().reshape(-1)
+    flat_lo, flat_hi = lo.flatten(1).numpy(), hi.flatten(1).numpy()
+    points = ((lo + hi) / 2).flatten(1).clone()
+    order = np.argsort([d.bound for d in domains])[:LP_PROBES]
+    n = A.shape[2]
+    for k in order:
+        best, where = np.inf, None
+        for group in np.unique(g):
+            sel = g == group
+            # variables (x, t): minimise t subject to A x - t <= -(b + offset)
+            a_ub = np.hstack([A[k][sel], -np.ones((int(sel.sum()), 1))])
+            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=-(b[k][sel] + off[sel]),
+                          bounds=list(zip(flat_lo[k], flat_hi[k])) + [(None, None)], method="highs")
+            if res.status == 0 and res.fun < best:
+                best, where = res.fun, res.x[:n]
+        if where is not None:
+            points[k] = torch.from_numpy(np.clip(where, flat_lo[k], flat_hi[k]))
+    return points.reshape(lo.shape)
+
+
 def _probe(engine: BoundEngine, domains: list[_Domain], records: dict, C, rows) -> torch.Tensor | None:
-    """The first point among the subdomains' promising points where the objective is <= 0."""
+    """The first point found in the subdomains where the objective is <= 0: their most promising
+    points (the vertex minimising the deciding row's linear bound, and the midpoint), then a few
+    steps of projected gradient descent on the objective from each, every iterate kept inside its
+    own subdomain and checked exactly (float64). Small subdomains make a local search reach
+    violation regions too narrow for a search over the whole box."""
     lo = torch.stack([d.lo for d in domains])
     hi = torch.stack([d.hi for d in domains])
     coeff = records.get("input")
-    points = [(lo + hi) / 2]
+    starts = [(lo + hi) / 2]
     if coeff is not None:
-        points.insert(0, torch.where(coeff.reshape(lo.shape) >= 0, lo, hi))
-    x = torch.cat(points)
-    with torch.no_grad():
-        y = engine.intervals(x, x, "ibp")[engine.graph.output][0].flatten(1)
-        value = reduce_rows(y @ C.T, *rows)
-    bad = (value <= 0).nonzero()
-    return None if len(bad) == 0 else x[int(bad[0])]
+        starts.insert(0, torch.where(coeff.reshape(lo.shape) >= 0, lo, hi))
+    lp = _lp_points(domains, records, lo, hi, *rows)
+    if lp is not None:
+        starts.append(lp)
+    x = torch.cat(starts)
+    los, his = lo.repeat(len(starts), *([1] * (lo.dim() - 1))), hi.repeat(len(starts), *([1] * (lo.dim() - 1)))
+    step = (his - los) / 4
+    out = engine.graph.output
+    for k in range(PROBE_STEPS + 1):
+        last = k == PROBE_STEPS
+        x = x.detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            y = engine.intervals(x, x, "ibp")[out][0].flatten(1)
+            value = reduce_rows(y @ C.T, *rows)
+        bad = (value <= 0).nonzero()
+        if len(bad):
+            return x.detach()[int(bad[0])]
+        if last or not value.requires_grad:
+            break
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        with torch.no_grad():
+            x = torch.minimum(torch.maximum(x - step * grad.sign(), los), his)
+            step = step * 0.6
+    return None
 
 
 def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:

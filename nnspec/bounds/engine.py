@@ -40,15 +40,26 @@ class BoundEngine:
         # the inputs of elementwise nonlinearities: where relaxations need bounds
         self.preact = {op.inputs[0] for op in self.ops if op.kind in ELEMENTWISE}
         self._exact = self._ibp_exact()
+        # nonlinearity inputs read only by ReLUs: a neuron that IBP already finds stable has an exact
+        # relaxation whatever its bounds, so CROWN needs to tighten only the unstable ones
+        readers: dict[str, set[str]] = {}
+        for op in self.ops:
+            for i in op.inputs:
+                readers.setdefault(i, set()).add(op.kind)
+        self._relu_only = {n for n in self.preact if readers.get(n, set()) <= {"relu", "leaky_relu"}}
 
     # ------------------------------------------------------------------ forward: intervals
 
     def intervals(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
-                  splits: dict[str, torch.Tensor] | None = None) -> dict[str, tuple]:
+                  splits: dict[str, torch.Tensor] | None = None,
+                  prior: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, tuple]:
         """Bounds (lo, hi) of every op over the boxes, (B, *shape) each. ``splits``: per
         nonlinearity input, (B, *shape) with +1 (the neuron is >= 0 in this subdomain), -1 (<= 0)
         or 0 (free), as branch and bound fixes them; the bounds then hold on the subdomain only,
-        and a subdomain whose splits contradict its bounds has lo > hi somewhere (it is empty)."""
+        and a subdomain whose splits contradict its bounds has lo > hi somewhere (it is empty).
+        ``prior``: bounds (B, *shape) of nonlinearity inputs known to hold on each box (a parent
+        box's, in branch and bound): intersected with the interval bounds instead of a CROWN pass
+        for those ops (sound: the box lies inside the parent's)."""
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
@@ -57,10 +68,19 @@ class BoundEngine:
                     bounds[op.name] = (lo, hi)
                     continue
                 l, u = self._ibp(op, bounds)
-                if method != "ibp" and op.name in self.preact and op.name not in self._exact:
-                    cl, cu = self._crown_bounds(op, bounds)
-                    l, u = torch.maximum(l, cl), torch.minimum(u, cu)
-                    u = torch.maximum(u, l)  # rounding could cross them by an ulp
+                if prior is not None and op.name in prior:
+                    pl, pu = prior[op.name]
+                    l, u = torch.maximum(l, pl), torch.minimum(u, pu)
+                    u = torch.maximum(u, l)
+                elif method != "ibp" and op.name in self.preact and op.name not in self._exact:
+                    rows = None
+                    if op.name in self._relu_only:  # only where some box of the batch is unstable
+                        unstable = ((l < 0) & (u > 0)).flatten(1).any(0)
+                        rows = unstable.nonzero().flatten()
+                    if rows is None or len(rows):
+                        cl, cu = self._crown_bounds(op, bounds, rows)
+                        l, u = torch.maximum(l, cl), torch.minimum(u, cu)
+                        u = torch.maximum(u, l)  # rounding could cross them by an ulp
                 if splits is not None and op.name in splits:
                     split = splits[op.name]
                     l = torch.where(split > 0, l.clamp(min=0), l)
@@ -102,21 +122,30 @@ class BoundEngine:
                 exact.add(op.name)
         return exact
 
-    def _crown_bounds(self, op: Op, bounds) -> tuple[torch.Tensor, torch.Tensor]:
-        """CROWN bounds of every element of op's output: lower bounds of +x and of -x."""
+    def _crown_bounds(self, op: Op, bounds, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """CROWN bounds of the elements of op's output (all, or the flat indices ``rows``; the
+        others get -inf / +inf): lower bounds of +x and of -x."""
         B = bounds["input"][0].shape[0]
         n = _numel(op.shape)
+        k = n if rows is None else len(rows)
         widest = max(_numel(o.shape) for o in self.ops[: self.graph.index[op.name] + 1])
-        chunk = max(1, min(2 * n, _MEMORY // max(1, 8 * B * widest * 3)))
+        chunk = max(1, min(2 * k, _MEMORY // max(1, 8 * B * widest * 3)))
         eye = torch.eye(n, dtype=torch.float64)
-        objectives = torch.cat([eye, -eye])  # (2n, n)
+        if rows is not None:
+            eye = eye[rows]
+        objectives = torch.cat([eye, -eye])  # (2k, n)
         lows = []
-        for start in range(0, 2 * n, chunk):
+        for start in range(0, 2 * k, chunk):
             c = objectives[start:start + chunk]
             A = c[None].expand(B, -1, -1).reshape((B, c.shape[0]) + op.shape)
             lows.append(self.backward(op.name, A, bounds))
-        low = torch.cat(lows, dim=1)  # (B, 2n)
-        return low[:, :n].reshape((B,) + op.shape), (-low[:, n:]).reshape((B,) + op.shape)
+        low = torch.cat(lows, dim=1)  # (B, 2k)
+        if rows is None:
+            return low[:, :n].reshape((B,) + op.shape), (-low[:, n:]).reshape((B,) + op.shape)
+        cl = torch.full((B, n), -math.inf, dtype=torch.float64)
+        cu = torch.full((B, n), math.inf, dtype=torch.float64)
+        cl[:, rows], cu[:, rows] = low[:, :k], -low[:, k:]
+        return cl.reshape((B,) + op.shape), cu.reshape((B,) + op.shape)
 
     # ------------------------------------------------------------------ backward: linear relaxation
 
@@ -164,8 +193,15 @@ class BoundEngine:
     def _affine_back(self, op: Op, a: torch.Tensor) -> list[torch.Tensor | None]:
         B, S = a.shape[:2]
         ins = [self.by_name[i].shape for i in op.inputs]
-        if op.matrix is not None and len(ins) == 1 and len(ins[0]) == 1 and len(op.shape) == 1:
-            return [a @ op.matrix]
+        if len(ins) == 1:
+            n_in, n_out = _numel(ins[0]), _numel(op.shape)
+            if op.matrix is not None and tuple(op.matrix.shape) == (n_out, n_in):
+                # a product on the last axis whose other axes are all 1: a matrix on flat vectors
+                return [(a.reshape(B, S, n_out) @ op.matrix.to(a.dtype)).reshape((B, S) + tuple(ins[0]))]
+            if op.back == "reshape" and n_in == n_out:
+                return [a.reshape((B, S) + tuple(ins[0]))]
+            if op.back == "shift" and tuple(ins[0]) == tuple(op.shape):
+                return [a if op.signs[0] > 0 else -a]
         flat = a.reshape((B * S,) + op.shape)
         xs = [torch.zeros((B * S,) + s, dtype=torch.float64, requires_grad=True) for s in ins]
         with torch.enable_grad():

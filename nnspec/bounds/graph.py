@@ -47,6 +47,9 @@ class Op:
     slope: float = 0.0  # leaky_relu's negative slope
     bias: torch.Tensor | None = None  # affine: fn(0, ..., 0), shape (1, *shape)
     matrix: torch.Tensor | None = None  # affine on flat vectors, y = x @ matrix.T + bias: a fast backward path
+    # fast backward paths: "shift" (y = sign * x + constant, same shape), "reshape" (the same
+    # elements in the same order, another shape); "" : through autograd
+    back: str = ""
     users: list[str] = field(default_factory=list)
 
 
@@ -311,7 +314,13 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
             node.op == "call_method" and target in _MONOTONE_METHODS):
         if what == "OnnxPadStatic" and module.mode != "constant":
             raise Unsupported(f"no bound for {what} in mode {module.mode} at node {name}")
-        return affine(signs=(1,) * len(refs))
+        op = affine(signs=(1,) * len(refs))
+        if len(refs) == 1 and (isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout, nn.Unflatten)) or what in (
+                "OnnxReshape", "OnnxFlatten", "OnnxSqueezeStaticAxes", "OnnxUnsqueezeStaticAxes") or target in (
+                torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze) or (node.op == "call_method" and target in (
+                "view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"))):
+            op.back = "reshape"
+        return op
     raise Unsupported(f"no bound for {what} at node {name}")
 
 
@@ -329,7 +338,7 @@ def _binary(name, what, module, target, fn, args, refs) -> Op:
         if isinstance(a, _Ref) and isinstance(b, _Ref):
             return Op(name, "affine", tuple(refs), fn, signs=(1, 1) if kind == "add" else (1, -1))
         sign = -1 if (kind == "sub" and not isinstance(a, _Ref)) else 1
-        return Op(name, "affine", tuple(refs), fn, signs=(sign,))
+        return Op(name, "affine", tuple(refs), fn, signs=(sign,), back="shift")
     if len(refs) != 1:
         raise Unsupported(f"no bound for a product of two inputs ({what} {kind}) at node {name}")
     if kind == "div" and not isinstance(b, torch.Tensor | float | int):

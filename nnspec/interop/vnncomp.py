@@ -73,32 +73,48 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
     session = onnxruntime_session(str(onnx_path), model)
     tasks = list(plan([module], seed=seed, n_inputs={module.file: model.n_inputs}).tasks)
     notes: list[str] = []
-    proven = 0
-    for k, task in enumerate(tasks):
-        left = deadline - time.perf_counter()
-        if left <= 0.05:
+    proven: set[int] = set()
+    round_no = 0
+    # anytime: a first pass shares the time among the tasks; while time is left and some task is
+    # undecided, further rounds run them again with new seeds (other restarts of the searches)
+    # and longer budgets, until the deadline
+    while True:
+        open_tasks = [k for k in range(len(tasks)) if k not in proven]
+        for j, k in enumerate(open_tasks):
+            task = tasks[k]
+            left = deadline - time.perf_counter()
+            if left <= 0.05:
+                return Answer("timeout", seconds=time.perf_counter() - started, notes=notes)
+            share = left / (len(open_tasks) - j)
+            if round_no:
+                share = min(share, (2 ** round_no) * first_share)  # rounds grow, the time is shared fairly
+            opts = task.option_dict()
+            # the answer needs one confirmed violation, not the closest one: no refinement toward the centre
+            opts.update(bound="bab", bound_time=max(0.05, 0.6 * share), time=max(0.05, 0.15 * share), refine=False,
+                        seed=int(opts.get("seed", seed)) + 1009 * round_no)
+            run = dataclasses.replace(task, options=tuple(sorted(opts.items())))
+            bound = bind_task(run, model)
+            for record, outcome in runner.run_task(run, model, bound):
+                if round_no == 0 or outcome.witness is not None or record.verdict == "proven":
+                    notes.extend(f"{task.prop.name}: {n}" for n in record.notes)
+                if outcome.witness is not None:
+                    x = np.asarray(outcome.witness.x, dtype=np.float32).reshape(-1)
+                    y = session(_as_torch(x, model)).double().numpy().reshape(-1)
+                    if query.violated_by(x, y):
+                        if round_no:
+                            notes.append(f"found in round {round_no + 1}")
+                        return Answer("sat", x, y, time.perf_counter() - started, notes)
+                    notes.append(f"{task.prop.name}: a witness that onnxruntime does not confirm against the query "
+                                 f"was dropped")
+                elif record.verdict == "proven":
+                    proven.add(k)
+            if round_no == 0 and j == 0:
+                first_share = share
+        if len(proven) == len(tasks):
+            return Answer("unsat", seconds=time.perf_counter() - started, notes=notes)
+        if deadline - time.perf_counter() <= 0.3:
             return Answer("timeout", seconds=time.perf_counter() - started, notes=notes)
-        share = left / (len(tasks) - k)
-        opts = task.option_dict()
-        # the answer needs one confirmed violation, not the closest one: no refinement toward the centre
-        opts.update(bound="bab", bound_time=max(0.05, 0.6 * share), time=max(0.05, 0.15 * share), refine=False)
-        task = dataclasses.replace(task, options=tuple(sorted(opts.items())))
-        bound = bind_task(task, model)
-        for record, outcome in runner.run_task(task, model, bound):
-            notes.extend(f"{task.prop.name}: {n}" for n in record.notes)
-            if outcome.witness is not None:
-                x = np.asarray(outcome.witness.x, dtype=np.float32).reshape(-1)
-                y = session(_as_torch(x, model)).double().numpy().reshape(-1)
-                if query.violated_by(x, y):
-                    return Answer("sat", x, y, time.perf_counter() - started, notes)
-                notes.append(f"{task.prop.name}: a witness that onnxruntime does not confirm against the query "
-                             f"was dropped")
-            elif record.verdict == "proven":
-                proven += 1
-    seconds = time.perf_counter() - started
-    if proven == len(tasks):
-        return Answer("unsat", seconds=seconds, notes=notes)
-    return Answer("timeout" if time.perf_counter() >= deadline else "unknown", seconds=seconds, notes=notes)
+        round_no += 1
 
 
 def _as_torch(x: np.ndarray, model):
