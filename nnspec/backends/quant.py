@@ -102,6 +102,7 @@ class _Quantification:
         self.masks = masks
         self.partition_queries = (model.queries - before) // P  # saliency rankings, per centre
         self.free = (masks.sum(0) > 0).nonzero().flatten()  # dimensions the search may move
+        self.all_free = len(self.free) == masks.shape[1]  # then a point's free coordinates are the point
         fm = masks[:, self.free] > 0
         self.fmask = None if bool(fm.all()) else fm  # per-centre restriction (a feature of each input)
         self.dom_lo = task.lower.to(self.dt).expand(n)
@@ -140,6 +141,8 @@ class _Quantification:
 
     def _embed(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Free-coordinate points y (A, K, f) -> full points (A, K, n)."""
+        if self.all_free:
+            return y.to(self.x0.dtype)
         full = self.x0[idx, None, :].expand(-1, y.shape[1], -1).clone()
         full[:, :, self.free] = y.to(full.dtype)
         return full
@@ -175,10 +178,11 @@ class _Quantification:
         t.min_s[idx] = torch.where(better, low.values, t.min_s[idx])
         ar = torch.arange(len(idx))
         t.argmin[idx[better]] = full[ar, low.indices][better]
-        high = s_in.nan_to_num(-math.inf).max(dim=1)
-        higher = high.values > t.max_s[idx]
-        t.max_s[idx] = torch.where(higher, high.values, t.max_s[idx])
-        t.argmax[idx[higher]] = full[ar, high.indices][higher]
+        if self.is_range:  # the highest value and where: only a range reports them
+            high = s_in.nan_to_num(-math.inf).max(dim=1)
+            higher = high.values > t.max_s[idx]
+            t.max_s[idx] = torch.where(higher, high.values, t.max_s[idx])
+            t.argmax[idx[higher]] = full[ar, high.indices][higher]
         if not self.is_range:
             viol_dist = torch.where(inside & (s < -WITNESS_SLACK), dist, torch.full_like(dist, math.inf))
             close = viol_dist.min(dim=1)
