@@ -104,3 +104,17 @@ def test_the_game_backend_can_start_its_upper_bound_with_gradients():
         assert grad.witness["confirmed"] and exact - 1e-9 <= grad.bounds["upper"] <= 1.02 * exact
         assert grad.bounds["upper"] <= (grid.bounds["upper"] or 1.0) + 1e-9
         assert any(n.startswith("gradient stage: a violation") for n in grad.notes)
+
+
+def test_small_budgets_end_the_search_instead_of_failing_the_task():
+    """The task's query budget is a hard cap; a stage asking a batch beyond it ends the search
+    (the records keep what was found) rather than turning into an internal error."""
+    from pathlib import Path
+
+    from nnspec.pipeline import CheckOptions, check
+
+    spec = Path(__file__).resolve().parent.parent / "specs" / "digits_mlp.nnspec"
+    for budget in (50, 100):
+        result = check([str(spec)], CheckOptions(budget=budget, cache=False))
+        assert not [r for r in result.records if r.verdict == "error"], budget
+        assert all(r.queries <= budget + 4 for r in result.records if r.backend == "mads")

@@ -35,7 +35,7 @@ from nnspec.properties.expressions import Centres, ConfidenceGap
 from nnspec.properties.regions import distance
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers import auglag
-from nnspec.solvers.gradient import GradientOptions, closest_starts, minimal_norm
+from nnspec.solvers.gradient import GradientOptions, closest_starts, minimal_norm, vertex_walk
 from nnspec.solvers.gradient import search as gradient_search
 from nnspec.solvers.mads import BatchedMads, MadsOptions
 from nnspec.solvers.projection import project_ball
@@ -234,13 +234,19 @@ class _Quantification:
             self.tracker.best_s[at_centre] = s0[at_centre]
         stops = ["" for _ in range(P)]
         if self.is_range:
-            self._phase_range(stops)
+            phases = [lambda: self._phase_range(stops)]
         else:
-            self._phase_gradient()
-            self._phase_search(stops)
-            self._phase_lipschitz(stops)
-            self._phase_refine(stops)
-            self._phase_lipschitz(stops, after_refine=True)
+            phases = [self._phase_gradient, lambda: self._phase_search(stops), lambda: self._phase_lipschitz(stops),
+                      lambda: self._phase_refine(stops), lambda: self._phase_lipschitz(stops, after_refine=True)]
+        for phase in phases:
+            try:
+                phase()
+            except BudgetExhausted:
+                # the task's query budget is a hard cap over all its inputs, and a stage may ask a
+                # batch more than its share: the searches are anytime, so the run ends here with
+                # everything evaluated so far (recorded as it was evaluated)
+                stops[:] = [s or "budget" for s in stops]
+                break
         return self._outcomes(centre_out, stops)
 
     def _remaining(self) -> torch.Tensor:
@@ -363,6 +369,10 @@ class _Quantification:
             idx = idx[usable]
         if idx.numel() == 0:
             return
+        if self.ball.norm == "linf" and int(self._remaining()[idx].min()) >= 16 * K:
+            vertex_walk(self._value_and_grad, idx, self.box_lo[idx], self.box_hi[idx])  # 2 x 8 queries at most
+            if int(self._remaining()[idx].min()) < 4 * K:
+                return
         share = min(int(self.budget * GRADIENT_SHARE["search"]), int(self._remaining()[idx].min()))
         steps = GradientOptions().steps
         restarts = int(min(max(K, share // steps), 64))  # more starts, not longer runs, when the budget allows
@@ -388,13 +398,14 @@ class _Quantification:
         for round_no in range(SHRINK_ROUNDS):
             rows = idx[torch.isfinite(t.best_dist[idx]) & (t.best_dist[idx] > 0)]
             share = int(self.budget * GRADIENT_SHARE["shrink"])
-            if rows.numel() == 0 or int(self._remaining()[rows].min()) < 2 * share:
+            steps = GradientOptions().steps
+            restarts = max(2, share // (2 * steps))
+            # the search below costs restarts x steps queries per centre, whatever the share says
+            if rows.numel() == 0 or int(self._remaining()[rows].min()) < max(2 * share, restarts * steps):
                 return
             before = t.best_dist[rows].clone()
             self._set_radius(rows, before * SHRINK)
-            steps = GradientOptions().steps
-            opts = GradientOptions(steps=steps, restarts=max(2, share // (2 * steps)),
-                                   seed=int(self.opts["seed"]) + 31 * (round_no + 1))
+            opts = GradientOptions(steps=steps, restarts=restarts, seed=int(self.opts["seed"]) + 31 * (round_no + 1))
             y, s = gradient_search(self._value_and_grad, rows, self.x0[rows][:, self.free], self.radius[rows],
                                    self.box_lo[rows], self.box_hi[rows], self.ball.norm, opts, every=True)
             self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
