@@ -212,6 +212,7 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
     from nnspec.execution import WorkItem, default_threads, executor_for, set_threads
     from nnspec.planning.plan import plan
     from nnspec.planning.shard import shard_tasks
+    from nnspec.results.baseline import roles_for
     from nnspec.runner import Runner
 
     if options.executor == "inline" and options.jobs <= 1:  # before models load: onnxruntime sizes by it
@@ -232,8 +233,8 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
     executor = None
     order: dict[int, int] = {}
     seen_summaries: set[tuple] = set()
-    from nnspec.results.baseline import roles_for
-
+    merged: dict[tuple, tuple[dict, int]] = {}  # input set -> (summary of the shards in so far, how many)
+    emitted: set[tuple] = set()
     roles = roles_for(options.models)
     try:
         planned = [(m, list(_plan_for_model(modules, runner, m, options, cache))) for m in model_paths]
@@ -249,9 +250,6 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
         if on_plan:
             on_plan([item.task for item in items])
         done = 0
-
-        merged: dict[tuple, tuple[dict, int]] = {}
-        emitted: set[tuple] = set()
 
         def summaries(outcome_summaries) -> None:
             """Each input set's summary once per model; a sharded set's parts merged, and its
@@ -334,7 +332,7 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
         result.meta["executor"] = options.executor if options.jobs <= 1 or options.executor != "inline" else "process"
         if getattr(executor, "workers", None):
             result.meta["workers"] = executor.workers
-        for whole, (summary, got) in (merged.items() if "merged" in locals() else ()):
+        for whole, (summary, got) in merged.items():
             if whole not in emitted:  # a sharded input set whose parts did not all finish
                 result.meta.setdefault("input_sets", []).append(summary | {"partial": True})
         if baseline is not None:

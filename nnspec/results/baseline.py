@@ -152,13 +152,12 @@ class Baseline:
 
 
 def diff(old, new, old_path: str, tolerance: float = DEFAULT_TOLERANCE) -> Baseline:
-    """``nnspec diff``: the regressions of run ``new`` against run ``old``, nothing run."""
-    import copy
-
+    """``nnspec diff``: the regressions of run ``new`` against run ``old``, nothing run (the
+    records are only read)."""
     base = Baseline(old, old_path, tolerance)
     roles = model_roles(new.meta)
     for record in new.records:
-        base.apply(copy.deepcopy(record), roles)
+        base.regressions.extend(base.compare(record, roles))
     return base
 
 
@@ -167,6 +166,8 @@ def compare_models(result) -> list[dict[str, Any]]:
     the first model the reference and every other one read as a new version of it (its
     regressions against the first, and the checks where it does better)."""
     import statistics
+
+    from nnspec.results.run import RunResult
 
     order = [Path(m).name for m in result.meta.get("model_args") or []]
     props: dict[tuple, dict[str, list]] = {}
@@ -178,7 +179,7 @@ def compare_models(result) -> list[dict[str, Any]]:
             continue
         models = sorted(per_model, key=lambda m: order.index(m) if m in order else len(order))
         ref = models[0]
-        reference = Baseline(type("Run", (), {"meta": {}, "records": per_model[ref]})(), ref)
+        reference = Baseline(RunResult(per_model[ref], {}), ref)
         entries = []
         for m in models:
             recs = per_model[m]
@@ -190,11 +191,7 @@ def compare_models(result) -> list[dict[str, Any]]:
                      "median_estimate": statistics.median(est) if est else None,
                      "min_lower": min(lows) if lows else None, "regressions": None, "kinds": {}}
             if m != ref:
-                import copy
-
-                regs = []
-                for r in recs:
-                    regs += reference.compare(copy.deepcopy(r), {})
+                regs = [g for r in recs for g in reference.compare(r, {})]
                 entry["regressions"] = len(regs)
                 entry["kinds"] = {k: sum(g.kind == k for g in regs) for k in KINDS if any(g.kind == k for g in regs)}
             entries.append(entry)
