@@ -3,7 +3,10 @@ L-inf radii r* (nnspec's MILP mode), for the first correctly classified test dig
 
 - found-rate of `robustness within linf(k * r*)` with default options, k = 1.01, 1.1, 1.5, 3;
 - radius quantification: the closest confirmed witness / r* (median, max), seconds per point;
-- the same with `attack=mads` (the paper's derivative-free search alone), for comparison.
+- the same with `attack=mads` (the paper's derivative-free search alone), for comparison;
+- the reference, in the same run: foolbox's FMN (L-inf, minimal norm, default 100 steps) for the
+  witness / r* columns and its PGD (40 steps, random start) at each k r* for the found-rates
+  (skipped with a note when foolbox is not installed: `pip install -e .[bench]`).
 
     python -m bench.attacks [--inputs 20]
 """
@@ -63,6 +66,38 @@ def main() -> None:
         n = len(xs)
         print(f"| {attack} | " + " | ".join(f"{h}/{n}" for h in found) +
               f" | {np.median(ratios):.4f} | {np.max(ratios):.4f} | {per_point:.2f} |")
+    reference = _foolbox(model, xs, ys, exact)
+    if reference is None:
+        print("\n(foolbox is not installed: no reference rows; `pip install -e .[bench]`)")
+    else:
+        for line in reference:
+            print(line)
+
+
+def _foolbox(model, xs, ys, exact) -> list[str] | None:
+    """foolbox's FMN (minimal L-inf norm) and PGD (fixed eps) on the same points, as table rows."""
+    try:
+        import foolbox as fb
+    except ImportError:
+        return None
+    fmodel = fb.PyTorchModel(model.module.eval(), bounds=(0.0, 1.0))
+    n = len(xs)
+    t0 = time.perf_counter()
+    _, adv, success = fb.attacks.LInfFMNAttack()(fmodel, xs, ys, epsilons=None)
+    fmn_seconds = (time.perf_counter() - t0) / n
+    dist = (adv - xs).abs().flatten(1).amax(1).double().numpy()
+    ratios = np.where(success.numpy(), dist / exact, np.inf)
+    fmn_found = [int(((dist <= k * exact) & success.numpy()).sum()) for k in (1.01, 1.1, 1.5, 3.0)]
+    t0 = time.perf_counter()
+    pgd_found = np.zeros(4, dtype=int)
+    for i in range(n):
+        eps = [float(k * exact[i]) for k in (1.01, 1.1, 1.5, 3.0)]
+        _, _, hit = fb.attacks.LinfPGD()(fmodel, xs[i:i + 1], ys[i:i + 1], epsilons=eps)
+        pgd_found += hit[:, 0].numpy().astype(int)
+    pgd_seconds = (time.perf_counter() - t0) / (4 * n)
+    return [f"| foolbox FMN | " + " | ".join(f"{h}/{n}" for h in fmn_found) +
+            f" | {np.median(ratios):.4f} | {np.max(ratios):.4f} | {fmn_seconds:.2f} |",
+            f"| foolbox PGD | " + " | ".join(f"{h}/{n}" for h in pgd_found) + f" | - | - | {pgd_seconds:.2f} |"]
 
 
 if __name__ == "__main__":
