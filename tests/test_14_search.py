@@ -36,6 +36,29 @@ def test_a_violation_just_outside_the_exact_radius_is_found_on_every_digit():
         assert exact * (1 - 1e-6) <= r.bounds["upper"] <= 1.01 * exact
 
 
+def test_the_quantified_witness_comes_within_a_percent_of_the_exact_radius_past_a_farther_region():
+    """A demo digit whose minimal-norm walk first ends in a decision region 5% beyond the exact
+    radius (before the shrinking balls moved closer to 1 on fruitless rounds): the radius
+    quantification's closest witness is within 1% of the MILP's r*, never below it."""
+    import numpy as np
+
+    from nnspec.bounds import engine_for
+    from nnspec.bounds.exact import milp_radius
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs" / "models" / "digits_mlp.onnx")
+    data = np.load(ROOT / "specs" / "models" / "digits_test.npz")
+    xs, ys = torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long()
+    i = int((model(xs).argmax(1) == ys).nonzero().flatten()[18])  # the 19th correctly classified digit
+    r = nnspec.check_module(model, xs[i:i + 1], "robustness on logits within linf(0.5) using mads(bound=none)",
+                            labels=ys[i:i + 1])[0]
+    assert r.verdict == "violated" and r.witness["confirmed"]
+    exact = milp_radius(engine_for(model), xs[i].double(), int(ys[i]), None, r.bounds["upper"] * (1 + 1e-6),
+                        torch.zeros(64), torch.ones(64)).distance
+    assert exact * (1 - 1e-6) <= r.bounds["upper"] <= 1.01 * exact, (r.bounds["upper"], exact)
+
+
 @pytest.mark.parametrize("norm, dual", [("linf", 1), ("l2", 2), ("l1", float("inf"))])
 def test_the_closest_witness_of_a_linear_model_is_within_a_percent_of_the_analytic_radius(norm, dual):
     model, lin = linear_model(n=20, m=3, seed=1)
