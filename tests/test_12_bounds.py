@@ -384,6 +384,42 @@ def test_branch_and_bound_never_proves_a_false_property_and_proves_a_true_one(mo
     assert inside.proven and inside.stop == "proven"
 
 
+def test_input_splitting_cuts_the_dimension_that_helps_not_the_largest_coefficient(data_root):
+    """ACAS Xu 1_4, property 1 (y_0 stays below 3.9911): the coefficient heuristic cut three
+    dimensions to zero width while the loose one (input coefficient 0) was never cut, and the
+    lower bound stalled at -13.4 for 100 s; trying every cut proves it in seconds. nnenum proves
+    it (VNN-COMP 2022: unsat)."""
+    from nnspec.bounds import engine_for
+    from nnspec.bounds.bab import verify
+    from nnspec.models.loading import load_model
+
+    model = load_model(data_root / "vnncomp2022" / "acasxu" / "onnx" / "ACASXU_run2a_1_4_batch_2000.onnx")
+    engine = engine_for(model)
+    shape = tuple(engine.graph.input_shape)
+    lo = torch.tensor([0.6, -0.5, -0.5, 0.45, -0.5], dtype=torch.float64).reshape(shape)
+    hi = torch.tensor([0.679857769, 0.5, 0.5, 0.5, -0.45], dtype=torch.float64).reshape(shape)
+    result = verify(engine, lo, hi, torch.tensor([[-1.0, 0, 0, 0, 0]], dtype=torch.float64), -3.991125645861615,
+                    time_limit=60.0)
+    assert result.proven and result.stop == "proven"
+
+
+def test_a_subdomain_that_is_a_single_point_is_never_dropped_unproved():
+    """A box of zero width has no dimension to cut; it stays open (time runs out), it is not lost
+    from the search as if proved."""
+    from nnspec.bounds.bab import verify
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))
+        net[0].bias.zero_()
+        net[2].weight.fill_(1.0)
+        net[2].bias.fill_(-1.0)
+    engine = _engine(net, (2,))
+    point = torch.tensor([0.25, 0.25], dtype=torch.float64)  # y = 0.25 + 0.25 - 1 < 0 there
+    result = verify(engine, point, point, torch.ones(1, 1, dtype=torch.float64), -0.5, time_limit=0.5, mode="input")
+    assert not result.proven and result.lower <= 0
+
+
 def test_relu_splits_fold_into_the_bounds_and_empty_subdomains_are_detected():
     net, x = relu_case(7, 1, (4, 6, 3))
     engine = _engine(net, (4,))
