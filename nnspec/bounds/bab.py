@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nnspec.bounds.ascent import Adam
 from nnspec.bounds.engine import BoundEngine, _concretise, _numel
 from nnspec.bounds.radius import group_max, reduce_rows
 
@@ -83,6 +84,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     counter = itertools.count()
     # input splitting in few dimensions: every dimension's cut is bounded and the best kept
     smart = mode == "input" and int(((hi - lo) > 0).sum()) <= SMART_DIMS
+    root_width = (hi - lo).flatten()
     reuse = mode == "input" and sum(_numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
     rows = (offsets, groups)
     bounds, records, empty = _bound(engine, [_Domain(lo, hi, {}, 0.0)], C, rows)
@@ -101,10 +103,13 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         parents = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
         children: list[_Domain] = []
         owners: list[int] = []  # per child: its parent's position in ``parents``
+        cut_width: list[float] = []  # smart cuts, per child: the cut dimension's width / the root box's
         for p, (_, _, dom, rec) in enumerate(parents):
             kids = _split_relu(engine, dom, rec) if mode == "relu" else None
             if kids is None:  # no unstable neuron left (or input mode): cut the box
                 kids = (smart and _split_input_all(dom)) or _split_input(dom, rec)  # a point: cut in place
+                if smart:
+                    cut_width.extend(_cut_widths(dom, kids, root_width))
                 if reuse:  # a child box lies inside its parent's: the parent's bounds hold on it
                     prior = {n[len("bounds:"):]: (v[0], v[1]) for n, v in rec.items() if n.startswith("bounds:")}
                     for kid in kids:
@@ -114,7 +119,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         bounds, records, empty = _bound_reusing(engine, children, C, rows)
         seen += len(children)
         if smart:
-            keep = _best_cuts(owners, bounds, empty, goal)
+            keep = _best_cuts(owners, bounds, empty, goal, cut_width)
             children = [children[i] for i in keep]
             bounds, empty = bounds[keep], empty[keep]
             records = {k: v[keep] for k, v in records.items()}
@@ -132,10 +137,18 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
 
 
+def _reuses(d: _Domain) -> bool:
+    """Whether an input-split subdomain is bounded with its parent's intermediate bounds
+    (intersected with its own intervals) instead of a fresh CROWN pass: every level but each
+    REFRESH-th. (Doing the same for ReLU-split children, as beta-CROWN's fixed intermediate bounds,
+    made no difference on six mnist_fc instances at 40 s, so they are recomputed.)"""
+    return d.prior is not None and d.depth % REFRESH != 0
+
+
 def _bound_reusing(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None)):
     """``_bound`` with the subdomains that carry their parent's bounds (and are not due for a
     refresh) bounded apart, reusing those bounds; results in the order of ``domains``."""
-    reuse = [i for i, d in enumerate(domains) if d.prior is not None and d.depth % REFRESH]
+    reuse = [i for i, d in enumerate(domains) if _reuses(d)]
     if not reuse or len(reuse) == len(domains):
         return _bound(engine, domains, C, rows)
     fresh = [i for i in range(len(domains)) if i not in set(reuse)]
@@ -158,7 +171,7 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
     splits = {n: torch.stack([d.splits.get(n, torch.zeros(engine.by_name[n].shape, dtype=torch.int8))
                               for d in domains]) for n in names}
     prior = None
-    if all(d.prior is not None and d.depth % REFRESH for d in domains):  # see _bound_reusing
+    if all(_reuses(d) for d in domains):  # see _bound_reusing
         keys = set.intersection(*(set(d.prior) for d in domains))
         prior = {n: (torch.stack([d.prior[n][0] for d in domains]), torch.stack([d.prior[n][1] for d in domains]))
                  for n in keys}
@@ -187,6 +200,7 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
     return reduce_rows(low, offsets, groups), rows | extra, empty
+
 
 
 PROBE_STEPS = 20  # projected-gradient steps from each subdomain's most promising points
@@ -288,7 +302,7 @@ def _beta_crown(engine: BoundEngine, out: str, A0: torch.Tensor, bounds, splits:
     betas = {n: torch.zeros((B, S) + tuple(v.shape[1:]), dtype=torch.float64, requires_grad=True)
              for n, v in splits.items()}
     alphas = engine._initial_alphas(bounds, B, S, out)
-    optimiser = torch.optim.Adam(list(betas.values()) + list(alphas.values()), lr=BETA_LR)
+    optimiser = Adam(list(betas.values()) + list(alphas.values()), lr=BETA_LR)
     signs = {n: v.to(torch.float64)[:, None] for n, v in splits.items()}
     for _ in range(BETA_STEPS):
         optimiser.zero_grad()
@@ -356,22 +370,42 @@ def _split_input_all(dom: _Domain) -> list[_Domain]:
     return kids
 
 
-def _best_cuts(owners: list[int], bounds: torch.Tensor, empty: torch.Tensor, goal: float) -> torch.Tensor:
+def _cut_widths(dom: _Domain, kids: list[_Domain], root_width: torch.Tensor) -> list[float]:
+    """Per child of ``_split_input_all`` (or the in-place cut of a point): the width of the cut
+    dimension in the parent, relative to the root box's."""
+    parent = (dom.hi - dom.lo).flatten()
+    out = []
+    for left in kids[::2]:
+        k = int(((dom.hi - left.hi).flatten() != 0).to(torch.uint8).argmax())
+        rel = float(parent[k] / root_width[k]) if root_width[k] > 0 else 0.0
+        out += [rel, rel]
+    return out
+
+
+def _best_cuts(owners: list[int], bounds: torch.Tensor, empty: torch.Tensor, goal: float,
+               cut_width: list[float]) -> torch.Tensor:
     """Children (left, right pairs, grouped by parent as ``_split_input_all`` makes them) -> the
     indices of the pair per parent whose worse child bound is highest (a proved or empty child
-    counts as +inf). The coefficient heuristic ("smear": width x |input coefficient|) is blind to
-    dimensions that reach the objective only through unstable neurons whose lower relaxation is
-    flat: on ACAS Xu's property 1 it cut three dimensions down to zero width while the loose one
-    (coefficient 0, width 0.5) was never cut, and the lower bound stalled for 100 s. Trying every
-    cut costs one batched bound call of 2n children instead of 2 (n <= SMART_DIMS)."""
+    counts as +inf); among pairs within rounding of the best, the one cutting the dimension that
+    is widest relative to the root box. The coefficient heuristic ("smear": width x |input
+    coefficient|) is blind to dimensions that reach the objective only through unstable neurons
+    whose lower relaxation is flat: on ACAS Xu's property 1 it cut three dimensions to zero width
+    while the loose one (coefficient 0, width 0.5) was never cut, and the lower bound stalled for
+    100 s. Without the tie-break, cuts that change nothing went to the first dimension again and
+    again (property 3: a dimension at zero width, another never cut). Trying every cut costs one
+    batched bound call of 2n children instead of 2 (n <= SMART_DIMS)."""
     value = torch.where(empty | (bounds > goal), torch.full_like(bounds, math.inf), bounds)
     pairs = value.reshape(-1, 2).min(1).values  # pair p: children 2p, 2p + 1
+    width = torch.tensor(cut_width[::2], dtype=torch.float64)
     pair_owner = torch.tensor(owners[::2])
     keep = []
     for parent in pair_owner.unique(sorted=True).tolist():
         mine = (pair_owner == parent).nonzero().flatten()
-        best = int(mine[int(pairs[mine].argmax())])
-        keep += [2 * best, 2 * best + 1]
+        best = pairs[mine].max()
+        tol = 1e-7 * (1 + best.abs()) if torch.isfinite(best) else 0.0
+        near = mine[pairs[mine] >= best - tol]
+        chosen = int(near[int(width[near].argmax())])
+        keep += [2 * chosen, 2 * chosen + 1]
     return torch.tensor(keep, dtype=torch.long)
 
 

@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from nnspec.bounds.ascent import Adam
 from nnspec.bounds.graph import BoundGraph, Op
 
 ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign")
@@ -238,7 +239,7 @@ class BoundEngine:
         if not alphas:
             return best
         params = list(alphas.values())
-        optimiser = torch.optim.Adam(params, lr=lr)
+        optimiser = Adam(params, lr=lr)
         for _ in range(alpha_steps):
             optimiser.zero_grad()
             value = self.backward(out, A0, bounds, alphas) + d
@@ -279,7 +280,7 @@ class BoundEngine:
         tensors = [a for group in params.values() for a in group.values()]
         if not tensors:
             return best
-        optimiser = torch.optim.Adam(tensors, lr=lr)
+        optimiser = Adam(tensors, lr=lr)
         for _ in range(steps + 1):
             optimiser.zero_grad()
             bounds = self._tightened(lo, hi, base, params)

@@ -77,7 +77,9 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
     round_no = 0
     # anytime: a first pass shares the time among the tasks; while time is left and some task is
     # undecided, further rounds run them again with new seeds (other restarts of the searches)
-    # and longer budgets, until the deadline
+    # and longer budgets, until the deadline. Branch and bound starts afresh in every round, so the
+    # first round gives it most of its share (0.8): a later round's shorter run cannot prove what
+    # the first did not, its searches can still find what the first missed
     while True:
         open_tasks = [k for k in range(len(tasks)) if k not in proven]
         for j, k in enumerate(open_tasks):
@@ -90,7 +92,8 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
                 share = min(share, (2 ** round_no) * first_share)  # rounds grow, the time is shared fairly
             opts = task.option_dict()
             # the answer needs one confirmed violation, not the closest one: no refinement toward the centre
-            opts.update(bound="bab", bound_time=max(0.05, 0.6 * share), time=max(0.05, 0.15 * share), refine=False,
+            opts.update(bound="bab", bound_time=max(0.05, (0.8 if round_no == 0 else 0.6) * share),
+                        time=max(0.05, 0.15 * share), refine=False,
                         seed=int(opts.get("seed", seed)) + 1009 * round_no)
             run = dataclasses.replace(task, options=tuple(sorted(opts.items())))
             bound = bind_task(run, model)

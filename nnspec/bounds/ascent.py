@@ -1,0 +1,39 @@
+"""Adam (Kingma and Ba 2015) for the bound engine's slope and multiplier ascent.
+
+torch.optim.Adam is the same algorithm, but constructing the first torch optimiser in a process
+imports torch's compiler stack: 2.5 s on the 2-core machine, paid by every VNN-COMP instance (a
+quarter of an 8-10 s budget) and every `nnspec check` that asks for alpha-CROWN or branch and bound.
+The bound engine needs only the plain update on a few tensors, so it is written out here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Adam:
+    """``zero_grad`` / ``step`` like torch.optim.Adam (no weight decay, no amsgrad)."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
