@@ -394,16 +394,17 @@ def _best_cuts(owners: list[int], bounds: torch.Tensor, empty: torch.Tensor, goa
     100 s. Without the tie-break, cuts that change nothing went to the first dimension again and
     again (property 3: a dimension at zero width, another never cut). Trying every cut costs one
     batched bound call of 2n children instead of 2 (n <= SMART_DIMS)."""
-    value = torch.where(empty | (bounds > goal), torch.full_like(bounds, math.inf), bounds)
-    pairs = value.reshape(-1, 2).min(1).values  # pair p: children 2p, 2p + 1
+    value = torch.where(empty | (bounds > goal), torch.full_like(bounds, math.inf), bounds).reshape(-1, 2)
+    worse, better = value.min(1).values, value.max(1).values  # pair p: children 2p, 2p + 1
     width = torch.tensor(cut_width[::2], dtype=torch.float64)
     pair_owner = torch.tensor(owners[::2])
     keep = []
     for parent in pair_owner.unique(sorted=True).tolist():
-        mine = (pair_owner == parent).nonzero().flatten()
-        best = pairs[mine].max()
-        tol = 1e-7 * (1 + best.abs()) if torch.isfinite(best) else 0.0
-        near = mine[pairs[mine] >= best - tol]
+        near = (pair_owner == parent).nonzero().flatten()
+        for key in (worse, better):  # the worse child first, then the better one, then the width
+            best = key[near].max()
+            tol = 1e-7 * (1 + best.abs()) if torch.isfinite(best) else 0.0
+            near = near[key[near] >= best - tol]
         chosen = int(near[int(width[near].argmax())])
         keep += [2 * chosen, 2 * chosen + 1]
     return torch.tensor(keep, dtype=torch.long)
