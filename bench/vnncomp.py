@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--official", action="store_true", help="each instance's VNN-COMP timeout")
+    ap.add_argument("--pick", default=None, help="only these instances: comma-separated ONNX:VNNLIB file names")
     ap.add_argument("--rerun-unsolved", default=None, help="keep this file's sat/unsat answers, rerun the rest")
     ap.add_argument("--via", choices=["runner", "check"], default="runner",
                     help="the runner (solve, timeouts) or `nnspec check` with default options")
@@ -102,6 +103,9 @@ def main() -> None:
         rows = [r for r in csv.reader(open(base / bench / "instances.csv")) if r]
         if args.limit:
             rows = rows[:: max(1, len(rows) // args.limit)][: args.limit]
+        if args.pick:
+            wanted = {tuple(p.split(":")) for p in args.pick.split(",")}
+            rows = [r for r in rows if (Path(r[0].strip()).name, Path(r[1].strip()).name) in wanted]
         for r in rows:
             timeout = float(r[2]) if args.official else TIMEOUTS[bench]
             jobs.append((bench, str(base / bench / r[0].strip()), str(base / bench / r[1].strip()),
