@@ -480,3 +480,24 @@ def test_the_engines_adam_takes_the_same_steps_as_torchs():
             opt.step()
     assert torch.allclose(ours, theirs, atol=1e-12, rtol=0)
     assert not torch.allclose(ours, torch.full_like(ours, 3.0), atol=1e-3)  # it moved, not converged yet
+
+
+def test_bound_violated_false_spends_no_bound_on_inputs_with_a_witness():
+    """The VNN-COMP runner's setting: an input with a confirmed violation gets no radius bound
+    below it (the answer is sat already); by default it does."""
+    import numpy as np
+
+    import nnspec
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs" / "models" / "digits_mlp.onnx")
+    data = np.load(ROOT / "specs" / "models" / "digits_test.npz")
+    x, y = torch.from_numpy(data["x"][:1]), torch.from_numpy(data["y"][:1]).long()
+    spec = "robustness on logits within linf(0.5) using mads(bound=crown{})"
+    default = nnspec.check_module(model, x, spec.format(""), labels=y)[0]
+    skipped = nnspec.check_module(model, x, spec.format(", bound_violated=false"), labels=y)[0]
+    assert default.verdict == skipped.verdict == "violated"
+    assert default.bounds["lower"] is not None and default.bounds["lower"] > 0
+    assert skipped.bounds["lower"] is None
+    assert any("bound_violated=false" in n for n in skipped.notes)

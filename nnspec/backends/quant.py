@@ -628,6 +628,8 @@ class _Quantification:
         if method == "none" or float(self.tracker.s0[p]) < 0:
             return None, None, None
         best = float(self.tracker.best_dist[p])
+        if math.isfinite(best) and not self.opts.get("bound_violated", True):
+            return None, "a violation was confirmed (bound_violated=false)", None
         found: list = []
         result = proved_lower(self.model, expr, self.task.outputs_are_logits, self.task.centres[p],
                               int(self.task.labels[p]), centre_out, float(self.ball.radius), self.task.lower,

@@ -70,6 +70,8 @@ MADS = BackendInfo(
                    "the paper's method)", choices=("auto", "gradient", "mads")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
         OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
+        OptionSpec("bound_violated", bool, True, "also bound the safe radius of an input with a confirmed "
+                   "violation (below the closest witness); false: the bound's time goes only to inputs without one"),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
     ),
 )

@@ -91,9 +91,10 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
             if round_no:
                 share = min(share, (2 ** round_no) * first_share)  # rounds grow, the time is shared fairly
             opts = task.option_dict()
-            # the answer needs one confirmed violation, not the closest one: no refinement toward the centre
+            # the answer needs one confirmed violation, not the closest one: no refinement toward the
+            # centre, and no radius bound below it
             opts.update(bound="bab", bound_time=max(0.05, (0.8 if round_no == 0 else 0.6) * share),
-                        time=max(0.05, 0.15 * share), refine=False,
+                        time=max(0.05, 0.15 * share), refine=False, bound_violated=False,
                         seed=int(opts.get("seed", seed)) + 1009 * round_no)
             run = dataclasses.replace(task, options=tuple(sorted(opts.items())))
             bound = bind_task(run, model)
