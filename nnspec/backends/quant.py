@@ -183,7 +183,7 @@ class _Quantification:
             higher = high.values > t.max_s[idx]
             t.max_s[idx] = torch.where(higher, high.values, t.max_s[idx])
             t.argmax[idx[higher]] = full[ar, high.indices][higher]
-        if not self.is_range:
+        else:
             viol_dist = torch.where(inside & (s < -WITNESS_SLACK), dist, torch.full_like(dist, math.inf))
             close = viol_dist.min(dim=1)
             closer = close.values < t.best_dist[idx]

@@ -107,9 +107,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         for p, (_, _, dom, rec) in enumerate(parents):
             kids = _split_relu(engine, dom, rec) if mode == "relu" else None
             if kids is None:  # no unstable neuron left (or input mode): cut the box
-                kids = (smart and _split_input_all(dom)) or _split_input(dom, rec)  # a point: cut in place
                 if smart:
-                    cut_width.extend(_cut_widths(dom, kids, root_width))
+                    kids, rel = _split_input_all(dom, root_width)
+                    cut_width.extend(rel)
+                else:
+                    kids = _split_input(dom, rec)
                 if reuse:  # a child box lies inside its parent's: the parent's bounds hold on it
                     prior = {n[len("bounds:"):]: (v[0], v[1]) for n, v in rec.items() if n.startswith("bounds:")}
                     for kid in kids:
@@ -151,7 +153,8 @@ def _bound_reusing(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor,
     reuse = [i for i, d in enumerate(domains) if _reuses(d)]
     if not reuse or len(reuse) == len(domains):
         return _bound(engine, domains, C, rows)
-    fresh = [i for i in range(len(domains)) if i not in set(reuse)]
+    reused = set(reuse)
+    fresh = [i for i in range(len(domains)) if i not in reused]
     parts = [(idx, _bound(engine, [domains[i] for i in idx], C, rows)) for idx in (reuse, fresh)]
     order = torch.argsort(torch.tensor(reuse + fresh))
     bounds = torch.cat([p[1][0] for p in parts])[order]
@@ -356,38 +359,33 @@ def _split_relu(engine: BoundEngine, dom: _Domain, rec: dict) -> list[_Domain] |
     return kids
 
 
-def _split_input_all(dom: _Domain) -> list[_Domain]:
-    """The two halves of the box along every dimension of nonzero width, (left, right) per
-    dimension in order."""
-    kids = []
+def _halves(dom: _Domain, k: int) -> list[_Domain]:
+    """The two halves of the box along flat dimension k."""
+    mid = (dom.lo.flatten()[k] + dom.hi.flatten()[k]) / 2
+    left_hi, right_lo = dom.hi.clone(), dom.lo.clone()
+    left_hi.view(-1)[k] = mid
+    right_lo.view(-1)[k] = mid
+    return [_Domain(dom.lo, left_hi, dom.splits, dom.bound), _Domain(right_lo, dom.hi, dom.splits, dom.bound)]
+
+
+def _split_input_all(dom: _Domain, root_width: torch.Tensor) -> tuple[list[_Domain], list[float]]:
+    """The halves of the box along every dimension of nonzero width, (left, right) per dimension
+    in order, and per child the cut dimension's width relative to the root box's. A box of zero
+    width (a point) is cut in place (two copies of itself), so it stays open, never dropped."""
     width = (dom.hi - dom.lo).flatten()
+    kids, rel = [], []
     for k in (width > 0).nonzero().flatten().tolist():
-        mid = (dom.lo.flatten()[k] + dom.hi.flatten()[k]) / 2
-        left_hi, right_lo = dom.hi.clone(), dom.lo.clone()
-        left_hi.view(-1)[k] = mid
-        right_lo.view(-1)[k] = mid
-        kids += [_Domain(dom.lo, left_hi, dom.splits, dom.bound), _Domain(right_lo, dom.hi, dom.splits, dom.bound)]
-    return kids
-
-
-def _cut_widths(dom: _Domain, kids: list[_Domain], root_width: torch.Tensor) -> list[float]:
-    """Per child of ``_split_input_all`` (or the in-place cut of a point): the width of the cut
-    dimension in the parent, relative to the root box's."""
-    parent = (dom.hi - dom.lo).flatten()
-    out = []
-    for left in kids[::2]:
-        k = int(((dom.hi - left.hi).flatten() != 0).to(torch.uint8).argmax())
-        rel = float(parent[k] / root_width[k]) if root_width[k] > 0 else 0.0
-        out += [rel, rel]
-    return out
+        kids += _halves(dom, k)
+        rel += [float(width[k] / root_width[k])] * 2
+    return (kids, rel) if kids else (_halves(dom, 0), [0.0, 0.0])
 
 
 def _best_cuts(owners: list[int], bounds: torch.Tensor, empty: torch.Tensor, goal: float,
                cut_width: list[float]) -> torch.Tensor:
     """Children (left, right pairs, grouped by parent as ``_split_input_all`` makes them) -> the
     indices of the pair per parent whose worse child bound is highest (a proved or empty child
-    counts as +inf); among pairs within rounding of the best, the one cutting the dimension that
-    is widest relative to the root box. The coefficient heuristic ("smear": width x |input
+    counts as +inf); among pairs within rounding of the best, the one whose better child is best,
+    then the one cutting the dimension widest relative to the root box. The coefficient heuristic ("smear": width x |input
     coefficient|) is blind to dimensions that reach the objective only through unstable neurons
     whose lower relaxation is flat: on ACAS Xu's property 1 it cut three dimensions to zero width
     while the loose one (coefficient 0, width 0.5) was never cut, and the lower bound stalled for
@@ -415,8 +413,4 @@ def _split_input(dom: _Domain, rec: dict) -> list[_Domain]:
     coeff = rec.get("input")
     score = width * (coeff.abs() if coeff is not None else 1.0) + 1e-12 * width
     k = int(score.flatten().argmax())
-    mid = (dom.lo.flatten()[k] + dom.hi.flatten()[k]) / 2
-    left_hi, right_lo = dom.hi.clone(), dom.lo.clone()
-    left_hi.view(-1)[k] = mid
-    right_lo.view(-1)[k] = mid
-    return [_Domain(dom.lo, left_hi, dom.splits, dom.bound), _Domain(right_lo, dom.hi, dom.splits, dom.bound)]
+    return _halves(dom, k)

@@ -131,10 +131,10 @@ def vertex_walk(value_and_grad: ValueAndGrad, idx: torch.Tensor, lo: torch.Tenso
     seen: list[torch.Tensor] = []
     for _ in range(steps):
         _, g = value_and_grad(idx, y)
-        nxt = torch.where(g.to(y.dtype) > 0, blo, bhi)
-        if any(bool((nxt == old).all()) for old in seen[-2:]):  # a fixed point or a 2-cycle
-            break
         seen.append(y)
+        nxt = torch.where(g.to(y.dtype) > 0, blo, bhi)
+        if any(bool((nxt == old).all()) for old in seen[-2:]):  # a fixed point or a 2-cycle: nothing new
+            break
         y = nxt
 
 
