@@ -384,6 +384,29 @@ def test_branch_and_bound_never_proves_a_false_property_and_proves_a_true_one(mo
     assert inside.proven and inside.stop == "proven"
 
 
+@pytest.mark.parametrize("seed", [3, 7, 28, 37])
+def test_relu_splitting_with_fixed_root_bounds_is_exact_around_the_milp_radius(seed):
+    """beta-CROWN's setting (alpha-CROWN's root bounds kept, slopes and split multipliers
+    optimised per subdomain, one row group at a time) on deeper nets: a box 2% beyond the exact
+    radius holds a violation, so it is never proved and its bound is <= 0; a box at 95% of it
+    is proved."""
+    from nnspec.bounds.bab import verify
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    assert exact < 1.0  # (these seeds have a violation in the domain)
+    engine = _engine(net, (4,))
+    C = margin_objectives(3, label)
+    outside = verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                     time_limit=2.0, mode="relu")
+    assert not outside.proven and outside.lower <= 0
+    inside = verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                    time_limit=30.0, mode="relu")
+    assert inside.proven and inside.stop == "proven"
+
+
 def test_input_splitting_cuts_the_dimension_that_helps_not_the_largest_coefficient(data_root):
     """ACAS Xu 1_4, property 1 (y_0 stays below 3.9911): the coefficient heuristic cut three
     dimensions to zero width while the loose one (input coefficient 0) was never cut, and the

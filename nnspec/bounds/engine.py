@@ -22,6 +22,8 @@ turn a bound into a proof ask for a margin above a slack (see ``nnspec.bounds.ra
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 
 import torch
 
@@ -48,6 +50,7 @@ class BoundEngine:
             for i in op.inputs:
                 readers.setdefault(i, set()).add(op.kind)
         self._relu_only = {n for n in self.preact if readers.get(n, set()) <= {"relu", "leaky_relu"}}
+        self._casts: dict[tuple, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ forward: intervals
 
@@ -160,7 +163,7 @@ class BoundEngine:
         subdomain, so the bound stays sound for any beta >= 0)."""
         B, S = A0.shape[:2]
         coeffs: dict[str, torch.Tensor] = {start: A0}
-        lower = torch.zeros(B, S, dtype=torch.float64)
+        lower = torch.zeros(B, S, dtype=A0.dtype)
         for op in reversed(self.ops[: self.graph.index[start] + 1]):
             a = coeffs.pop(op.name, None)
             if a is None:
@@ -171,7 +174,7 @@ class BoundEngine:
                 l, u = bounds[op.name]
                 lower = lower + _concretise(a, l, u)
             elif op.kind == "affine":
-                lower = lower + (a.flatten(2) * op.bias.flatten(1)[None]).sum(-1)
+                lower = lower + (a.flatten(2) * self._cast(op, "bias", a.dtype).flatten(1)[None]).sum(-1)
                 for name, g in zip(op.inputs, self._affine_back(op, a)):
                     if g is not None:
                         coeffs[name] = coeffs[name] + g if name in coeffs else g
@@ -198,17 +201,28 @@ class BoundEngine:
             n_in, n_out = _numel(ins[0]), _numel(op.shape)
             if op.matrix is not None and tuple(op.matrix.shape) == (n_out, n_in):
                 # a product on the last axis whose other axes are all 1: a matrix on flat vectors
-                return [(a.reshape(B, S, n_out) @ op.matrix.to(a.dtype)).reshape((B, S) + tuple(ins[0]))]
+                return [(a.reshape(B, S, n_out) @ self._cast(op, "matrix", a.dtype)).reshape((B, S) + tuple(ins[0]))]
             if op.back == "reshape" and n_in == n_out:
                 return [a.reshape((B, S) + tuple(ins[0]))]
             if op.back == "shift" and tuple(ins[0]) == tuple(op.shape):
                 return [a if op.signs[0] > 0 else -a]
-        flat = a.reshape((B * S,) + op.shape)
+        flat = a.reshape((B * S,) + op.shape).to(torch.float64)  # op.fn holds float64 weights
         xs = [torch.zeros((B * S,) + s, dtype=torch.float64, requires_grad=True) for s in ins]
         with torch.enable_grad():
             out = op.fn(*xs)
             grads = torch.autograd.grad(out, xs, grad_outputs=flat, create_graph=a.requires_grad, allow_unused=True)
-        return [None if g is None else g.reshape((B, S) + s) for g, s in zip(grads, ins)]
+        return [None if g is None else g.reshape((B, S) + s).to(a.dtype) for g, s in zip(grads, ins)]
+
+    def _cast(self, op: Op, field: str, dtype: torch.dtype) -> torch.Tensor:
+        """op's ``matrix`` or ``bias`` in ``dtype`` (float32 copies made once: branch and bound
+        optimises its parameters in float32 and evaluates the final bound in float64)."""
+        value = getattr(op, field)
+        if value.dtype == dtype:
+            return value
+        key = (op.name, field, dtype)
+        if key not in self._casts:
+            self._casts[key] = value.to(dtype)
+        return self._casts[key]
 
     # ------------------------------------------------------------------ the public entry
 
@@ -216,6 +230,8 @@ class BoundEngine:
               method: str = "crown", alpha_steps: int = 20, lr: float = 0.25,
               bounds: dict | None = None) -> torch.Tensor:
         """Lower bounds (B, S) of C @ y + d over each box; ``method`` ibp | crown | alpha."""
+        if method == "alpha":
+            return self.optimise(lo, hi, C, d, steps=alpha_steps, lr=lr, bounds=bounds).lower
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         C = C.to(torch.float64)
         B, S = C.shape[:2]
@@ -226,21 +242,37 @@ class BoundEngine:
         if method == "ibp":
             l, u = bounds[out]
             return _concretise(C, l.flatten(1), u.flatten(1)) + d
+        if method != "crown":
+            raise ValueError(f"unknown bound method {method!r}")
+        with torch.no_grad():
+            return self.backward(out, C.reshape((B, S) + self.by_name[out].shape), bounds) + d
+
+    def optimise(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
+                 steps: int = 20, lr: float = 0.25, bounds: dict | None = None,
+                 deadline: float | None = None) -> "Optimised":
+        """alpha-CROWN: the best lower bounds (B, S) of C @ y + d over each box, the tightest bounds
+        of every op seen on the way (each iteration's are sound, so their intersection is) and the
+        final objective's slopes at the end (a warm start for branch and bound's subdomains).
+        ``deadline`` (time.perf_counter()): no step starts after it."""
+        lo, hi = lo.to(torch.float64), hi.to(torch.float64)
+        C = C.to(torch.float64)
+        B, S = C.shape[:2]
+        d = torch.zeros(B, S, dtype=torch.float64) if d is None else d.to(torch.float64).expand(B, S)
+        if bounds is None:
+            bounds = self.intervals(lo, hi, "crown")
+        out = self.graph.output
         A0 = C.reshape((B, S) + self.by_name[out].shape)
         with torch.no_grad():
             best = self.backward(out, A0, bounds) + d
-        if method == "crown":
-            return best
-        if method != "alpha":
-            raise ValueError(f"unknown bound method {method!r}")
         if self._joint_alpha_size(B) <= _JOINT_ALPHA_LIMIT:
-            return self._alpha_joint(lo, hi, A0, d, bounds, best, alpha_steps, lr)
+            return self._alpha_joint(lo, hi, A0, d, bounds, best, steps, lr, deadline)
         alphas = self._initial_alphas(bounds, B, S, out)
         if not alphas:
-            return best
-        params = list(alphas.values())
-        optimiser = Adam(params, lr=lr)
-        for _ in range(alpha_steps):
+            return Optimised(best, bounds, alphas)
+        optimiser = Adam(list(alphas.values()), lr=lr)
+        for _ in range(steps):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             optimiser.zero_grad()
             value = self.backward(out, A0, bounds, alphas) + d
             best = torch.maximum(best, value.detach())
@@ -251,7 +283,7 @@ class BoundEngine:
             self._clamp(alphas)
         with torch.no_grad():
             best = torch.maximum(best, self.backward(out, A0, bounds, alphas) + d)
-        return best
+        return Optimised(best, bounds, _detached(alphas))
 
     # ------------------------------------------------------------------ alpha-CROWN with intermediate slopes
 
@@ -267,7 +299,8 @@ class BoundEngine:
             total += 2 * _numel(self.by_name[start].shape) * relus
         return B * total
 
-    def _alpha_joint(self, lo, hi, A0, d, base, best, steps: int, lr: float) -> torch.Tensor:
+    def _alpha_joint(self, lo, hi, A0, d, base, best, steps: int, lr: float, deadline: float | None = None
+                     ) -> "Optimised":
         """alpha-CROWN proper: every intermediate bound gets its own slopes, all optimised together
         for the final objective; intermediate bounds are recomputed (and intersected with the
         CROWN ones, all sound) in every iteration."""
@@ -279,20 +312,24 @@ class BoundEngine:
         params[out] = self._initial_alphas(base, B, S, out)
         tensors = [a for group in params.values() for a in group.values()]
         if not tensors:
-            return best
+            return Optimised(best, base, {})
         optimiser = Adam(tensors, lr=lr)
-        for _ in range(steps + 1):
+        tightest = dict(base)
+        for k in range(steps + 1):
+            if k and deadline is not None and time.perf_counter() > deadline:
+                break
             optimiser.zero_grad()
             bounds = self._tightened(lo, hi, base, params)
             value = self.backward(out, A0, bounds, params[out]) + d
             best = torch.maximum(best, value.detach())
+            tightest = {n: _intersect(tightest[n], (l.detach(), u.detach())) for n, (l, u) in bounds.items()}
             if not value.requires_grad:
                 break
             (-value.sum()).backward()
             optimiser.step()
             for group in params.values():
                 self._clamp(group)
-        return best
+        return Optimised(best, tightest, _detached(params[out]))
 
     def _tightened(self, lo, hi, base, params) -> dict[str, tuple]:
         bounds: dict[str, tuple] = {"input": base["input"]}
@@ -331,6 +368,22 @@ class BoundEngine:
         return alphas
 
 
+@dataclass
+class Optimised:
+    lower: torch.Tensor  # (B, S) the best lower bounds
+    bounds: dict  # op name -> (lo, hi), (B, *shape) each: the tightest seen, all sound
+    alphas: dict  # ReLU name -> (B, S, *shape): the final objective's slopes at the end
+
+
+def _intersect(a: tuple, b: tuple) -> tuple:
+    l, u = torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])
+    return l, torch.maximum(u, l)  # rounding could cross them by an ulp
+
+
+def _detached(alphas: dict) -> dict:
+    return {n: a.detach() for n, a in alphas.items()}
+
+
 def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None):
     """Lines al*x + bl <= f(x) <= au*x + bu on [l, u], elementwise: (al, bl, au, bu)."""
     kind = op.kind
@@ -348,7 +401,7 @@ def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | N
             shape = (alpha.shape[0], 1) + tuple(l.shape[1:])
             act, ina = active.reshape(shape), inactive.reshape(shape)
             al = torch.where(act, 1.0, torch.where(ina, s, alpha))
-        return al.to(torch.float64), torch.zeros_like(l), au.to(torch.float64), bu
+        return al.to(l.dtype), torch.zeros_like(l), au.to(l.dtype), bu
     if kind == "sign":  # nondecreasing: constant bounds sign(l) <= sign(x) <= sign(u)
         zero = torch.zeros_like(l)
         return zero, torch.sign(l), zero, torch.sign(u)
