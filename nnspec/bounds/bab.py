@@ -13,7 +13,8 @@ the root box gives every nonlinearity input's bounds once; a subdomain keeps the
 split neurons, cut at 0, and its bound is a backward pass from the objective with its own slopes
 and split multipliers (beta), optimised from its parent's. A property of several groups (a
 robustness property's rows) is proved one group at a time. Branching: the unstable neuron with the
-largest |coefficient| x relaxation intercept (in the spirit of BaBSR).
+largest |coefficient| x relaxation intercept, negative coefficients weighted 5x (in the spirit of
+BaBSR).
 
 Sound for the same reasons as CROWN: on a subdomain every split neuron's bound holds, the
 relaxations hold on those bounds, the split terms -beta * split * z are <= 0 there, and the
@@ -295,6 +296,12 @@ class _Fixed:
 
 
 ROOT_ALPHA_STEPS = 20
+# branching score weights of a neuron's coefficient by sign: a negative one meets the upper
+# relaxation, whose intercept the split removes (BaBSR's term); a positive one meets the lower line,
+# which the split changes only in slope. 0.2 for positive ones (1.0 and 0.0 measured too): mnist_fc
+# 256x4 prop_3 eps 0.05 proved with 3,919 subdomains instead of 5,491, an oval21 cifar_base
+# instance with 1,223 instead of none in 60 s
+SCORE_NEG, SCORE_POS = 1.0, 0.2
 ROOT_SHARE = 0.3  # of the time limit at most, for the root's alpha-CROWN
 TRACE = False
 
@@ -458,8 +465,8 @@ def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:
 
 
 def _split_relu(engine: BoundEngine, dom: _Domain, rec: dict, root: "_Fixed | None" = None) -> list[_Domain] | None:
-    """The subdomain's two children for the unstable neuron with the largest |coefficient| x
-    relaxation area (BaBSR's score), or None when no neuron is unstable."""
+    """The subdomain's two children for the unstable neuron with the largest weighted |coefficient|
+    x relaxation intercept (BaBSR's score; SCORE_NEG, SCORE_POS), or None when none is unstable."""
     best, where = 0.0, None
     for op in engine.ops:
         if op.kind not in ("relu", "leaky_relu"):
@@ -479,7 +486,7 @@ def _split_relu(engine: BoundEngine, dom: _Domain, rec: dict, root: "_Fixed | No
         if not bool(unstable.any()):
             continue
         area = torch.where(unstable, u * (-l) / (u - l).clamp_min(1e-12), torch.zeros_like(u))
-        score = (coeff.abs() + 1e-9) * area
+        score = (SCORE_NEG * (-coeff).clamp(min=0) + SCORE_POS * coeff.clamp(min=0) + 1e-9) * area
         k = int(score.flatten().argmax())
         value = float(score.flatten()[k])
         if value > best:
