@@ -16,6 +16,8 @@ mnist_fc, 720 s oval21) instead of the short per-benchmark ones. ``--rerun-unsol
 instance answered sat or unsat in FILE (a shorter run; the runner is anytime, so a longer timeout
 only adds time) keeps that answer, marked ``"from": FILE``; only the others run again. Together
 they measure the competition's setting in the hours that the unsolved instances need, not a day.
+``--cap S``: no instance gets more than S seconds (with ``--official``, a lower bound of what the
+competition's timeouts would give).
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--official", action="store_true", help="each instance's VNN-COMP timeout")
+    ap.add_argument("--cap", type=float, default=None,
+                    help="at most this many seconds per instance (with --official: a lower bound of its result)")
     ap.add_argument("--pick", default=None, help="only these instances: comma-separated ONNX:VNNLIB file names")
     ap.add_argument("--rerun-unsolved", default=None, help="keep this file's sat/unsat answers, rerun the rest")
     ap.add_argument("--via", choices=["runner", "check"], default="runner",
@@ -108,6 +112,8 @@ def main() -> None:
             rows = [r for r in rows if (Path(r[0].strip()).name, Path(r[1].strip()).name) in wanted]
         for r in rows:
             timeout = float(r[2]) if args.official else TIMEOUTS[bench]
+            if args.cap:
+                timeout = min(timeout, args.cap)
             jobs.append((bench, str(base / bench / r[0].strip()), str(base / bench / r[1].strip()),
                          timeout * args.timeout_scale))
     kept = {}
@@ -121,7 +127,7 @@ def main() -> None:
     records = [kept[k] for k in kept if any((j[0], Path(j[1]).name, Path(j[2]).name) == k for j in jobs)]
     jobs = [j for j in jobs if (j[0], Path(j[1]).name, Path(j[2]).name) not in kept]
     name = f"vnncomp{'_check' if args.via == 'check' else ''}{'_official' if args.official else ''}" \
-           f"{'_' + args.only if args.only else ''}.jsonl"
+           f"{'_cap%g' % args.cap if args.cap else ''}{'_' + args.only if args.only else ''}.jsonl"
     with mp.get_context("spawn").Pool(args.jobs) as pool, open(out / name, "w") as f:
         for rec in records:
             f.write(json.dumps(rec) + "\n")
