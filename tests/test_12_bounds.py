@@ -407,6 +407,26 @@ def test_relu_splitting_with_fixed_root_bounds_is_exact_around_the_milp_radius(s
     assert inside.proven and inside.stop == "proven"
 
 
+def test_relu_splitting_without_room_for_warm_starts_still_proves_and_stays_sound(monkeypatch):
+    """Past the memory cap, children start from the root's slopes and zero multipliers instead of
+    their parent's: slower, the same answers."""
+    from nnspec.bounds import bab
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    monkeypatch.setattr(bab._Fixed, "MEMORY", 0)
+    net, x = relu_case(7, 1, (4, 16, 16, 16, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    engine = _engine(net, (4,))
+    C = margin_objectives(3, label)
+    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                         time_limit=2.0, mode="relu")
+    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                        time_limit=30.0, mode="relu")
+    assert not outside.proven and outside.lower <= 0
+    assert inside.proven
+
+
 def test_input_splitting_cuts_the_dimension_that_helps_not_the_largest_coefficient(data_root):
     """ACAS Xu 1_4, property 1 (y_0 stays below 3.9911): the coefficient heuristic cut three
     dimensions to zero width while the loose one (input coefficient 0) was never cut, and the

@@ -183,9 +183,6 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
             bounds, empty = bounds[keep], empty[keep]
             records = {k: v[keep] for k, v in records.items()}
             owners = [owners[i] for i in keep]
-        if TRACE:
-            print(f"bab {time.perf_counter() - started:7.2f}s open {len(heap) + len(parents):6d} seen {seen:7d} "
-                  f"lowest {parents[0][0]:+.5f}")
         if found is not None and mode == "input":
             hit = _probe(engine, children, records, C, rows)
             if hit is not None:
@@ -291,8 +288,9 @@ class _Fixed:
         slopes and zero multipliers once the open subdomains' would pass ``MEMORY``)."""
         if (open_domains + 1) * self.per_domain > self.MEMORY:
             return self.alphas, None
-        return ({k[len("alpha:"):]: v[i] for k, v in records.items() if k.startswith("alpha:")},
-                {k[len("beta:"):]: v[i] for k, v in records.items() if k.startswith("beta:")})
+        # copies: a view would keep the whole batch's tensor alive while any child is open
+        return ({k[len("alpha:"):]: v[i].clone() for k, v in records.items() if k.startswith("alpha:")},
+                {k[len("beta:"):]: v[i].clone() for k, v in records.items() if k.startswith("beta:")})
 
 
 ROOT_ALPHA_STEPS = 20
@@ -303,7 +301,6 @@ ROOT_ALPHA_STEPS = 20
 # instance with 1,223 instead of none in 60 s
 SCORE_NEG, SCORE_POS = 1.0, 0.2
 ROOT_SHARE = 0.3  # of the time limit at most, for the root's alpha-CROWN
-TRACE = False
 
 
 def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows, fixed: _Fixed):
