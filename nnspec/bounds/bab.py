@@ -100,7 +100,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                        max_domains, found)
     # beta-CROWN: alpha-CROWN's bounds at the root, fixed for every subdomain (see _Fixed)
     fixed = _Fixed.at_root(engine, lo, hi, C, started + ROOT_SHARE * time_limit)
-    parts = _parts(fixed.lower, offsets, groups)
+    parts, root_values = _parts(fixed.lower, offsets, groups)
     if len(parts) == 1:
         return _search(engine, lo, hi, C, threshold, goal, rows, mode, fixed, started, time_limit, batch,
                        max_domains, found)
@@ -109,25 +109,27 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     # root bound first, so a group that cannot be proved ends the search before the time goes to
     # the easy ones
     seen, lower = 0, math.inf
-    for idx in parts:
+    for j, idx in enumerate(parts):
         sub_groups = None if groups is None else torch.unique(groups[idx], return_inverse=True)[1]
         sub_rows = (None if offsets is None else offsets[idx], sub_groups)
         result = _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, fixed.rows(idx), started,
                          time_limit, batch, max_domains - seen, found)
         seen, lower = seen + result.domains, min(lower, result.lower)
-        if not result.proven:
+        if not result.proven:  # the groups not searched are bounded by their root bounds only
+            lower = min([lower] + [float(v) - threshold for v in root_values[j + 1:]])
             return BabResult(False, lower, seen, time.perf_counter() - started, result.stop)
     return BabResult(True, lower, seen, time.perf_counter() - started, "proven")
 
 
-def _parts(lower: torch.Tensor, offsets, groups) -> list[torch.Tensor]:
+def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The row indices of each group (each row is its own group without ``groups``), the group
-    with the lowest root bound first."""
+    with the lowest root bound first, and those root bounds in the same order."""
     S = lower.shape[-1]
     groups = torch.arange(S) if groups is None else groups.view(-1)
     values = lower.view(1, S) + (0 if offsets is None else offsets.to(lower).view(1, S))
     per_group = group_max(values, groups)[0]
-    return [(groups == g).nonzero().flatten() for g in per_group.argsort().tolist()]
+    order = [g for g in per_group.argsort().tolist() if bool((groups == g).any())]  # numbers with no rows: none
+    return [(groups == g).nonzero().flatten() for g in order], per_group[order]
 
 
 def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows, mode: str,
