@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from nnspec.bounds.ascent import Adam
-from nnspec.bounds.engine import BoundEngine, _concretise, _numel
+from nnspec.bounds.engine import BoundEngine, _concretise, _numel, cut_at_splits
 from nnspec.bounds.radius import group_max, reduce_rows
 
 
@@ -307,7 +307,8 @@ ROOT_SHARE = 0.3  # of the time limit at most, for the root's alpha-CROWN
 
 def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows, fixed: _Fixed):
     """``_bound`` in beta-CROWN's setting (see ``_Fixed``): the records also hold each
-    subdomain's final slopes (``alpha:<relu>``, float32) for its children."""
+    subdomain's best slopes and split multipliers (``alpha:<relu>``, ``beta:<input>``, float32)
+    for its children."""
     B = len(domains)
     lo = torch.stack([d.lo for d in domains])
     hi = torch.stack([d.hi for d in domains])
@@ -321,8 +322,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
             continue
         l, u = l.expand((B,) + l.shape[1:]), u.expand((B,) + u.shape[1:])
         if n in splits:
-            l = torch.where(splits[n] > 0, l.clamp(min=0), l)
-            u = torch.where(splits[n] < 0, u.clamp(max=0), u)
+            l, u = cut_at_splits(l, u, splits[n])
             empty |= (l > u).flatten(1).any(1)
         bounds[n] = (l, u)
     out = engine.graph.output

@@ -16,7 +16,9 @@ per objective and maximises the bound by projected gradient ascent; every iterat
 best one per objective is kept.
 
 Arithmetic is float64 on float64 copies of the weights. The network runs in float32; callers that
-turn a bound into a proof ask for a margin above a slack (see ``nnspec.bounds.radius``).
+turn a bound into a proof ask for a margin above a slack (see ``nnspec.bounds.radius``). A backward
+pass runs in its coefficients' dtype: branch and bound optimises its parameters in float32 and
+evaluates every bound it uses in float64 (``nnspec.bounds.bab``).
 """
 
 from __future__ import annotations
@@ -73,22 +75,16 @@ class BoundEngine:
                     continue
                 l, u = self._ibp(op, bounds)
                 if prior is not None and op.name in prior:
-                    pl, pu = prior[op.name]
-                    l, u = torch.maximum(l, pl), torch.minimum(u, pu)
-                    u = torch.maximum(u, l)
+                    l, u = _intersect((l, u), prior[op.name])
                 elif method != "ibp" and op.name in self.preact and op.name not in self._exact:
                     rows = None
                     if op.name in self._relu_only:  # only where some box of the batch is unstable
                         unstable = ((l < 0) & (u > 0)).flatten(1).any(0)
                         rows = unstable.nonzero().flatten()
                     if rows is None or len(rows):
-                        cl, cu = self._crown_bounds(op, bounds, rows)
-                        l, u = torch.maximum(l, cl), torch.minimum(u, cu)
-                        u = torch.maximum(u, l)  # rounding could cross them by an ulp
+                        l, u = _intersect((l, u), self._crown_bounds(op, bounds, rows))
                 if splits is not None and op.name in splits:
-                    split = splits[op.name]
-                    l = torch.where(split > 0, l.clamp(min=0), l)
-                    u = torch.where(split < 0, u.clamp(max=0), u)
+                    l, u = cut_at_splits(l, u, splits[op.name])
                 bounds[op.name] = (l, u)
         return bounds
 
@@ -334,17 +330,14 @@ class BoundEngine:
     def _tightened(self, lo, hi, base, params) -> dict[str, tuple]:
         bounds: dict[str, tuple] = {"input": base["input"]}
         for op in self.ops[1:]:
-            l0, u0 = base[op.name]
-            l, u = self._ibp(op, bounds)
-            l, u = torch.maximum(l, l0), torch.minimum(u, u0)
+            l, u = _intersect(self._ibp(op, bounds), base[op.name])
             if op.name in params and op.name != self.graph.output:
                 n = _numel(op.shape)
                 eye = torch.eye(n, dtype=torch.float64)
                 A = torch.cat([eye, -eye])[None].expand(lo.shape[0], -1, -1).reshape((lo.shape[0], 2 * n) + op.shape)
                 low = self.backward(op.name, A, bounds, params[op.name])
-                l = torch.maximum(l, low[:, :n].reshape(l.shape))
-                u = torch.minimum(u, -low[:, n:].reshape(u.shape))
-            bounds[op.name] = (l, torch.maximum(u, l))
+                l, u = _intersect((l, u), (low[:, :n].reshape(l.shape), -low[:, n:].reshape(u.shape)))
+            bounds[op.name] = (l, u)
         return bounds
 
     def _clamp(self, alphas: dict[str, torch.Tensor]) -> None:
@@ -376,8 +369,15 @@ class Optimised:
 
 
 def _intersect(a: tuple, b: tuple) -> tuple:
+    """The intersection of two sound intervals (lo, hi); rounding could cross them by an ulp."""
     l, u = torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])
-    return l, torch.maximum(u, l)  # rounding could cross them by an ulp
+    return l, torch.maximum(u, l)
+
+
+def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of a nonlinearity input under branch and bound's splits (+1: the neuron is >= 0,
+    -1: <= 0, 0: free). A split that contradicts the bounds leaves lo > hi: an empty subdomain."""
+    return torch.where(split > 0, l.clamp(min=0), l), torch.where(split < 0, u.clamp(max=0), u)
 
 
 def _detached(alphas: dict) -> dict:
