@@ -4,9 +4,13 @@ A subdomain is the box, possibly cut (input splitting), or the box with some ReL
 fixed active (z >= 0) or inactive (z <= 0) (ReLU splitting). Unproved subdomains with the lowest
 bounds are split first, a batch at a time (one batched call bounds all children).
 
-Input splitting (the default for inputs of at most 16 dimensions, ACAS Xu's 5): each box is bounded
-by CROWN; with at most SMART_DIMS free dimensions every dimension's cut is bounded and the best kept
-(``_best_cuts``), otherwise the dimension with the largest |input coefficient| x width is cut.
+Input splitting (the default for inputs of at most 16 dimensions, ACAS Xu's 5): each box's
+nonlinearity inputs are bounded by forward linear bounds intersected with its parent's, then, only
+where the objective is not yet proved, CROWN folded in layer by layer, then a few alpha-CROWN
+steps on the objective's slopes (``_input_bounds``); a group of rows that must all be violated is
+bounded jointly (``joint_groups``). With at most SMART_DIMS free dimensions every dimension's cut
+is bounded and the best kept (``_best_cuts``), otherwise the dimension with the largest |input
+coefficient| x width is cut.
 
 ReLU splitting (otherwise), in beta-CROWN's setting (Wang et al. 2021; ``_Fixed``): alpha-CROWN at
 the root box gives every nonlinearity input's bounds once; a subdomain keeps them except at its
@@ -51,8 +55,9 @@ class BabResult:
     stop: str  # proven | time | domains
 
 
+CUT_TOL = 0.03  # input cuts: worse-child gains below this share of the parent's distance to the goal tie
 SMART_DIMS = 8  # input splitting: at most this many free dimensions, every cut is tried (see _best_cuts)
-REFRESH = 3  # input splitting: CROWN intermediate bounds recomputed every REFRESH splits, else the parent's reused
+REFRESH = 3  # input splitting past FORWARD_DIMS inputs: CROWN intermediate bounds every REFRESH splits, else the parent's
 PRIOR_LIMIT = 4096  # neurons: above this, parents' bounds are not kept with the subdomains
 
 
@@ -142,7 +147,7 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     root_width = (hi - lo).flatten()
     reuse = mode == "input" and sum(_numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
     bound = (lambda doms: _bound_fixed(engine, doms, C, rows, fixed)) if fixed is not None else \
-        (lambda doms: _bound_reusing(engine, doms, C, rows))
+        (lambda doms: _bound_reusing(engine, doms, C, rows, goal))
     root = _Domain(lo, hi, {}, 0.0, alphas=None if fixed is None else fixed.alphas)
     bounds, records, empty = bound([root])
     root_bound = float(bounds[0]) - threshold
@@ -179,8 +184,10 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
             owners.extend([p] * len(kids))
         bounds, records, empty = bound(children)
         seen += len(children)
+        # a child lies inside its parent: the parent's bound holds on it too
+        bounds = torch.maximum(bounds, torch.tensor([parents[p][2].bound for p in owners], dtype=bounds.dtype))
         if smart:
-            keep = _best_cuts(owners, bounds, empty, goal, cut_width)
+            keep = _best_cuts(owners, bounds, empty, goal, cut_width, [parents[p][2].bound for p in owners[::2]])
             children = [children[i] for i in keep]
             bounds, empty = bounds[keep], empty[keep]
             records = {k: v[keep] for k, v in records.items()}
@@ -192,8 +199,6 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                 return BabResult(False, -math.inf, seen, time.perf_counter() - started, "counterexample")
         for i, child in enumerate(children):
             b = float(bounds[i])
-            if mode == "relu":  # a child lies inside its parent: the parent's bound holds on it too
-                b = max(b, parents[owners[i]][2].bound)
             if empty[i] or b > goal:
                 continue
             child.bound = b
@@ -211,12 +216,12 @@ def _reuses(d: _Domain) -> bool:
     return d.prior is not None and d.depth % REFRESH != 0
 
 
-def _bound_reusing(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None)):
+def _bound_reusing(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None), goal=None):
     """``_bound`` with the subdomains that carry their parent's bounds (and are not due for a
     refresh) bounded apart, reusing those bounds; results in the order of ``domains``."""
     reuse = [i for i, d in enumerate(domains) if _reuses(d)]
-    if not reuse or len(reuse) == len(domains):
-        return _bound(engine, domains, C, rows)
+    if domains[0].lo.numel() <= FORWARD_DIMS or not reuse or len(reuse) == len(domains):
+        return _bound(engine, domains, C, rows, goal)
     reused = set(reuse)
     fresh = [i for i in range(len(domains)) if i not in reused]
     parts = [(idx, _bound(engine, [domains[i] for i in idx], C, rows)) for idx in (reuse, fresh)]
@@ -228,25 +233,25 @@ def _bound_reusing(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor,
     return bounds, records, empty
 
 
-def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None)):
-    """CROWN bounds (min over rows, or over groups of rows: ``reduce_rows``) of a batch of boxes
-    (input splitting), the coefficients reaching each nonlinearity and the input for the deciding
-    row (the best row of the worst group), and which subdomains are empty (none: boxes are not)."""
+def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(None, None), goal=None):
+    """Bounds (min over rows, or over groups of rows: ``reduce_rows``, tightened by
+    ``joint_groups``) of a batch of boxes (input splitting), the coefficients reaching each
+    nonlinearity and the input for the deciding row (the best row of the worst group), and which
+    subdomains are empty (none: boxes are not). See ``_input_bounds`` for the bounds."""
     lo = torch.stack([d.lo for d in domains])
     hi = torch.stack([d.hi for d in domains])
-    prior = None
-    if all(_reuses(d) for d in domains):  # see _bound_reusing
-        keys = set.intersection(*(set(d.prior) for d in domains))
-        prior = {n: (torch.stack([d.prior[n][0] for d in domains]), torch.stack([d.prior[n][1] for d in domains]))
-                 for n in keys}
     offsets, groups = rows
+    B = len(domains)
+    out = engine.graph.output
+    A0 = C[None].expand(B, -1, -1).reshape((B, C.shape[0]) + engine.by_name[out].shape)
     with torch.no_grad():
-        bounds = engine.intervals(lo, hi, "crown", prior=prior)
-        B = len(domains)
-        out = engine.graph.output
-        A0 = C[None].expand(B, -1, -1).reshape((B, C.shape[0]) + engine.by_name[out].shape)
+        if lo[0].numel() <= FORWARD_DIMS:
+            bounds, alphas, best = _input_bounds(engine, domains, lo, hi, A0, rows, goal)
+        else:
+            bounds = engine.intervals(lo, hi, "crown", prior=_priors(domains) if all(map(_reuses, domains)) else None)
+            alphas, best = None, None
         record: dict[str, torch.Tensor] = {}
-        low = engine.backward(out, A0, bounds, record=record)
+        low = engine.backward(out, A0, bounds, alphas=alphas, record=record)
         worst = _deciding_row(low, offsets, groups)
         rows = {name: a[torch.arange(B), worst] for name, a in record.items()}  # (B, *shape)
         if "input" in record and record["input"][0].numel() <= 4096:  # every row's linear bound, for _lp_points
@@ -255,7 +260,111 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
             rows["lin:b"] = low - _concretise(record["input"], lo, hi)
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
-    return reduce_rows(low, offsets, groups), rows | extra, torch.zeros(B, dtype=torch.bool)
+    value = reduce_rows(low if best is None else torch.maximum(low, best), offsets, groups)
+    if "lin:a" in rows and groups is not None:
+        value = torch.maximum(value, joint_groups(rows["lin:a"], rows["lin:b"], lo.flatten(1), hi.flatten(1),
+                                                  offsets, groups))
+    return value, rows | extra, torch.zeros(B, dtype=torch.bool)
+
+
+FORWARD_DIMS = 64  # input splitting: up to this many input dimensions, bounds start from forward ones
+INPUT_ALPHA_STEPS = 3  # input splitting: alpha-CROWN steps (the objective's slopes) on boxes still open
+
+
+def _priors(domains: list[_Domain]) -> dict | None:
+    """The parents' bounds that every one of ``domains`` carries, stacked (B, *shape) each."""
+    if not all(d.prior for d in domains):
+        return None
+    keys = set.intersection(*(set(d.prior) for d in domains))
+    return {n: (torch.stack([d.prior[n][0] for d in domains]), torch.stack([d.prior[n][1] for d in domains]))
+            for n in keys} or None
+
+
+def _input_bounds(engine: BoundEngine, domains, lo, hi, A0, rows, goal):
+    """Input splitting's bounds of the nonlinearity inputs over a batch of boxes, each spent
+    only where the cheaper one did not prove the box: forward linear bounds intersected with the
+    parent's (every box); then, for the boxes still open, a pass that also tightens each layer
+    by CROWN (``forward+crown``); then, for those still open, alpha-CROWN's slopes for the
+    objective (``INPUT_ALPHA_STEPS``) on those bounds. Returns the bounds, the final slopes
+    (B, S, *shape) per ReLU (CROWN's own where not optimised) or None, and the best row bounds
+    (B, S) alpha-CROWN saw (-inf where it did not run) or None."""
+    offsets, groups = rows
+    out = engine.graph.output
+    prior = _priors(domains)
+    bounds = engine.intervals(lo, hi, "forward", prior=prior)
+    if goal is None:
+        return bounds, None, None
+
+    def still_open(bounds, idx, alphas=None):
+        value = reduce_rows(engine.backward(out, A0[idx], {n: (l[idx], u[idx]) for n, (l, u) in bounds.items()},
+                                            alphas=alphas), offsets, groups)
+        return idx[value <= goal]
+
+    idx = still_open(bounds, torch.arange(len(domains)))
+    if not len(idx):
+        return bounds, None, None
+    sub = engine.intervals(lo[idx], hi[idx], "forward+crown",
+                           prior=None if prior is None else {n: (l[idx], u[idx]) for n, (l, u) in prior.items()})
+    for n, (l, u) in sub.items():
+        bl, bu = bounds[n][0].clone(), bounds[n][1].clone()
+        bl[idx], bu[idx] = l, u
+        bounds[n] = (bl, bu)
+    idx = still_open(bounds, idx)
+    if not len(idx) or not INPUT_ALPHA_STEPS:
+        return bounds, None, None
+    alphas = {n: a.detach() for n, a in engine._initial_alphas(bounds, len(domains), A0.shape[1], out).items()}
+    if not alphas:
+        return bounds, None, None
+    sub_bounds = {n: (l[idx], u[idx]) for n, (l, u) in bounds.items()}
+    with torch.enable_grad():
+        opt = engine.optimise(lo[idx], hi[idx], A0[idx].flatten(2), steps=INPUT_ALPHA_STEPS, bounds=sub_bounds,
+                              joint=False)
+    for n, a in opt.alphas.items():
+        alphas[n][idx] = a
+    best = torch.full(A0.shape[:2], -math.inf, dtype=torch.float64)
+    best[idx] = opt.lower
+    return bounds, alphas, best
+
+
+JOINT_STEPS = 16  # exponentiated-gradient steps on each group's row weights (see joint_groups)
+
+
+def joint_groups(a: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, offsets, groups,
+                 steps: int = JOINT_STEPS) -> torch.Tensor:
+    """(B,) a lower bound of min over groups of max over a group's rows of y_i + offset_i on each
+    box, from the rows' linear lower bounds y_i(x) >= a_i x + b_i there (a (B, S, n), b (B, S); lo,
+    hi (B, n)), at least as high as the max of the rows' own minima (``reduce_rows``).
+
+    The max over a group's rows is >= any convex combination of them, so for weights lam on the
+    simplex min_x max_i (a_i x + b_i + offset_i) >= sum_i lam_i (b_i + offset_i) + min_x (sum_i lam_i
+    a_i) x, each term minimised over the box in closed form (the dual of the linear program min t,
+    t >= a_i x + b_i + offset_i); equality at the best weights. One row's minimum can sit at a
+    vertex where another row is high: a property that needs all of y0 <= y1..y4 (ACAS Xu's
+    properties 2, 3, 4, 6, 7) is refuted on a box where no single row is positive everywhere but
+    every point has one. The weights start uniform and follow exponentiated gradient steps; every
+    iterate is a bound, the best is kept, and each row alone (the max of the minima) is a candidate."""
+    c = b + (0 if offsets is None else offsets.to(b).view(1, -1))
+    low = c + _concretise(a, lo, hi)
+    groups = groups.view(-1)
+    out = []
+    for g in torch.unique(groups).tolist():
+        sel = (groups == g).nonzero().flatten()
+        best = low[:, sel].max(1).values
+        k = len(sel)
+        if k > 1:
+            A, cg = a[:, sel], c[:, sel]  # (B, k, n), (B, k)
+            lam = torch.full_like(cg, 1.0 / k)
+            for t in range(steps):
+                w = (lam.unsqueeze(2) * A).sum(1)  # (B, n)
+                at = torch.where(w >= 0, lo, hi)  # the box's minimiser of w x
+                value = (lam * cg).sum(1) + (w * at).sum(1)
+                best = torch.maximum(best, value)
+                grad = cg + (A * at.unsqueeze(1)).sum(2)  # each row's value there: a supergradient in lam
+                spread = (grad.max(1, keepdim=True).values - grad.min(1, keepdim=True).values).clamp_min(1e-12)
+                lam = lam * torch.exp((2.0 / (1 + t) ** 0.5) * (grad - grad.max(1, keepdim=True).values) / spread)
+                lam = lam / lam.sum(1, keepdim=True)
+        out.append(best)
+    return torch.stack(out, 1).min(1).values
 
 
 class _Fixed:
@@ -525,28 +634,40 @@ def _split_input_all(dom: _Domain, root_width: torch.Tensor) -> tuple[list[_Doma
 
 
 def _best_cuts(owners: list[int], bounds: torch.Tensor, empty: torch.Tensor, goal: float,
-               cut_width: list[float]) -> torch.Tensor:
-    """Children (left, right pairs, grouped by parent as ``_split_input_all`` makes them) -> the
-    indices of the pair per parent whose worse child bound is highest (a proved or empty child
-    counts as +inf); among pairs within rounding of the best, the one whose better child is best,
-    then the one cutting the dimension widest relative to the root box. The coefficient heuristic ("smear": width x |input
-    coefficient|) is blind to dimensions that reach the objective only through unstable neurons
-    whose lower relaxation is flat: on ACAS Xu's property 1 it cut three dimensions to zero width
-    while the loose one (coefficient 0, width 0.5) was never cut, and the lower bound stalled for
-    100 s. Without the tie-break, cuts that change nothing went to the first dimension again and
-    again (property 3: a dimension at zero width, another never cut). Trying every cut costs one
-    batched bound call of 2n children instead of 2 (n <= SMART_DIMS)."""
-    value = torch.where(empty | (bounds > goal), torch.full_like(bounds, math.inf), bounds).reshape(-1, 2)
-    worse, better = value.min(1).values, value.max(1).values  # pair p: children 2p, 2p + 1
+               cut_width: list[float], parent_bounds: list[float]) -> torch.Tensor:
+    """Children (left, right pairs, grouped by parent as ``_split_input_all`` makes them; bounds at
+    least their parent's, ``parent_bounds`` per pair) -> the indices of the pair per parent whose
+    worse child bound is highest (a proved or empty child counts as +inf), gains below CUT_TOL
+    (3%) of the parent's distance to the goal counting as ties; among those, the pair whose children
+    gain most in all (capped at the goal) times the cut dimension's width relative to the root
+    box; then the widest.
+
+    The coefficient heuristic ("smear": width x |input coefficient|) is blind to dimensions that
+    reach the objective only through unstable neurons whose lower relaxation is flat: on ACAS
+    Xu's property 1 it cut three dimensions to zero width while the loose one (coefficient 0,
+    width 0.5) was never cut, and the lower bound stalled for 100 s. Comparing the worse child
+    exactly was as bad the other way: on property 3 a cut that proved a sliver and raised the
+    other child by 1e-9 won every time, two dimensions went to 1e-5 of their range, and
+    thousands of slivers each needed the cut (of a dimension never cut) that proves both halves
+    at once. Trying every cut costs one batched bound call of 2n children instead of 2 (n <=
+    SMART_DIMS)."""
+    proved = empty | (bounds > goal)
+    value = torch.where(proved, torch.full_like(bounds, math.inf), bounds).reshape(-1, 2)
+    worse = value.min(1).values  # pair p: children 2p, 2p + 1
+    capped = torch.where(proved, torch.full_like(bounds, goal), bounds).reshape(-1, 2)
+    parent = torch.tensor(parent_bounds, dtype=torch.float64)
     width = torch.tensor(cut_width[::2], dtype=torch.float64)
+    gain = (capped.sum(1) - 2 * parent) * width
     pair_owner = torch.tensor(owners[::2])
     keep = []
-    for parent in pair_owner.unique(sorted=True).tolist():
-        near = (pair_owner == parent).nonzero().flatten()
-        for key in (worse, better):  # the worse child first, then the better one, then the width
-            best = key[near].max()
-            tol = 1e-7 * (1 + best.abs()) if torch.isfinite(best) else 0.0
-            near = near[key[near] >= best - tol]
+    for p in pair_owner.unique(sorted=True).tolist():
+        near = (pair_owner == p).nonzero().flatten()
+        best = worse[near].max()
+        gap = abs(goal - float(parent[near[0]]))
+        tol = CUT_TOL * gap + 1e-12 if torch.isfinite(best) else 0.0
+        near = near[worse[near] >= best - tol]
+        top = gain[near].max()
+        near = near[gain[near] >= top - 1e-9 * (1 + top.abs())]
         chosen = int(near[int(width[near].argmax())])
         keep += [2 * chosen, 2 * chosen + 1]
     return torch.tensor(keep, dtype=torch.long)
