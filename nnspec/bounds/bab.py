@@ -55,6 +55,7 @@ class BabResult:
     stop: str  # proven | time | domains
 
 
+WARM_LIMIT = 50_000  # input splitting: open boxes beyond which children start from CROWN's slopes
 CUT_TOL = 0.03  # input cuts: worse-child gains below this share of the parent's distance to the goal tie
 SMART_DIMS = 8  # input splitting: at most this many free dimensions, every cut is tried (see _best_cuts)
 REFRESH = 3  # input splitting past FORWARD_DIMS inputs: CROWN intermediate bounds every REFRESH splits, else the parent's
@@ -179,7 +180,7 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                 if reuse:  # a child box lies inside its parent's: the parent's bounds hold on it
                     prior = {n[len("bounds:"):]: (v[0], v[1]) for n, v in rec.items() if n.startswith("bounds:")}
                     for kid in kids:
-                        kid.prior, kid.depth = prior, dom.depth + 1
+                        kid.prior, kid.depth, kid.alphas = prior, dom.depth + 1, dom.alphas
             children.extend(kids)
             owners.extend([p] * len(kids))
         bounds, records, empty = bound(children)
@@ -204,6 +205,9 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
             child.bound = b
             if fixed is not None:
                 child.alphas, child.betas = fixed.warm_start(records, i, len(heap))
+            elif mode == "input" and len(heap) < WARM_LIMIT:  # its final slopes, for its children
+                child.alphas = {k[len("alpha:"):]: v[i].float() for k, v in records.items() if k.startswith("alpha:")} \
+                    or None
             heapq.heappush(heap, (b, next(counter), child,
                                   {k: v[i] for k, v in records.items() if not k.startswith(("alpha:", "beta:"))}))
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
@@ -260,6 +264,8 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
             rows["lin:b"] = low - _concretise(record["input"], lo, hi)
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
+        if alphas is not None:  # the objective's final slopes: the children's warm start
+            extra |= {f"alpha:{n}": a for n, a in alphas.items()}
     value = reduce_rows(low if best is None else torch.maximum(low, best), offsets, groups)
     if "lin:a" in rows and groups is not None:
         value = torch.maximum(value, joint_groups(rows["lin:a"], rows["lin:b"], lo.flatten(1), hi.flatten(1),
@@ -315,10 +321,14 @@ def _input_bounds(engine: BoundEngine, domains, lo, hi, A0, rows, goal):
     alphas = {n: a.detach() for n, a in engine._initial_alphas(bounds, len(domains), A0.shape[1], out).items()}
     if not alphas:
         return bounds, None, None
+    for n, a in alphas.items():  # warm starts: the parent's final slopes, where it kept them
+        have = [int(i) for i in idx if domains[int(i)].alphas is not None and n in domains[int(i)].alphas]
+        if have:
+            a[have] = torch.stack([domains[i].alphas[n] for i in have]).to(a.dtype)
     sub_bounds = {n: (l[idx], u[idx]) for n, (l, u) in bounds.items()}
     with torch.enable_grad():
         opt = engine.optimise(lo[idx], hi[idx], A0[idx].flatten(2), steps=INPUT_ALPHA_STEPS, bounds=sub_bounds,
-                              joint=False)
+                              joint=False, start={n: a[idx] for n, a in alphas.items()})
     for n, a in opt.alphas.items():
         alphas[n][idx] = a
     best = torch.full(A0.shape[:2], -math.inf, dtype=torch.float64)

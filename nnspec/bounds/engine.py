@@ -332,13 +332,15 @@ class BoundEngine:
 
     def optimise(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
                  steps: int = 20, lr: float = 0.25, bounds: dict | None = None,
-                 deadline: float | None = None, joint: bool | None = None) -> "Optimised":
+                 deadline: float | None = None, joint: bool | None = None,
+                 start: dict | None = None) -> "Optimised":
         """alpha-CROWN: the best lower bounds (B, S) of C @ y + d over each box, the tightest bounds
         of every op seen on the way (each iteration's are sound, so their intersection is) and the
         final objective's slopes at the end (a warm start for branch and bound's subdomains).
         ``deadline`` (time.perf_counter()): no step starts after it. ``joint``: optimise every
         intermediate bound's slopes too (default: when that is at most _JOINT_ALPHA_LIMIT
-        parameters); False: the final objective's only, on the given ``bounds``."""
+        parameters); False: the final objective's only, on the given ``bounds``, starting from
+        ``start[relu]`` (B, S, *shape) where given (a warm start; any slopes are sound)."""
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         C = C.to(torch.float64)
         B, S = C.shape[:2]
@@ -356,6 +358,9 @@ class BoundEngine:
         alphas = self._initial_alphas(bounds, B, S, out)
         if not alphas:
             return Optimised(best, bounds, alphas)
+        for name, a in (start or {}).items():
+            if name in alphas:
+                alphas[name] = a.to(torch.float64).clamp(0, 1).clone().requires_grad_(True)
         optimiser = Adam(list(alphas.values()), lr=lr)
         for _ in range(steps):
             if deadline is not None and time.perf_counter() > deadline:
