@@ -554,6 +554,29 @@ def test_input_cuts_prefer_real_progress_over_proving_a_sliver():
     assert keep.tolist() == [0, 1]
 
 
+def test_branch_and_bounds_probe_descends_to_a_violation_away_from_its_starting_points():
+    """y = |x1 - 0.7| + |x2 - 0.3| - 0.05 on [0, 1]^2 is <= 0 only near (0.7, 0.3): not at the
+    midpoint, not at a vertex. The probe's projected-gradient descent (off by default, see
+    PROBE_STEPS) reaches it from the midpoint (it once never ran: the points were evaluated
+    without gradients; then it failed whenever a batch had more starting points than descents)."""
+    from nnspec.bounds.bab import _Domain, _probe
+
+    net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1]]))
+        net[0].bias.copy_(torch.tensor([-0.7, 0.7, -0.3, 0.3]))
+        net[2].weight.fill_(1.0)
+        net[2].bias.fill_(-0.05)
+    engine = _engine(net, (2,))
+    box = _Domain(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), {}, 0.0)
+    for boxes in ([box], [box] * 40):  # one box; more starting points than take the descent
+        hit = _probe(engine, boxes, {}, torch.ones(1, 1, dtype=torch.float64), (None, None), steps=20)
+        assert hit is not None
+        with torch.no_grad():
+            assert float(net(hit[None])) <= 0
+        assert abs(float(hit[0]) - 0.7) + abs(float(hit[1]) - 0.3) <= 0.05
+
+
 def test_a_subdomain_that_is_a_single_point_is_never_dropped_unproved():
     """A box of zero width has no dimension to cut; it stays open (time runs out), it is not lost
     from the search as if proved."""

@@ -85,6 +85,14 @@ class BoundEngine:
                 bounds[op.name] = (l, u)
         return bounds
 
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's output at the points ``x`` (B, *input_shape), in float64, differentiable
+        (``intervals`` at a point gives the same values without gradients)."""
+        values: dict[str, torch.Tensor] = {}
+        for op in self.ops:
+            values[op.name] = x.to(torch.float64) if op.kind == "input" else op.fn(*(values[i] for i in op.inputs))
+        return values[self.graph.output]
+
     def _forward_intervals(self, lo, hi, splits=None, prior=None, crown: bool = False) -> dict[str, tuple]:
         """Interval bounds tightened by forward linear bounds (symbolic intervals, as in ReluVal and
         Neurify; auto_LiRPA's forward mode): every op's value is kept between two affine
