@@ -180,7 +180,7 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                 if reuse:  # a child box lies inside its parent's: the parent's bounds hold on it
                     prior = {n[len("bounds:"):]: (v[0], v[1]) for n, v in rec.items() if n.startswith("bounds:")}
                     for kid in kids:
-                        kid.prior, kid.depth, kid.alphas = prior, dom.depth + 1, dom.alphas
+                        kid.prior, kid.depth = prior, dom.depth + 1
             children.extend(kids)
             owners.extend([p] * len(kids))
         bounds, records, empty = bound(children)
@@ -638,7 +638,9 @@ def _halves(dom: _Domain, k: int) -> list[_Domain]:
     left_hi, right_lo = dom.hi.clone(), dom.lo.clone()
     left_hi.view(-1)[k] = mid
     right_lo.view(-1)[k] = mid
-    return [_Domain(dom.lo, left_hi, dom.splits, dom.bound), _Domain(right_lo, dom.hi, dom.splits, dom.bound)]
+    # the parent's slopes and split multipliers go with both halves (warm starts)
+    return [_Domain(dom.lo, left_hi, dom.splits, dom.bound, alphas=dom.alphas, betas=dom.betas),
+            _Domain(right_lo, dom.hi, dom.splits, dom.bound, alphas=dom.alphas, betas=dom.betas)]
 
 
 def _split_input_all(dom: _Domain, root_width: torch.Tensor) -> tuple[list[_Domain], list[float]]:

@@ -368,7 +368,8 @@ class BoundEngine:
             return Optimised(best, bounds, alphas)
         for name, a in (start or {}).items():
             if name in alphas:
-                alphas[name] = a.to(torch.float64).clamp(0, 1).clone().requires_grad_(True)
+                alphas[name] = a.to(torch.float64).clone().requires_grad_(True)
+        self._clamp(alphas)  # each ReLU's own range (a leaky one's starts at its slope)
         optimiser = Adam(list(alphas.values()), lr=lr)
         for _ in range(steps):
             if deadline is not None and time.perf_counter() > deadline:
