@@ -58,3 +58,43 @@ def test_nothing_is_found_inside_the_exact_safe_radius():
                                   budget=3000), model)[0]
     assert out.witness is None
     assert out.bounds.estimate <= 0.95 * exact + 1e-12
+
+
+def test_max_pools_after_a_relu_are_exact_relu_layers_for_the_milp():
+    """A max-pool after a ReLU becomes ReLU layers (max(a, b) = relu(b) + relu(a - b) for b >= 0):
+    the composed chain equals the network at random points (overlapping 3-wide windows, stride
+    1, padding), and the MILP's radius of a 2-input net with a max-pool equals the one found by a
+    2001 x 2001 grid (to its spacing)."""
+    from torch import nn
+
+    from nnspec.bounds import BoundEngine, BoundGraph
+    from nnspec.bounds.exact import chain_layers, milp_radius
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=1, padding=1),
+                        nn.Conv2d(3, 2, 2, stride=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 3)).double()
+    engine = BoundEngine(BoundGraph.from_module(net, (1, 4, 4)))
+    layers, preacts = chain_layers(engine)
+    assert None in preacts and len(layers) == len(preacts) + 1
+    x = torch.rand(200, 16, dtype=torch.float64) * 4 - 2
+    y = x.numpy()
+    for w, b in layers[:-1]:
+        y = np.maximum(y @ w.T + b, 0)
+    with torch.no_grad():
+        assert np.abs(y @ layers[-1][0].T + layers[-1][1] - net(x.reshape(-1, 1, 4, 4)).numpy()).max() < 1e-10
+
+    torch.manual_seed(3)
+    small = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Unflatten(1, (3, 2)), nn.MaxPool1d(2), nn.Flatten(),
+                          nn.Linear(3, 2)).double()
+    engine = BoundEngine(BoundGraph.from_module(small, (2,)))
+    x0 = torch.tensor([0.1, -0.2], dtype=torch.float64)
+    with torch.no_grad():
+        label = int(small(x0[None]).argmax())
+        grid = torch.cartesian_prod(*[torch.linspace(-2, 2, 2001, dtype=torch.float64)] * 2)
+        out = small(grid)
+    wrong = out.argmax(1) != label
+    assert bool(wrong.any())
+    exact_grid = float((grid[wrong] - x0).abs().max(1).values.min())
+    r = milp_radius(engine, x0, label, None, 2.0, torch.full((2,), -2.0), torch.full((2,), 2.0), time_limit=30)
+    assert r.status == "optimal"
+    assert r.distance <= exact_grid + 1e-9 and r.distance >= exact_grid - 0.002 - 1e-9

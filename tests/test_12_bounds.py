@@ -570,7 +570,8 @@ def test_branch_and_bounds_probe_descends_to_a_violation_away_from_its_starting_
     engine = _engine(net, (2,))
     box = _Domain(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), {}, 0.0)
     for boxes in ([box], [box] * 40):  # one box; more starting points than take the descent
-        hit = _probe(engine, boxes, {}, torch.ones(1, 1, dtype=torch.float64), (None, None), steps=20)
+        hit, best = _probe(engine, boxes, {}, torch.ones(1, 1, dtype=torch.float64), (None, None), steps=20)
+        assert best.shape == (len(boxes),) and float(best.min()) > 0  # the starting points do not violate
         assert hit is not None
         with torch.no_grad():
             assert float(net(hit[None])) <= 0
@@ -675,3 +676,44 @@ def test_bound_violated_false_spends_no_bound_on_inputs_with_a_witness():
     assert default.bounds["lower"] is not None and default.bounds["lower"] > 0
     assert skipped.bounds["lower"] is None
     assert any("bound_violated=false" in n for n in skipped.notes)
+
+
+def test_the_dive_changes_the_order_of_input_splitting_not_the_tree():
+    """Input splitting with probes takes a share of each batch by lowest probe value (DIVE_SHARE)
+    instead of lowest bound. Each box's children depend on the box alone, so a proof needs the
+    same boxes in either order: proved with the same count of subdomains, dive or not; a
+    violation found either way is a true one."""
+    import nnspec.bounds.bab as bab
+
+    proved = 0
+    for seed in range(6):
+        net = relu_net((3, 16, 16, 2), seed=seed)
+        engine = _engine(net, (3,))
+        gen = torch.Generator().manual_seed(seed)
+        centre = torch.rand(3, generator=gen, dtype=torch.float64)
+        lo, hi = centre - 0.3, centre + 0.3
+        C = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+        grid = torch.cartesian_prod(*[torch.linspace(0, 1, 41, dtype=torch.float64)] * 3) * 0.6 + lo
+        with torch.no_grad():
+            values = net(grid) @ C.T
+        sampled_min, spread = float(values.min()), float(values.max() - values.min())
+        for threshold in (sampled_min - 0.003 * spread, sampled_min + 0.01 * spread):
+            results = []
+            for share in (0.0, 0.25):
+                old, bab.DIVE_SHARE = bab.DIVE_SHARE, share
+                try:
+                    found = []
+                    results.append(bab.verify(engine, lo, hi, C, threshold, time_limit=60, mode="input", batch=4,
+                                              found=found))
+                finally:
+                    bab.DIVE_SHARE = old
+                for x in found:
+                    with torch.no_grad():
+                        assert float(net(x[None]) @ C.T[:, 0]) <= threshold + 1e-12
+            assert results[0].proven == results[1].proven, (seed, threshold)
+            if results[0].proven:
+                assert results[0].domains == results[1].domains, (seed, threshold)
+                proved += results[0].domains > 30
+            if threshold > sampled_min:  # the grid has a violation: never proved
+                assert not results[0].proven
+    assert proved >= 2  # proofs deep enough for the dive to take boxes out of order

@@ -141,3 +141,34 @@ def test_small_budgets_end_the_search_instead_of_failing_the_task():
         result = check([str(spec)], CheckOptions(budget=budget, cache=False))
         assert not [r for r in result.records if r.verdict == "error"], budget
         assert all(r.queries <= budget + 4 for r in result.records if r.backend == "mads")
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_restarts_stuck_on_a_plateau_start_afresh(norm):
+    """Where every ReLU of a layer is off, the gradient is zero and no step moves a restart (ACAS
+    Xu's 1_9 prop_7: 20,000 descents from uniform starts all stalled at +5e-4 on such a plateau).
+    Stuck restarts are redrawn (L-inf: points of random faces; L2: the ball's surface), so a
+    violation in a thin shell of the ball is found. Here s = 1 - 20 relu(x0 - 0.9) in 4-D: zero
+    gradient wherever x0 <= 0.9, violated only where x0 > 0.95, which neither the centre nor the
+    first restarts (L2: half the radius; L-inf: x0 = 1 only at half the vertices) are sure to reach."""
+    from nnspec.solvers.gradient import GradientOptions, search
+
+    def value_and_grad(idx, y):
+        y = y.detach().requires_grad_(True)
+        s = 1 - 20 * torch.relu(y[..., 0] - 0.9)
+        (g,) = torch.autograd.grad(s.sum(), y)
+        return s.detach(), g
+
+    f = 4
+    centre = torch.full((1, f), 0.5, dtype=torch.float64)
+    if norm == "l2":
+        centre[0, 0] = 0.45  # the shell x0 > 0.95 lies on the ball's surface (radius 0.55) only
+    radius = torch.tensor([0.5 if norm == "linf" else 0.55], dtype=torch.float64)
+    lo, hi = torch.zeros((1, f), dtype=torch.float64), torch.ones((1, f), dtype=torch.float64)
+    for seed in range(8):
+        opts = GradientOptions(steps=300, restarts=2, seed=seed)
+        start = centre.clone()
+        if norm == "linf":
+            start[0, 0] = 0.2  # the first restart on the plateau, far from the violation
+        y, s = search(value_and_grad, torch.arange(1), centre, radius, lo, hi, norm, opts, start=start)
+        assert float(s[0]) < 0 and float(y[0, 0]) > 0.95, (norm, seed)

@@ -252,11 +252,15 @@ class _Quantification:
     def _remaining(self) -> torch.Tensor:
         return (self.budget - self.tracker.queries).clamp_min(0)
 
+    def _time_left(self) -> float:
+        """Seconds left of the task's time limit (``time`` per input), 0.0 without one."""
+        if not self.opts.get("time"):
+            return 0.0
+        return max(self.opts["time"] * self.P - (time.perf_counter() - self.started), 1e-3)
+
     def _mads_options(self, max_evals: int, target: float, seed_offset: int) -> MadsOptions:
         o = self.opts
-        remaining_time = 0.0
-        if o.get("time"):
-            remaining_time = max(o["time"] * self.P - (time.perf_counter() - self.started), 1e-3)
+        remaining_time = self._time_left()
         return MadsOptions(max_evals=max_evals, max_seconds=remaining_time, poll=o["poll"],
                            directions=o["directions"], search=o["search"], tolerance=o["tolerance"],
                            target=target, seed=o["seed"] * 7919 + seed_offset)
@@ -377,10 +381,13 @@ class _Quantification:
         steps = GradientOptions().steps
         restarts = int(min(max(K, share // steps), 64))  # more starts, not longer runs, when the budget allows
         steps = max(1, share // restarts)
-        opts = GradientOptions(steps=steps, restarts=restarts, seed=int(self.opts["seed"]))
+        # with a time limit, the search has at most half of what is left (MADS follows); without
+        # refinement (a verdict needs one violation, not the closest) it stops at the first
+        opts = GradientOptions(steps=steps, restarts=restarts, seed=int(self.opts["seed"]),
+                               max_seconds=0.5 * self._time_left())
         y, s = gradient_search(self._value_and_grad, idx, self.x0[idx][:, self.free], self.radius[idx],
                                self.box_lo[idx], self.box_hi[idx], self.ball.norm, opts, hint=self._bound_hint(idx),
-                               every=True)
+                               every=True, stop_at=None if self.opts["refine"] else -WITNESS_SLACK)
         inside = self._closest_starts(idx, y, s)
         missed = idx[torch.isinf(t.best_dist[idx])]
         outside = self._beyond_the_ball(missed, restarts)
@@ -432,7 +439,9 @@ class _Quantification:
         centre = self.x0[idx][:, self.free]
         lo = torch.maximum(centre - big[:, None].to(self.dt), self.dom_lo[self.free])
         hi = torch.minimum(centre + big[:, None].to(self.dt), self.dom_hi[self.free])
-        opts = GradientOptions(steps=steps, restarts=max(2, share // steps), seed=int(self.opts["seed"]) + 7)
+        restarts = min(max(2, share // steps), 64)
+        opts = GradientOptions(steps=max(steps, share // restarts), restarts=restarts, seed=int(self.opts["seed"]) + 7,
+                               max_seconds=0.5 * self._time_left())
         y, s = gradient_search(self._value_and_grad, idx, centre, big, lo, hi, self.ball.norm, opts, every=True)
         return self._closest_starts(idx, y, s)
 

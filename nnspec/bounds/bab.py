@@ -2,7 +2,9 @@
 
 A subdomain is the box, possibly cut (input splitting), or the box with some ReLU-like neurons
 fixed active (z >= 0) or inactive (z <= 0) (ReLU splitting). Unproved subdomains with the lowest
-bounds are split first, a batch at a time (one batched call bounds all children).
+bounds are split first, a batch at a time (one batched call bounds all children); with input
+splitting's probes (``found``), a share of each batch (DIVE_SHARE) goes to the boxes whose probes
+came closest to a violation instead (the same boxes are split either way, only the order differs).
 
 Input splitting (the default for inputs of at most 16 dimensions, ACAS Xu's 5): each box's
 nonlinearity inputs are bounded by forward linear bounds intersected with its parent's, then, only
@@ -59,6 +61,7 @@ WARM_LIMIT = 50_000  # input splitting: open boxes beyond which children start f
 CUT_TOL = 0.03  # input cuts: worse-child gains below this share of the parent's distance to the goal tie
 SMART_DIMS = 8  # input splitting: at most this many free dimensions, every cut is tried (see _best_cuts)
 REFRESH = 3  # input splitting past FORWARD_DIMS inputs: CROWN intermediate bounds every REFRESH splits, else the parent's
+DIVE_SHARE = 0.25  # input splitting with probes: the share of each batch taken by lowest probe value
 PRIOR_LIMIT = 4096  # neurons: above this, parents' bounds are not kept with the subdomains
 
 
@@ -160,12 +163,35 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     if fixed is not None:
         root.alphas, root.betas = fixed.warm_start(records, 0, 0)
     heapq.heappush(heap, (root.bound, next(counter), root, {k: v[0] for k, v in records.items()}))
+    # input splitting with probes: besides the lowest bounds (the proof's order), a share of each
+    # batch goes to the boxes whose probes came closest to a violation (a dive toward it); both
+    # heaps hold the same boxes, a box taken from one is skipped in the other
+    dive: list[tuple[float, int]] | None = [] if found is not None and mode == "input" and DIVE_SHARE > 0 else None
+    taken: set[int] = set()
+    alive: dict[int, tuple] = {}  # the dive's boxes by counter
+
+    def pop(queue):
+        while queue:
+            entry = heapq.heappop(queue)
+            if entry[1] not in taken:
+                taken.add(entry[1])
+                return entry
+        return None
+
     while heap:
+        while heap and heap[0][1] in taken:
+            heapq.heappop(heap)
+        if not heap:
+            break
         if time.perf_counter() - started > time_limit:
             return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "time")
         if seen >= max_domains:
             return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "domains")
-        parents = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
+        n_dive = 0 if dive is None else int(batch * DIVE_SHARE)
+        entries = [pop(heap) for _ in range(batch - n_dive)] + [pop(dive) for _ in range(n_dive)]
+        parents = [e if len(e) == 4 else alive.pop(e[1]) for e in entries if e is not None]
+        for e in parents:
+            alive.pop(e[1], None)
         children: list[_Domain] = []
         owners: list[int] = []  # per child: its parent's position in ``parents``
         cut_width: list[float] = []  # smart cuts, per child: the cut dimension's width / the root box's
@@ -193,8 +219,9 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
             bounds, empty = bounds[keep], empty[keep]
             records = {k: v[keep] for k, v in records.items()}
             owners = [owners[i] for i in keep]
+        probed = None
         if found is not None and mode == "input":
-            hit = _probe(engine, children, records, C, rows)
+            hit, probed = _probe(engine, children, records, C, rows, threshold=threshold)
             if hit is not None:
                 found.append(hit)
                 return BabResult(False, -math.inf, seen, time.perf_counter() - started, "counterexample")
@@ -205,11 +232,14 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
             child.bound = b
             if fixed is not None:
                 child.alphas, child.betas = fixed.warm_start(records, i, len(heap))
-            elif mode == "input" and len(heap) < WARM_LIMIT:  # its final slopes, for its children
+            elif mode == "input" and (len(heap) if dive is None else len(alive)) < WARM_LIMIT:  # its final slopes
                 child.alphas = {k[len("alpha:"):]: v[i].float() for k, v in records.items() if k.startswith("alpha:")} \
                     or None
-            heapq.heappush(heap, (b, next(counter), child,
-                                  {k: v[i] for k, v in records.items() if not k.startswith(("alpha:", "beta:"))}))
+            entry = (b, next(counter), child, {k: v[i] for k, v in records.items() if not k.startswith(("alpha:", "beta:"))})
+            heapq.heappush(heap, entry)
+            if dive is not None and probed is not None:
+                alive[entry[1]] = entry
+                heapq.heappush(dive, (float(probed[i]), entry[1]))
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
 
 
@@ -539,8 +569,8 @@ def _lp_points(domains: list[_Domain], records: dict, lo: torch.Tensor, hi: torc
 
 
 def _probe(engine: BoundEngine, domains: list[_Domain], records: dict, C, rows,
-           steps: int | None = None) -> torch.Tensor | None:
-    """The first point found in the subdomains where the objective is <= 0: their most promising
+           steps: int | None = None, threshold: float = 0.0) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The first point found in the subdomains where the objective is <= ``threshold``: their most promising
     points (the vertex minimising the deciding row's linear bound, the midpoint and, for groups,
     the linear bounds' joint minimiser), then ``steps`` (PROBE_STEPS) of projected gradient
     descent on the objective from the PROBE_DESCENTS lowest of them, every iterate kept inside its
@@ -565,9 +595,11 @@ def _probe(engine: BoundEngine, domains: list[_Domain], records: dict, C, rows,
         with torch.set_grad_enabled(not last):
             y = engine.evaluate(x).flatten(1)
             value = reduce_rows(y @ C.T, *rows)
-        bad = (value <= 0).nonzero()
+        if k == 0:  # each subdomain's lowest value at its starting points: the dive order
+            best = value.detach().view(len(starts), len(domains)).min(0).values
+        bad = (value <= threshold).nonzero()
         if len(bad):
-            return x.detach()[int(bad[0])]
+            return x.detach()[int(bad[0])], best
         if last or not value.requires_grad:
             break
         (grad,) = torch.autograd.grad(value.sum(), x)
@@ -577,7 +609,7 @@ def _probe(engine: BoundEngine, domains: list[_Domain], records: dict, C, rows,
         with torch.no_grad():
             x = torch.minimum(torch.maximum(x - step * grad.sign(), los), his)
             step = step * 0.6
-    return None
+    return None, best
 
 
 def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:

@@ -18,14 +18,20 @@ from nnspec.bounds.graph import Unsupported
 MAX_INPUTS = 4096  # dense matrices of the composed layers
 
 
-def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
-    """The affine layers of an affine/ReLU chain, and the names of the ReLUs' inputs."""
+def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str | None]]:
+    """The affine layers of an affine/ReLU chain, and the names of the ReLUs' inputs (None for
+    the ReLUs that encode a max-pool, which have no node of their own).
+
+    A max-pool after a ReLU (its inputs >= 0) is exact as ReLU layers: max(a, b) = relu(b) +
+    relu(a - b) for b >= 0, a tournament of pairs per output window (``_maxpool_layers``)."""
     ops = engine.ops
     n = int(np.prod(engine.graph.input_shape))
     if n > MAX_INPUTS:
         raise Unsupported(f"exact MILP: {n} inputs is too many for dense layers")
+    # each segment: the affine maps between two ReLUs, as ops (probed below) or matrices (W, b)
     segments: list[list] = [[]]
-    preacts: list[str] = []
+    preacts: list[str | None] = []
+    shapes = {"input": tuple(engine.graph.input_shape)}
     prev = "input"
     for op in ops[1:]:
         if len(op.inputs) != 1 or op.inputs[0] != prev:
@@ -35,8 +41,18 @@ def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray
         elif op.kind == "relu":
             preacts.append(op.inputs[0])
             segments.append([])
+        elif op.kind == "maxpool" and preacts and ops[-1] is not op and \
+                all(not isinstance(o, tuple) and o.back == "reshape" for o in segments[-1]):
+            # after a ReLU (and reshapes, which keep the values): its inputs are >= 0
+            tournament = _maxpool_layers(op, engine.by_name[prev].shape)
+            for w, b in tournament[:-1]:
+                segments[-1].append((w, b))
+                preacts.append(None)
+                segments.append([])
+            segments[-1].append(tournament[-1] + (tuple(engine.by_name[op.name].shape),))
         else:
-            raise Unsupported(f"exact MILP covers ReLU networks; node {op.name} is {op.kind}")
+            raise Unsupported(f"exact MILP covers ReLU networks (and max-pools after a ReLU); node {op.name} "
+                              f"is {op.kind}")
         prev = op.name
     if prev != engine.graph.output:
         raise Unsupported("exact MILP: the output is not the end of the chain")
@@ -45,16 +61,55 @@ def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray
     for seg in segments:
         width = int(np.prod(shape))
         with torch.no_grad():
-            basis = torch.cat([torch.zeros(1, width), torch.eye(width)]).double().reshape((width + 1,) + shape)
-            out = basis
-            for op in seg:
-                out = op.fn(out)
+            out = torch.cat([torch.zeros(1, width), torch.eye(width)]).double().reshape((width + 1,) + shape)
+            for step in seg:
+                if isinstance(step, tuple):  # a matrix: flat in, flat out (or shaped, the tournament's last)
+                    w, b = torch.from_numpy(step[0]), torch.from_numpy(step[1])
+                    out = out.reshape(width + 1, -1) @ w.T + b
+                    if len(step) == 3:
+                        out = out.reshape((width + 1,) + step[2])
+                else:
+                    out = step.fn(out)
         flat = out.reshape(width + 1, -1)
         b = flat[0]
         w = (flat[1:] - b).T
         layers.append((w.numpy(), b.numpy()))
         shape = tuple(out.shape[1:])
     return layers, preacts
+
+
+def _maxpool_layers(op, in_shape) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A max-pool of inputs >= 0 as affine maps with a ReLU between consecutive ones: each
+    output's window (found by probing the op with unit inputs: any kernel, stride, padding or
+    dilation) is reduced pairwise, max(a, b) = relu(b) + relu(a - b), an odd one out carried as
+    relu(v) = v. Maps: [(W, b)] flat -> units, units -> units, ..., units -> outputs (no ReLU
+    after the last)."""
+    n = int(np.prod(in_shape))
+    with torch.no_grad():
+        hits = op.fn(torch.eye(n, dtype=torch.float64).reshape((n,) + tuple(in_shape))).reshape(n, -1)
+    windows = [np.flatnonzero(hits[:, j].numpy() > 0.5) for j in range(hits.shape[1])]
+    if any(len(w) == 0 for w in windows):
+        raise Unsupported(f"exact MILP: max-pool {op.name} has an output with no input")
+    # values: per output, its current candidates as rows of a matrix over the current variables
+    values = [[np.eye(1, n, i)[0] for i in w] for w in windows]
+    maps = []
+    while any(len(v) > 1 for v in values):
+        rows, nxt = [], []
+        for cand in values:
+            mine = []
+            for k in range(0, len(cand) - 1, 2):
+                a, b = cand[k], cand[k + 1]
+                mine.append((len(rows), len(rows) + 1))
+                rows += [b, a - b]  # relu(b) + relu(a - b) = max(a, b)
+            if len(cand) % 2:
+                mine.append((len(rows),))
+                rows.append(cand[-1])
+            nxt.append(mine)
+        maps.append((np.stack(rows), np.zeros(len(rows))))
+        m = len(rows)
+        values = [[sum(np.eye(1, m, i)[0] for i in pair) for pair in mine] for mine in nxt]
+    maps.append((np.stack([v[0] for v in values]), np.zeros(len(values))))
+    return maps
 
 
 def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int | None, radius: float,
@@ -72,9 +127,10 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
         lo, hi = torch.where(keep, lo, x0), torch.where(keep, hi, x0)
     shape = (1,) + tuple(engine.graph.input_shape)
 
-    def pre_bounds(box_lo, box_hi):
+    def pre_bounds(box_lo, box_hi):  # CROWN's, where a ReLU is a node of the graph; else none (intervals)
         bounds = engine.intervals(torch.from_numpy(box_lo).reshape(shape), torch.from_numpy(box_hi).reshape(shape))
-        return [(bounds[p][0].reshape(-1).numpy(), bounds[p][1].reshape(-1).numpy()) for p in preacts]
+        return [(bounds[p][0].reshape(-1).numpy(), bounds[p][1].reshape(-1).numpy()) if p is not None else
+                (np.full(len(b), -np.inf), np.full(len(b), np.inf)) for p, (_, b) in zip(preacts, layers)]
 
     return min_distance(layers, x0.numpy(), label, target, "linf", lo.numpy(), hi.numpy(), max_radius=radius,
                         slack=-threshold, time_limit=time_limit, anytime=True, pre_bounds=pre_bounds)

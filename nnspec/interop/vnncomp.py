@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = ("sat", "unsat", "unknown", "timeout")
+QUERIES_PER_SECOND = 50_000  # the searches' query budget per second of a task's share (see solve)
 
 
 @dataclass
@@ -93,9 +94,11 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
             opts = task.option_dict()
             # the answer needs one confirmed violation, not the closest one: no refinement toward the
             # centre, and no radius bound below it
+            # queries: more than any network here evaluates in the time, so the time limits decide
             opts.update(bound="bab", bound_time=max(0.05, (0.8 if round_no == 0 else 0.6) * share),
                         time=max(0.05, 0.15 * share), refine=False, bound_violated=False,
-                        seed=int(opts.get("seed", seed)) + 1009 * round_no)
+                        seed=int(opts.get("seed", seed)) + 1009 * round_no,
+                        budget=max(int(opts.get("budget", 0)), int(QUERIES_PER_SECOND * share)))
             run = dataclasses.replace(task, options=tuple(sorted(opts.items())))
             bound = bind_task(run, model)
             for record, outcome in runner.run_task(run, model, bound):

@@ -18,6 +18,7 @@ model as one for black-box search (sign or step activations, quantised networks)
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +39,8 @@ class GradientOptions:
     momentum: float = 0.75
     checkpoint: int = 5  # steps between step-size checks
     seed: int = 0
+    max_seconds: float = 0.0  # wall-clock cap of one search (0: none)
+    fresh_below: float = 2.0 ** -8  # a restart whose step fell below this share of its first starts afresh
 
 
 def steepest(grad: torch.Tensor, norm: str, sparsity: float = 0.05) -> torch.Tensor:
@@ -75,12 +78,9 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     K = opts.restarts
     gen = torch.Generator().manual_seed(opts.seed)
     c, blo, bhi = centre[:, None, :], lo[:, None, :], hi[:, None, :]
-    noise = (2 * torch.rand((A, K, f), generator=gen, dtype=torch.float64) - 1).to(centre.dtype)
+    noise = _noise((A, K, f), norm, gen).to(centre.dtype)
     if norm == "linf":  # every other restart from a random vertex of the box: adversarial regions of
         noise[:, 1::2] = torch.sign(noise[:, 1::2])  # ReLU nets often touch the corners first
-    else:
-        noise = noise / noise.abs().sum(-1, keepdim=True).clamp_min(1e-30) if norm == "l1" else \
-            noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     y = c + noise * radius[:, None, None].to(centre.dtype) * (1.0 if norm == "linf" else 0.5)
     y[:, 0, :] = centre if start is None else start
     if hint is not None and K > 1:
@@ -91,14 +91,27 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     best_y, best_s = y.clone(), torch.full((A, K), float("inf"), dtype=torch.float64)
     last_check = torch.full((A, K), float("inf"), dtype=torch.float64)
     active = torch.ones(A, dtype=torch.bool)
+    until = time.perf_counter() + opts.max_seconds if opts.max_seconds > 0 else math.inf
     for t in range(opts.steps):
         rows = active.nonzero().flatten()
-        if rows.numel() == 0:
+        if rows.numel() == 0 or time.perf_counter() > until:
             break
         s, g = value_and_grad(idx[rows], y[rows])
         better = s < best_s[rows]
         best_s[rows] = torch.where(better, s, best_s[rows])
         best_y[rows] = torch.where(better[..., None], y[rows], best_y[rows])
+        # (a, K): on a plateau (every ReLU of a layer off, say), no step moves the point; after many
+        # fruitless halvings, the restart has converged: either starts afresh at a random point of
+        # a random face (only long searches get that far: 30 steps halve at most 6 times)
+        flat = (g == 0).flatten(2).all(-1) | (step[rows] < opts.fresh_below * opts.step * radius[rows, None])
+        if bool(flat.any()) and t + 1 < opts.steps:
+            fresh = c[rows] + _noise(y[rows].shape, norm, gen, faces=True).to(y.dtype) * \
+                radius[rows][:, None, None].to(y.dtype)
+            fresh = project(fresh, c[rows], norm, radius[rows].to(centre.dtype), blo[rows], bhi[rows])
+            y[rows] = torch.where(flat[..., None], fresh, y[rows])
+            step[rows] = torch.where(flat, opts.step * radius[rows].to(torch.float64)[:, None], step[rows])
+            velocity[rows] = torch.where(flat[..., None], torch.zeros_like(y[rows]), velocity[rows])
+            last_check[rows] = torch.where(flat, torch.full_like(last_check[rows], float("inf")), last_check[rows])
         if stop_at is not None:
             done = (best_s[rows] < stop_at).any(dim=1)
             active[rows[done]] = False
@@ -115,6 +128,24 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     k = best_s.argmin(dim=1)
     ar = torch.arange(A)
     return best_y[ar, k], best_s[ar, k]
+
+
+def _noise(shape: tuple, norm: str, gen: torch.Generator, faces: bool = False) -> torch.Tensor:
+    """Random offsets in the unit ball of ``norm`` (float64, ``shape``): uniform in the L-inf
+    cube, random directions for L2 and L1. ``faces``: L-inf coordinates at -1 or +1 half the
+    time each (a random point of a random face: a piecewise-linear net's violations often lie on
+    the box's faces, where uniform points almost never fall); L2 and L1 offsets are unit
+    vectors either way (the caller scales them: the first restarts to half the radius, fresh
+    ones to the ball's surface)."""
+    noise = 2 * torch.rand(shape, generator=gen, dtype=torch.float64) - 1
+    if norm == "linf":
+        if faces:
+            snap = torch.rand(shape, generator=gen, dtype=torch.float64) < 0.5
+            noise = torch.where(snap, torch.sign(noise), noise)
+        return noise
+    if norm == "l1":
+        return noise / noise.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    return noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
 
 def vertex_walk(value_and_grad: ValueAndGrad, idx: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
