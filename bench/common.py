@@ -56,15 +56,16 @@ def deepgame_mnist():
     return model, images, labels
 
 
-def demo_mlp_digits(count: int):
-    """The demo MLP (float32) and its first ``count`` correctly classified test digits (float32, labels)."""
+def demo_mlp_digits(count: int, net: str = "mlp"):
+    """The demo MLP (or ``net="cnn"``: the demo CNN; float32) and its first ``count`` correctly
+    classified test digits (float32, flat, labels)."""
     import numpy as np
     import torch
 
     from nnspec.models.loading import load_model
 
-    model = load_model(ROOT / "specs/models/digits_mlp.onnx")
+    model = load_model(ROOT / f"specs/models/digits_{net}.onnx")
     data = np.load(ROOT / "specs/models/digits_test.npz")
-    xs, ys = torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long()
-    keep = (model(xs).argmax(1) == ys).nonzero().flatten()[:count]
+    xs, ys = torch.from_numpy(data["x"]).reshape(-1, 64), torch.from_numpy(data["y"]).long()
+    keep = (model(xs.reshape((-1,) + tuple(model.input_shape))).argmax(1) == ys).nonzero().flatten()[:count]
     return model, xs[keep], ys[keep]

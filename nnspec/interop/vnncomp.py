@@ -80,7 +80,9 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
     # undecided, further rounds run them again with new seeds (other restarts of the searches)
     # and longer budgets, until the deadline. Branch and bound starts afresh in every round, so the
     # first round gives it most of its share (0.8): a later round's shorter run cannot prove what
-    # the first did not, its searches can still find what the first missed
+    # the first did not, its searches can still find what the first missed. The searches run first
+    # and, with fresh restarts, use all their time: 0.05 of the share in the first round (the
+    # proofs wait for it), 0.15 in later ones
     while True:
         open_tasks = [k for k in range(len(tasks)) if k not in proven]
         for j, k in enumerate(open_tasks):
@@ -96,7 +98,7 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
             # centre, and no radius bound below it
             # queries: more than any network here evaluates in the time, so the time limits decide
             opts.update(bound="bab", bound_time=max(0.05, (0.8 if round_no == 0 else 0.6) * share),
-                        time=max(0.05, 0.15 * share), refine=False, bound_violated=False,
+                        time=max(0.05, (0.05 if round_no == 0 else 0.15) * share), refine=False, bound_violated=False,
                         seed=int(opts.get("seed", seed)) + 1009 * round_no,
                         budget=max(int(opts.get("budget", 0)), int(QUERIES_PER_SECOND * share)))
             run = dataclasses.replace(task, options=tuple(sorted(opts.items())))
