@@ -167,31 +167,40 @@ class _Quantification:
         return s, dist
 
     def _record(self, idx, full, s, dist) -> None:
+        # called after every model call (hundreds per input in the gradient stage): few small
+        # tensor ops, and the indexed copies only where something improved
         t = self.tracker
         inside = dist <= self.ball.radius * (1 + 1e-9)
-        s_in = torch.where(inside, s, torch.full_like(s, math.nan))
         t.queries[idx] += s.shape[1]
-        slope = ((s - t.s0[idx, None]).abs() / dist.clamp_min(1e-12)).where(inside & (dist > 0), torch.zeros_like(s))
-        t.q_hat[idx] = torch.maximum(t.q_hat[idx], slope.amax(dim=1))
-        low = s_in.nan_to_num(math.inf).min(dim=1)
-        better = low.values < t.min_s[idx]
-        t.min_s[idx] = torch.where(better, low.values, t.min_s[idx])
+        s0 = t.s0[idx, None]
+        slope = torch.where(inside & (dist > 0), (s - s0).abs() / dist.clamp_min(1e-12), 0.0).amax(dim=1)
+        q_hat, min_s, best_dist = t.q_hat[idx], t.min_s[idx], t.best_dist[idx]
+        raised = slope > q_hat
+        if bool(raised.any()):
+            q_hat = torch.where(raised, slope, q_hat)
+            t.q_hat[idx] = q_hat
+        low = torch.where(inside, s, math.inf).min(dim=1)
+        better = low.values < min_s
         ar = torch.arange(len(idx))
-        t.argmin[idx[better]] = full[ar, low.indices][better]
+        if bool(better.any()):  # (the indexed copies below cost more than the test, most calls improve nothing)
+            min_s = torch.where(better, low.values, min_s)
+            t.min_s[idx] = min_s
+            t.argmin[idx[better]] = full[ar, low.indices][better]
         if self.is_range:  # the highest value and where: only a range reports them
-            high = s_in.nan_to_num(-math.inf).max(dim=1)
+            high = torch.where(inside, s, -math.inf).max(dim=1)
             higher = high.values > t.max_s[idx]
             t.max_s[idx] = torch.where(higher, high.values, t.max_s[idx])
             t.argmax[idx[higher]] = full[ar, high.indices][higher]
         else:
-            viol_dist = torch.where(inside & (s < -WITNESS_SLACK), dist, torch.full_like(dist, math.inf))
-            close = viol_dist.min(dim=1)
-            closer = close.values < t.best_dist[idx]
-            t.best_dist[idx] = torch.where(closer, close.values, t.best_dist[idx])
-            t.best_x[idx[closer]] = full[ar, close.indices][closer]
-            t.best_s[idx[closer]] = s[ar, close.indices][closer]
-        t.snapshots.append((idx, t.queries[idx].clone(), t.min_s[idx].clone(), t.q_hat[idx].clone(),
-                            t.best_dist[idx].clone()))
+            close = torch.where(inside & (s < -WITNESS_SLACK), dist, math.inf).min(dim=1)
+            closer = close.values < best_dist
+            if bool(closer.any()):
+                best_dist = torch.where(closer, close.values, best_dist)
+                t.best_dist[idx] = best_dist
+                t.best_x[idx[closer]] = full[ar, close.indices][closer]
+                t.best_s[idx[closer]] = s[ar, close.indices][closer]
+        # the reads above are copies (advanced indexing): the snapshot needs no clones
+        t.snapshots.append((idx, t.queries[idx], min_s, q_hat, best_dist))
 
     def _estimate(self, p: int) -> float | None:
         if self.is_range:
