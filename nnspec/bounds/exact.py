@@ -127,10 +127,34 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
         lo, hi = torch.where(keep, lo, x0), torch.where(keep, hi, x0)
     shape = (1,) + tuple(engine.graph.input_shape)
 
-    def pre_bounds(box_lo, box_hi):  # CROWN's, where a ReLU is a node of the graph; else none (intervals)
-        bounds = engine.intervals(torch.from_numpy(box_lo).reshape(shape), torch.from_numpy(box_hi).reshape(shape))
-        return [(bounds[p][0].reshape(-1).numpy(), bounds[p][1].reshape(-1).numpy()) if p is not None else
-                (np.full(len(b), -np.inf), np.full(len(b), np.inf)) for p, (_, b) in zip(preacts, layers)]
+    bounder = engine
+    if None in preacts:  # ReLUs of the MILP's own (a max-pool's): CROWN over the chain itself bounds them too
+        bounder = _chain_engine(layers)
+        shape = (1, x0.numel())
+        preacts = [op.inputs[0] for op in bounder.ops if op.kind == "relu"]
+
+    def pre_bounds(box_lo, box_hi):  # CROWN's bounds of every ReLU's input
+        bounds = bounder.intervals(torch.from_numpy(box_lo).reshape(shape), torch.from_numpy(box_hi).reshape(shape))
+        return [(bounds[p][0].reshape(-1).numpy(), bounds[p][1].reshape(-1).numpy()) for p in preacts]
 
     return min_distance(layers, x0.numpy(), label, target, "linf", lo.numpy(), hi.numpy(), max_radius=radius,
                         slack=-threshold, time_limit=time_limit, anytime=True, pre_bounds=pre_bounds)
+
+
+def _chain_engine(layers: list[tuple[np.ndarray, np.ndarray]]) -> BoundEngine:
+    """A bound engine over the affine/ReLU chain itself (dense layers), whose ReLU inputs are the
+    MILP's, in order."""
+    from torch import nn
+
+    from nnspec.bounds.graph import BoundGraph
+
+    mods: list[nn.Module] = []
+    for k, (w, b) in enumerate(layers):
+        lin = nn.Linear(w.shape[1], w.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(b))
+        mods.append(lin)
+        if k < len(layers) - 1:
+            mods.append(nn.ReLU())
+    return BoundEngine(BoundGraph.from_module(nn.Sequential(*mods), (layers[0][0].shape[1],)))
