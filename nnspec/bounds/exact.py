@@ -24,7 +24,7 @@ def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray
 
     A max-pool after a ReLU (its inputs >= 0) is exact as ReLU layers: max(a, b) = relu(b) +
     relu(a - b) for b >= 0, a tournament of pairs per output window (``_maxpool_layers``)."""
-    ops = engine.ops
+    ops = engine.graph.source_ops  # max-pools as the network has them (the engine's own ops decompose them)
     n = int(np.prod(engine.graph.input_shape))
     if n > MAX_INPUTS:
         raise Unsupported(f"exact MILP: {n} inputs is too many for dense layers")

@@ -51,6 +51,10 @@ class Op:
     # elements in the same order, another shape); "" : through autograd
     back: str = ""
     users: list[str] = field(default_factory=list)
+    # a decomposed max-pool's last op: the max-pool itself and its input, whose interval bounds
+    # (the max of the window's) the engine intersects with the decomposition's
+    pool: Callable[..., torch.Tensor] | None = None
+    pool_input: str = ""
 
 
 _MONOTONE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -76,6 +80,7 @@ class BoundGraph:
             for i in op.inputs:
                 self.by_name[i].users.append(op.name)
         self.index = {op.name: k for k, op in enumerate(ops)}
+        self.source_ops = ops  # before max-pools were decomposed (see _decompose_maxpools)
 
     @property
     def output_size(self) -> int:
@@ -132,6 +137,10 @@ class BoundGraph:
             raise Unsupported("the graph has no output")
         graph = cls(ops, output, tuple(input_shape))
         graph._infer_shapes()
+        if any(op.kind == "maxpool" for op in ops):  # exact as ReLUs: linear relaxations instead of intervals
+            graph = cls(_decompose_maxpools(ops, graph.by_name), output, tuple(input_shape))
+            graph._infer_shapes()
+            graph.source_ops = ops
         return graph
 
     def _infer_shapes(self) -> None:
@@ -156,6 +165,110 @@ class BoundGraph:
                 if out.shape[0] != 3 or tuple(out.shape[1:]) != op.shape:
                     raise Unsupported(f"node {op.name} mixes the batch dimension (shape {tuple(out.shape)})")
                 values[op.name] = out
+
+
+DECOMPOSE_LIMIT = 4096  # max-pool inputs (elements) up to which the engine decomposes it (CROWN's default scale)
+
+
+def _count(shape) -> int:
+    n = 1
+    for k in shape:
+        n *= k
+    return n
+
+
+def _windows(op: Op, in_shape: tuple, n: int) -> list[list[int]]:
+    """Per output of a max-pool, the flat inputs of its window: probed with unit inputs, a chunk
+    at a time (an input belongs to the windows whose output it alone sets to 1)."""
+    n_out = 1
+    for k in op.shape:
+        n_out *= k
+    chunk = max(1, min(n, 2**22 // max(n_out, n)))  # 32 MB of float64 per probe
+    pairs = []
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            basis = torch.zeros((m, n), dtype=torch.float64)
+            basis[torch.arange(m), torch.arange(start, start + m)] = 1.0
+            hit = (op.fn(basis.reshape((m,) + in_shape)).reshape(m, -1) > 0.5).nonzero()
+            hit[:, 0] += start
+            pairs.append(hit)
+    pairs = torch.cat(pairs)
+    pairs = pairs[torch.argsort(pairs[:, 1] * n + pairs[:, 0])]  # by output, then input
+    counts = torch.bincount(pairs[:, 1], minlength=n_out).tolist()
+    inputs = pairs[:, 0].tolist()
+    out, at = [], 0
+    for c in counts:
+        out.append(inputs[at:at + c])
+        at += c
+    return out
+
+
+def _decompose_maxpools(ops: list[Op], by_name: dict[str, Op]) -> list[Op]:
+    """Every max-pool as the exact ReLU network max(a, b) = b + relu(a - b), a tournament of pairs
+    per output window (windows found by probing the op with unit inputs: any kernel, stride,
+    padding or dilation): per level an affine op (the pairs' differences), a ReLU, and a monotone
+    op (each pair's b plus its ReLU; an odd candidate carried), the last named like the max-pool
+    and shaped like its output. Bounds then relax the max-pool like any ReLU (CROWN, alpha,
+    splits) instead of concretising intervals at its output (on the demo CNN, branch and bound
+    certified about twice the radius). Max-pools over more than DECOMPOSE_LIMIT elements stay
+    interval-only (cheaper to build; such networks get IBP by default, and IBP through the
+    decomposition is looser than the max of the intervals)."""
+    out: list[Op] = []
+    for op in ops:
+        if op.kind != "maxpool" or len(op.inputs) != 1 or _count(by_name[op.inputs[0]].shape) > DECOMPOSE_LIMIT:
+            out.append(Op(op.name, op.kind, op.inputs, op.fn, signs=op.signs, abs_fn=op.abs_fn, slope=op.slope,
+                          matrix=op.matrix, back=op.back))
+            continue
+        src, in_shape, out_shape = op.inputs[0], tuple(by_name[op.inputs[0]].shape), tuple(op.shape)
+        n = _count(in_shape)
+        cands = _windows(op, in_shape, n)
+        if any(not c for c in cands):
+            raise Unsupported(f"max-pool {op.name} has an output with no input")
+        cur, level = src, 0
+        while True:
+            final = all(len(c) == 1 for c in cands)
+            ia, ib, sel, rsel, nxt = [], [], [], [], []
+            for c in cands:
+                mine = []
+                for k in range(0, len(c) - 1, 2):
+                    mine.append(len(sel))
+                    sel.append(c[k + 1])
+                    rsel.append(len(ia))
+                    ia.append(c[k])
+                    ib.append(c[k + 1])
+                if len(c) % 2:
+                    mine.append(len(sel))
+                    sel.append(c[-1])
+                    rsel.append(-1)  # no ReLU term
+                nxt.append(mine)
+            name = op.name if final else f"{op.name}/max{level}"
+            shape = out_shape if final else (len(sel),)
+            sel_t = torch.tensor(sel)
+            if not ia:  # single candidates: a selection
+                out.append(Op(name, "affine", (cur,), lambda x, i=sel_t, s=shape: x.flatten(1)[:, i].reshape((-1,) + s),
+                              signs=(1,), pool=op.fn, pool_input=src))
+                break
+            ia_t, ib_t = torch.tensor(ia), torch.tensor(ib)
+            diff, relu = f"{op.name}/diff{level}", f"{op.name}/relu{level}"
+            out.append(Op(diff, "affine", (cur,), lambda x, a=ia_t, b=ib_t: x.flatten(1)[:, a] - x.flatten(1)[:, b],
+                          abs_fn=lambda r, a=ia_t, b=ib_t: r.flatten(1)[:, a] + r.flatten(1)[:, b]))
+            out.append(Op(relu, "relu", (diff,), torch.relu))
+            has = torch.tensor([r >= 0 for r in rsel])
+            r_t = torch.tensor([max(r, 0) for r in rsel])
+            final = all(len(m) == 1 for m in nxt)
+            name = op.name if final else f"{op.name}/max{level}"
+            shape = out_shape if final else (len(sel),)
+
+            def pick(x, r, i=sel_t, j=r_t, h=has, s=shape):
+                return (x.flatten(1)[:, i] + torch.where(h, r.flatten(1)[:, j], 0.0)).reshape((-1,) + s)
+
+            out.append(Op(name, "affine", (cur, relu), pick, signs=(1, 1), pool=op.fn if final else None,
+                          pool_input=src if final else ""))
+            if final:
+                break
+            cands, cur, level = nxt, name, level + 1
+    return out
 
 
 class _Ref:
