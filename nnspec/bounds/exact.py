@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from nnspec.bounds.engine import BoundEngine
-from nnspec.bounds.graph import Unsupported
+from nnspec.bounds.graph import Unsupported, pool_windows
 
 MAX_INPUTS = 4096  # dense matrices of the composed layers
 
@@ -31,7 +31,6 @@ def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray
     # each segment: the affine maps between two ReLUs, as ops (probed below) or matrices (W, b)
     segments: list[list] = [[]]
     preacts: list[str | None] = []
-    shapes = {"input": tuple(engine.graph.input_shape)}
     prev = "input"
     for op in ops[1:]:
         if len(op.inputs) != 1 or op.inputs[0] != prev:
@@ -80,14 +79,11 @@ def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray
 
 def _maxpool_layers(op, in_shape) -> list[tuple[np.ndarray, np.ndarray]]:
     """A max-pool of inputs >= 0 as affine maps with a ReLU between consecutive ones: each
-    output's window (found by probing the op with unit inputs: any kernel, stride, padding or
-    dilation) is reduced pairwise, max(a, b) = relu(b) + relu(a - b), an odd one out carried as
-    relu(v) = v. Maps: [(W, b)] flat -> units, units -> units, ..., units -> outputs (no ReLU
-    after the last)."""
+    output's window (``graph.pool_windows``) is reduced pairwise, max(a, b) = relu(b) +
+    relu(a - b), an odd one out carried as relu(v) = v. Maps: [(W, b)] flat -> units, units ->
+    units, ..., units -> outputs (no ReLU after the last)."""
     n = int(np.prod(in_shape))
-    with torch.no_grad():
-        hits = op.fn(torch.eye(n, dtype=torch.float64).reshape((n,) + tuple(in_shape))).reshape(n, -1)
-    windows = [np.flatnonzero(hits[:, j].numpy() > 0.5) for j in range(hits.shape[1])]
+    windows = pool_windows(op, tuple(in_shape))
     if any(len(w) == 0 for w in windows):
         raise Unsupported(f"exact MILP: max-pool {op.name} has an output with no input")
     # values: per output, its current candidates as rows of a matrix over the current variables

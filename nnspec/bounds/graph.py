@@ -22,8 +22,9 @@ note ("no bound for Softplus at node N") and no bound, never a crash or an unsou
 from __future__ import annotations
 
 import copy
+import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -137,7 +138,7 @@ class BoundGraph:
             raise Unsupported("the graph has no output")
         graph = cls(ops, output, tuple(input_shape))
         graph._infer_shapes()
-        if any(op.kind == "maxpool" for op in ops):  # exact as ReLUs: linear relaxations instead of intervals
+        if any(_decomposable(op, graph.by_name) for op in ops):  # exact as ReLUs: linear relaxations, not intervals
             graph = cls(_decompose_maxpools(ops, graph.by_name), output, tuple(input_shape))
             graph._infer_shapes()
             graph.source_ops = ops
@@ -170,19 +171,11 @@ class BoundGraph:
 DECOMPOSE_LIMIT = 4096  # max-pool inputs (elements) up to which the engine decomposes it (CROWN's default scale)
 
 
-def _count(shape) -> int:
-    n = 1
-    for k in shape:
-        n *= k
-    return n
-
-
-def _windows(op: Op, in_shape: tuple, n: int) -> list[list[int]]:
+def pool_windows(op: Op, in_shape: tuple) -> list[list[int]]:
     """Per output of a max-pool, the flat inputs of its window: probed with unit inputs, a chunk
-    at a time (an input belongs to the windows whose output it alone sets to 1)."""
-    n_out = 1
-    for k in op.shape:
-        n_out *= k
+    at a time (an input belongs to the windows whose output it alone sets to 1), so any kernel,
+    stride, padding, dilation or ceil mode works."""
+    n, n_out = math.prod(in_shape), math.prod(op.shape)
     chunk = max(1, min(n, 2**22 // max(n_out, n)))  # 32 MB of float64 per probe
     pairs = []
     with torch.no_grad():
@@ -204,10 +197,13 @@ def _windows(op: Op, in_shape: tuple, n: int) -> list[list[int]]:
     return out
 
 
+def _decomposable(op: Op, by_name: dict[str, Op]) -> bool:
+    return op.kind == "maxpool" and len(op.inputs) == 1 and math.prod(by_name[op.inputs[0]].shape) <= DECOMPOSE_LIMIT
+
+
 def _decompose_maxpools(ops: list[Op], by_name: dict[str, Op]) -> list[Op]:
     """Every max-pool as the exact ReLU network max(a, b) = b + relu(a - b), a tournament of pairs
-    per output window (windows found by probing the op with unit inputs: any kernel, stride,
-    padding or dilation): per level an affine op (the pairs' differences), a ReLU, and a monotone
+    per output window (``pool_windows``): per level an affine op (the pairs' differences), a ReLU, and a monotone
     op (each pair's b plus its ReLU; an odd candidate carried), the last named like the max-pool
     and shaped like its output. Bounds then relax the max-pool like any ReLU (CROWN, alpha,
     splits) instead of concretising intervals at its output (on the demo CNN, branch and bound
@@ -216,18 +212,15 @@ def _decompose_maxpools(ops: list[Op], by_name: dict[str, Op]) -> list[Op]:
     decomposition is looser than the max of the intervals)."""
     out: list[Op] = []
     for op in ops:
-        if op.kind != "maxpool" or len(op.inputs) != 1 or _count(by_name[op.inputs[0]].shape) > DECOMPOSE_LIMIT:
-            out.append(Op(op.name, op.kind, op.inputs, op.fn, signs=op.signs, abs_fn=op.abs_fn, slope=op.slope,
-                          matrix=op.matrix, back=op.back))
+        if not _decomposable(op, by_name):
+            out.append(replace(op, users=[]))  # users: the new graph fills them in
             continue
         src, in_shape, out_shape = op.inputs[0], tuple(by_name[op.inputs[0]].shape), tuple(op.shape)
-        n = _count(in_shape)
-        cands = _windows(op, in_shape, n)
+        cands = pool_windows(op, in_shape)
         if any(not c for c in cands):
             raise Unsupported(f"max-pool {op.name} has an output with no input")
         cur, level = src, 0
         while True:
-            final = all(len(c) == 1 for c in cands)
             ia, ib, sel, rsel, nxt = [], [], [], [], []
             for c in cands:
                 mine = []
@@ -242,11 +235,9 @@ def _decompose_maxpools(ops: list[Op], by_name: dict[str, Op]) -> list[Op]:
                     sel.append(c[-1])
                     rsel.append(-1)  # no ReLU term
                 nxt.append(mine)
-            name = op.name if final else f"{op.name}/max{level}"
-            shape = out_shape if final else (len(sel),)
             sel_t = torch.tensor(sel)
-            if not ia:  # single candidates: a selection
-                out.append(Op(name, "affine", (cur,), lambda x, i=sel_t, s=shape: x.flatten(1)[:, i].reshape((-1,) + s),
+            if not ia:  # windows of one element (no pairs at the first level): a selection
+                out.append(Op(op.name, "affine", (cur,), lambda x, i=sel_t, s=out_shape: x.flatten(1)[:, i].reshape((-1,) + s),
                               signs=(1,), pool=op.fn, pool_input=src))
                 break
             ia_t, ib_t = torch.tensor(ia), torch.tensor(ib)
