@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from nnspec.backends.base import BoundTask
@@ -32,7 +33,7 @@ from nnspec.backends.soundness import bound_method, proved_lower
 from nnspec.errors import BudgetExhausted, ModelError, SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres, ConfidenceGap
-from nnspec.properties.regions import distance
+from nnspec.properties.regions import distance, distance_np
 from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers import auglag
 from nnspec.solvers.gradient import GradientOptions, closest_starts, minimal_norm, vertex_walk
@@ -71,7 +72,12 @@ class _Tracker:
     best_x: torch.Tensor  # (P, n)
     best_s: torch.Tensor  # (P,)
     queries: torch.Tensor  # (P,) long
-    snapshots: list[tuple[torch.Tensor, ...]]  # per evaluation: idx, queries, min_s, q_hat, best_dist
+    snapshots: list[tuple[np.ndarray, ...]]  # per evaluation: idx, queries, min_s, q_hat, best_dist
+
+
+def _rows(full: torch.Tensor, a: np.ndarray, k: np.ndarray) -> torch.Tensor:
+    """Points ``full[a[i], k[i]]`` of (A, K, n) evaluations, indexed by numpy arrays."""
+    return full[torch.from_numpy(a), torch.from_numpy(k)]
 
 
 class QuantBackend:
@@ -153,6 +159,8 @@ class _Quantification:
         return out.reshape(a, k, -1).to(torch.float64)
 
     def _s(self, idx: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        if idx.numel() == self.P:  # (idx never repeats a centre: every centre, in order)
+            return self.s_fn(outputs)
         padded = torch.zeros((self.P,) + tuple(outputs.shape[1:]), dtype=outputs.dtype)
         padded[idx] = outputs
         return self.s_fn(padded)[idx]
@@ -161,46 +169,53 @@ class _Quantification:
         """s and distance at points y (A, K, f); records every point in the region."""
         full = self._embed(idx, y)
         s = self._s(idx, self._outputs(idx, full))
-        dist = distance((full - self.x0[idx, None, :]).reshape(-1, full.shape[2]), self.ball.norm)
-        dist = dist.reshape(s.shape)
+        dist = torch.from_numpy(distance_np(full.numpy() - self.x0.numpy()[idx.numpy(), None, :], self.ball.norm))
         self._record(idx, full, s, dist)
         return s, dist
 
     def _record(self, idx, full, s, dist) -> None:
-        # called after every model call (hundreds per input in the gradient stage): few small
-        # tensor ops, and the indexed copies only where something improved
+        # called after every model call (hundreds per input in the gradient stage): the (A, K)
+        # arithmetic runs in numpy on views of the tracker's tensors (a microsecond an operation
+        # where a torch operation costs ten), the (A, n) copies only where something improved
         t = self.tracker
-        inside = dist <= self.ball.radius * (1 + 1e-9)
-        t.queries[idx] += s.shape[1]
-        s0 = t.s0[idx, None]
-        slope = torch.where(inside & (dist > 0), (s - s0).abs() / dist.clamp_min(1e-12), 0.0).amax(dim=1)
-        q_hat, min_s, best_dist = t.q_hat[idx], t.min_s[idx], t.best_dist[idx]
-        raised = slope > q_hat
-        if bool(raised.any()):
-            q_hat = torch.where(raised, slope, q_hat)
-            t.q_hat[idx] = q_hat
-        low = torch.where(inside, s, math.inf).min(dim=1)
-        better = low.values < min_s
-        ar = torch.arange(len(idx))
-        if bool(better.any()):  # (the indexed copies below cost more than the test, most calls improve nothing)
-            min_s = torch.where(better, low.values, min_s)
-            t.min_s[idx] = min_s
-            t.argmin[idx[better]] = full[ar, low.indices][better]
+        ix, sn, dn = idx.numpy(), s.numpy(), dist.numpy()
+        ar = np.arange(len(ix))
+        inside = dn <= self.ball.radius * (1 + 1e-9)
+        queries = t.queries.numpy()
+        queries[ix] += sn.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(inside & (dn > 0), np.abs(sn - t.s0.numpy()[ix, None]) / np.maximum(dn, 1e-12),
+                             0.0).max(axis=1)
+        q_hat = t.q_hat.numpy()
+        raised = slope > q_hat[ix]
+        if raised.any():
+            q_hat[ix[raised]] = slope[raised]
+        min_s = t.min_s.numpy()
+        low = np.where(inside, sn, math.inf)
+        k = low.argmin(axis=1)
+        better = low[ar, k] < min_s[ix]
+        if better.any():
+            min_s[ix[better]] = low[ar, k][better]
+            t.argmin[ix[better]] = _rows(full, ar[better], k[better])
+        best_dist = t.best_dist.numpy()
         if self.is_range:  # the highest value and where: only a range reports them
-            high = torch.where(inside, s, -math.inf).max(dim=1)
-            higher = high.values > t.max_s[idx]
-            t.max_s[idx] = torch.where(higher, high.values, t.max_s[idx])
-            t.argmax[idx[higher]] = full[ar, high.indices][higher]
+            high = np.where(inside, sn, -math.inf)
+            k = high.argmax(axis=1)
+            max_s = t.max_s.numpy()
+            higher = high[ar, k] > max_s[ix]
+            if higher.any():
+                max_s[ix[higher]] = high[ar, k][higher]
+                t.argmax[ix[higher]] = _rows(full, ar[higher], k[higher])
         else:
-            close = torch.where(inside & (s < -WITNESS_SLACK), dist, math.inf).min(dim=1)
-            closer = close.values < best_dist
-            if bool(closer.any()):
-                best_dist = torch.where(closer, close.values, best_dist)
-                t.best_dist[idx] = best_dist
-                t.best_x[idx[closer]] = full[ar, close.indices][closer]
-                t.best_s[idx[closer]] = s[ar, close.indices][closer]
-        # the reads above are copies (advanced indexing): the snapshot needs no clones
-        t.snapshots.append((idx, t.queries[idx], min_s, q_hat, best_dist))
+            close = np.where(inside & (sn < -WITNESS_SLACK), dn, math.inf)
+            k = close.argmin(axis=1)
+            closer = close[ar, k] < best_dist[ix]
+            if closer.any():
+                best_dist[ix[closer]] = close[ar, k][closer]
+                t.best_x[ix[closer]] = _rows(full, ar[closer], k[closer])
+                t.best_s.numpy()[ix[closer]] = sn[ar, k][closer]
+        # (numpy's fancy indexing copies: the snapshot shares nothing with the tracker)
+        t.snapshots.append((ix, queries[ix], min_s[ix], q_hat[ix], best_dist[ix]))
 
     def _estimate(self, p: int) -> float | None:
         if self.is_range:
@@ -209,7 +224,7 @@ class _Quantification:
         return _radius_estimate(float(t.s0[p]), float(t.q_hat[p]), float(t.best_dist[p]), self.ball.radius)
 
     def _traces(self) -> list[list[dict]]:
-        """Per-centre traces from the per-evaluation snapshots (kept as tensors while searching)."""
+        """Per-centre traces from the per-evaluation snapshots (kept as arrays while searching)."""
         t, d = self.tracker, self.ball.radius
         out: list[list[dict]] = [[] for _ in range(self.P)]
         s0 = t.s0.tolist()
@@ -352,11 +367,15 @@ class _Quantification:
         self.model.seconds += time.perf_counter() - started  # the backward pass is model work too
         with torch.no_grad():
             s = s.detach()
-            if not bool(torch.isfinite(s).all()):
+            if not np.isfinite(s.numpy()).all():
                 raise ModelError(f"{self.model.name}: non-finite output during a gradient search")
-            dist = distance((full.detach() - self.x0[idx, None, :]).reshape(-1, n), self.ball.norm).reshape(s.shape)
-            self._record(idx, full.detach(), s, dist)
-        return s, torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            x0 = self.x0.numpy()[:, None, :] if idx.numel() == self.P else self.x0.numpy()[idx.numpy(), None, :]
+            full = full.detach()
+            dist = torch.from_numpy(distance_np(full.numpy() - x0, self.ball.norm))
+            self._record(idx, full, s, dist)
+            if not bool(torch.isfinite(grad.sum())):
+                grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        return s, grad
 
     def _phase_gradient(self) -> None:
         """White-box search first: where s has a usable gradient at the centre, a batched

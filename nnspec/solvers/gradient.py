@@ -86,6 +86,9 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     if hint is not None and K > 1:
         y[:, 1, :] = hint
     y = project(y, c, norm, radius.to(centre.dtype), blo, bhi)
+    if norm == "linf":  # the ball and the box are one box: projecting is one clamp
+        r = radius.to(centre.dtype)[:, None, None]
+        box = (torch.maximum(c - r, blo), torch.minimum(c + r, bhi))
     step = (opts.step * radius.to(torch.float64))[:, None].expand(A, K).clone()
     velocity = torch.zeros_like(y)
     best_y, best_s = y.clone(), torch.full((A, K), float("inf"), dtype=torch.float64)
@@ -93,36 +96,58 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     active = torch.ones(A, dtype=torch.bool)
     until = time.perf_counter() + opts.max_seconds if opts.max_seconds > 0 else math.inf
     for t in range(opts.steps):
-        rows = active.nonzero().flatten()
-        if rows.numel() == 0 or time.perf_counter() > until:
+        # the step works in place on views of the state when every centre is active (the usual
+        # case: restarts make these tensors large, and copies of them cost more than the
+        # arithmetic), on copies of the active rows otherwise, written back at the end
+        every_row = bool(active.all())
+        rows = slice(None) if every_row else active.nonzero().flatten()
+        if (not every_row and rows.numel() == 0) or time.perf_counter() > until:
             break
-        s, g = value_and_grad(idx[rows], y[rows])
-        better = s < best_s[rows]
-        best_s[rows] = torch.where(better, s, best_s[rows])
-        best_y[rows] = torch.where(better[..., None], y[rows], best_y[rows])
+        state = [y, velocity, step, best_y, best_s, last_check]
+        yr, vr, sr, byr, bsr, lcr = state if every_row else [v[rows] for v in state]
+        s, g = value_and_grad(idx[rows], yr)
+        better = s < bsr
+        if bool(better.any()):
+            bsr[better] = s[better]
+            byr[better] = yr[better]
         # (a, K): on a plateau (every ReLU of a layer off, say), no step moves the point; after many
         # fruitless halvings, the restart has converged: either starts afresh at a random point of
         # a random face (only long searches get that far: 30 steps halve at most 6 times)
-        flat = (g == 0).flatten(2).all(-1) | (step[rows] < opts.fresh_below * opts.step * radius[rows, None])
+        flat = (g.abs().amax(-1) == 0) | (sr < opts.fresh_below * opts.step * radius[rows, None])
         if bool(flat.any()) and t + 1 < opts.steps:
-            fresh = c[rows] + _noise(y[rows].shape, norm, gen, faces=True).to(y.dtype) * \
+            fresh = c[rows] + _noise(yr.shape, norm, gen, faces=True).to(y.dtype) * \
                 radius[rows][:, None, None].to(y.dtype)
             fresh = project(fresh, c[rows], norm, radius[rows].to(centre.dtype), blo[rows], bhi[rows])
-            y[rows] = torch.where(flat[..., None], fresh, y[rows])
-            step[rows] = torch.where(flat, opts.step * radius[rows].to(torch.float64)[:, None], step[rows])
-            velocity[rows] = torch.where(flat[..., None], torch.zeros_like(y[rows]), velocity[rows])
-            last_check[rows] = torch.where(flat, torch.full_like(last_check[rows], float("inf")), last_check[rows])
+            yr[flat] = fresh[flat]
+            sr[flat] = (opts.step * radius[rows].to(torch.float64)[:, None].expand_as(sr))[flat]
+            vr[flat] = 0.0
+            lcr[flat] = float("inf")
         if stop_at is not None:
-            done = (best_s[rows] < stop_at).any(dim=1)
-            active[rows[done]] = False
+            done = (bsr < stop_at).any(dim=1)
+            active[done if every_row else rows[done]] = False
         if (t + 1) % opts.checkpoint == 0:  # no progress since the last check: halve the step
-            stalled = best_s[rows] >= last_check[rows]
-            step[rows] = torch.where(stalled, step[rows] / 2, step[rows])
-            last_check[rows] = best_s[rows]
-        direction = -steepest(g.to(torch.float64), norm).to(y.dtype)
-        velocity[rows] = opts.momentum * velocity[rows] + (1 - opts.momentum) * direction if t else direction
-        moved = y[rows] + step[rows][..., None].to(y.dtype) * velocity[rows]
-        y[rows] = project(moved, c[rows], norm, radius[rows].to(centre.dtype), blo[rows], bhi[rows])
+            stalled = bsr >= lcr
+            sr[stalled] /= 2
+            lcr.copy_(bsr)
+        direction = steepest(g.to(y.dtype), norm)
+        if t:
+            vr.mul_(opts.momentum).sub_(direction, alpha=1 - opts.momentum)
+        else:
+            vr.copy_(direction).neg_()
+        yr.addcmul_(sr[..., None].to(y.dtype), vr)
+        if norm == "linf":
+            lo_r, hi_r = box if every_row else (box[0][rows], box[1][rows])
+            yr.clamp_(lo_r, hi_r)
+        elif norm == "l2":  # project() in place: scale the offset into the ball, then clip to the box
+            delta = yr - c[rows]
+            scale = (radius[rows].to(y.dtype)[:, None, None] / delta.norm(dim=-1, keepdim=True).clamp_min(1e-30))
+            torch.addcmul(c[rows], delta, scale.clamp_(max=1.0), out=yr)
+            yr.clamp_(blo[rows], bhi[rows])
+        else:
+            yr.copy_(project(yr, c[rows], norm, radius[rows].to(centre.dtype), blo[rows], bhi[rows]))
+        if not every_row:
+            for whole, part in zip(state, (yr, vr, sr, byr, bsr, lcr)):
+                whole[rows] = part
     if every:
         return best_y, best_s
     k = best_s.argmin(dim=1)
