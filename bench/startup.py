@@ -9,6 +9,8 @@ run as a user runs it (a fresh `nnspec check` process, wall time), in four state
   nothing lowered, no model loaded, no torch import);
 - one property edited: the cache holds the model's facts and the other tasks, the edited
   property runs (torch imported, the model converted and loaded);
+- the same with a warm server (`nnspec server start`: the command runs in a fork of a process that
+  has imported torch, onnx2torch and nnspec);
 - `import torch` alone, and `nnspec version` (the interpreter and the CLI's imports).
 Medians of ``--repeat`` runs.
 """
@@ -16,6 +18,7 @@ Medians of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -51,23 +54,37 @@ def main() -> None:
     models = ROOT / "specs" / "models"
     spec = folder / "one.nnspec"
     nnspec = [sys.executable, "-m", "nnspec"]
+    alone = {**os.environ, "NNSPEC_SERVER": "off"}
+    served = {**os.environ, "NNSPEC_SERVER": "on", "NNSPEC_SERVER_DIR": str(Path(tempfile.mkdtemp(prefix="nns-")))}
 
     def write(radius: float) -> None:
         spec.write_text(SPEC.format(model=models / "digits_mlp.onnx", inputs=models / "digits_test.npz",
                                     radius=radius))
 
-    rows = {}
-    write(0.01)
-    rows["no cache"] = [wall(nnspec + ["check", "one.nnspec", "--no-cache"], folder) for _ in range(args.repeat)]
-    wall(nnspec + ["check", "one.nnspec"], folder)  # fill the cache
-    rows["the run cached"] = [wall(nnspec + ["check", "one.nnspec"], folder) for _ in range(args.repeat)]
-    edited = []
-    for k in range(args.repeat):
-        write(0.01 + 0.001 * (k + 1))  # a new radius each time: that task is not in the cache
-        edited.append(wall(nnspec + ["check", "one.nnspec"], folder))
-    rows["one property edited"] = edited
+    def states(env: dict, label: str, start: float) -> None:
+        write(start)
+        rows[f"{label}no cache"] = [wall(nnspec + ["check", "one.nnspec", "--no-cache"], folder, env)
+                                    for _ in range(args.repeat)]
+        wall(nnspec + ["check", "one.nnspec"], folder, env)  # fill the cache
+        rows[f"{label}the run cached"] = [wall(nnspec + ["check", "one.nnspec"], folder, env) for _ in range(args.repeat)]
+        edited = []
+        for k in range(args.repeat):
+            write(start + 0.001 * (k + 1))  # a new radius each time: that task is not in the cache
+            edited.append(wall(nnspec + ["check", "one.nnspec"], folder, env))
+        rows[f"{label}one property edited"] = edited
+
+    rows: dict[str, list[float]] = {}
+    states(alone, "", 0.01)
+    started = time.perf_counter()
+    subprocess.run(nnspec + ["server", "start"], env=served, check=True, capture_output=True)
+    server_start = time.perf_counter() - started
+    try:
+        states(served, "warm server: ", 0.02)
+    finally:
+        subprocess.run(nnspec + ["server", "stop"], env=served, capture_output=True)
     rows["import torch alone"] = [wall([sys.executable, "-c", "import torch"], folder) for _ in range(args.repeat)]
-    rows["nnspec version"] = [wall(nnspec + ["version"], folder) for _ in range(args.repeat)]
+    rows["nnspec version"] = [wall(nnspec + ["version"], folder, alone) for _ in range(args.repeat)]
+    print(f"`nnspec server start` took {server_start:.2f} s")
     print("| state | median wall s | min | max |")
     print("|---|---|---|---|")
     for name, times in rows.items():

@@ -1,7 +1,5 @@
 """python -m nnspec"""
 
-import sys
+from nnspec.cli.server import entry
 
-from nnspec.cli.main import main
-
-sys.exit(main())
+entry()

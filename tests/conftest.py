@@ -11,6 +11,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 # every test runs its tasks: the result cache is on only where a test turns it on (test_17)
 os.environ["NNSPEC_CACHE"] = "off"
+# nor does a developer's warm server run the commands that tests start (test_17 starts its own)
+os.environ["NNSPEC_SERVER"] = "off"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -215,6 +215,91 @@ def test_two_runs_writing_the_same_json_path_do_not_corrupt_it(tmp_path):
     assert not list(tmp_path.glob("*.partial.jsonl"))
 
 
+# ---------------------------------------------------------------------- the warm server
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A warm server in a private socket folder (short: Unix socket paths are limited to ~100
+    bytes), stopped at the end; yields the environment that commands use it with."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="nns-"))
+    env = {**os.environ, "NNSPEC_SERVER_DIR": str(folder / "run"), "NNSPEC_CACHE": "off"}
+    env.pop("NNSPEC_SERVER", None)
+    nnspec = [sys.executable, "-m", "nnspec"]
+    started = subprocess.run(nnspec + ["server", "start", "--idle", "120"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield env
+    finally:
+        subprocess.run(nnspec + ["server", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _served(env) -> list[str]:
+    log = Path(env["NNSPEC_SERVER_DIR"]) / "server.log"
+    return [line for line in log.read_text().splitlines() if ": nnspec " in line] if log.exists() else []
+
+
+def test_the_warm_server_runs_commands_with_the_same_records_codes_and_errors(tmp_path, server):
+    spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
+    nnspec = [sys.executable, "-m", "nnspec"]
+    run = lambda args, env: subprocess.run(nnspec + args, env=env, cwd=tmp_path, capture_output=True,  # noqa: E731
+                                           text=True, timeout=300)
+    served = run(["check", spec.name, "--json", "a.json"], server)
+    here = run(["check", spec.name, "--json", "b.json"], {**server, "NNSPEC_SERVER": "off"})
+    assert served.returncode == here.returncode == 1, served.stderr  # 'large' is violated
+    assert len(_served(server)) == 1 and "check s.nnspec --json a.json" in _served(server)[0]
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    essence = lambda d: sorted((r["property"], r["input_id"], r["verdict"], json.dumps(r["bounds"], sort_keys=True),  # noqa: E731
+                                r["queries"]) for r in d["records"])
+    assert essence(a) == essence(b) and len(a["records"]) == 9
+    assert served.stdout.splitlines()[-2] == here.stdout.splitlines()[-2]  # the same summary, on the client's stdout
+    # bad input: the one-line error on the client's stderr, exit 2
+    (tmp_path / "bad.nnspec").write_text("property p: robustness within linf(0.1\n")
+    bad = run(["check", "bad.nnspec"], server)
+    assert bad.returncode == 2 and bad.stderr.startswith("bad.nnspec:2:1: error: unexpected end of file")
+    assert "Traceback" not in bad.stderr
+    assert len(_served(server)) == 2
+
+
+def test_ctrl_c_reaches_the_servers_process_and_keeps_what_finished(tmp_path, server):
+    import signal
+    import time
+
+    spec = _spec(tmp_path, SPEC.replace("first 3", "first 50").replace("budget=200", "budget=500000")
+                 .replace("digits_mlp", "digits_cnn"))
+    proc = subprocess.Popen([sys.executable, "-m", "nnspec", "check", spec.name, "--json", "r.json"], env=server,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    until = time.monotonic() + 60
+    while not _served(server) and time.monotonic() < until:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished results were kept" in err
+    assert (tmp_path / "r.json").exists()
+
+
+def test_no_server_for_this_code_means_the_command_runs_in_process(tmp_path, monkeypatch):
+    from nnspec.cli import server as srv
+
+    monkeypatch.setenv("NNSPEC_SERVER_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("NNSPEC_SERVER", raising=False)
+    assert srv.forward(["version"]) is None  # nothing listening
+    (tmp_path / "run").mkdir()
+    srv.socket_path().write_text("")  # a stale file where a socket was: refused, not fatal
+    assert srv.forward(["version"]) is None
+    monkeypatch.setenv("NNSPEC_SERVER", "off")
+    assert srv.forward(["version"]) is None
+    key = srv.code_key()
+    assert key == srv.code_key() and len(key) == 20
+
+
 # ---------------------------------------------------------------------- Ray
 
 

@@ -1,5 +1,3 @@
-"""The command line: a thin typer app; diagnostics printing and exit codes live in ``main``."""
-
-from nnspec.cli.main import main, run
-
-__all__ = ["main", "run"]
+"""The command line: a thin typer app in ``main`` (diagnostics printing and exit codes), the warm
+server and its client, the console script's entry, in ``server`` (which imports nothing heavy
+before it knows whether a server takes the command)."""
