@@ -4,6 +4,7 @@ above the exact value, tighter in the documented order, clear refusals where it 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -758,3 +759,28 @@ def test_max_pools_are_bounded_as_exact_relu_networks(pool, monkeypatch):
     assert [op for op in intervals_only.ops if op.kind == "maxpool"]
     old_low, old_high = crown(intervals_only)
     assert float((high - low).sum()) < 0.9 * float((old_high - old_low).sum())
+
+
+def test_interval_bounds_are_the_same_with_and_without_the_max_pool_decomposition():
+    """IBP and the default method's choice use the graph as converted (``engine_for(model,
+    linear=False)``: no window probing); its intervals must equal those through the decomposition
+    (whose last op intersects with the max of the window's intervals), so that proofs do not
+    depend on which graph ran them; and a mutation that dropped that intersection would fail."""
+    from nnspec.bounds import choose_method, engine_for
+    from nnspec.models.loading import load_model
+
+    model = load_model(Path(__file__).resolve().parent.parent / "specs/models/digits_cnn.onnx")
+    plain, decomposed = engine_for(model, linear=False), engine_for(model)
+    assert [op for op in plain.ops if op.kind == "maxpool"] and not [op for op in decomposed.ops if op.kind == "maxpool"]
+    assert choose_method(plain) == choose_method(decomposed) == "crown"
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, *model.input_shape, generator=gen, dtype=torch.float64)
+    for eps in (0.01, 0.1):
+        lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        a = plain.intervals(lo, hi, "ibp")[plain.graph.output]
+        b = decomposed.intervals(lo, hi, "ibp")[decomposed.graph.output]
+        # equal up to float64 rounding (the tournament's b + (a - b) is a in exact arithmetic; the
+        # guard for the model's float32 arithmetic is ~1e-7, eight orders above this)
+        assert torch.allclose(a[0], b[0], rtol=0, atol=1e-12) and torch.allclose(a[1], b[1], rtol=0, atol=1e-12)
+        assert float((a[1] - a[0]).min()) > 0.1  # (bounds that say something: not a vacuous match)
+    assert engine_for(model, linear=False) is plain  # cached per kind

@@ -494,9 +494,9 @@ class _Quantification:
         try:
             from nnspec.bounds import choose_method, engine_for, margin_objectives
 
+            if choose_method(engine_for(self.model, linear=False)) == "ibp":
+                return None  # CROWN passes on wide layers cost more than the hint is worth
             engine = engine_for(self.model)
-            if choose_method(engine) == "ibp":  # CROWN passes on wide layers cost more than the hint is worth
-                return None
             shape = (len(idx),) + tuple(self.shape)
             lo = self.x0[idx].double().clone()
             hi = self.x0[idx].double().clone()

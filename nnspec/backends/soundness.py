@@ -80,9 +80,11 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     except NotLinear as err:
         return None, f"no sound bound: {err}", None
     try:
-        engine = engine_for(model)
+        engine = engine_for(model, linear=False)
         if method == "auto":
             method = choose_method(engine)
+        if method != "ibp":
+            engine = engine_for(model)
         if method == "milp":
             if not isinstance(expr, ConfidenceGap):
                 return None, "no sound bound: the MILP mode covers confidence gaps (use bound=bab)", None

@@ -15,16 +15,20 @@ __all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_rad
            "engine_for", "choose_method"]
 
 
-def engine_for(model) -> BoundEngine:
-    """The model's bound engine (cached on the model); raises ``Unsupported`` with the reason."""
+def engine_for(model, linear: bool = True) -> BoundEngine:
+    """The model's bound engine (cached on the model); raises ``Unsupported`` with the reason.
+    ``linear=False``: the graph as converted, without the max-pools' decomposition into ReLUs,
+    which only linear relaxations use (interval bounds through it equal the plain max-pool's, and
+    probing the windows costs 60 ms on the DeepGame CNN): for IBP and for ``choose_method``."""
     scale, shift = model._scale, model._shift
-    key = (_key(scale), _key(shift))
+    key = (_key(scale), _key(shift), linear)
     cache = getattr(model, "_bound_engines", None)
     if cache is None:
         cache = model._bound_engines = {}
     if key not in cache:
         try:
-            cache[key] = BoundEngine(BoundGraph.from_module(model.module, model.input_shape, scale, shift))
+            cache[key] = BoundEngine(BoundGraph.from_module(model.module, model.input_shape, scale, shift,
+                                                            decompose=linear))
         except Unsupported as err:
             cache[key] = err
     found = cache[key]
@@ -37,7 +41,8 @@ def choose_method(engine: BoundEngine) -> str:
     """The default by network size: CROWN up to a few thousand neurons per layer (a CROWN pass
     costs one backward pass per neuron of each layer it bounds), IBP beyond. alpha-CROWN costs
     20-40 CROWN passes for a few per cent on the networks measured (docs/benchmarks.md): asked for
-    by name (``bound=alpha``), not by default."""
+    by name (``bound=alpha``), not by default. The same on either graph of ``engine_for``: a
+    decomposed max-pool's ReLU layers are at most half its input, which is at most 4,096."""
     widest = max((_numel(engine.by_name[name].shape) for name in engine.preact), default=0)
     return "crown" if widest <= 4096 else "ibp"
 

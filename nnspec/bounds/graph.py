@@ -91,9 +91,11 @@ class BoundGraph:
         return n
 
     @classmethod
-    def from_module(cls, module: nn.Module, input_shape: tuple[int, ...], scale=None, shift=None) -> "BoundGraph":
+    def from_module(cls, module: nn.Module, input_shape: tuple[int, ...], scale=None, shift=None,
+                    decompose: bool = True) -> "BoundGraph":
         """Build from a (converted) module; ``scale``/``shift``: the normalisation x * scale + shift
-        applied before it. Raises ``Unsupported`` for a graph it cannot bound."""
+        applied before it; ``decompose``: small max-pools as exact ReLU networks (for linear
+        relaxations). Raises ``Unsupported`` for a graph it cannot bound."""
         gm = _graph_module(module)
         # the engine works on a float64 copy on the CPU, whatever device the model runs on (bounds on
         # a GPU are not implemented yet)
@@ -138,7 +140,7 @@ class BoundGraph:
             raise Unsupported("the graph has no output")
         graph = cls(ops, output, tuple(input_shape))
         graph._infer_shapes()
-        if any(_decomposable(op, graph.by_name) for op in ops):  # exact as ReLUs: linear relaxations, not intervals
+        if decompose and any(_decomposable(op, graph.by_name) for op in ops):  # exact as ReLUs: linear relaxations, not intervals
             graph = cls(_decompose_maxpools(ops, graph.by_name), output, tuple(input_shape))
             graph._infer_shapes()
             graph.source_ops = ops
