@@ -95,6 +95,7 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     last_check = torch.full((A, K), float("inf"), dtype=torch.float64)
     active = torch.ones(A, dtype=torch.bool)
     until = time.perf_counter() + opts.max_seconds if opts.max_seconds > 0 else math.inf
+    fresh_below = (opts.fresh_below * opts.step * radius.to(torch.float64))[:, None]  # (A, 1)
     for t in range(opts.steps):
         # the step works in place on views of the state when every centre is active (the usual
         # case: restarts make these tensors large, and copies of them cost more than the
@@ -113,7 +114,7 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
         # (a, K): on a plateau (every ReLU of a layer off, say), no step moves the point; after many
         # fruitless halvings, the restart has converged: either starts afresh at a random point of
         # a random face (only long searches get that far: 30 steps halve at most 6 times)
-        flat = (g.abs().amax(-1) == 0) | (sr < opts.fresh_below * opts.step * radius[rows, None])
+        flat = (g.abs().amax(-1) == 0) | (sr < fresh_below[rows])
         if bool(flat.any()) and t + 1 < opts.steps:
             fresh = c[rows] + _noise(yr.shape, norm, gen, faces=True).to(y.dtype) * \
                 radius[rows][:, None, None].to(y.dtype)
@@ -129,12 +130,12 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
             stalled = bsr >= lcr
             sr[stalled] /= 2
             lcr.copy_(bsr)
-        direction = steepest(g.to(y.dtype), norm)
+        direction = steepest(g if g.dtype == y.dtype else g.to(y.dtype), norm)
         if t:
             vr.mul_(opts.momentum).sub_(direction, alpha=1 - opts.momentum)
         else:
             vr.copy_(direction).neg_()
-        yr.addcmul_(sr[..., None].to(y.dtype), vr)
+        yr.addcmul_(sr[..., None] if sr.dtype == y.dtype else sr[..., None].to(y.dtype), vr)
         if norm == "linf":
             lo_r, hi_r = box if every_row else (box[0][rows], box[1][rows])
             yr.clamp_(lo_r, hi_r)
