@@ -12,7 +12,8 @@ running thread pools is unsafe; the server checks it has one thread before it se
 
 The client is this module's ``entry``: the console script and ``python -m nnspec``. It forwards
 a command when a server for the same code is listening (``NNSPEC_SERVER=off`` never forwards), and
-runs it in-process otherwise; Ctrl-C and termination signals are passed on to the child.
+runs it in-process otherwise; Ctrl-C and termination signals are passed on to the child, which
+also takes the client's umask and CPU affinity (not its resource limits or priority).
 A server is found by a key over the interpreter, nnspec's version and its source files' sizes and
 modification times, so a server started before an edit or an upgrade is never used (it exits
 after its idle time). Sockets live in a folder only this user can enter (``$NNSPEC_SERVER_DIR``,
@@ -113,8 +114,11 @@ def forward(argv: list[str]) -> int | None:
     except OSError:
         return None
     try:
+        mask = os.umask(0o022)
+        os.umask(mask)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "started": started,
-                              "encoding": [getattr(f, "encoding", None) or "utf-8" for f in (sys.stdout, sys.stderr)]})
+                              "encoding": [getattr(f, "encoding", None) or "utf-8" for f in (sys.stdout, sys.stderr)],
+                              "umask": mask, "cpus": sorted(_affinity())})
         data = request.encode()
         message = _HEADER.pack(len(data)) + data
         sent = socket.send_fds(conn, [message], [0, 1, 2])
@@ -147,6 +151,13 @@ def forward(argv: list[str]) -> int | None:
         for sig, old in forwarded.items():
             signal.signal(sig, old)
         conn.close()
+
+
+def _affinity() -> set[int]:
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return set()
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -300,6 +311,12 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], request
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.umask(int(request.get("umask", 0o022)))
+        if request.get("cpus") and hasattr(os, "sched_setaffinity"):  # (threads default to the client's cores)
+            try:
+                os.sched_setaffinity(0, request["cpus"])
+            except OSError:
+                pass
         out_enc, err_enc = request.get("encoding") or ("utf-8", "utf-8")
         sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
         sys.stdout = open(1, "w", encoding=out_enc, errors="backslashreplace", closefd=False,  # noqa: SIM115
