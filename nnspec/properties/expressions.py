@@ -80,6 +80,19 @@ class ConfidenceGap:
 
         return s
 
+    def toward(self, labels: torch.Tensor, outputs_are_logits: bool):
+        """For an untargeted gap: s_j = f_l - f_j - margin toward given labels j, (A, K, m) outputs
+        and (A, K) targets -> (A, K). s_j >= s everywhere, so s_j < 0 is a violation of s; a search
+        on s_j reaches the region where label j wins even where another label is the closer
+        runner-up at the start (a search on s follows that one)."""
+        reading, margin = self.reading, self.margin
+
+        def s(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            values = _read(outputs, reading, outputs_are_logits)
+            return _pick(values, labels) - values.gather(2, targets[..., None]).squeeze(2) - margin
+
+        return s
+
     def describe(self) -> str:
         r = self.reading
         other = {"untargeted": f"max over j != label of {r}[j]",
