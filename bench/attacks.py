@@ -8,7 +8,7 @@ L-inf radii r* (nnspec's MILP mode), for the first correctly classified test dig
   witness / r* columns and its PGD (40 steps, random start) at each k r* for the found-rates
   (skipped with a note when foolbox is not installed: `pip install -e .[bench]`).
 
-    python -m bench.attacks [--inputs 20] [--net cnn] [--milp-time 60]
+    python -m bench.attacks [--inputs 20] [--net cnn] [--milp-time 60] [--seed 0]
 
 ``--net cnn``: the demo CNN (conv, ReLU, max-pool). Its MILP (max-pools as ReLU layers) may not
 close in ``--milp-time`` seconds; where it does not, the reference radius r^ is the closest
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=20)
     parser.add_argument("--net", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument("--milp-time", type=float, default=300.0, help="seconds per point for the exact MILP")
+    parser.add_argument("--seed", type=int, default=0, help="the searches' seed")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, xs, ys = demo_mlp_digits(args.inputs, args.net)
@@ -44,7 +45,7 @@ def main() -> None:
     for attack in ("auto", "mads"):  # radius quantification in the 0.5 ball, timed
         t0, records = time.perf_counter(), []
         for i in range(len(xs)):
-            spec = f"robustness on logits within linf(0.5) using mads(attack={attack}, bound=none)"
+            spec = f"robustness on logits within linf(0.5) using mads(attack={attack}, bound=none, seed={args.seed})"
             records.append(nnspec.check_module(model, xs[i:i + 1], spec, labels=ys[i:i + 1], domain=(0.0, 1.0))[0])
         runs[attack] = (records, (time.perf_counter() - t0) / len(xs))
     fmn = _foolbox_fmn(model, xs, ys)
@@ -72,7 +73,8 @@ def main() -> None:
         for k in (1.01, 1.1, 1.5, 3.0):
             hits = 0
             for i in range(len(xs)):
-                spec = f"robustness on logits within linf({float(k * exact[i])!r}) using mads(attack={attack}, bound=none)"
+                spec = (f"robustness on logits within linf({float(k * exact[i])!r}) using mads(attack={attack}, "
+                        f"bound=none, seed={args.seed})")
                 r = nnspec.check_module(model, xs[i:i + 1], spec, labels=ys[i:i + 1], domain=(0.0, 1.0))[0]
                 hits += r.verdict == "violated"
             found.append(hits)
