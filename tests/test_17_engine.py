@@ -291,9 +291,13 @@ def test_no_server_for_this_code_means_the_command_runs_in_process(tmp_path, mon
     monkeypatch.setenv("NNSPEC_SERVER_DIR", str(tmp_path / "run"))
     monkeypatch.delenv("NNSPEC_SERVER", raising=False)
     assert srv.forward(["version"]) is None  # nothing listening
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
     srv.socket_path().write_text("")  # a stale file where a socket was: refused, not fatal
     assert srv.forward(["version"]) is None
+    (tmp_path / "run").chmod(0o755)  # a folder others may enter: never used
+    assert not srv._ours(srv.socket_path())
+    (tmp_path / "run").chmod(0o700)
+    assert srv._ours(srv.socket_path())
     monkeypatch.setenv("NNSPEC_SERVER", "off")
     assert srv.forward(["version"]) is None
     key = srv.code_key()

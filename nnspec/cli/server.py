@@ -104,13 +104,18 @@ def forward(argv: list[str]) -> int | None:
         return None
     try:
         path = socket_path()
-        if not path.exists():
+        if not path.exists() or not _ours(path):
             return None
         for fd in (0, 1, 2):
             os.fstat(fd)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(5.0)
         conn.connect(str(path))
+        # the streams and the environment go only to a server of this user
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        if struct.unpack("3i", creds)[1] != os.getuid():
+            conn.close()
+            return None
     except OSError:
         return None
     try:
@@ -158,6 +163,16 @@ def _affinity() -> set[int]:
         return os.sched_getaffinity(0)
     except (AttributeError, OSError):
         return set()
+
+
+def _ours(path: Path) -> bool:
+    """The socket and its folder belong to this user, and nobody else may enter the folder."""
+    try:
+        folder, sock = os.stat(path.parent), os.stat(path)
+    except OSError:
+        return False
+    uid = os.getuid()
+    return folder.st_uid == uid and not folder.st_mode & 0o077 and sock.st_uid == uid
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
