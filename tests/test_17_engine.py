@@ -245,6 +245,8 @@ def _served(env) -> list[str]:
 
 
 def test_the_warm_server_runs_commands_with_the_same_records_codes_and_errors(tmp_path, server):
+    import time
+
     spec = _spec(tmp_path, SPEC.replace("property boom", "property medium"))
     nnspec = [sys.executable, "-m", "nnspec"]
     run = lambda args, env: subprocess.run(nnspec + args, env=env, cwd=tmp_path, capture_output=True,  # noqa: E731
@@ -258,12 +260,30 @@ def test_the_warm_server_runs_commands_with_the_same_records_codes_and_errors(tm
                                 r["queries"]) for r in d["records"])
     assert essence(a) == essence(b) and len(a["records"]) == 9
     assert served.stdout.splitlines()[-2] == here.stdout.splitlines()[-2]  # the same summary, on the client's stdout
-    # bad input: the one-line error on the client's stderr, exit 2
+    # bad input: the one-line error on the client's stderr, exit 2; after more idle seconds than
+    # the server's accept timeout (5 s), which once ended it
+    time.sleep(6)
     (tmp_path / "bad.nnspec").write_text("property p: robustness within linf(0.1\n")
     bad = run(["check", "bad.nnspec"], server)
     assert bad.returncode == 2 and bad.stderr.startswith("bad.nnspec:2:1: error: unexpected end of file")
     assert "Traceback" not in bad.stderr
     assert len(_served(server)) == 2
+
+
+def test_the_server_exits_after_its_idle_time_and_removes_its_socket(tmp_path):
+    import time
+
+    env = {**os.environ, "NNSPEC_SERVER_DIR": str(Path(__import__("tempfile").mkdtemp(prefix="nns-")) / "run")}
+    nnspec = [sys.executable, "-m", "nnspec", "server"]
+    assert subprocess.run(nnspec + ["start", "--idle", "2"], env=env, capture_output=True, timeout=120).returncode == 0
+    sockets = list(Path(env["NNSPEC_SERVER_DIR"]).glob("*.sock"))
+    assert len(sockets) == 1
+    until = time.monotonic() + 30
+    while sockets[0].exists() and time.monotonic() < until:
+        time.sleep(0.2)
+    assert not sockets[0].exists()
+    status = subprocess.run(nnspec + ["status"], env=env, capture_output=True, text=True, timeout=60)
+    assert status.stdout.startswith("not running")
 
 
 def test_ctrl_c_reaches_the_servers_process_and_keeps_what_finished(tmp_path, server):

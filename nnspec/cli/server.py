@@ -241,6 +241,7 @@ def serve(idle: float = IDLE, ready=None) -> None:
     listener.bind(str(tmp))
     listener.listen(64)
     os.replace(tmp, path)  # appears only once it listens
+    mine = os.stat(path).st_ino  # (a socket fd's own inode is not its file's)
     (folder / f"{key}.pid").write_text(str(os.getpid()))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -255,29 +256,30 @@ def serve(idle: float = IDLE, ready=None) -> None:
             try:
                 conn, _ = listener.accept()
             except (socket.timeout, InterruptedError):
-                if time.monotonic() - last >= idle or not _owns(path, listener):
+                if time.monotonic() - last >= idle or not _owns(path, mine):
                     break
                 continue
             last = time.monotonic()
             if _handle(conn, listener) == "stop":
                 break
     finally:
-        if _owns(path, listener):
+        if _owns(path, mine):
             path.unlink(missing_ok=True)
             (folder / f"{key}.pid").unlink(missing_ok=True)
         listener.close()
 
 
-def _owns(path: Path, listener: socket.socket) -> bool:
+def _owns(path: Path, inode: int) -> bool:
     """Whether ``path`` is still this server's socket (a second server may have replaced it)."""
     try:
-        return os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino
+        return os.stat(path).st_ino == inode
     except OSError:
         return False
 
 
 def _handle(conn: socket.socket, listener: socket.socket) -> str | None:
     fds: list[int] = []
+    data = b""
     try:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         if struct.unpack("3i", creds)[1] != os.getuid():
@@ -295,12 +297,15 @@ def _handle(conn: socket.socket, listener: socket.socket) -> str | None:
             return "stop"
         if len(fds) != 3:
             return None
-        pid = os.fork()
-        if pid == 0:
-            _child(conn, listener, fds, request)  # never returns
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} process {pid}: nnspec {' '.join(request['argv'])} "
+        # logged before the fork (flushed: the child must not inherit the buffer), so that the line
+        # is there once the client has its exit code
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} command: nnspec {' '.join(request['argv'])} "
               f"(in {request['cwd']})", flush=True)
-    except (OSError, ValueError, ConnectionError, struct.error):
+        if os.fork() == 0:
+            _child(conn, listener, fds, request)  # never returns
+    except (OSError, ValueError, ConnectionError, struct.error) as err:
+        if data:  # (a connection closed before any request is `start`'s or `status`'s probe)
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} a request failed: {type(err).__name__}: {err}", flush=True)
         return None
     finally:
         for fd in fds:
