@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -159,7 +160,7 @@ class _Quantification:
         return out.reshape(a, k, -1).to(torch.float64)
 
     def _s(self, idx: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-        if idx.numel() == self.P:  # (idx never repeats a centre: every centre, in order)
+        if self._every(idx):
             return self.s_fn(outputs)
         padded = torch.zeros((self.P,) + tuple(outputs.shape[1:]), dtype=outputs.dtype)
         padded[idx] = outputs
@@ -169,9 +170,20 @@ class _Quantification:
         """s and distance at points y (A, K, f); records every point in the region."""
         full = self._embed(idx, y)
         s = self._s(idx, self._outputs(idx, full))
-        dist = torch.from_numpy(distance_np(full.numpy() - self.x0.numpy()[idx.numpy(), None, :], self.ball.norm))
+        dist = self._distances(idx, full)
         self._record(idx, full, s, dist)
         return s, dist
+
+    def _distances(self, idx: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """The norm of each point's offset from its centre, (A, K, n) -> (A, K), in numpy."""
+        x0 = self.x0.numpy()
+        return torch.from_numpy(distance_np(full.numpy() - (x0 if self._every(idx) else x0[idx.numpy()])[:, None, :],
+                                            self.ball.norm))
+
+    def _every(self, idx: torch.Tensor) -> bool:
+        """Whether ``idx`` (ascending, as every caller's subsets are) is every centre."""
+        ix = idx.numpy()
+        return len(ix) == self.P and (self.P == 0 or (ix[0] == 0 and ix[-1] == self.P - 1))
 
     def _record(self, idx, full, s, dist) -> None:
         # called after every model call (hundreds per input in the gradient stage): the (A, K)
@@ -355,58 +367,35 @@ class _Quantification:
 
     # ------------------------------------------------------------------ gradient-guided stage
 
-    def _value_and_grad(self, idx: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _value_and_grad(self, idx: torch.Tensor, y: torch.Tensor,
+                        targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """s and ds/dy at free-coordinate points y (A, K, f); every point is recorded like the
-        MADS evaluations (witnesses, slopes), and counted (one query per point)."""
+        MADS evaluations (witnesses, slopes), and counted (one query per point). ``targets``
+        (P, K): descend instead on s_j = f_l - f_j - margin toward label j per centre and restart
+        (ConfidenceGap.toward; s_j >= s, so its violations are the property's), value and
+        gradient of s_j returned, the points still recorded with s."""
         y = y.detach().requires_grad_(True)
         full = self._embed(idx, y)
         a, k, n = full.shape
         out = self.model.forward_grad(full.reshape((a * k,) + self.shape).to(self.model.dtype))
-        s = self._s(idx, out.reshape(a, k, -1).to(torch.float64))
+        out = out.reshape(a, k, -1).to(torch.float64)
+        if targets is None:
+            objective = self._s(idx, out)
+        else:
+            objective = self.prop.expression.toward(self.task.labels[idx], self.task.outputs_are_logits)(
+                out, targets[idx, :k])
         started = time.perf_counter()
-        grad, = torch.autograd.grad(s.sum(), y)
+        grad, = torch.autograd.grad(objective.sum(), y)
         self.model.seconds += time.perf_counter() - started  # the backward pass is model work too
         with torch.no_grad():
-            s = s.detach()
+            s = objective.detach() if targets is None else self._s(idx, out.detach())
             if not np.isfinite(s.numpy()).all():
                 raise ModelError(f"{self.model.name}: non-finite output during a gradient search")
-            x0 = self.x0.numpy()[:, None, :] if idx.numel() == self.P else self.x0.numpy()[idx.numpy(), None, :]
             full = full.detach()
-            dist = torch.from_numpy(distance_np(full.numpy() - x0, self.ball.norm))
-            self._record(idx, full, s, dist)
+            self._record(idx, full, s, self._distances(idx, full))
             if not np.isfinite(grad.numpy().sum()):
                 grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        return s, grad
-
-    def _targeted(self, targets: torch.Tensor):
-        """``value_and_grad`` of s_j = f_l - f_j - margin with target labels ``targets`` (P, K) per
-        centre and restart (ConfidenceGap.toward); the points are recorded with the property's own
-        s, as every evaluation is."""
-        gap = self.prop.expression.toward
-        labels = self.task.labels
-
-        def value_and_grad(idx: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            y = y.detach().requires_grad_(True)
-            full = self._embed(idx, y)
-            a, k, n = full.shape
-            out = self.model.forward_grad(full.reshape((a * k,) + self.shape).to(self.model.dtype))
-            out = out.reshape(a, k, -1).to(torch.float64)
-            objective = gap(labels[idx], self.task.outputs_are_logits)(out, targets[idx, :k])
-            started = time.perf_counter()
-            grad, = torch.autograd.grad(objective.sum(), y)
-            self.model.seconds += time.perf_counter() - started
-            with torch.no_grad():
-                s = self._s(idx, out.detach())
-                if not np.isfinite(s.numpy()).all():
-                    raise ModelError(f"{self.model.name}: non-finite output during a gradient search")
-                x0 = self.x0.numpy()[idx.numpy(), None, :]
-                full = full.detach()
-                self._record(idx, full, s, torch.from_numpy(distance_np(full.numpy() - x0, self.ball.norm)))
-                if not np.isfinite(grad.numpy().sum()):
-                    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-            return objective.detach(), grad
-
-        return value_and_grad
+        return objective.detach(), grad
 
     def _runner_up_targets(self, restarts: int) -> torch.Tensor | None:
         """(P, restarts): restart k of centre p aims at the (k mod m)-th most likely other label at
@@ -491,7 +480,7 @@ class _Quantification:
             # where a label other than the runner-up wins (the demo MLP's digit 18: the third label,
             # 4% closer than the runner-up's region, which an untargeted search follows)
             targets = self._runner_up_targets(restarts)
-            vg = self._value_and_grad if targets is None else self._targeted(targets)
+            vg = self._value_and_grad if targets is None else partial(self._value_and_grad, targets=targets)
             y, s = gradient_search(vg, rows, self.x0[rows][:, self.free], self.radius[rows],
                                    self.box_lo[rows], self.box_hi[rows], self.ball.norm, opts, every=True)
             self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))

@@ -11,7 +11,6 @@ Nothing is ever unpickled from a file.
 
 from __future__ import annotations
 
-
 import math
 import re
 import time

@@ -57,12 +57,19 @@ def steepest(grad: torch.Tensor, norm: str, sparsity: float = 0.05) -> torch.Ten
 
 
 def project(y: torch.Tensor, centre: torch.Tensor, norm: str, radius: torch.Tensor, lo: torch.Tensor,
-            hi: torch.Tensor) -> torch.Tensor:
+            hi: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Into the ball around ``centre`` (A, 1, f) of ``radius`` (A,) or (A, K), then the box [lo, hi] (A, 1, f)
-    (clipping to a box that holds the centre only moves points toward it: they stay in the ball)."""
-    r = radius if radius.dim() == 2 else radius[:, None].expand(y.shape[:2])  # (A,) or (A, K)
-    delta = project_ball(y - centre, norm, r)
-    return torch.maximum(torch.minimum(centre + delta, hi), lo)
+    (clipping to a box that holds the centre only moves points toward it: they stay in the ball).
+    ``out``: where to write (``y`` itself for an in-place step: the searches' state is large)."""
+    r = (radius[:, None, None] if radius.dim() == 1 else radius[..., None]).to(y.dtype)  # (A, 1|K, 1)
+    if norm == "linf":  # the ball and the box are one box: one clamp
+        return torch.clamp(y, torch.maximum(centre - r, lo), torch.minimum(centre + r, hi), out=out)
+    if norm == "l2":  # scale the offset into the ball, then clip to the box
+        delta = y - centre
+        scale = (r / delta.norm(dim=-1, keepdim=True).clamp_min(1e-30)).clamp_(max=1.0)
+        return torch.addcmul(centre, delta, scale, out=out).clamp_(lo, hi)
+    delta = project_ball(y - centre, norm, r[..., 0].expand(y.shape[:2]))
+    return torch.clamp(centre + delta, lo, hi, out=out)
 
 
 def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
@@ -86,9 +93,6 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     if hint is not None and K > 1:
         y[:, 1, :] = hint
     y = project(y, c, norm, radius.to(centre.dtype), blo, bhi)
-    if norm == "linf":  # the ball and the box are one box: projecting is one clamp
-        r = radius.to(centre.dtype)[:, None, None]
-        box = (torch.maximum(c - r, blo), torch.minimum(c + r, bhi))
     step = (opts.step * radius.to(torch.float64))[:, None].expand(A, K).clone()
     velocity = torch.zeros_like(y)
     best_y, best_s = y.clone(), torch.full((A, K), float("inf"), dtype=torch.float64)
@@ -136,16 +140,7 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
         else:
             vr.copy_(direction).neg_()
         yr.addcmul_(sr[..., None] if sr.dtype == y.dtype else sr[..., None].to(y.dtype), vr)
-        if norm == "linf":
-            lo_r, hi_r = box if every_row else (box[0][rows], box[1][rows])
-            yr.clamp_(lo_r, hi_r)
-        elif norm == "l2":  # project() in place: scale the offset into the ball, then clip to the box
-            delta = yr - c[rows]
-            scale = (radius[rows].to(y.dtype)[:, None, None] / delta.norm(dim=-1, keepdim=True).clamp_min(1e-30))
-            torch.addcmul(c[rows], delta, scale.clamp_(max=1.0), out=yr)
-            yr.clamp_(blo[rows], bhi[rows])
-        else:
-            yr.copy_(project(yr, c[rows], norm, radius[rows].to(centre.dtype), blo[rows], bhi[rows]))
+        project(yr, c[rows], norm, radius[rows], blo[rows], bhi[rows], out=yr)
         if not every_row:
             for whole, part in zip(state, (yr, vr, sr, byr, bsr, lcr)):
                 whole[rows] = part
