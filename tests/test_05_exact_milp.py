@@ -98,3 +98,33 @@ def test_max_pools_after_a_relu_are_exact_relu_layers_for_the_milp():
     r = milp_radius(engine, x0, label, None, 2.0, torch.full((2,), -2.0), torch.full((2,), 2.0), time_limit=30)
     assert r.status == "optimal"
     assert r.distance <= exact_grid + 1e-9 and r.distance >= exact_grid - 0.002 - 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])
+def test_milp_radius_skips_the_labels_crown_proves_and_keeps_the_exact_answer(seed, monkeypatch):
+    """``milp_radius`` solves no MILP for a label whose margin CROWN proves on the box; the answer
+    is the one over every label: the exact distance when it lies inside the radius, and a proof
+    that nothing does (``infeasible``, lower bound = the radius) when the radius is below it."""
+    import nnspec.solvers.milp as milp_module
+    from nnspec.bounds import BoundEngine, BoundGraph
+    from nnspec.bounds.exact import milp_radius
+
+    net = relu_net((6, 16, 16, 8), seed=seed)
+    engine = BoundEngine(BoundGraph.from_module(net, (6,)))
+    x = torch.full((6,), 0.5, dtype=torch.float64)
+    label = int(net(x[None]).argmax())
+    exact = min_distance(layers_of(net), x.numpy(), label, None, "linf", max_radius=1.0)
+    assert exact.status == "optimal"
+    seen = []
+    original = milp_module.min_distance
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("targets"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(milp_module, "min_distance", spy)
+    above = milp_radius(engine, x, label, None, 1.2 * exact.distance, torch.zeros(6), torch.ones(6))
+    assert above.status == "optimal" and above.distance == pytest.approx(exact.distance, rel=1e-6)
+    assert len(seen[0]) < 7  # CROWN proved some labels on the box: no MILP for them
+    below = milp_radius(engine, x, label, None, 0.999 * exact.distance, torch.zeros(6), torch.ones(6))
+    assert below.status == "infeasible" and below.lower == pytest.approx(0.999 * exact.distance)

@@ -133,8 +133,19 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
         bounds = bounder.intervals(torch.from_numpy(box_lo).reshape(shape), torch.from_numpy(box_hi).reshape(shape))
         return [(bounds[p][0].reshape(-1).numpy(), bounds[p][1].reshape(-1).numpy()) for p in preacts]
 
+    targets = None
+    if target is None:  # the labels whose margin CROWN proves above the threshold on the box need no MILP
+        from nnspec.bounds.radius import margin_objectives
+
+        n_out = layers[-1][0].shape[0]
+        box = (torch.maximum(lo, x0 - radius), torch.minimum(hi, x0 + radius))
+        C = margin_objectives(n_out, label)
+        low = engine.bound(*(v.reshape((1,) + tuple(engine.graph.input_shape)) for v in box), C[None])[0]
+        others = [t for t in range(n_out) if t != label]
+        targets = [t for t, v in zip(others, low.tolist()) if v <= threshold]
     return min_distance(layers, x0.numpy(), label, target, "linf", lo.numpy(), hi.numpy(), max_radius=radius,
-                        slack=-threshold, time_limit=time_limit, anytime=True, pre_bounds=pre_bounds)
+                        slack=-threshold, time_limit=time_limit, anytime=True, pre_bounds=pre_bounds,
+                        targets=targets)
 
 
 def _chain_engine(layers: list[tuple[np.ndarray, np.ndarray]]) -> BoundEngine:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import lil_matrix
+from scipy.sparse import coo_matrix
 
 
 @dataclass(frozen=True)
@@ -46,49 +46,40 @@ def _interval(layers, lo, hi):
 def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, label: int, target: int | None,
                  norm: str = "linf", lo: float | np.ndarray = 0.0, hi: float | np.ndarray = 1.0,
                  max_radius: float = 1.0, slack: float = 0.0, time_limit: float = 60.0,
-                 anytime: bool = False, pre_bounds=None) -> MilpResult:
+                 anytime: bool = False, pre_bounds=None, targets=None) -> MilpResult:
     """Exact minimal distance to an input where logit ``target`` >= logit ``label`` (+ slack).
 
     ``layers``: [(W, b), ...] with ReLU after every layer but the last. ``target`` None: any label.
     ``anytime``: when the time runs out, return the solver's proved lower bound (``lower``) instead
     of raising. ``pre_bounds``: a function (box_lo, box_hi) -> [(z_lo, z_hi), ...] of sound
     pre-activation bounds tighter than intervals (CROWN's), for smaller big-M constants.
+    ``targets``: with ``target`` None, the labels to try; the others are known to have no violation
+    within ``max_radius`` (a sound bound proved them), so they need no MILP.
     """
-    if target is None and anytime:
-        y = np.asarray(x0, dtype=np.float64).reshape(-1)
-        for w, b in layers[:-1]:
-            y = np.maximum(w @ y + b, 0)
-        logits = layers[-1][0] @ y + layers[-1][1]
-        best, lower, started = MilpResult(math.inf, None, None, "infeasible", math.inf), math.inf, time.perf_counter()
-        for t in np.argsort(-logits):
-            if t == label:
-                continue
-            left = time_limit - (time.perf_counter() - started)
-            if left <= 0:
-                return MilpResult(best.distance, best.x, best.target, "time", 0.0)
-            radius = min(max_radius, best.distance * (1 + 1e-6) + 1e-9)
-            r = min_distance(layers, x0, label, int(t), norm, lo, hi, radius, slack, left, True, pre_bounds)
-            lower = min(lower, r.lower if r.status != "infeasible" else radius)
-            if r.distance < best.distance:
-                best = r
-        status = "optimal" if lower >= best.distance * (1 - 1e-9) else "time"
-        return MilpResult(best.distance, best.x, best.target, status if math.isfinite(best.distance) else
-                          ("infeasible" if lower >= max_radius else "time"), min(lower, best.distance))
     if target is None:
         # most likely runner-up first; every solution then tightens the box (and so the big-M
         # bounds) of the targets that follow, since the minimum can only be smaller
-        best = MilpResult(math.inf, None, None, "infeasible")
         y = np.asarray(x0, dtype=np.float64).reshape(-1)
         for w, b in layers[:-1]:
             y = np.maximum(w @ y + b, 0)
         logits = layers[-1][0] @ y + layers[-1][1]
-        for t in np.argsort(-logits):
-            if t != label:
-                radius = min(max_radius, best.distance * (1 + 1e-6) + 1e-9)
-                r = min_distance(layers, x0, label, int(t), norm, lo, hi, radius, slack, time_limit)
-                if r.distance < best.distance:
-                    best = r
-        return best
+        order = [int(t) for t in np.argsort(-logits) if t != label and (targets is None or t in targets)]
+        best, lower, started = MilpResult(math.inf, None, None, "infeasible"), max_radius, time.perf_counter()
+        for t in order:
+            left = time_limit - (time.perf_counter() - started)
+            if left <= 0:
+                if not anytime:
+                    raise RuntimeError("MILP did not finish: time limit reached")
+                return MilpResult(best.distance, best.x, best.target, "time", 0.0)  # a target not tried: no bound
+            radius = min(max_radius, best.distance * (1 + 1e-6) + 1e-9)
+            r = min_distance(layers, x0, label, t, norm, lo, hi, radius, slack, left, anytime, pre_bounds)
+            lower = min(lower, r.lower if r.status != "infeasible" else radius)
+            if r.distance < best.distance:
+                best = r
+        if not math.isfinite(best.distance):
+            return MilpResult(math.inf, None, None, "infeasible" if lower >= max_radius else "time", lower)
+        status = "optimal" if lower >= best.distance * (1 - 1e-9) else "time"
+        return MilpResult(best.distance, best.x, best.target, status, min(lower, best.distance))
     if norm not in ("linf", "l1"):
         raise ValueError("the MILP handles linf and l1 (l2 would need a quadratic objective)")
     x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
@@ -101,64 +92,19 @@ def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, la
     hidden = layers[:-1]
     # variable layout: x (n) | r (1 for linf, n for l1) | per hidden layer: a (h) then d (h)
     nr = 1 if norm == "linf" else n
-    offsets, pos = [], n + nr
-    for w, _ in hidden:
-        h = w.shape[0]
-        offsets.append((pos, pos + h))
-        pos += 2 * h
-    nv = pos
-    rows, lbs, ubs = [], [], []
-
-    def row():
-        r = lil_matrix((1, nv))
-        rows.append(r)
-        return r
-
-    for i in range(n):  # |x_i - x0_i| <= r (or r_i)
-        ri = n if norm == "linf" else n + i
-        a = row(); a[0, i] = 1; a[0, ri] = -1; lbs.append(-np.inf); ubs.append(x0[i])
-        a = row(); a[0, i] = -1; a[0, ri] = -1; lbs.append(-np.inf); ubs.append(-x0[i])
-    prev = list(range(n))
-    for k, (w, b) in enumerate(hidden):
-        a_off, d_off = offsets[k]
-        z_lo, z_hi = pre[k]
-        for j in range(w.shape[0]):
-            aj, dj = a_off + j, d_off + j
-            # a_j >= z_j  ->  W_j a_prev - a_j <= -b_j
-            r = row(); [r.__setitem__((0, p), w[j, q]) for q, p in enumerate(prev)]; r[0, aj] = -1
-            lbs.append(-np.inf); ubs.append(-b[j])
-            if z_hi[j] <= 0:
-                continue  # a_j = 0 by its bounds
-            if z_lo[j] >= 0:  # a_j <= z_j
-                r = row(); [r.__setitem__((0, p), -w[j, q]) for q, p in enumerate(prev)]; r[0, aj] = 1
-                lbs.append(-np.inf); ubs.append(b[j])
-                continue
-            # a_j <= z_j - L (1 - d_j)  ->  a_j - W_j a_prev - L d_j <= b_j - L
-            r = row(); [r.__setitem__((0, p), -w[j, q]) for q, p in enumerate(prev)]
-            r[0, aj] = 1; r[0, dj] = -z_lo[j]; lbs.append(-np.inf); ubs.append(b[j] - z_lo[j])
-            # a_j <= U d_j
-            r = row(); r[0, aj] = 1; r[0, dj] = -z_hi[j]; lbs.append(-np.inf); ubs.append(0.0)
-        prev = list(range(a_off, a_off + w.shape[0]))
+    net = _Network(hidden, pre, box_lo, box_hi, extra=nr)
+    idx = np.arange(n)
+    ri = np.full(n, n) if norm == "linf" else n + idx
+    net.rows.add(idx, ri, 1.0, -1.0, -np.inf, x0)  # x_i - r <= x0_i
+    net.rows.add(idx, ri, -1.0, -1.0, -np.inf, -x0)  # -x_i - r <= -x0_i
     w, b = layers[-1]
-    r = row()  # y_label - y_target <= -slack
-    for q, p in enumerate(prev):
-        r[0, p] = w[label, q] - w[target, q]
-    lbs.append(-np.inf); ubs.append(-slack - (b[label] - b[target]))
-    A = lil_matrix((len(rows), nv))
-    for i, rr in enumerate(rows):
-        A[i] = rr
-    var_lo, var_hi = np.zeros(nv), np.full(nv, np.inf)
-    var_lo[:n], var_hi[:n] = box_lo, box_hi
-    integrality = np.zeros(nv)
-    for k, (wk, _) in enumerate(hidden):
-        a_off, d_off = offsets[k]
-        z_lo, z_hi = pre[k]
-        var_hi[a_off:a_off + wk.shape[0]] = np.maximum(z_hi, 0)
-        var_hi[d_off:d_off + wk.shape[0]] = 1
-        integrality[d_off:d_off + wk.shape[0]] = 1
+    # y_label - y_target <= -slack
+    net.rows.affine((w[label] - w[target])[None], net.last, None, 0.0, -np.inf, [-slack - (b[label] - b[target])])
+    A, lbs, ubs = net.rows.matrix()
+    var_lo, var_hi, integrality, nv = net.var_lo, net.var_hi, net.integrality, net.nv
     c = np.zeros(nv)
     c[n:n + nr] = 1
-    res = milp(c, constraints=LinearConstraint(A.tocsr(), lbs, ubs), bounds=Bounds(var_lo, var_hi),
+    res = milp(c, constraints=LinearConstraint(A, lbs, ubs), bounds=Bounds(var_lo, var_hi),
                integrality=integrality, options={"time_limit": time_limit, "mip_rel_gap": 1e-9})
     if res.status == 2:  # infeasible: no violation within max_radius
         return MilpResult(math.inf, None, target, "infeasible", max_radius)
@@ -184,3 +130,84 @@ def layers_of(module) -> list[tuple[np.ndarray, np.ndarray]]:
     out = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
            for m in module.modules() if isinstance(m, torch.nn.Linear)]
     return out
+
+
+class _Network:
+    """The big-M encoding of hidden layers a_k = ReLU(W_k a_{k-1} + b_k) over the box [lo, hi],
+    with pre-activation bounds ``pre`` (sound on the box): variables x (n) | ``extra`` (the
+    caller's) | per layer a (h) then d (h), one binary d per unstable ReLU (a stable one's is
+    fixed). ``last``: the variables of the last layer's activations (x without layers)."""
+
+    def __init__(self, hidden, pre, box_lo, box_hi, extra: int = 0):
+        n = box_lo.size
+        offsets, pos = [], n + extra
+        for w, _ in hidden:
+            offsets.append((pos, pos + w.shape[0]))
+            pos += 2 * w.shape[0]
+        self.nv = pos
+        self.rows = rows = _Rows(pos)
+        self.var_lo, self.var_hi, self.integrality = np.zeros(pos), np.full(pos, np.inf), np.zeros(pos)
+        self.var_lo[:n], self.var_hi[:n] = box_lo, box_hi
+        prev = np.arange(n)
+        for k, (w, b) in enumerate(hidden):
+            a_off, d_off = offsets[k]
+            z_lo, z_hi = pre[k]
+            h = w.shape[0]
+            a = a_off + np.arange(h)
+            d = d_off + np.arange(h)
+            live = z_hi > 0  # the others: a_j = 0 by its bounds (its upper bound below)
+            active, unstable = live & (z_lo >= 0), live & (z_lo < 0)
+            # a_j >= z_j:  W_j a_prev - a_j <= -b_j; and where z_j >= 0 on the whole box, a_j = z_j
+            rows.affine(w[live], prev, a[live], -1.0, np.where(active[live], -b[live], -np.inf), -b[live])
+            # a_j <= z_j - L (1 - d_j):  -W_j a_prev + a_j - L d_j <= b_j - L
+            u = unstable
+            rows.affine(-w[u], prev, a[u], 1.0, -np.inf, b[u] - z_lo[u], extra=(d[u], -z_lo[u]))
+            rows.add(a[u], d[u], 1.0, -z_hi[u], -np.inf, 0.0)  # a_j <= U d_j
+            self.var_hi[a] = np.maximum(z_hi, 0)
+            self.var_hi[d] = unstable  # the stable ones' d: fixed at 0, unused
+            self.integrality[d] = 1
+            prev = a
+        self.last = prev
+
+
+class _Rows:
+    """The MILP's constraint rows lo <= A v <= hi, gathered as coordinate arrays (vectorised over
+    a layer's neurons; writing a sparse matrix entry by entry dominated small problems)."""
+
+    def __init__(self, nv: int):
+        self.nv, self.count = nv, 0
+        self.r, self.c, self.v, self.lo, self.hi = [], [], [], [], []
+
+    def _rows(self, m: int, lo, hi) -> np.ndarray:
+        ids = self.count + np.arange(m)
+        self.count += m
+        self.lo.append(np.broadcast_to(np.asarray(lo, dtype=np.float64), (m,)))
+        self.hi.append(np.broadcast_to(np.asarray(hi, dtype=np.float64), (m,)))
+        return ids
+
+    def add(self, col1, col2, v1, v2, lo, hi) -> None:
+        """One row per entry: v1 * var[col1] + v2 * var[col2]."""
+        m = len(col1)
+        ids = self._rows(m, lo, hi)
+        self.r += [ids, ids]
+        self.c += [np.asarray(col1), np.asarray(col2)]
+        self.v += [np.broadcast_to(np.asarray(v1, dtype=np.float64), (m,)),
+                   np.broadcast_to(np.asarray(v2, dtype=np.float64), (m,))]
+
+    def affine(self, w: np.ndarray, prev: np.ndarray, own, own_coef: float, lo, hi, extra=None) -> None:
+        """One row per row of ``w``: w @ var[prev] (+ own_coef * var[own]) (+ coef * var[col])."""
+        m = w.shape[0]
+        if m == 0:
+            return
+        ids = self._rows(m, lo, hi)
+        rr, cc = np.nonzero(w)
+        self.r.append(ids[rr]); self.c.append(prev[cc]); self.v.append(w[rr, cc])
+        if own is not None:
+            self.r.append(ids); self.c.append(np.asarray(own)); self.v.append(np.full(m, own_coef))
+        if extra is not None:
+            self.r.append(ids); self.c.append(np.asarray(extra[0])); self.v.append(np.asarray(extra[1], dtype=np.float64))
+
+    def matrix(self):
+        A = coo_matrix((np.concatenate(self.v), (np.concatenate(self.r), np.concatenate(self.c))),
+                       shape=(self.count, self.nv)).tocsr()
+        return A, np.concatenate(self.lo), np.concatenate(self.hi)
