@@ -14,6 +14,7 @@ import torch
 
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.graph import Unsupported, pool_windows
+from nnspec.bounds.radius import margin_objectives
 
 MAX_INPUTS = 4096  # dense matrices of the composed layers
 
@@ -135,8 +136,6 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
 
     targets = None
     if target is None:  # the labels whose margin CROWN proves above the threshold on the box need no MILP
-        from nnspec.bounds.radius import margin_objectives
-
         n_out = layers[-1][0].shape[0]
         box = (torch.maximum(lo, x0 - radius), torch.minimum(hi, x0 + radius))
         C = margin_objectives(n_out, label)

@@ -160,9 +160,9 @@ class _Network:
             # a_j >= z_j:  W_j a_prev - a_j <= -b_j; and where z_j >= 0 on the whole box, a_j = z_j
             rows.affine(w[live], prev, a[live], -1.0, np.where(active[live], -b[live], -np.inf), -b[live])
             # a_j <= z_j - L (1 - d_j):  -W_j a_prev + a_j - L d_j <= b_j - L
-            u = unstable
-            rows.affine(-w[u], prev, a[u], 1.0, -np.inf, b[u] - z_lo[u], extra=(d[u], -z_lo[u]))
-            rows.add(a[u], d[u], 1.0, -z_hi[u], -np.inf, 0.0)  # a_j <= U d_j
+            un = unstable
+            rows.affine(-w[un], prev, a[un], 1.0, -np.inf, b[un] - z_lo[un], extra=(d[un], -z_lo[un]))
+            rows.add(a[un], d[un], 1.0, -z_hi[un], -np.inf, 0.0)  # a_j <= U d_j
             self.var_hi[a] = np.maximum(z_hi, 0)
             self.var_hi[d] = unstable  # the stable ones' d: fixed at 0, unused
             self.integrality[d] = 1
