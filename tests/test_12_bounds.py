@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from nnspec.bounds import BoundEngine, BoundGraph, Unsupported, margin_objectives
+from nnspec.bounds.engine import cut_at_splits
 from nnspec.bounds import certified_radius as _certified
 from tests.helpers import relu_case, relu_net
 
@@ -427,6 +428,89 @@ def test_relu_splitting_without_room_for_warm_starts_still_proves_and_stays_soun
                         time_limit=30.0, mode="relu")
     assert not outside.proven and outside.lower <= 0
     assert inside.proven
+
+
+def _fixed_case():
+    """A root box of a small ReLU net in beta-CROWN's setting, and a batch of subdomains with
+    random splits of the root's unstable neurons."""
+    import time
+
+    from nnspec.bounds import bab
+
+    net, x = relu_case(11, 1, (6, 12, 12, 12, 3))
+    label = int(net(x).argmax())
+    engine = _engine(net, (6,))
+    lo, hi = (x[0] - 0.2).clamp(0, 1), (x[0] + 0.2).clamp(0, 1)
+    C = margin_objectives(3, label)
+    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    gen = torch.Generator().manual_seed(0)
+    domains = []
+    for _ in range(6):
+        splits = {}
+        for relu, pre in fixed.inputs.items():
+            l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]
+            unstable = (l < 0) & (u > 0)
+            pick = unstable & (torch.rand(l.shape, generator=gen) < 0.5)
+            signs = torch.where(torch.rand(l.shape, generator=gen) < 0.5, 1, -1)
+            splits[pre] = torch.where(pick, signs, 0).to(torch.int8)
+        domains.append(bab._Domain(lo, hi, splits, -math.inf))
+    all_split = {pre: torch.where((fixed.bounds[pre][0][0] < 0) & (fixed.bounds[pre][1][0] > 0), 1, 0).to(torch.int8)
+                 for pre in fixed.inputs.values()}
+    domains.append(bab._Domain(lo, hi, all_split, -math.inf))
+    return engine, fixed, domains, C, (lo, hi)
+
+
+def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_neuron():
+    """The branching decision is taken for a whole batch at once: each subdomain gets the unstable
+    neuron (at the root) that it has not split yet with the highest BaBSR-style score from its
+    own deciding row's coefficients, and none once every unstable neuron is split."""
+    from nnspec.bounds import bab
+
+    engine, fixed, domains, C, _ = _fixed_case()
+    assert sum(int(((l < 0) & (u > 0)).sum()) for n, (l, u) in fixed.bounds.items() if n in fixed.inputs.values()) > 4
+    _, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    branch = records["branch"]
+    assert len(branch) == len(domains) and branch[-1] is None
+    # one subdomain at a time, the same rule
+    for i, dom in enumerate(domains[:-1]):
+        if empty[i]:
+            continue
+        record = {}
+        warm = fixed.unpack(records["warm"][i:i + 1])
+        signs = {n: dom.splits[n].double()[None, None] for n in dom.splits}
+        bounds = {"input": (dom.lo[None], dom.hi[None])}
+        for n, (l, u) in fixed.bounds.items():
+            if n != "input":
+                bounds[n] = cut_at_splits(l, u, dom.splits[n][None]) if n in dom.splits else (l, u)
+        low = engine.backward(engine.graph.output, C.reshape(1, 2, 3), bounds,
+                              {n: warm[f"alpha:{n}"].double() for n in fixed.alphas}, record=record,
+                              betas={n: -warm[f"beta:{n}"].double() * signs[n] for n in dom.splits})
+        row = int(low[0].argmin())
+        best, where = -1.0, None
+        for relu, pre in fixed.inputs.items():
+            l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]
+            coeff = record[relu][0, row]
+            for k in range(l.numel()):
+                if not (l[k] < 0 < u[k]) or dom.splits[pre][k] != 0:
+                    continue
+                score = (bab.SCORE_NEG * max(-float(coeff[k]), 0) + bab.SCORE_POS * max(float(coeff[k]), 0) + 1e-9) \
+                    * float(u[k] * -l[k] / (u[k] - l[k]))
+                if score > best:
+                    best, where = score, (pre, k)
+        assert branch[i] == where
+
+
+def test_relu_splitting_warm_starts_pack_and_unpack_exactly():
+    """A subdomain's slopes and split multipliers travel as one flat vector; the root's default
+    is the root's slopes with zero multipliers."""
+    engine, fixed, domains, C, _ = _fixed_case()
+    default = fixed.unpack(fixed.default[None])
+    for relu, pre in fixed.inputs.items():
+        assert torch.equal(default[f"alpha:{relu}"][0], fixed.alphas[relu])
+        assert not default[f"beta:{pre}"].any()
+    params = {k: torch.rand((3,) + shape, generator=torch.Generator().manual_seed(len(k))) for k, shape in fixed.shapes.items()}
+    back = fixed.unpack(fixed.pack(params, 3))
+    assert set(back) == set(params) and all(torch.equal(back[k], params[k].float()) for k in params)
 
 
 def test_input_splitting_cuts_the_dimension_that_helps_not_the_largest_coefficient(data_root):

@@ -43,8 +43,19 @@ from nnspec.bounds.engine import BoundEngine, _concretise, _numel, cut_at_splits
 from nnspec.bounds.radius import group_max, reduce_rows
 
 
-BETA_STEPS = 8  # beta-CROWN iterations per batch of subdomains (0: plain CROWN)
-BETA_LR = 0.1
+# beta-CROWN iterations per batch of subdomains (0: plain CROWN; fewer once every subdomain of the
+# batch is proved) and the multipliers' step size. A new split's multiplier starts at 0, and with
+# it a child's bound can be below its parent's (the split constraint z >= 0 or <= 0 enters only
+# through the multiplier), so the parent's bound stands in, and the child's too-short optimisation
+# is the warm start of its own children: with 8 steps at 0.1, mnist_fc 256x6 prop_7 eps 0.03 stalled
+# at -0.157 for 45,000 subdomains at depth 50-70 where 100 steps proved one at +2.4. 20 at 0.5:
+# proved in 4,059 subdomains (23 s; 12 at 0.5: 7,000; 20 at 1.0: 26,000). On oval21's CNNs the
+# bound gains come in the first few steps, and 20 cost up to twice the time of 8 per subdomain
+# (cifar_base img2578: 3,867 subdomains in 21-32 s against 3,909 in 14 s); a stopping rule for
+# stalled batches (gain over the last 4 steps under 5% of the gain so far) saved little there and
+# lost 256x6 prop_7 (unproved at 40 s), so it was not kept
+BETA_STEPS = 20
+BETA_LR = 0.5
 ALPHA_LR = 0.1
 
 
@@ -73,8 +84,9 @@ class _Domain:
     bound: float
     prior: dict | None = None  # input splitting: the parent's bounds of the nonlinearity inputs (valid here)
     depth: int = 0
-    alphas: dict | None = None  # ReLU splitting: the parent's final slopes (S, *shape) each, a warm start
-    betas: dict | None = None  # ReLU splitting: the parent's split multipliers (S, *shape) each, a warm start
+    alphas: dict | None = None  # input splitting: the parent's final slopes (S, *shape) each, a warm start
+    warm: torch.Tensor | None = None  # ReLU splitting: the parent's slopes and split multipliers (``_Fixed.pack``)
+    branch: tuple[str, int] | None = None  # ReLU splitting: the neuron to split (input name, flat index)
 
 
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
@@ -150,9 +162,9 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     smart = mode == "input" and int(((hi - lo) > 0).sum()) <= SMART_DIMS
     root_width = (hi - lo).flatten()
     reuse = mode == "input" and sum(_numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
-    bound = (lambda doms: _bound_fixed(engine, doms, C, rows, fixed)) if fixed is not None else \
+    bound = (lambda doms: _bound_fixed(engine, doms, C, rows, fixed, goal)) if fixed is not None else \
         (lambda doms: _bound_reusing(engine, doms, C, rows, goal))
-    root = _Domain(lo, hi, {}, 0.0, alphas=None if fixed is None else fixed.alphas)
+    root = _Domain(lo, hi, {}, 0.0)
     bounds, records, empty = bound([root])
     root_bound = float(bounds[0]) - threshold
     seen = 1
@@ -161,8 +173,9 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     heap: list[tuple[float, int, _Domain, dict]] = []
     root.bound = float(bounds[0])
     if fixed is not None:
-        root.alphas, root.betas = fixed.warm_start(records, 0, 0)
-    heapq.heappush(heap, (root.bound, next(counter), root, {k: v[0] for k, v in records.items()}))
+        root.warm, root.branch = fixed.warm_start(records["warm"], 0, 0), records["branch"][0]
+    heapq.heappush(heap, (root.bound, next(counter), root, {} if fixed is not None else
+                          {k: v[0] for k, v in records.items()}))
     # input splitting with probes: besides the lowest bounds (the proof's order), a share of each
     # batch goes to the boxes whose probes came closest to a violation (a dive toward it); both
     # heaps hold the same boxes, a box taken from one is skipped in the other
@@ -196,7 +209,7 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
         owners: list[int] = []  # per child: its parent's position in ``parents``
         cut_width: list[float] = []  # smart cuts, per child: the cut dimension's width / the root box's
         for p, (_, _, dom, rec) in enumerate(parents):
-            kids = _split_relu(engine, dom, rec, fixed) if mode == "relu" else None
+            kids = _split_relu(engine, dom) if mode == "relu" else None
             if kids is None:  # no unstable neuron left (or input mode): cut the box
                 if smart:
                     kids, rel = _split_input_all(dom, root_width)
@@ -231,11 +244,12 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                 continue
             child.bound = b
             if fixed is not None:
-                child.alphas, child.betas = fixed.warm_start(records, i, len(heap))
+                child.warm, child.branch = fixed.warm_start(records["warm"], i, len(heap)), records["branch"][i]
             elif mode == "input" and (len(heap) if dive is None else len(alive)) < WARM_LIMIT:  # its final slopes
                 child.alphas = {k[len("alpha:"):]: v[i].float() for k, v in records.items() if k.startswith("alpha:")} \
                     or None
-            entry = (b, next(counter), child, {k: v[i] for k, v in records.items() if not k.startswith(("alpha:", "beta:"))})
+            entry = (b, next(counter), child, {} if fixed is not None else
+                     {k: v[i] for k, v in records.items() if not k.startswith("alpha:")})
             heapq.heappush(heap, entry)
             if dive is not None and probed is not None:
                 alive[entry[1]] = entry
@@ -419,29 +433,52 @@ class _Fixed:
 
     MEMORY = 2 * 2**30  # bytes of warm-start slopes kept with open subdomains; beyond, the root's are used
 
-    def __init__(self, bounds: dict, alphas: dict, lower: torch.Tensor):
+    def __init__(self, bounds: dict, alphas: dict, lower: torch.Tensor, inputs: dict[str, str]):
         self.bounds = bounds  # op -> (l, u), (1, *shape)
         self.alphas = alphas  # ReLU -> (S, *shape) float32
         self.lower = lower  # (S,) the root's bounds of the rows
-        self.per_domain = 2 * sum(4 * a.numel() for a in alphas.values())  # bytes: slopes and multipliers
+        self.inputs = inputs  # ReLU -> the name of its input (where its split multipliers act)
+        # a subdomain's warm start is one flat float32 vector: its slopes (``alpha:<relu>``), then
+        # its split multipliers (``beta:<input>``), both (S, *shape) per ReLU with slopes (one copy
+        # per child instead of one per tensor)
+        self.shapes = {f"alpha:{n}": tuple(a.shape) for n, a in alphas.items()} | \
+            {f"beta:{inputs[n]}": tuple(a.shape) for n, a in alphas.items()}
+        self.default = self.pack({f"alpha:{n}": a[None] for n, a in alphas.items()} |
+                                 {f"beta:{inputs[n]}": torch.zeros((1,) + a.shape) for n, a in alphas.items()}, 1)[0]
+        self.per_domain = 4 * self.default.numel()  # bytes
 
     def rows(self, idx: torch.Tensor) -> "_Fixed":
-        return _Fixed(self.bounds, {n: a[idx] for n, a in self.alphas.items()}, self.lower[idx])
+        return _Fixed(self.bounds, {n: a[idx] for n, a in self.alphas.items()}, self.lower[idx], self.inputs)
 
     @classmethod
     def at_root(cls, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
                 deadline: float) -> "_Fixed":
         state = engine.optimise(lo[None], hi[None], C[None], steps=ROOT_ALPHA_STEPS, lr=0.25, deadline=deadline)
-        return cls(state.bounds, {n: a[0].float() for n, a in state.alphas.items()}, state.lower[0])
+        return cls(state.bounds, {n: a[0].float() for n, a in state.alphas.items()}, state.lower[0],
+                   {n: engine.by_name[n].inputs[0] for n in state.alphas})
 
-    def warm_start(self, records: dict, i: int, open_domains: int) -> tuple[dict, dict | None]:
-        """Subdomain i's slopes and split multipliers for its children to start from (the root's
-        slopes and zero multipliers once the open subdomains' would pass ``MEMORY``)."""
+    def pack(self, params: dict[str, torch.Tensor], B: int) -> torch.Tensor:
+        """(B, P) float32 from ``alpha:``/``beta:`` tensors (B, S, *shape), in ``shapes``' order."""
+        if not self.shapes:
+            return torch.zeros(B, 0)
+        return torch.cat([params[k].detach().reshape(params[k].shape[0], -1).float() for k in self.shapes], 1)
+
+    def unpack(self, packed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pack``'s inverse: (B, S, *shape) per key (copies)."""
+        out, at = {}, 0
+        for k, shape in self.shapes.items():
+            n = math.prod(shape)
+            out[k] = packed[:, at:at + n].reshape((packed.shape[0],) + shape).clone()
+            at += n
+        return out
+
+    def warm_start(self, packed: torch.Tensor, i: int, open_domains: int) -> torch.Tensor | None:
+        """Subdomain i's slopes and split multipliers, packed, for its children to start from
+        (None, the root's slopes and zero multipliers, once the open subdomains' would pass
+        ``MEMORY``). A copy: a view would keep the whole batch's tensor alive while any child is open."""
         if (open_domains + 1) * self.per_domain > self.MEMORY:
-            return self.alphas, None
-        # copies: a view would keep the whole batch's tensor alive while any child is open
-        return ({k[len("alpha:"):]: v[i].clone() for k, v in records.items() if k.startswith("alpha:")},
-                {k[len("beta:"):]: v[i].clone() for k, v in records.items() if k.startswith("beta:")})
+            return None
+        return packed[i].clone()
 
 
 ROOT_ALPHA_STEPS = 20
@@ -454,10 +491,11 @@ SCORE_NEG, SCORE_POS = 1.0, 0.2
 ROOT_SHARE = 0.3  # of the time limit at most, for the root's alpha-CROWN
 
 
-def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows, fixed: _Fixed):
-    """``_bound`` in beta-CROWN's setting (see ``_Fixed``): the records also hold each
-    subdomain's best slopes and split multipliers (``alpha:<relu>``, ``beta:<input>``, float32)
-    for its children."""
+def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows, fixed: _Fixed,
+                 goal: float = math.inf):
+    """``_bound`` in beta-CROWN's setting (see ``_Fixed``). The records: ``warm`` (B, P), each
+    subdomain's best slopes and split multipliers (``_Fixed.pack``) for its children to start
+    from, and ``branch``, the neuron each would split next (``_branching``)."""
     B = len(domains)
     lo = torch.stack([d.lo for d in domains])
     hi = torch.stack([d.hi for d in domains])
@@ -480,18 +518,17 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     # then evaluated once in float64 with them: sound for any slopes in [0, 1] and betas >= 0
     fast = {n: (l.float(), u.float()) for n, (l, u) in bounds.items()}
     A0_fast = A0.float()
-    alphas = {n: torch.stack([(d.alphas or fixed.alphas)[n] for d in domains]).requires_grad_(True)
-              for n in fixed.alphas}
-    zero = {n: torch.zeros((C.shape[0],) + tuple(v.shape[1:])) for n, v in splits.items()}
-    betas = {n: torch.stack([(d.betas or {}).get(n, zero[n]) for d in domains]).requires_grad_(True)
-             for n in splits}
-    signs = {n: v.float()[:, None] for n, v in splits.items()}
-    kept = {**alphas, **{f"beta:{n}": b for n, b in betas.items()}}
+    start = fixed.unpack(torch.stack([fixed.default if d.warm is None else d.warm for d in domains]))
+    alphas = {n: start[f"alpha:{n}"].requires_grad_(True) for n in fixed.alphas}
+    # multipliers only where some subdomain of the batch has a split (elsewhere they stay 0)
+    betas = {n: start[f"beta:{n}"].requires_grad_(True) for n in splits if f"beta:{n}" in start}
+    signs = {n: splits[n].float()[:, None] for n in betas}
+    kept = {**{f"alpha:{n}": a for n, a in alphas.items()}, **{f"beta:{n}": b for n, b in betas.items()}}
     best = {n: v.detach().clone() for n, v in kept.items()}  # per subdomain and row: the best iterate's
     if kept and BETA_STEPS:
         optimisers = [Adam(list(alphas.values()), lr=ALPHA_LR), Adam(list(betas.values()), lr=BETA_LR)]
         top = None
-        for _ in range(BETA_STEPS + 1):
+        for step in range(BETA_STEPS + 1):
             for optimiser in optimisers:
                 optimiser.zero_grad()
             value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas})
@@ -500,7 +537,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 top = value.detach() if top is None else torch.maximum(top, value)
                 for n, v in kept.items():
                     best[n] = torch.where(better.view(better.shape + (1,) * (v.dim() - 2)), v, best[n])
-            if _ == BETA_STEPS:
+                reached = reduce_rows(top.double(), *rows)
+            if step == BETA_STEPS or bool((reached > goal).all()):
                 break
             (-value.sum()).backward()
             for optimiser in optimisers:
@@ -509,16 +547,16 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 for b in betas.values():
                     b.clamp_(min=0)
             engine._clamp(alphas)
-    alphas = {n: best[n] for n in alphas}
-    betas = {n: best[f"beta:{n}"] for n in betas}
+    start |= best
+    alphas = {n: start[f"alpha:{n}"] for n in alphas}
+    betas = {n: start[f"beta:{n}"] for n in betas}
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         low = engine.backward(out, A0, bounds, {n: a.double() for n, a in alphas.items()}, record=record,
                               betas={n: -betas[n].double() * signs[n].double() for n in betas})
         worst = _deciding_row(low, *rows)
-        found = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
-        found |= {f"alpha:{n}": a.detach() for n, a in alphas.items()}
-        found |= {f"beta:{n}": b.detach() for n, b in betas.items()}
+        coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
+        found = {"warm": fixed.pack(start, B), "branch": _branching(engine, fixed, coeffs, splits)}
     low = torch.where(empty[:, None], torch.full_like(low, math.inf), low)
     return reduce_rows(low, *rows), found, empty
 
@@ -624,44 +662,52 @@ def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:
     return torch.where(in_group, v, torch.full_like(v, -torch.inf)).argmax(1)
 
 
-def _split_relu(engine: BoundEngine, dom: _Domain, rec: dict, root: "_Fixed | None" = None) -> list[_Domain] | None:
-    """The subdomain's two children for the unstable neuron with the largest weighted |coefficient|
-    x relaxation intercept (BaBSR's score; SCORE_NEG, SCORE_POS), or None when none is unstable."""
-    best, where = 0.0, None
-    for op in engine.ops:
-        if op.kind not in ("relu", "leaky_relu"):
-            continue
-        pre = op.inputs[0]
-        lu = rec.get(f"bounds:{pre}")
-        if lu is None and root is not None and pre in root.bounds:
-            lu = (root.bounds[pre][0][0], root.bounds[pre][1][0])  # split neurons are excluded below
-        coeff = rec.get(op.name)
-        if lu is None or coeff is None:
-            continue
-        l, u = lu[0], lu[1]
-        fixed = dom.splits.get(pre)
-        unstable = (l < 0) & (u > 0)
-        if fixed is not None:
-            unstable &= fixed == 0
-        if not bool(unstable.any()):
-            continue
-        area = torch.where(unstable, u * (-l) / (u - l).clamp_min(1e-12), torch.zeros_like(u))
-        score = (SCORE_NEG * (-coeff).clamp(min=0) + SCORE_POS * coeff.clamp(min=0) + 1e-9) * area
-        k = int(score.flatten().argmax())
-        value = float(score.flatten()[k])
-        if value > best:
-            best, where = value, (pre, k)
-    if where is None:
+def _split_relu(engine: BoundEngine, dom: _Domain) -> list[_Domain] | None:
+    """The subdomain's two children for the neuron ``_branching`` chose when it was bounded, or
+    None when none is unstable."""
+    if dom.branch is None:
         return None
-    pre, k = where
+    pre, k = dom.branch
     kids = []
     for sign in (1, -1):
         splits = dict(dom.splits)
         current = splits.get(pre, torch.zeros(engine.by_name[pre].shape, dtype=torch.int8)).clone()
         current.view(-1)[k] = sign
         splits[pre] = current
-        kids.append(_Domain(dom.lo, dom.hi, splits, dom.bound, alphas=dom.alphas, betas=dom.betas))
+        kids.append(_Domain(dom.lo, dom.hi, splits, dom.bound, warm=dom.warm))
     return kids
+
+
+def _branching(engine: BoundEngine, fixed: _Fixed, coeffs: dict[str, torch.Tensor],
+               splits: dict[str, torch.Tensor]) -> list[tuple[str, int] | None]:
+    """Per subdomain of a batch, the unstable neuron (its input's name, flat index) with the
+    largest weighted |coefficient| x relaxation intercept (BaBSR's score; SCORE_NEG, SCORE_POS),
+    or None when none is unstable. ``coeffs``: per ReLU, the deciding row's coefficients reaching
+    it (B, *shape); ``splits``: per split ReLU input, the subdomains' splits (B, *shape)."""
+    names, values, where = [], [], []
+    for op in engine.ops:
+        if op.kind not in ("relu", "leaky_relu") or op.name not in coeffs:
+            continue
+        pre = op.inputs[0]
+        if pre not in fixed.bounds:
+            continue
+        l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]  # the root's; split neurons excluded below
+        coeff = coeffs[op.name].flatten(1)
+        unstable = ((l < 0) & (u > 0)).flatten()[None].expand_as(coeff)
+        if pre in splits:
+            unstable = unstable & (splits[pre].flatten(1) == 0)
+        area = (u * (-l) / (u - l).clamp_min(1e-12)).flatten()[None]
+        score = (SCORE_NEG * (-coeff).clamp(min=0) + SCORE_POS * coeff.clamp(min=0) + 1e-9) * area
+        score = torch.where(unstable, score, torch.zeros_like(score))
+        best = score.max(1)
+        names.append(pre)
+        values.append(best.values)
+        where.append(best.indices)
+    if not names:
+        return [None] * len(next(iter(coeffs.values()), []))
+    values, where = torch.stack(values, 1), torch.stack(where, 1)  # (B, ReLUs)
+    top = values.argmax(1)
+    return [(names[j], int(where[i, j])) if float(values[i, j]) > 0 else None for i, j in enumerate(top.tolist())]
 
 
 def _halves(dom: _Domain, k: int) -> list[_Domain]:
@@ -671,8 +717,8 @@ def _halves(dom: _Domain, k: int) -> list[_Domain]:
     left_hi.view(-1)[k] = mid
     right_lo.view(-1)[k] = mid
     # the parent's slopes and split multipliers go with both halves (warm starts)
-    return [_Domain(dom.lo, left_hi, dom.splits, dom.bound, alphas=dom.alphas, betas=dom.betas),
-            _Domain(right_lo, dom.hi, dom.splits, dom.bound, alphas=dom.alphas, betas=dom.betas)]
+    return [_Domain(dom.lo, left_hi, dom.splits, dom.bound, alphas=dom.alphas, warm=dom.warm),
+            _Domain(right_lo, dom.hi, dom.splits, dom.bound, alphas=dom.alphas, warm=dom.warm)]
 
 
 def _split_input_all(dom: _Domain, root_width: torch.Tensor) -> tuple[list[_Domain], list[float]]:
