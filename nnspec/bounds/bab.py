@@ -48,13 +48,12 @@ from nnspec.bounds.radius import group_max, reduce_rows
 # it a child's bound can be below its parent's (the split constraint z >= 0 or <= 0 enters only
 # through the multiplier), so the parent's bound stands in, and the child's too-short optimisation
 # is the warm start of its own children: with 8 steps at 0.1, mnist_fc 256x6 prop_7 eps 0.03 stalled
-# at -0.157 for 45,000 subdomains at depth 50-70 where 100 steps proved one at +2.4. 20 at 0.5:
-# proved in 4,059 subdomains (23 s; 12 at 0.5: 7,000; 20 at 1.0: 26,000). On oval21's CNNs the
-# bound gains come in the first few steps, and 20 cost up to twice the time of 8 per subdomain
-# (cifar_base img2578: 3,867 subdomains in 21-32 s against 3,909 in 14 s); a stopping rule for
-# stalled batches (gain over the last 4 steps under 5% of the gain so far) saved little there and
-# lost 256x6 prop_7 (unproved at 40 s), so it was not kept
-BETA_STEPS = 20
+# at -0.157 for 45,000 subdomains at depth 50-70 where 100 steps proved one at +2.4. 12 at 0.5:
+# proved in 3,817 subdomains (14 s; 20 at 0.5: 4,059 in 23 s; 8 at 0.5: not in 40 s). On oval21's
+# CNNs the gains come in the first few steps and each step costs more: 12 at 0.5 keeps their
+# times (cifar_base img2578 13 s, 14 s with 8 at 0.1, 21-32 s with 20). Stopping rules for
+# stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12)
+BETA_STEPS = 12
 BETA_LR = 0.5
 ALPHA_LR = 0.1
 
