@@ -705,8 +705,9 @@ def _branching(engine: BoundEngine, fixed: _Fixed, coeffs: dict[str, torch.Tenso
     if not names:
         return [None] * len(next(iter(coeffs.values()), []))
     values, where = torch.stack(values, 1), torch.stack(where, 1)  # (B, ReLUs)
-    top = values.argmax(1)
-    return [(names[j], int(where[i, j])) if float(values[i, j]) > 0 else None for i, j in enumerate(top.tolist())]
+    top = values.argmax(1, keepdim=True)
+    chosen, score = where.gather(1, top)[:, 0].tolist(), values.gather(1, top)[:, 0].tolist()
+    return [(names[j], k) if v > 0 else None for j, k, v in zip(top[:, 0].tolist(), chosen, score)]
 
 
 def _halves(dom: _Domain, k: int) -> list[_Domain]:
