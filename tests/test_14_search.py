@@ -199,3 +199,146 @@ def test_a_gap_toward_a_label_bounds_the_untargeted_gap_from_above():
         values = out if reading == "logits" else torch.softmax(out, -1)
         best = values.scatter(2, labels.view(-1, 1, 1).expand(-1, 5, 1), -float("inf")).argmax(2)
         assert torch.allclose(gap.toward(labels, True)(out, best), s)
+
+
+# ---------------------------------------------------------------------------------------------
+# the activation-region LP (nnspec.solvers.region_lp): exact within a region, never past the MILP
+
+
+def test_the_region_lp_of_an_affine_network_is_the_analytic_closest_violation():
+    """No ReLU: one region, so the LP's answer is the global L-inf distance to the half-space
+    g x + c >= gap, (gap - g x0 - c) / ||g||_1 (the box far away), from any witness."""
+    import numpy as np
+
+    from nnspec.solvers.region_lp import RegionLP
+
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(3, 5)), rng.normal(size=3)
+    x0 = rng.normal(size=5)
+    y0 = w @ x0 + b
+    label, target, gap = int(y0.argmax()), int(y0.argmin()), 0.1
+    g, c = w[target] - w[label], b[target] - b[label]
+    exact = (gap - g @ x0 - c) / np.abs(g).sum()
+    assert exact > 0
+    witness = x0 + 3 * exact * np.sign(g)  # beyond the closest violation, toward it
+    found = RegionLP([(w, b)]).polish(x0, witness, np.full(5, -100.0), np.full(5, 100.0), label, target, gap)
+    assert len(found) == 1  # no phase rows: nothing to flip
+    assert np.abs(found[0] - x0).max() == pytest.approx(exact, rel=1e-7)
+    assert g @ found[0] + c >= gap - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_milp_distance(seed):
+    """Small random ReLU nets, exact targeted L-inf distances r* from the MILP: from a witness just
+    past the MILP's optimum (same region) the first LP gives r* itself, and from a farther one
+    every candidate is a violation in the box no farther than the witness and no closer than r*."""
+    import numpy as np
+
+    from nnspec.solvers.milp import layers_of, min_distance
+    from nnspec.solvers.region_lp import RegionLP
+
+    net, xs = relu_case(seed, count=1, sizes=(4, 12, 12, 3))
+    layers = layers_of(net)
+    lp = RegionLP(layers)
+    x0 = xs[0].numpy()
+    y0 = lp.preacts(x0)[1]
+    label = int(y0.argmax())
+    gap = 1e-6
+    for target in np.argsort(-y0)[1:].tolist():  # the most likely label with a violation in the box
+        exact = min_distance(layers, x0, label, target, "linf", -10.0, 10.0, max_radius=20.0, slack=gap,
+                             time_limit=30)
+        assert exact.status in ("optimal", "infeasible")
+        if exact.status == "optimal":
+            break
+    assert exact.status == "optimal"
+    lo, hi = np.full(4, -10.0), np.full(4, 10.0)
+    for scale in (1 + 1e-4, 1.5):
+        witness = np.clip(x0 + scale * (exact.x - x0), lo, hi)
+        out = lp.preacts(witness)[1]
+        if out[target] - out[label] < gap:  # past the optimum, but out of the violating region
+            continue
+        found = lp.polish(x0, witness, lo, hi, label, target, gap)
+        assert found
+        for x in found:
+            out = lp.preacts(x)[1]
+            assert out[target] - out[label] >= gap - 1e-7
+            assert np.all(x >= lo - 1e-9) and np.all(x <= hi + 1e-9)
+            d = np.abs(x - x0).max()
+            assert exact.distance * (1 - 1e-6) - 1e-9 <= d <= np.abs(witness - x0).max() + 1e-9
+        if scale < 1.01:
+            assert np.abs(found[0] - x0).max() == pytest.approx(exact.distance, rel=1e-5, abs=1e-9)
+
+
+def test_the_quantified_witness_of_the_demo_mlp_is_its_exact_radius():
+    """With the region LP after the walks, the closest witness on a demo digit is the exact
+    L-inf radius of the MILP, not only within a percent of it."""
+    import numpy as np
+
+    from nnspec.bounds import engine_for
+    from nnspec.bounds.exact import milp_radius
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs" / "models" / "digits_mlp.onnx")
+    data = np.load(ROOT / "specs" / "models" / "digits_test.npz")
+    x, y = torch.from_numpy(data["x"][:3]), torch.from_numpy(data["y"][:3]).long()
+    for i in range(len(x)):
+        r = nnspec.check_module(model, x[i:i + 1], "robustness on logits within linf(0.5) using mads(bound=none)",
+                                labels=y[i:i + 1])[0]
+        assert r.verdict == "violated" and r.witness["confirmed"]
+        exact = milp_radius(engine_for(model), x[i].double(), int(y[i]), None, r.bounds["upper"] * (1 + 1e-6),
+                            torch.zeros(64), torch.ones(64)).distance
+        assert exact * (1 - 1e-6) <= r.bounds["upper"] <= exact * (1 + 1e-4), (i, r.bounds["upper"], exact)
+
+
+def test_shrinking_rounds_reach_a_closer_region_a_few_coordinates_signs_away():
+    """The demo CNN's digit 6 with seed 3: the walks end at 0.0649; a region toward the same label
+    at 0.0631 (found with other seeds) differs from it in the signs of a few pixels' offsets. The
+    rounds' restarts from the witness with a quarter of its offsets reversed reach it (before
+    them: 0.0649 with this seed, 0.0633 with others)."""
+    import numpy as np
+
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs" / "models" / "digits_cnn.onnx")
+    data = np.load(ROOT / "specs" / "models" / "digits_test.npz")
+    xs, ys = torch.from_numpy(data["x"]).reshape((-1,) + tuple(model.input_shape)), torch.from_numpy(data["y"]).long()
+    i = int((model(xs).argmax(1) == ys).nonzero().flatten()[6])
+    r = nnspec.check_module(model, xs[i:i + 1], "robustness on logits within linf(0.5) using mads(bound=none, seed=3)",
+                            labels=ys[i:i + 1], domain=(0.0, 1.0))[0]
+    assert r.verdict == "violated" and r.witness["confirmed"]
+    assert r.bounds["upper"] < 0.0640
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 4])
+def test_flipping_the_phases_that_hold_the_lp_walks_to_the_exact_milp_distance(seed):
+    """From a witness twice as far as the exact targeted distance r*, the first region's LP stops
+    short of r* (a phase row holds its optimum); flipping the neurons whose rows hold it and solving
+    again reaches r* on these nets (measured: seeds 0, 1, 3, 4 of 0-5; 2 has no violating witness
+    there, 5 reaches it in the first region)."""
+    import numpy as np
+
+    from nnspec.solvers.milp import layers_of, min_distance
+    from nnspec.solvers.region_lp import RegionLP
+
+    net, xs = relu_case(seed, count=1, sizes=(4, 12, 12, 3))
+    layers = layers_of(net)
+    lp = RegionLP(layers)
+    x0 = xs[0].numpy()
+    y0 = lp.preacts(x0)[1]
+    label = int(y0.argmax())
+    for target in np.argsort(-y0)[1:].tolist():
+        exact = min_distance(layers, x0, label, target, "linf", -10.0, 10.0, max_radius=20.0, slack=1e-6,
+                             time_limit=30)
+        if exact.status == "optimal":
+            break
+    lo, hi = np.full(4, -10.0), np.full(4, 10.0)
+    witness = np.clip(x0 + 2 * (exact.x - x0), lo, hi)
+
+    def closest(found):
+        return min(np.abs(x - x0).max() for x in found)
+
+    assert closest(lp.polish(x0, witness, lo, hi, label, target, 1e-6, iterations=1)) > exact.distance * 1.01
+    assert closest(lp.polish(x0, witness, lo, hi, label, target, 1e-6, iterations=10)) == \
+        pytest.approx(exact.distance, rel=1e-6)

@@ -41,6 +41,7 @@ from nnspec.solvers.gradient import GradientOptions, closest_starts, minimal_nor
 from nnspec.solvers.gradient import search as gradient_search
 from nnspec.solvers.mads import BatchedMads, MadsOptions
 from nnspec.solvers.projection import project_ball
+from nnspec.solvers.region_lp import ITERATIONS, RegionLP
 
 # Shares of the budget: violation search, then Q^ for centres without a violation; centres with one
 # refine their witness with what is left, less a reserve for a final Q^ search.
@@ -48,7 +49,12 @@ PHASE_SHARE = {"search": 0.5, "lipschitz": 0.35, "final_lipschitz": 0.0}
 # Shares of the budget for the gradient-guided stage (white box), run first where the model has
 # usable gradients: a projected-gradient search over the ball, then a minimal-norm bisection.
 GRADIENT_SHARE = {"search": 0.2, "refine": 0.25, "shrink": 0.05}
-SHRINK, SHRINK_ROUNDS = 0.9, 3  # gradient searches in balls a tenth inside the closest violation, then closer
+SHRINK, SHRINK_ROUNDS = 0.9, 6  # gradient searches in balls a tenth inside the closest violation, then closer
+SHRINK_STEPS = 20  # per restart of a shrinking-ball round
+# two more restarts per round start from the closest witness scaled into the round's ball, with
+# the offsets of a random FLIP_SHARE of its coordinates reversed (the same norm): the closer
+# regions of the demo CNN lie a few coordinates' signs away from the one a walk ended in
+WITNESS_RESTARTS, FLIP_SHARE = 2, 0.25
 MIN_NORM_STARTS = 4  # minimal-norm walks per centre from violations found beyond the ball
 MIN_NORM_STEPS = 200  # per walk: they converge within this; more would only cost Python-loop time
 # A point counts as a witness only with s below -WITNESS_SLACK, so that the re-evaluation that
@@ -456,6 +462,48 @@ class _Quantification:
                 self._minimal_norm(*found)
         if self.opts["refine"]:
             self._shrinking_balls(idx)
+            self._region_polish(idx)
+
+    def _region_polish(self, idx: torch.Tensor) -> None:
+        """L-inf, logit margins, ReLU chains: each closest witness moved to the closest violation
+        of its activation region and of the neighbouring regions that hold it there, by linear
+        programming (``nnspec.solvers.region_lp``); every candidate is evaluated on the model."""
+        expr = self.prop.expression
+        if self.ball.norm != "linf" or not isinstance(expr, ConfidenceGap) or \
+                not (expr.reading == "logits" or expr.margin == 0):
+            return
+        t = self.tracker
+        rows = idx[torch.isfinite(t.best_dist[idx]) & (t.best_dist[idx] > 0)]
+        if rows.numel() == 0 or int(self._remaining()[rows].min()) < ITERATIONS:
+            return
+        lp = _region_lp(self.model)
+        if lp is None:
+            return
+        labels = self.task.labels
+        gap = 4 * WITNESS_SLACK - expr.margin if expr.reading == "logits" else 1e-3
+        for p in rows.tolist():
+            x0 = self.x0[p].double().numpy()
+            witness = t.best_x[p].double().numpy()
+            lo = self.dom_lo.double().numpy().copy()
+            hi = self.dom_hi.double().numpy().copy()
+            fixed = np.ones(len(x0), dtype=bool)
+            fixed[self.free.numpy()] = False
+            if self.fmask is not None:
+                fixed[self.free.numpy()[~self.fmask[p].numpy()]] = True
+            lo[fixed], hi[fixed] = x0[fixed], x0[fixed]
+            label = int(labels[p])
+            if expr.target == "label":
+                target = int(expr.target_label)
+            elif expr.target == "least_likely":
+                target = int(self.centre_out[p].argmin())
+            else:
+                out = lp.preacts(witness)[1]
+                out[label] = -np.inf
+                target = int(out.argmax())
+            found = lp.polish(x0, witness, lo, hi, label, target, gap)
+            if found:
+                y = torch.from_numpy(np.stack(found))[:, self.free.numpy()].to(self.dt)
+                self.evaluate(rows.new_tensor([p]), y[None])
 
     def _shrinking_balls(self, idx: torch.Tensor) -> None:
         """A walk ends in the decision region it started in; a closer region may exist. Search a
@@ -468,8 +516,8 @@ class _Quantification:
         for round_no in range(SHRINK_ROUNDS):
             rows = idx[torch.isfinite(t.best_dist[idx]) & (t.best_dist[idx] > 0)]
             share = int(self.budget * GRADIENT_SHARE["shrink"])
-            steps = GradientOptions().steps
-            restarts = max(2, share // (2 * steps))
+            steps = SHRINK_STEPS
+            restarts = max(2, share // (2 * GradientOptions().steps)) + WITNESS_RESTARTS
             # the search below costs restarts x steps queries per centre, whatever the share says
             if rows.numel() == 0 or int(self._remaining()[rows].min()) < max(2 * share, restarts * steps):
                 return
@@ -479,16 +527,29 @@ class _Quantification:
             # each restart aims at one of the most likely other labels: the closer region is often
             # where a label other than the runner-up wins (the demo MLP's digit 18: the third label,
             # 4% closer than the runner-up's region, which an untargeted search follows)
-            targets = self._runner_up_targets(restarts)
+            targets = self._runner_up_targets(restarts - WITNESS_RESTARTS)
+            if targets is not None:  # the witness's restarts aim like the first ones
+                targets = torch.cat([targets, targets[:, torch.arange(WITNESS_RESTARTS) % targets.shape[1]]], 1)
             vg = self._value_and_grad if targets is None else partial(self._value_and_grad, targets=targets)
-            y, s = gradient_search(vg, rows, self.x0[rows][:, self.free], self.radius[rows],
-                                   self.box_lo[rows], self.box_hi[rows], self.ball.norm, opts, every=True)
+            centre = self.x0[rows][:, self.free]
+            y, s = gradient_search(vg, rows, centre, self.radius[rows], self.box_lo[rows], self.box_hi[rows],
+                                   self.ball.norm, opts, every=True,
+                                   start=self._flipped_witnesses(rows, factor[rows], opts.seed))
             self._set_radius(torch.arange(self.P), torch.full((self.P,), float(self.ball.radius), dtype=self.dt))
             found = self._closest_starts(rows, y, s)
             if found is not None:
                 self._minimal_norm(*found)
             gained = t.best_dist[rows] < before * (1 - 1e-6)
             factor[rows[~gained]] = 1 - (1 - factor[rows[~gained]]) / 3
+
+    def _flipped_witnesses(self, rows: torch.Tensor, factor: torch.Tensor, seed: int) -> torch.Tensor:
+        """WITNESS_RESTARTS starts per centre (A, J, f): the closest witness's offset scaled by
+        ``factor`` (A,), with a random FLIP_SHARE of its coordinates reversed."""
+        gen = torch.Generator().manual_seed(seed)
+        centre = self.x0[rows][:, self.free]
+        delta = ((self.tracker.best_x[rows][:, self.free] - centre) * factor[:, None].to(centre))[:, None, :]
+        flip = torch.rand((len(rows), WITNESS_RESTARTS, centre.shape[1]), generator=gen) < FLIP_SHARE
+        return centre[:, None, :] + torch.where(flip, -delta, delta)
 
     def _beyond_the_ball(self, idx: torch.Tensor, restarts: int):
         """For centres without a violation in the ball: a search in a ball four times larger (within
@@ -768,3 +829,19 @@ def _radius_estimate(s0: float, q_hat: float, best_dist: float, radius: float) -
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
+
+
+def _region_lp(model: Model) -> RegionLP | None:
+    """The model's chain of affine maps and ReLUs for ``RegionLP`` (cached on the model), None
+    where it is not one (``nnspec.bounds.exact.chain_layers``)."""
+    cached = getattr(model, "_region_lp", False)
+    if cached is False:
+        from nnspec.bounds import Unsupported, engine_for
+        from nnspec.bounds.exact import chain_layers
+
+        try:
+            cached = RegionLP(chain_layers(engine_for(model, linear=False))[0])
+        except Unsupported:
+            cached = None
+        model._region_lp = cached
+    return cached

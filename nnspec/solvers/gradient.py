@@ -76,8 +76,9 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
            lo: torch.Tensor, hi: torch.Tensor, norm: str, opts: GradientOptions,
            start: torch.Tensor | None = None, stop_at: float | None = None,
            hint: torch.Tensor | None = None, every: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise s from ``start`` (A, f; default the centres) and random restarts in the balls:
-    the best point (A, f) and its s (A,). ``centre``, ``lo``, ``hi``: (A, f); ``radius`` (A,).
+    """Minimise s from ``start`` (A, f; default the centres; or (A, J, f): the last J restarts'
+    starts, the first still at the centre) and random restarts in the balls: the best point
+    (A, f) and its s (A,). ``centre``, ``lo``, ``hi``: (A, f); ``radius`` (A,).
     ``hint`` (A, f): one more start (e.g. the vertex where a linear bound of s is least).
     Centres stop early once s < ``stop_at``. ``every``: the best point of every restart instead,
     (A, K, f) and (A, K)."""
@@ -89,7 +90,13 @@ def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor
     if norm == "linf":  # every other restart from a random vertex of the box: adversarial regions of
         noise[:, 1::2] = torch.sign(noise[:, 1::2])  # ReLU nets often touch the corners first
     y = c + noise * radius[:, None, None].to(centre.dtype) * (1.0 if norm == "linf" else 0.5)
-    y[:, 0, :] = centre if start is None else start
+    if start is None:
+        y[:, 0, :] = centre
+    elif start.dim() == 2:
+        y[:, 0, :] = start
+    else:  # (A, J, f): the last J restarts
+        y[:, 0, :] = centre
+        y[:, K - start.shape[1]:, :] = start[:, :K]
     if hint is not None and K > 1:
         y[:, 1, :] = hint
     y = project(y, c, norm, radius.to(centre.dtype), blo, bhi)
