@@ -342,3 +342,22 @@ def test_flipping_the_phases_that_hold_the_lp_walks_to_the_exact_milp_distance(s
     assert closest(lp.polish(x0, witness, lo, hi, label, target, 1e-6, iterations=1)) > exact.distance * 1.01
     assert closest(lp.polish(x0, witness, lo, hi, label, target, 1e-6, iterations=10)) == \
         pytest.approx(exact.distance, rel=1e-6)
+
+
+def test_a_network_too_wide_for_dense_layers_is_searched_without_the_region_lp():
+    """A convolution with 5,408 units after it: composing it into a dense matrix would take an
+    identity that wide (the DeepGame CNN's asked for 28 GB); the chain is refused at once, and the
+    quantification runs without the region LP."""
+    from nnspec.bounds import Unsupported, engine_for
+    from nnspec.bounds.exact import chain_layers
+    from nnspec.models.loading import from_module
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 3)).double()
+    model = from_module(net, (1, 28, 28), name="wide", dtype=torch.float64)
+    with pytest.raises(Unsupported, match="5408 units"):
+        chain_layers(engine_for(model, linear=False))
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = nnspec.check_module(model, x, "robustness on logits within linf(0.5) using mads(bound=none, budget=400)",
+                            domain=(0.0, 1.0))[0]
+    assert r.verdict == "violated" and r.witness["confirmed"]

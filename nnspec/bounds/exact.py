@@ -16,7 +16,7 @@ from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.graph import Unsupported, pool_windows
 from nnspec.bounds.radius import margin_objectives
 
-MAX_INPUTS = 4096  # dense matrices of the composed layers
+MAX_INPUTS = 4096  # dense matrices of the composed layers: at most this many inputs or units per layer
 
 
 def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str | None]]:
@@ -39,6 +39,9 @@ def chain_layers(engine: BoundEngine) -> tuple[list[tuple[np.ndarray, np.ndarray
         if op.kind == "affine":
             segments[-1].append(op)
         elif op.kind == "relu":
+            units = int(np.prod(engine.by_name[op.name].shape))
+            if units > MAX_INPUTS:  # the next segment's dense matrix is probed with an identity this wide
+                raise Unsupported(f"exact MILP: {units} units at {op.name} is too many for dense layers")
             preacts.append(op.inputs[0])
             segments.append([])
         elif op.kind == "maxpool" and preacts and ops[-1] is not op and \
