@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from nnspec.errors import DataError
 from nnspec.models.bind import BoundInputs
 from nnspec.models.loading import from_module
 from nnspec.models.model import Model
@@ -36,8 +37,9 @@ def check_module(model: nn.Module | Model, inputs: torch.Tensor, spec: str, *, l
                  overrides: dict[str, Any] | None = None, name: str = "<api>") -> list[TaskRecord]:
     """Check the properties in ``spec`` on ``model`` around each row of ``inputs`` (B, *shape).
 
-    ``labels`` default to the model's predictions; ``domain`` is (lo, hi) for every dimension or
-    two sequences, one value per flattened dimension. Raises nnspec's own errors for bad input.
+    Rows may also come flat, (B, n). ``labels`` default to the model's predictions; ``domain`` is
+    (lo, hi) for every dimension or two sequences, one value per flattened dimension. Raises
+    nnspec's own errors for bad input (``DataError`` for inputs that do not fit the model).
     """
     inputs = torch.as_tensor(inputs)
     if not isinstance(model, Model):  # evaluate in the inputs' precision (float64 stays float64)
@@ -46,6 +48,10 @@ def check_module(model: nn.Module | Model, inputs: torch.Tensor, spec: str, *, l
     module = lower(parse_text(spec, name), overrides or {})
     module = dataclasses.replace(module, outputs_are_logits=outputs_are_logits)
     n = model.n_inputs
+    if inputs.dim() < 2 or inputs[0].numel() != n:
+        raise DataError(f"inputs of shape {tuple(inputs.shape)} do not fit {model.name}: it takes "
+                        f"{tuple(model.input_shape)} per input (pass (B, *shape))")
+    inputs = inputs.reshape((len(inputs),) + tuple(model.input_shape))  # (B, n) flat rows too
     lo, hi = domain
     lower_t = torch.as_tensor(lo, dtype=torch.float32).expand(n).clone()
     upper_t = torch.as_tensor(hi, dtype=torch.float32).expand(n).clone()

@@ -38,6 +38,23 @@ def test_check_module_reports_spec_errors_with_positions():
     assert info.value.diagnostics[0].span.column == 19
 
 
+def test_check_module_takes_flat_rows_and_refuses_inputs_that_do_not_fit(tmp_path):
+    """The demo MLP (ONNX, input (1, 8, 8)): flat rows of 64 run (the witness confirmed on
+    onnxruntime too, which once failed on them after the whole search); 63 values are refused
+    before any work, naming the shapes."""
+    import numpy as np
+
+    from nnspec.errors import DataError
+    from nnspec.models.loading import load_model
+
+    model = load_model(ROOT / "specs" / "models" / "digits_mlp.onnx")
+    x = torch.from_numpy(np.load(ROOT / "specs" / "models" / "digits_test.npz")["x"][:1]).reshape(1, 64)
+    r = nnspec.check_module(model, x, "robustness on logits within linf(0.5) using mads(bound=none, budget=300)")[0]
+    assert r.verdict == "violated" and r.witness["confirmed"]
+    with pytest.raises(DataError, match=r"inputs of shape \(1, 63\) do not fit .*\(1, 8, 8\)"):
+        nnspec.check_module(model, x[:, :63], "robustness within linf(0.1)")
+
+
 def test_torch_export_archive(tmp_path):
     from nnspec.models.loading import load_model
 

@@ -502,8 +502,12 @@ class _Quantification:
                 target = int(out.argmax())
             found = lp.polish(x0, witness, lo, hi, label, target, gap)
             if found:
+                before = float(t.best_dist[p])
                 y = torch.from_numpy(np.stack(found))[:, self.free.numpy()].to(self.dt)
                 self.evaluate(rows.new_tensor([p]), y[None])
+                after = float(t.best_dist[p])
+                if after < before * (1 - 1e-4):  # (smaller moves are the walk's last digits)
+                    self.search_notes[p] += f"; the region LP moved the closest witness from {before:.6g} to {after:.6g}"
 
     def _shrinking_balls(self, idx: torch.Tensor) -> None:
         """A walk ends in the decision region it started in; a closer region may exist. Search a
