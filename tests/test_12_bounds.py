@@ -240,6 +240,34 @@ def test_on_a_linear_model_crown_is_exact():
         assert r == pytest.approx(1 / 6, rel=2e-3) and r <= 1 / 6
 
 
+def test_a_bare_linear_module_and_f_linear_are_bounded_exactly():
+    """nn.Linear as the whole model traces to F.linear(x, w, b), as does a forward that calls
+    F.linear itself: both are affine ops (once "no bound for linear"), and their bounds over a box
+    are the exact minimum and maximum, bias included."""
+    import torch.nn.functional as F
+
+    class Functional(nn.Module):
+        def __init__(self, lin):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return F.linear(torch.relu(x), self.lin.weight, self.lin.bias)
+
+    torch.manual_seed(3)
+    lin = nn.Linear(5, 3).double()
+    lo = torch.rand(1, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    hi = lo + 0.3
+    w, b = lin.weight.detach(), lin.bias.detach()
+    exact_lo = (torch.where(w > 0, lo, hi) * w).sum(1) + b
+    exact_hi = (torch.where(w > 0, hi, lo) * w).sum(1) + b
+    for module in (lin, Functional(lin)):
+        engine = BoundEngine(BoundGraph.from_module(module, (5,)))
+        for method in ("ibp", "crown"):
+            l, u = engine.intervals(lo, hi, method)[engine.graph.output]
+            assert torch.allclose(l[0], exact_lo) and torch.allclose(u[0], exact_hi), (type(module), method)
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

@@ -205,9 +205,10 @@ def test_a_gap_toward_a_label_bounds_the_untargeted_gap_from_above():
 # the activation-region LP (nnspec.solvers.region_lp): exact within a region, never past the MILP
 
 
-def test_the_region_lp_of_an_affine_network_is_the_analytic_closest_violation():
-    """No ReLU: one region, so the LP's answer is the global L-inf distance to the half-space
-    g x + c >= gap, (gap - g x0 - c) / ||g||_1 (the box far away), from any witness."""
+@pytest.mark.parametrize("norm, dual", [("linf", 1), ("l1", float("inf"))])
+def test_the_region_lp_of_an_affine_network_is_the_analytic_closest_violation(norm, dual):
+    """No ReLU: one region, so the LP's answer is the global distance to the half-space g x + c >=
+    gap, (gap - g x0 - c) / ||g||_dual (the box far away), from any witness."""
     import numpy as np
 
     from nnspec.solvers.region_lp import RegionLP
@@ -218,18 +219,21 @@ def test_the_region_lp_of_an_affine_network_is_the_analytic_closest_violation():
     y0 = w @ x0 + b
     label, target, gap = int(y0.argmax()), int(y0.argmin()), 0.1
     g, c = w[target] - w[label], b[target] - b[label]
-    exact = (gap - g @ x0 - c) / np.abs(g).sum()
+    exact = (gap - g @ x0 - c) / np.linalg.norm(g, dual)
     assert exact > 0
-    witness = x0 + 3 * exact * np.sign(g)  # beyond the closest violation, toward it
-    found = RegionLP([(w, b)]).polish(x0, witness, np.full(5, -100.0), np.full(5, 100.0), label, target, gap)
+    witness = x0 + 3 * exact * np.sign(g) * (1 if norm == "linf" else 1 / len(g))  # beyond, toward it
+    assert g @ witness + c > gap
+    found = RegionLP([(w, b)]).polish(x0, witness, np.full(5, -100.0), np.full(5, 100.0), label, target, gap,
+                                      norm=norm)
     assert len(found) == 1  # no phase rows: nothing to flip
-    assert np.abs(found[0] - x0).max() == pytest.approx(exact, rel=1e-7)
+    assert np.linalg.norm(found[0] - x0, 1 if norm == "l1" else np.inf) == pytest.approx(exact, rel=1e-7)
     assert g @ found[0] + c >= gap - 1e-9
 
 
+@pytest.mark.parametrize("norm", ["linf", "l1"])
 @pytest.mark.parametrize("seed", range(6))
-def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_milp_distance(seed):
-    """Small random ReLU nets, exact targeted L-inf distances r* from the MILP: from a witness just
+def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_milp_distance(seed, norm):
+    """Small random ReLU nets, exact targeted L-inf and L1 distances r* from the MILP: from a witness just
     past the MILP's optimum (same region) the first LP gives r* itself, and from a farther one
     every candidate is a violation in the box no farther than the witness and no closer than r*."""
     import numpy as np
@@ -245,28 +249,28 @@ def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_mi
     label = int(y0.argmax())
     gap = 1e-6
     for target in np.argsort(-y0)[1:].tolist():  # the most likely label with a violation in the box
-        exact = min_distance(layers, x0, label, target, "linf", -10.0, 10.0, max_radius=20.0, slack=gap,
+        exact = min_distance(layers, x0, label, target, norm, -10.0, 10.0, max_radius=20.0, slack=gap,
                              time_limit=30)
         assert exact.status in ("optimal", "infeasible")
         if exact.status == "optimal":
             break
     assert exact.status == "optimal"
     lo, hi = np.full(4, -10.0), np.full(4, 10.0)
+    size = lambda v: np.linalg.norm(v, np.inf if norm == "linf" else 1)  # noqa: E731
     for scale in (1 + 1e-4, 1.5):
         witness = np.clip(x0 + scale * (exact.x - x0), lo, hi)
         out = lp.preacts(witness)[1]
         if out[target] - out[label] < gap:  # past the optimum, but out of the violating region
             continue
-        found = lp.polish(x0, witness, lo, hi, label, target, gap)
+        found = lp.polish(x0, witness, lo, hi, label, target, gap, norm=norm)
         assert found
         for x in found:
             out = lp.preacts(x)[1]
             assert out[target] - out[label] >= gap - 1e-7
             assert np.all(x >= lo - 1e-9) and np.all(x <= hi + 1e-9)
-            d = np.abs(x - x0).max()
-            assert exact.distance * (1 - 1e-6) - 1e-9 <= d <= np.abs(witness - x0).max() + 1e-9
+            assert exact.distance * (1 - 1e-6) - 1e-9 <= size(x - x0) <= size(witness - x0) + 1e-9
         if scale < 1.01:
-            assert np.abs(found[0] - x0).max() == pytest.approx(exact.distance, rel=1e-5, abs=1e-9)
+            assert size(found[0] - x0) == pytest.approx(exact.distance, rel=1e-5, abs=1e-9)
 
 
 def test_the_quantified_witness_of_the_demo_mlp_is_its_exact_radius():

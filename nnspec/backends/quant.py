@@ -465,11 +465,12 @@ class _Quantification:
             self._region_polish(idx)
 
     def _region_polish(self, idx: torch.Tensor) -> None:
-        """L-inf, logit margins, ReLU chains: each closest witness moved to the closest violation
-        of its activation region and of the neighbouring regions that hold it there, by linear
-        programming (``nnspec.solvers.region_lp``); every candidate is evaluated on the model."""
+        """L-inf and L1 balls, logit margins, ReLU chains: each closest witness moved to the
+        closest violation of its activation region and of the neighbouring regions that hold it
+        there, by linear programming (``nnspec.solvers.region_lp``); every candidate is evaluated
+        on the model."""
         expr = self.prop.expression
-        if self.ball.norm != "linf" or not isinstance(expr, ConfidenceGap) or \
+        if self.ball.norm not in ("linf", "l1") or not isinstance(expr, ConfidenceGap) or \
                 not (expr.reading == "logits" or expr.margin == 0):
             return
         t = self.tracker
@@ -500,7 +501,7 @@ class _Quantification:
                 out = lp.preacts(witness)[1]
                 out[label] = -np.inf
                 target = int(out.argmax())
-            found = lp.polish(x0, witness, lo, hi, label, target, gap)
+            found = lp.polish(x0, witness, lo, hi, label, target, gap, norm=self.ball.norm)
             if found:
                 before = float(t.best_dist[p])
                 y = torch.from_numpy(np.stack(found))[:, self.free.numpy()].to(self.dt)

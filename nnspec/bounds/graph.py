@@ -383,6 +383,12 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         op = affine(abs_fn=lambda r, w=w: F.linear(r, w.abs()))
         op.matrix = w
         return op
+    if target is F.linear and one and isinstance(args[0], _Ref) and isinstance(args[1], torch.Tensor):
+        # F.linear(x, w, b) in a forward (or a bare nn.Linear traced as the root module)
+        w = args[1].detach()
+        op = affine(abs_fn=lambda r, w=w: F.linear(r, w.abs()))
+        op.matrix = w
+        return op
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and one:
         if module.padding_mode != "zeros":
             raise Unsupported(f"no bound for {what} with padding mode {module.padding_mode} at node {name}")
