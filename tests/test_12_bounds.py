@@ -268,6 +268,33 @@ def test_a_bare_linear_module_and_f_linear_are_bounded_exactly():
             assert torch.allclose(l[0], exact_lo) and torch.allclose(u[0], exact_hi), (type(module), method)
 
 
+def test_a_convolution_called_in_a_forward_is_bounded_like_the_module():
+    """F.conv2d(x, w, b, stride, padding) in a forward gets the same bounds as nn.Conv2d with
+    those weights (once "no bound for conv2d")."""
+    import torch.nn.functional as F
+
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1).double()
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = nn.Parameter(conv.weight.detach().clone()), nn.Parameter(conv.bias.detach().clone())
+
+        def forward(self, x):
+            return F.conv2d(torch.relu(x), self.w, self.b, 2, 1).flatten(1)
+
+    as_module = nn.Sequential(nn.ReLU(), conv, nn.Flatten())
+    lo = torch.rand(1, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) - 0.5
+    hi = lo + 0.4
+    for method in ("ibp", "crown"):
+        got = [BoundEngine(BoundGraph.from_module(m, (2, 5, 5))) for m in (Functional(), as_module)]
+        (l1, u1), (l2, u2) = (e.intervals(lo, hi, method)[e.graph.output] for e in got)
+        assert torch.allclose(l1, l2) and torch.allclose(u1, u2), method
+        x = lo + (hi - lo) * torch.rand(64, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        y = Functional()(x)
+        assert bool((y >= l1 - 1e-9).all() and (y <= u1 + 1e-9).all())
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

@@ -389,6 +389,14 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         op = affine(abs_fn=lambda r, w=w: F.linear(r, w.abs()))
         op.matrix = w
         return op
+    if target in (F.conv1d, F.conv2d, F.conv3d) and one and isinstance(args[0], _Ref) and \
+            isinstance(args[1], torch.Tensor):  # a convolution called in a forward
+        a, k = list(args), dict(kwargs)
+        a[1] = args[1].detach().abs()
+        if len(a) > 2:
+            a[2] = None
+        k.pop("bias", None)
+        return affine(abs_fn=_bind(call, tuple(a), k, refs))
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and one:
         if module.padding_mode != "zeros":
             raise Unsupported(f"no bound for {what} with padding mode {module.padding_mode} at node {name}")
