@@ -276,11 +276,16 @@ class _Quantification:
             self.tracker.best_dist[at_centre] = 0.0
             self.tracker.best_s[at_centre] = s0[at_centre]
         stops = ["" for _ in range(P)]
+        self.polished = torch.full((P,), math.inf, dtype=torch.float64)  # the witness distance the region LP last saw
         if self.is_range:
             phases = [lambda: self._phase_range(stops)]
         else:
+            # the region LP once more after MADS's refinement, for witnesses the gradient stage did
+            # not find or that moved since (an L1 ball on a demo digit: the gradient stage found
+            # none in l1(6), MADS one at 2.38, the LP from it 1.79)
             phases = [self._phase_gradient, lambda: self._phase_search(stops), lambda: self._phase_lipschitz(stops),
-                      lambda: self._phase_refine(stops), lambda: self._phase_lipschitz(stops, after_refine=True)]
+                      lambda: self._phase_refine(stops), self._region_polish_again,
+                      lambda: self._phase_lipschitz(stops, after_refine=True)]
         for phase in phases:
             try:
                 phase()
@@ -464,6 +469,15 @@ class _Quantification:
             self._shrinking_balls(idx)
             self._region_polish(idx)
 
+    def _region_polish_again(self) -> None:
+        """``_region_polish`` for the centres whose closest witness is new since the last one."""
+        t = self.tracker
+        if not self.opts["refine"]:
+            return
+        moved = torch.isfinite(t.best_dist) & (t.best_dist < self.polished * (1 - 1e-9))
+        if bool(moved.any()):
+            self._region_polish(moved.nonzero().flatten())
+
     def _region_polish(self, idx: torch.Tensor) -> None:
         """L-inf and L1 balls, logit margins, ReLU chains: each closest witness moved to the
         closest violation of its activation region and of the neighbouring regions that hold it
@@ -483,6 +497,7 @@ class _Quantification:
         labels = self.task.labels
         gap = 4 * WITNESS_SLACK - expr.margin if expr.reading == "logits" else 1e-3
         for p in rows.tolist():
+            self.polished[p] = float(t.best_dist[p])
             x0 = self.x0[p].double().numpy()
             witness = t.best_x[p].double().numpy()
             lo = self.dom_lo.double().numpy().copy()
@@ -690,7 +705,8 @@ class _Quantification:
         factor = torch.full((self.P,), 0.5, dtype=torch.float64)
         stalls = torch.zeros(self.P, dtype=torch.long)  # failed rounds in a row at the finest factor
         round_no = 0
-        reserve = int(self.budget * PHASE_SHARE["final_lipschitz"])  # kept for Q^ after refinement
+        # kept for Q^ after refinement, and for the region LP's candidates
+        reserve = int(self.budget * PHASE_SHARE["final_lipschitz"]) + ITERATIONS
         while idx.numel():
             remaining = int(self._remaining()[idx].min()) - reserve
             if remaining < per_round:
