@@ -118,6 +118,24 @@ def test_attack_mads_keeps_the_papers_search_alone():
     assert r.notes[0] == "search: MADS (derivative-free; attack=mads)"
 
 
+def test_attack_mads_gets_no_region_lp_either():
+    """The region LP reads the network's weights: not the paper's derivative-free search, so
+    `attack=mads` leaves MADS's witness where MADS found it (on this digit the LP would move it)."""
+    import numpy as np
+
+    from nnspec.models.loading import load_model
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "specs" / "models" / "digits_mlp.onnx")
+    x = torch.from_numpy(np.load(ROOT / "specs" / "models" / "digits_test.npz")["x"][:1])
+    spec = "robustness on logits within linf(0.5) using mads(bound=none, attack={})"
+    mads = nnspec.check_module(model, x, spec.format("mads"))[0]
+    auto = nnspec.check_module(model, x, spec.format("auto"))[0]
+    assert mads.verdict == auto.verdict == "violated"
+    assert mads.notes[0] == "search: MADS (derivative-free; attack=mads)"
+    assert auto.bounds["upper"] < mads.bounds["upper"]
+
+
 def test_the_game_backend_can_start_its_upper_bound_with_gradients():
     from nnspec.solvers.milp import layers_of, min_distance
 

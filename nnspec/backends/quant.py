@@ -472,7 +472,7 @@ class _Quantification:
     def _region_polish_again(self) -> None:
         """``_region_polish`` for the centres whose closest witness is new since the last one."""
         t = self.tracker
-        if not self.opts["refine"]:
+        if not self.opts["refine"] or self.opts.get("attack", "auto") == "mads":  # white box: not the paper's search
             return
         moved = torch.isfinite(t.best_dist) & (t.best_dist < self.polished * (1 - 1e-9))
         if bool(moved.any()):
