@@ -66,7 +66,8 @@ MADS = BackendInfo(
                    "auglag (the paper's augmented Lagrangian)", choices=("project", "auglag")),
         OptionSpec("refine", bool, True, "move a found witness toward the centre"),
         OptionSpec("attack", str, "auto", "the violation search: auto (projected gradient first where the gradient "
-                   "of s is usable, then MADS), gradient (always try gradients), mads (derivative-free only, "
+                   "of s is usable, then MADS; with refine, witnesses of L-inf and L1 balls on ReLU chains are "
+                   "moved by the region LP), gradient (always try gradients), mads (derivative-free only, "
                    "the paper's method)", choices=("auto", "gradient", "mads")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
         OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
