@@ -295,6 +295,21 @@ def test_a_convolution_called_in_a_forward_is_bounded_like_the_module():
         assert bool((y >= l1 - 1e-9).all() and (y <= u1 + 1e-9).all())
 
 
+def test_a_module_that_cannot_be_traced_says_why():
+    """A forward that uses a parameter of another module: torch.fx refuses it, and the reason
+    reaches the note ("cannot be traced (NameError)" said nothing before)."""
+    import torch.nn.functional as F
+
+    outside = nn.Linear(3, 2)
+
+    class Borrows(nn.Module):
+        def forward(self, x):
+            return F.linear(x, outside.weight, outside.bias)
+
+    with pytest.raises(Unsupported, match=r"cannot be traced \(NameError: parameter is not a member of this module"):
+        BoundGraph.from_module(Borrows(), (3,))
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

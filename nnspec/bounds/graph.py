@@ -288,7 +288,9 @@ def _graph_module(module: nn.Module) -> fx.GraphModule:
     try:
         return fx.symbolic_trace(inner)
     except Exception as err:
-        raise Unsupported(f"the module cannot be traced ({type(err).__name__})") from None
+        detail = (str(err).strip().splitlines() or [""])[0][:160]
+        raise Unsupported(f"the module cannot be traced ({type(err).__name__}"
+                          f"{': ' + detail if detail else ''})") from None
 
 
 def _fetch(gm: nn.Module, target: str):
