@@ -248,12 +248,9 @@ def test_the_region_lp_of_an_affine_network_is_the_analytic_closest_violation(no
     assert g @ found[0] + c >= gap - 1e-9
 
 
-@pytest.mark.parametrize("norm", ["linf", "l1"])
-@pytest.mark.parametrize("seed", range(6))
-def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_milp_distance(seed, norm):
-    """Small random ReLU nets, exact targeted L-inf and L1 distances r* from the MILP: from a witness just
-    past the MILP's optimum (same region) the first LP gives r* itself, and from a farther one
-    every candidate is a violation in the box no farther than the witness and no closer than r*."""
+def _region_case(seed: int, norm: str, gap: float = 1e-6):
+    """A small random ReLU net as a RegionLP, its input x0, label, and the most likely other label
+    with a violation in the box [-10, 10]^4 with its exact MILP distance (the result, optimal)."""
     import numpy as np
 
     from nnspec.solvers.milp import layers_of, min_distance
@@ -265,14 +262,26 @@ def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_mi
     x0 = xs[0].numpy()
     y0 = lp.preacts(x0)[1]
     label = int(y0.argmax())
-    gap = 1e-6
-    for target in np.argsort(-y0)[1:].tolist():  # the most likely label with a violation in the box
+    for target in np.argsort(-y0)[1:].tolist():
         exact = min_distance(layers, x0, label, target, norm, -10.0, 10.0, max_radius=20.0, slack=gap,
                              time_limit=30)
         assert exact.status in ("optimal", "infeasible")
         if exact.status == "optimal":
             break
     assert exact.status == "optimal"
+    return lp, x0, label, target, exact
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@pytest.mark.parametrize("seed", range(6))
+def test_region_lp_candidates_violate_lie_in_the_box_and_never_beat_the_exact_milp_distance(seed, norm):
+    """Small random ReLU nets, exact targeted L-inf and L1 distances r* from the MILP: from a witness just
+    past the MILP's optimum (same region) the first LP gives r* itself, and from a farther one
+    every candidate is a violation in the box no farther than the witness and no closer than r*."""
+    import numpy as np
+
+    gap = 1e-6
+    lp, x0, label, target, exact = _region_case(seed, norm, gap)
     lo, hi = np.full(4, -10.0), np.full(4, 10.0)
     size = lambda v: np.linalg.norm(v, np.inf if norm == "linf" else 1)  # noqa: E731
     for scale in (1 + 1e-4, 1.5):
@@ -341,20 +350,7 @@ def test_flipping_the_phases_that_hold_the_lp_walks_to_the_exact_milp_distance(s
     there, 5 reaches it in the first region)."""
     import numpy as np
 
-    from nnspec.solvers.milp import layers_of, min_distance
-    from nnspec.solvers.region_lp import RegionLP
-
-    net, xs = relu_case(seed, count=1, sizes=(4, 12, 12, 3))
-    layers = layers_of(net)
-    lp = RegionLP(layers)
-    x0 = xs[0].numpy()
-    y0 = lp.preacts(x0)[1]
-    label = int(y0.argmax())
-    for target in np.argsort(-y0)[1:].tolist():
-        exact = min_distance(layers, x0, label, target, "linf", -10.0, 10.0, max_radius=20.0, slack=1e-6,
-                             time_limit=30)
-        if exact.status == "optimal":
-            break
+    lp, x0, label, target, exact = _region_case(seed, "linf")
     lo, hi = np.full(4, -10.0), np.full(4, 10.0)
     witness = np.clip(x0 + 2 * (exact.x - x0), lo, hi)
 

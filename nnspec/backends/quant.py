@@ -520,7 +520,7 @@ class _Quantification:
                 target = int(out.argmax())
             found = lp.polish(x0, witness, lo, hi, label, target, gap, norm=self.ball.norm)
             if found:
-                before = float(t.best_dist[p])
+                before = float(self.polished[p])
                 y = torch.from_numpy(np.stack(found))[:, self.free.numpy()].to(self.dt)
                 self.evaluate(rows.new_tensor([p]), y[None])
                 after = float(t.best_dist[p])

@@ -380,14 +380,10 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         return Op(name, "maxpool", tuple(refs), fn)
 
     # ---- affine operators with signed coefficients
-    if isinstance(module, nn.Linear) and one:
-        w = module.weight.detach()
-        op = affine(abs_fn=lambda r, w=w: F.linear(r, w.abs()))
-        op.matrix = w
-        return op
-    if target is F.linear and one and isinstance(args[0], _Ref) and isinstance(args[1], torch.Tensor):
-        # F.linear(x, w, b) in a forward (or a bare nn.Linear traced as the root module)
-        w = args[1].detach()
+    # nn.Linear, or F.linear(x, w, b) in a forward (a bare nn.Linear traced as the root module too)
+    if one and (isinstance(module, nn.Linear) or (
+            target is F.linear and isinstance(args[0], _Ref) and isinstance(args[1], torch.Tensor))):
+        w = (module.weight if module is not None else args[1]).detach()
         op = affine(abs_fn=lambda r, w=w: F.linear(r, w.abs()))
         op.matrix = w
         return op

@@ -32,7 +32,7 @@ class MilpResult:
     lower: float = math.nan  # a proved lower bound of the distance (= distance when optimal)
 
 
-def _interval(layers, lo, hi):
+def interval_bounds(layers, lo, hi):
     """Pre-activation bounds of every layer by interval arithmetic."""
     bounds, a_lo, a_hi = [], lo, hi
     for k, (w, b) in enumerate(layers):
@@ -86,7 +86,7 @@ def min_distance(layers: list[tuple[np.ndarray, np.ndarray]], x0: np.ndarray, la
     n = x0.size
     box_lo = np.maximum(np.broadcast_to(lo, n), x0 - max_radius)
     box_hi = np.minimum(np.broadcast_to(hi, n), x0 + max_radius)
-    pre = _interval(layers, box_lo, box_hi)
+    pre = interval_bounds(layers, box_lo, box_hi)
     if pre_bounds is not None:  # tighter sound bounds: intersect
         pre = [(np.maximum(a, c), np.minimum(b, d)) for (a, b), (c, d) in zip(pre, pre_bounds(box_lo, box_hi))]
     hidden = layers[:-1]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnspec.solvers.milp import interval_bounds
+
 ITERATIONS = 3  # LPs per polish: the first gives most of the gain (docs/benchmarks.md, benchmark 10)
 DUAL_TOL = 1e-9  # a phase row with a dual value beyond this holds the optimum: its neuron is flipped
 
@@ -43,15 +45,6 @@ class RegionLP:
             a = np.maximum(z, 0.0)
         w, b = self.layers[-1]
         return zs, w @ a + b
-
-    def _intervals(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        out, a_lo, a_hi = [], lo, hi
-        for w, b in self.layers[:-1]:
-            wp, wn = np.clip(w, 0, None), np.clip(w, None, 0)
-            z_lo, z_hi = wp @ a_lo + wn @ a_hi + b, wp @ a_hi + wn @ a_lo + b
-            out.append((z_lo, z_hi))
-            a_lo, a_hi = np.maximum(z_lo, 0.0), np.maximum(z_hi, 0.0)
-        return out
 
     def _affine(self, phases: list[np.ndarray]):
         """The region's affine maps: per layer (Z, d) of the pre-activations, then (Y, c)."""
@@ -82,7 +75,7 @@ class RegionLP:
         zs, _ = self.preacts(witness)
         phases = [z > 0 for z in zs]
         # the ball lies in the box of half-width r_max in either norm: phases fixed on that box hold
-        box = self._intervals(np.maximum(lo, x0 - r_max), np.minimum(hi, x0 + r_max))
+        box = interval_bounds(self.layers, np.maximum(lo, x0 - r_max), np.minimum(hi, x0 + r_max))[:-1]
         free = [(z_lo < 0) & (z_hi > 0) for z_lo, z_hi in box]  # neurons whose phase the box does not fix
         # variables: x (n), then r (L-inf: one, |x_i - x0_i| <= r) or e (L1: n, |x_i - x0_i| <= e_i)
         m = 1 if norm == "linf" else n
