@@ -295,6 +295,47 @@ def test_a_convolution_called_in_a_forward_is_bounded_like_the_module():
         assert bool((y >= l1 - 1e-9).all() and (y <= u1 + 1e-9).all())
 
 
+@pytest.mark.parametrize("dims, kw", [
+    (2, dict(stride=1, padding=1)), (2, dict(stride=2, padding=1)), (2, dict(stride=2, padding=0)),
+    (2, dict(stride=3, padding=2, dilation=2)), (2, dict(stride=1, padding=0, groups=2)),
+    (1, dict(stride=2, padding=1)), (3, dict(stride=2, padding=1)), (2, dict(padding="same")),
+    (2, dict(stride=2, padding=1, functional=True))])
+def test_a_convolutions_backward_is_the_transpose_of_its_linear_part(dims, kw):
+    """The backward pass through a convolution (a transposed convolution, its output padding
+    restoring the input's size, or autograd's vector-Jacobian product where the padding is
+    "same") gives <a, W x> = <W^T a, x> for random a and x, in float32 as in float64."""
+    import torch.nn.functional as F
+
+    kw = dict(kw)
+    functional = kw.pop("functional", False)
+    shape = {1: (4, 11), 2: (4, 9, 10), 3: (4, 5, 6, 7)}[dims]
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](4, 6, 3, **kw).double()
+    if functional:
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w, self.b = nn.Parameter(conv.weight.detach().clone()), nn.Parameter(conv.bias.detach().clone())
+
+            def forward(self, x):
+                return F.conv2d(x, self.w, self.b, kw["stride"], kw["padding"])
+        net = Net()
+    else:
+        net = nn.Sequential(conv)
+    engine = BoundEngine(BoundGraph.from_module(net, shape))
+    op = next(o for o in engine.ops if o.kind == "affine" and o.inputs == ("input",))
+    assert (op.back == "conv") == (kw.get("padding") != "same")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2,) + shape, dtype=torch.float64, generator=gen)
+    a = torch.randn((2, 3) + op.shape, dtype=torch.float64, generator=gen)
+    linear = net(x) - conv.bias.view((1, -1) + (1,) * dims)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-3)):
+        (back,) = engine._affine_back(op, a.to(dtype))
+        assert back.dtype == dtype and back.shape == (2, 3) + shape
+        want = (a * linear[:, None]).flatten(2).sum(-1)
+        got = (back.double() * x[:, None]).flatten(2).sum(-1)
+        assert torch.allclose(got, want, atol=tol, rtol=tol), (dtype, (got - want).abs().max())
+
+
 def test_a_module_that_cannot_be_traced_says_why():
     """A forward that uses a parameter of another module: torch.fx refuses it, and the reason
     reaches the note ("cannot be traced (NameError)" said nothing before)."""

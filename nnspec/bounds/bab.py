@@ -526,11 +526,12 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     best = {n: v.detach().clone() for n, v in kept.items()}  # per subdomain and row: the best iterate's
     if kept and BETA_STEPS:
         optimisers = [Adam(list(alphas.values()), lr=ALPHA_LR), Adam(list(betas.values()), lr=BETA_LR)]
-        top = None
+        top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
         for step in range(BETA_STEPS + 1):
             for optimiser in optimisers:
                 optimiser.zero_grad()
-            value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas})
+            value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas},
+                                    cache=cache)
             with torch.no_grad():
                 better = torch.ones_like(value, dtype=torch.bool) if top is None else value > top
                 top = value.detach() if top is None else torch.maximum(top, value)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from nnspec.bounds.ascent import Adam
 from nnspec.bounds.graph import BoundGraph, Op
@@ -247,13 +248,15 @@ class BoundEngine:
     # ------------------------------------------------------------------ backward: linear relaxation
 
     def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None,
-                 record: dict | None = None, betas: dict | None = None) -> torch.Tensor:
+                 record: dict | None = None, betas: dict | None = None, cache: dict | None = None) -> torch.Tensor:
         """Lower bounds (B, S) of sum(A0 * value(start)) over the boxes, with the relaxations
         given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``).
         ``record``: filled with the coefficients reaching each nonlinearity and the input (for
         branching heuristics). ``betas[pre]`` (B, S, *shape): coefficients added to the
         nonlinearity input ``pre`` (beta-CROWN's split terms, -beta * split, which are <= 0 on the
-        subdomain, so the bound stays sound for any beta >= 0)."""
+        subdomain, so the bound stays sound for any beta >= 0). ``cache``: a dict kept by a caller
+        that makes several passes on the same ``bounds`` (optimising slopes), where the parts of
+        the relaxations that do not depend on the slopes are kept between passes."""
         B, S = A0.shape[:2]
         coeffs: dict[str, torch.Tensor] = {start: A0}
         lower = torch.zeros(B, S, dtype=A0.dtype)
@@ -273,11 +276,19 @@ class BoundEngine:
                         coeffs[name] = coeffs[name] + g if name in coeffs else g
             elif op.kind in ELEMENTWISE:
                 l, u = bounds[op.inputs[0]]
-                al, bl, au, bu = relaxation(op, l, u, None if alphas is None else alphas.get(op.name))
+                alpha = None if alphas is None else alphas.get(op.name)
+                if cache is not None and op.kind in ("relu", "leaky_relu"):
+                    if op.name not in cache:
+                        cache[op.name] = _relu_parts(op, l, u)
+                    al, bl, au, bu = _relu_lines(op, cache[op.name], alpha)
+                else:
+                    al, bl, au, bu = relaxation(op, l, u, alpha)
                 pos, neg = a.clamp(min=0), a.clamp(max=0)
                 al = al if al.dim() == a.dim() else al[:, None]
                 new = pos * al + neg * au[:, None]
-                lower = lower + (pos * bl[:, None] + neg * bu[:, None]).flatten(2).sum(-1)
+                intercepts = neg * bu[:, None] if op.kind in ("relu", "leaky_relu") else \
+                    pos * bl[:, None] + neg * bu[:, None]  # a ReLU's lower line has none
+                lower = lower + intercepts.flatten(2).sum(-1)
                 name = op.inputs[0]
                 if betas is not None and name in betas:
                     new = new + betas[name]
@@ -299,12 +310,34 @@ class BoundEngine:
                 return [a.reshape((B, S) + tuple(ins[0]))]
             if op.back == "shift" and tuple(ins[0]) == tuple(op.shape):
                 return [a if op.signs[0] > 0 else -a]
+            if op.back == "conv":
+                g = self._conv_back(op, a, tuple(ins[0]))
+                if g is not None:
+                    return [g]
         flat = a.reshape((B * S,) + op.shape).to(torch.float64)  # op.fn holds float64 weights
         xs = [torch.zeros((B * S,) + s, dtype=torch.float64, requires_grad=True) for s in ins]
         with torch.enable_grad():
             out = op.fn(*xs)
             grads = torch.autograd.grad(out, xs, grad_outputs=flat, create_graph=a.requires_grad, allow_unused=True)
         return [None if g is None else g.reshape((B, S) + s).to(a.dtype) for g, s in zip(grads, ins)]
+
+    def _conv_back(self, op: Op, a: torch.Tensor, in_shape: tuple) -> torch.Tensor | None:
+        """The transpose of a convolution applied to ``a`` (B, S, *out_shape), by a transposed
+        convolution in ``a``'s dtype, its output padding chosen to give back ``in_shape`` (the
+        rows and columns a strided convolution never reads get 0); None where no output padding
+        torch allows does (then autograd's path)."""
+        B, S = a.shape[:2]
+        c = op.conv
+        kernel = self._cast(op, "kernel", a.dtype)
+        sizes = kernel.shape[2:]
+        extra = tuple(n_in - ((n_out - 1) * st - 2 * p + d * (k - 1) + 1) for n_in, n_out, st, p, d, k in zip(
+            in_shape[1:], op.shape[1:], c["stride"], c["padding"], c["dilation"], sizes))
+        if any(e < 0 or e >= max(st, d) for e, st, d in zip(extra, c["stride"], c["dilation"])):
+            return None
+        transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[len(sizes) - 1]
+        out = transpose(a.reshape((B * S,) + tuple(op.shape)), kernel, stride=c["stride"], padding=c["padding"],
+                        output_padding=extra, groups=c["groups"], dilation=c["dilation"])
+        return out.reshape((B, S) + in_shape)
 
     def _cast(self, op: Op, field: str, dtype: torch.dtype) -> torch.Tensor:
         """op's ``matrix`` or ``bias`` in ``dtype`` (float32 copies made once: branch and bound
@@ -496,26 +529,39 @@ def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | N
     """Lines al*x + bl <= f(x) <= au*x + bu on [l, u], elementwise: (al, bl, au, bu)."""
     kind = op.kind
     if kind in ("relu", "leaky_relu"):
-        s = op.slope if kind == "leaky_relu" else 0.0
-        active, inactive = l >= 0, u <= 0
-        unstable = ~(active | inactive)
-        width = torch.where(unstable, u - l, torch.ones_like(u))
-        chord = (u - s * l) / width
-        au = torch.where(active, 1.0, torch.where(inactive, s, chord))
-        bu = torch.where(unstable, s * l - chord * l, 0.0)
-        if alpha is None:
-            al = torch.where(active, 1.0, torch.where(inactive, s, torch.where(u > -l, 1.0, s)))
-        else:
-            shape = (alpha.shape[0], 1) + tuple(l.shape[1:])
-            act, ina = active.reshape(shape), inactive.reshape(shape)
-            al = torch.where(act, 1.0, torch.where(ina, s, alpha))
-        return al.to(l.dtype), torch.zeros_like(l), au.to(l.dtype), bu
+        return _relu_lines(op, _relu_parts(op, l, u), alpha)
     if kind == "sign":  # nondecreasing: constant bounds sign(l) <= sign(x) <= sign(u)
         zero = torch.zeros_like(l)
         return zero, torch.sign(l), zero, torch.sign(u)
     if kind in ("sigmoid", "tanh"):
         return _parallel_chord(kind, l, u)
     raise ValueError(f"no relaxation for {kind}")  # pragma: no cover
+
+
+def _relu_parts(op: Op, l: torch.Tensor, u: torch.Tensor) -> tuple:
+    """What a ReLU's (or leaky ReLU's) relaxation on [l, u] takes from the bounds alone: the
+    upper line (au, bu), which neurons are active and inactive, CROWN's lower slope and the zero
+    intercept."""
+    s = op.slope if op.kind == "leaky_relu" else 0.0
+    active, inactive = l >= 0, u <= 0
+    unstable = ~(active | inactive)
+    width = torch.where(unstable, u - l, torch.ones_like(u))
+    chord = (u - s * l) / width
+    au = torch.where(active, 1.0, torch.where(inactive, s, chord)).to(l.dtype)
+    bu = torch.where(unstable, s * l - chord * l, 0.0)
+    crown = torch.where(active, 1.0, torch.where(inactive, s, torch.where(u > -l, 1.0, s))).to(l.dtype)
+    return active, inactive, au, bu, crown, torch.zeros_like(l)
+
+
+def _relu_lines(op: Op, parts: tuple, alpha: torch.Tensor | None):
+    """(al, bl, au, bu) from ``_relu_parts``, the lower slope ``alpha`` (B, S, *shape) where given."""
+    active, inactive, au, bu, crown, zero = parts
+    if alpha is None:
+        return crown, zero, au, bu
+    s = op.slope if op.kind == "leaky_relu" else 0.0
+    shape = (alpha.shape[0], 1) + tuple(active.shape[1:])
+    al = torch.where(active.reshape(shape), 1.0, torch.where(inactive.reshape(shape), s, alpha))
+    return al.to(au.dtype), zero, au, bu
 
 
 def _parallel_chord(kind: str, l: torch.Tensor, u: torch.Tensor):

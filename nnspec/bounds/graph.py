@@ -56,6 +56,10 @@ class Op:
     # (the max of the window's) the engine intersects with the decomposition's
     pool: Callable[..., torch.Tensor] | None = None
     pool_input: str = ""
+    # a convolution with numeric padding (back == "conv"): its kernel and keywords, for a direct
+    # transposed convolution in the backward pass (autograd's would also run the forward)
+    kernel: torch.Tensor | None = None
+    conv: dict = field(default_factory=dict)
 
 
 _MONOTONE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -394,14 +398,19 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         if len(a) > 2:
             a[2] = None
         k.pop("bias", None)
-        return affine(abs_fn=_bind(call, tuple(a), k, refs))
+        op = affine(abs_fn=_bind(call, tuple(a), k, refs))
+        names = ("stride", "padding", "dilation", "groups")
+        given = dict(zip(names, args[3:])) | {n: kwargs[n] for n in names if n in kwargs}
+        return _with_conv(op, args[1].detach(), given, {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}[target])
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and one:
         if module.padding_mode != "zeros":
             raise Unsupported(f"no bound for {what} with padding mode {module.padding_mode} at node {name}")
         conv = copy.deepcopy(module)
         conv.weight = nn.Parameter(module.weight.detach().abs(), requires_grad=False)
         conv.bias = None
-        return affine(abs_fn=conv)
+        given = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation,
+                 "groups": module.groups}
+        return _with_conv(affine(abs_fn=conv), module.weight.detach(), given, module.weight.dim() - 2)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and one:
         scale = (module.weight if module.affine else torch.ones_like(module.running_var)) / torch.sqrt(
             module.running_var + module.eps)
@@ -440,6 +449,22 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
             op.back = "reshape"
         return op
     raise Unsupported(f"no bound for {what} at node {name}")
+
+
+def _with_conv(op: Op, weight: torch.Tensor, given: dict, dims: int) -> Op:
+    """``op`` with the direct backward path of a convolution (back == "conv"), where its padding
+    is numeric (not "same" or "valid")."""
+    def per_dim(v, default):
+        v = default if v is None else v
+        return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * dims
+    padding = given.get("padding", 0)
+    if isinstance(padding, str):
+        return op
+    op.kernel = weight.to(torch.float64)
+    op.conv = {"stride": per_dim(given.get("stride"), 1), "padding": per_dim(padding, 0),
+               "dilation": per_dim(given.get("dilation"), 1), "groups": int(given.get("groups", 1) or 1)}
+    op.back = "conv"
+    return op
 
 
 def _binary(name, what, module, target, fn, args, refs) -> Op:
