@@ -1011,3 +1011,50 @@ def test_interval_bounds_are_the_same_with_and_without_the_max_pool_decompositio
         assert torch.allclose(a[0], b[0], rtol=0, atol=1e-12) and torch.allclose(a[1], b[1], rtol=0, atol=1e-12)
         assert float((a[1] - a[0]).min()) > 0.1  # (bounds that say something: not a vacuous match)
     assert engine_for(model, linear=False) is plain  # cached per kind
+
+
+def test_branch_and_bound_on_a_dense_chain_drops_the_neurons_the_root_proves_inactive():
+    """ReLU splitting on a chain of dense layers runs on the same function without the neurons
+    that the root's bounds prove inactive on the box: the smaller network agrees with the
+    original on the box, its bounds hold on sampled inputs, and the search proves what the
+    unpruned search proves, with a bound below the true minimum."""
+    import time
+
+    from nnspec.bounds import bab
+
+    net, x = relu_case(5, 1, (8, 40, 40, 40, 3))
+    engine = _engine(net, (8,))
+    label = int(net(x).argmax())
+    lo, hi = x[0] - 0.3, x[0] + 0.3
+    C = margin_objectives(3, label)
+    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    assert bab._pruned(engine, fixed, lo, hi) is None  # too few neurons to drop at the default share
+    old, bab.PRUNE_SHARE = bab.PRUNE_SHARE, 1.0
+    try:
+        pruned = bab._pruned(engine, fixed, lo, hi)
+    finally:
+        bab.PRUNE_SHARE = old
+    assert pruned is not None
+    small, small_fixed, slo, shi = pruned
+    width = sum(int(torch.tensor(small.by_name[n].shape).prod()) for n in small.preact)
+    assert width < 120
+    gen = torch.Generator().manual_seed(0)
+    xs = lo + (hi - lo) * torch.rand(3000, 8, dtype=torch.float64, generator=gen)
+    values = {"input": xs}
+    for op in small.ops[1:]:
+        values[op.name] = op.fn(*(values[i] for i in op.inputs))
+    assert torch.allclose(values[small.graph.output], net(xs), atol=1e-10)
+    for name in small.preact:
+        l, u = small_fixed.bounds[name]
+        assert bool((values[name] >= l - 1e-9).all() and (values[name] <= u + 1e-9).all())
+    with torch.no_grad():
+        true_min = float((net(xs) @ C.T).min())
+    results = []
+    for share in (1.0, 0.0):  # pruned, then not
+        old, bab.PRUNE_SHARE = bab.PRUNE_SHARE, share
+        try:
+            results.append(bab.verify(engine, lo, hi, C, time_limit=30))
+        finally:
+            bab.PRUNE_SHARE = old
+    assert results[0].proven and results[1].proven and results[0].domains > 1
+    assert all(r.lower <= true_min + 1e-9 for r in results)
