@@ -497,9 +497,10 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
     that the root's bounds prove inactive (u <= 0, so their output is 0 everywhere in the box),
     as (engine, fixed, lo, hi) over the flat input, or None (another graph, or too few neurons
     to drop). Each subdomain's backward pass then multiplies by smaller matrices: on mnist_fc's
-    open instances 61-88% of the neurons go (256x4 prop_0 eps 0.05 keeps 227 of 1,024). Every op and bound of the smaller network is
-    the original one's restricted to the kept neurons, so its bounds hold for the original."""
-    from nnspec.bounds.exact import _chain_engine, chain_layers
+    open instances 61-88% of the neurons go (256x4 prop_0 eps 0.05 keeps 227 of 1,024). Every op
+    and bound of the smaller network is the original one's restricted to the kept neurons, so its
+    bounds hold for the original."""
+    from nnspec.bounds.exact import chain_engine, chain_layers
     from nnspec.bounds.graph import Unsupported
 
     if any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift") for op in engine.ops):
@@ -522,7 +523,7 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
         if k < len(keep):
             w, b, prev = w[keep[k]], b[keep[k]], keep[k]
         small_layers.append((w.numpy(), b.numpy()))
-    small = _chain_engine(small_layers)
+    small = chain_engine(small_layers)
     flat_lo, flat_hi = lo.reshape(1, -1), hi.reshape(1, -1)
     # the same function on the box: checked on its corners and random points before it is used
     gen = torch.Generator().manual_seed(0)

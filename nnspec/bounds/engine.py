@@ -170,12 +170,20 @@ class BoundEngine:
         """(l, u) intersected with op's CROWN bounds (on the earlier ops' ``bounds``): for ops read
         only by ReLUs, just the neurons unstable in some box of the batch (a stable one's
         relaxation is exact whatever its bounds)."""
-        rows = None
-        if op.name in self._relu_only:
-            rows = ((l < 0) & (u > 0)).flatten(1).any(0).nonzero().flatten()
-            if not len(rows):
-                return l, u
+        rows = self._rows_to_bound(op.name, (l, u))
+        if rows is not None and not len(rows):
+            return l, u
         return _intersect((l, u), self._crown_bounds(op, bounds, rows))
+
+    def _rows_to_bound(self, name: str, bounds: tuple) -> torch.Tensor | None:
+        """The flat indices of op ``name``'s neurons whose bounds a linear pass should tighten,
+        given its current ``bounds`` (B, *shape): for an op read only by ReLUs, those unstable in
+        some box of the batch (a stable one's relaxation is exact whatever its bounds); None
+        (every neuron) otherwise."""
+        if name not in self._relu_only:
+            return None
+        l, u = bounds
+        return ((l < 0) & (u > 0)).flatten(1).any(0).nonzero().flatten()
 
     @staticmethod
     def _columns(fn, fs, B, d):
@@ -228,10 +236,7 @@ class BoundEngine:
         k = n if rows is None else len(rows)
         widest = max(_numel(o.shape) for o in self.ops[: self.graph.index[op.name] + 1])
         chunk = max(1, min(2 * k, _MEMORY // max(1, 8 * B * widest * 3)))
-        eye = torch.eye(n, dtype=torch.float64)
-        if rows is not None:
-            eye = eye[rows]
-        objectives = torch.cat([eye, -eye])  # (2k, n)
+        objectives = _signed_rows(n, rows)  # (2k, n)
         lows = []
         for start in range(0, 2 * k, chunk):
             c = objectives[start:start + chunk]
@@ -429,13 +434,14 @@ class BoundEngine:
 
     def _joint_alpha_size(self, B: int, bounds: dict) -> int:
         """Slope parameters that optimising every intermediate bound too would need: per
-        nonlinearity input, two rows per neuron unstable on ``bounds``, each with slopes for every
-        ReLU before it."""
+        nonlinearity input, two rows per neuron to bound (``_rows_to_bound``), each with slopes
+        for every ReLU before it."""
         total = 0
         for start in self._crown_starts():
             k = self.graph.index[start]
             relus = sum(_numel(o.shape) for o in self.ops[:k] if o.kind in ("relu", "leaky_relu"))
-            total += 2 * len(_unstable(bounds[start])) * relus
+            rows = self._rows_to_bound(start, bounds[start])
+            total += 2 * (_numel(self.by_name[start].shape) if rows is None else len(rows)) * relus
         return B * total
 
     def _alpha_joint(self, lo, hi, A0, d, base, best, steps: int, lr: float, deadline: float | None = None
@@ -445,10 +451,12 @@ class BoundEngine:
         CROWN ones, all sound) in every iteration."""
         B, S = A0.shape[:2]
         out = self.graph.output
-        # only the neurons unstable on the starting bounds (in any box of the batch) get rows: a
-        # stable one's relaxation is exact whatever its bounds (on oval21's CNNs, 2 x 508 rows of
-        # a layer of 2,048 neurons instead of 2 x 2,048)
-        rows = {start: _unstable(base[start]) for start in self._crown_starts()}
+        # rows only for the neurons CROWN's pass would bound (``_rows_to_bound``: before a ReLU,
+        # those unstable on the starting bounds; on oval21's CNNs 2 x 508 rows of a layer of 2,048
+        # neurons instead of 2 x 2,048)
+        rows = {start: self._rows_to_bound(start, base[start]) for start in self._crown_starts()}
+        rows = {start: torch.arange(_numel(self.by_name[start].shape)) if idx is None else idx
+                for start, idx in rows.items()}
         rows = {start: idx for start, idx in rows.items() if len(idx)}
         params = {start: self._initial_alphas(base, B, 2 * len(idx), start) for start, idx in rows.items()}
         params[out] = self._initial_alphas(base, B, S, out)
@@ -483,10 +491,8 @@ class BoundEngine:
             l, u = _intersect(self._ibp(op, bounds), base[op.name])
             if op.name in rows:
                 idx = rows[op.name]
-                k, n = len(idx), _numel(op.shape)
-                A = torch.zeros(2 * k, n, dtype=torch.float64)
-                A[torch.arange(k), idx] = 1.0
-                A[torch.arange(k, 2 * k), idx] = -1.0
+                k = len(idx)
+                A = _signed_rows(_numel(op.shape), idx)
                 low = self.backward(op.name, A[None].expand(B, -1, -1).reshape((B, 2 * k) + op.shape), bounds,
                                     params[op.name])
                 lf, uf = l.flatten(1), u.flatten(1)
@@ -524,10 +530,13 @@ class Optimised:
     alphas: dict  # ReLU name -> (B, S, *shape): the final objective's slopes at the end
 
 
-def _unstable(bounds: tuple) -> torch.Tensor:
-    """Flat indices of the neurons whose interval (l, u), (B, *shape), holds 0 inside in some box."""
-    l, u = bounds
-    return ((l < 0) & (u > 0)).flatten(1).any(0).nonzero().flatten()
+def _signed_rows(n: int, rows: torch.Tensor | None) -> torch.Tensor:
+    """Objectives (2k, n) for the lower and upper bounds of the neurons ``rows`` of n (all with
+    None): +e_i for each, then -e_i for each."""
+    eye = torch.eye(n, dtype=torch.float64)
+    if rows is not None:
+        eye = eye[rows]
+    return torch.cat([eye, -eye])
 
 
 def _intersect(a: tuple, b: tuple) -> tuple:

@@ -129,7 +129,7 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
 
     bounder = engine
     if None in preacts:  # ReLUs of the MILP's own (a max-pool's): CROWN over the chain itself bounds them too
-        bounder = _chain_engine(layers)
+        bounder = chain_engine(layers)
         shape = (1, x0.numel())
         preacts = [op.inputs[0] for op in bounder.ops if op.kind == "relu"]
 
@@ -150,7 +150,7 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
                         targets=targets)
 
 
-def _chain_engine(layers: list[tuple[np.ndarray, np.ndarray]]) -> BoundEngine:
+def chain_engine(layers: list[tuple[np.ndarray, np.ndarray]]) -> BoundEngine:
     """A bound engine over the affine/ReLU chain itself (dense layers), whose ReLU inputs are the
     MILP's, in order."""
     from torch import nn
