@@ -491,10 +491,10 @@ def test_branch_and_bound_never_proves_a_false_property_and_proves_a_true_one(mo
     engine = _engine(net, (4,))
     C = margin_objectives(3, label)
     outside = verify(engine, (x[0] - 1.05 * exact).clamp(0, 1), (x[0] + 1.05 * exact).clamp(0, 1), C,
-                     time_limit=2.0, mode=mode)
+                     time_limit=2.0, mode=mode, milp=False)
     assert not outside.proven and outside.lower <= 0
     inside = verify(engine, (x[0] - 0.9 * exact).clamp(0, 1), (x[0] + 0.9 * exact).clamp(0, 1), C,
-                    time_limit=20.0, mode=mode)
+                    time_limit=20.0, mode=mode, milp=False)
     assert inside.proven and inside.stop == "proven"
 
 
@@ -514,10 +514,10 @@ def test_relu_splitting_with_fixed_root_bounds_is_exact_around_the_milp_radius(s
     engine = _engine(net, (4,))
     C = margin_objectives(3, label)
     outside = verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                     time_limit=2.0, mode="relu")
+                     time_limit=2.0, mode="relu", milp=False)
     assert not outside.proven and outside.lower <= 0
     inside = verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
-                    time_limit=30.0, mode="relu")
+                    time_limit=30.0, mode="relu", milp=False)
     assert inside.proven and inside.stop == "proven"
 
 
@@ -534,9 +534,9 @@ def test_relu_splitting_without_room_for_warm_starts_still_proves_and_stays_soun
     engine = _engine(net, (4,))
     C = margin_objectives(3, label)
     outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                         time_limit=2.0, mode="relu")
+                         time_limit=2.0, mode="relu", milp=False)
     inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
-                        time_limit=30.0, mode="relu")
+                        time_limit=30.0, mode="relu", milp=False)
     assert not outside.proven and outside.lower <= 0
     assert inside.proven
 
@@ -1053,8 +1053,87 @@ def test_branch_and_bound_on_a_dense_chain_drops_the_neurons_the_root_proves_ina
     for share in (1.0, 0.0):  # pruned, then not
         old, bab.PRUNE_SHARE = bab.PRUNE_SHARE, share
         try:
-            results.append(bab.verify(engine, lo, hi, C, time_limit=30))
+            results.append(bab.verify(engine, lo, hi, C, time_limit=30, milp=False))
         finally:
             bab.PRUNE_SHARE = old
     assert results[0].proven and results[1].proven and results[0].domains > 1
     assert all(r.lower <= true_min + 1e-9 for r in results)
+
+
+def _grid_case(seed: int, sizes=(2, 24, 24, 3)):
+    """A ReLU net on 2 inputs, a box, and its outputs on a dense grid of the box (a known answer:
+    the grid's minimum is >= the true one, and within Lipschitz x spacing of it)."""
+    net = relu_net(sizes, seed=seed)
+    lo, hi = torch.tensor([-1.0, -0.5], dtype=torch.float64), torch.tensor([0.5, 1.0], dtype=torch.float64)
+    side = torch.linspace(0, 1, 301, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(side, side, indexing="ij"), -1).reshape(-1, 2) * (hi - lo) + lo
+    with torch.no_grad():
+        y = net(grid)
+    # a Lipschitz constant of the net in L-inf -> |.|: the product of the layers' norms
+    lip = 1.0
+    for m in net:
+        if isinstance(m, nn.Linear):
+            lip *= float(m.weight.detach().abs().sum(1).max())
+    return net, lo, hi, grid, y, lip * float((hi - lo).max()) / 300
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_milp_finds_a_violation_exactly_when_the_grid_says_one_exists(seed):
+    """find_violation against a dense grid: a goal just above the grid's minimum of a row pair
+    has a violation (and the solver's point violates on the network), a goal below the grid's
+    minimum minus the Lipschitz slack between grid points has none (proven)."""
+    import numpy as np
+
+    from nnspec.bounds.exact import chain_layers
+    from nnspec.solvers.milp import find_violation
+
+    net, lo, hi, grid, y, slack = _grid_case(seed)
+    engine = _engine(net, (2,))
+    layers, preacts = chain_layers(engine)
+    bounds = engine.intervals(lo[None], hi[None])
+    pre = [(bounds[p][0].flatten().numpy(), bounds[p][1].flatten().numpy()) for p in preacts]
+    rows = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -0.5]])
+    offsets = np.array([0.1, -0.2])
+    value = (y @ torch.from_numpy(rows).T + torch.from_numpy(offsets)).max(1).values  # both rows <= goal
+    grid_min = float(value.min())
+    above = find_violation(layers, pre, lo.numpy(), hi.numpy(), rows, offsets, grid_min + 1e-3, 30)
+    assert above.status == "violation"
+    x = torch.from_numpy(above.x)
+    assert bool(((x >= lo) & (x <= hi)).all())
+    with torch.no_grad():
+        at = float((net(x[None]) @ torch.from_numpy(rows).T + torch.from_numpy(offsets)).max())
+    assert at <= grid_min + 1e-3 + 1e-6
+    below = find_violation(layers, pre, lo.numpy(), hi.numpy(), rows, offsets, grid_min - slack - 1e-3, 30)
+    assert below.status == "proven"
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, monkeypatch):
+    """With no time for branch and bound (MILP_AFTER = MILP_AFTER_MIN = 0), the MILP stage alone decides: 2% past
+    the exact radius it returns a counterexample that violates on the network, at 95% it proves
+    the box; with several groups (margins against each other label, a disjunction) the same."""
+    from nnspec.bounds import bab
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
+    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
+    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    engine = _engine(net, (4,))
+    C = margin_objectives(3, label)
+    for offsets, groups in ((None, None), (torch.tensor([0.0, 0.0]), torch.tensor([0, 1]))):
+        found: list = []
+        outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                             time_limit=20.0, mode="relu", found=found, offsets=offsets, groups=groups)
+        assert not outside.proven and outside.stop == "counterexample" and outside.lower <= 0
+        with torch.no_grad():
+            assert len(found) == 1 and float((net(found[0][None]) @ C.T).min()) <= 0
+        assert float((found[0] - x[0]).abs().max()) <= 1.02 * exact + 1e-9
+        inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                            time_limit=20.0, mode="relu", offsets=offsets, groups=groups)
+        assert inside.proven and inside.stop == "proven" and inside.domains == 1
+    # the stage does not apply where the root leaves too many neurons unstable
+    monkeypatch.setattr(bab, "MILP_UNSTABLE", 0)
+    assert bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                      time_limit=1.0, mode="relu").stop == "time"

@@ -20,7 +20,9 @@ split neurons, cut at 0, and its bound is a backward pass from the objective wit
 and split multipliers (beta), optimised from its parent's. A property of several groups (a
 robustness property's rows) is proved one group at a time. Branching: the unstable neuron with the
 largest |coefficient| x relaxation intercept, negative coefficients weighted 5x (in the spirit of
-BaBSR).
+BaBSR). On a dense chain with few unstable neurons at the root, the groups that the search leaves
+open after its share of the time go to a complete MILP (HiGHS) with the root's bounds as big-M
+constants (``_milp_chain``, ``_milp_groups``).
 
 Sound for the same reasons as CROWN: on a subdomain every split neuron's bound holds, the
 relaxations hold on those bounds, the split terms -beta * split * z are <= 0 there, and the
@@ -97,7 +99,7 @@ class _Domain:
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
            time_limit: float = 10.0, mode: str = "auto", batch: int | None = None, max_domains: int = MAX_DOMAINS,
            slack: float = 0.0, offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-           found: list | None = None) -> BabResult:
+           found: list | None = None, milp: bool = True) -> BabResult:
     """Prove min over rows of C @ y(x) > threshold + slack for every x in [lo, hi] (one box,
     ``lo``/``hi`` shaped like one input; ``C`` (S, m)), or give the best proved lower bound of
     min_rows(C @ y) - threshold when time or the domain limit runs out. With ``offsets`` and
@@ -107,7 +109,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     ``found``: with input splitting, each new subdomain's most promising points (the vertex that
     minimises the deciding row's linear bound, and the midpoint) are evaluated exactly (float64); a
     point where the objective is <= 0 is appended to ``found`` and the search stops: a candidate
-    counterexample, for the caller to confirm on the model."""
+    counterexample, for the caller to confirm on the model.
+
+    ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_milp_chain``),
+    ReLU splitting gets MILP_AFTER of the time and a complete MILP the groups it leaves open; a
+    solver point that violates on the network (float64) goes to ``found`` like the probes'."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -126,13 +132,15 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                        max_domains, found)
     # beta-CROWN: alpha-CROWN's bounds at the root, fixed for every subdomain (see _Fixed)
     fixed = _Fixed.at_root(engine, lo, hi, C, started + ROOT_SHARE * time_limit)
+    original, shape = engine, lo.shape
     pruned = _pruned(engine, fixed, lo, hi)
     if pruned is not None:
         engine, fixed, lo, hi = pruned
+    # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP
+    chain = _milp_chain(engine, fixed) if milp else None
+    bab_limit = time_limit if chain is None else \
+        max(min(MILP_AFTER * time_limit, MILP_AFTER_MAX), min(time_limit, MILP_AFTER_MIN))
     parts, root_values = _parts(fixed.lower, offsets, groups)
-    if len(parts) == 1:
-        return _search(engine, lo, hi, C, threshold, goal, rows, mode, fixed, started, time_limit, batch,
-                       max_domains, found)
     # min over groups > goal iff every group's value is: each group gets a search of its own (one
     # row per subdomain instead of all, each split chosen for that group), the group with the lowest
     # root bound first, so a group that cannot be proved ends the search before the time goes to
@@ -141,13 +149,103 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     for j, idx in enumerate(parts):
         sub_groups = None if groups is None else torch.unique(groups[idx], return_inverse=True)[1]
         sub_rows = (None if offsets is None else offsets[idx], sub_groups)
-        result = _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, fixed.rows(idx), started,
-                         time_limit, batch, max_domains - seen, found)
-        seen, lower = seen + result.domains, min(lower, result.lower)
-        if not result.proven:  # the groups not searched are bounded by their root bounds only
-            lower = min([lower] + [float(v) - threshold for v in root_values[j + 1:]])
-            return BabResult(False, lower, seen, time.perf_counter() - started, result.stop)
+        sub_fixed = fixed if len(parts) == 1 else fixed.rows(idx)
+        result = _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
+                         bab_limit, batch, max_domains - seen, found)
+        seen = seen + result.domains
+        if result.proven:
+            lower = min(lower, result.lower)
+            continue
+        if chain is not None and result.stop != "counterexample":
+            # the groups not proved yet, this one first: each proved by the MILP, or the search ends
+            ends = _milp_groups(original, shape, chain, lo, hi, C, offsets, parts[j:], threshold, goal,
+                                started + time_limit, found)
+            if ends is None:
+                return BabResult(True, min(lower, goal - threshold), seen, time.perf_counter() - started, "proven")
+            k, stop = ends  # k groups proved by the MILP, this one among them when k > 0
+            lower = min([lower] + ([] if k else [result.lower]) +
+                        [float(v) - threshold for v in root_values[j + max(k, 1):]])
+            return BabResult(False, lower, seen, time.perf_counter() - started, stop)
+        # the groups not searched are bounded by their root bounds only
+        lower = min([lower, result.lower] + [float(v) - threshold for v in root_values[j + 1:]])
+        return BabResult(False, lower, seen, time.perf_counter() - started, result.stop)
     return BabResult(True, lower, seen, time.perf_counter() - started, "proven")
+
+
+# the complete MILP stage (``_milp_chain``): dense chains of affine layers and ReLUs with at most
+# MILP_UNSTABLE neurons that the root's bounds leave unstable get branch and bound for MILP_AFTER of
+# the time, at least MILP_AFTER_MIN seconds (or all of a shorter time) and at most MILP_AFTER_MAX,
+# then a feasibility MILP per group not yet proved (``solvers.milp.find_violation``).
+# mnist_fc 256x2 prop_10 eps 0.05 (60 unstable): branch and bound's bound stayed at -1.1 after
+# 890,000 subdomains in 120 s; HiGHS decides each of its 9 groups in 2-5 s
+MILP_UNSTABLE = 400
+MILP_AFTER = 0.4
+# and at most this many seconds: on mnist_fc 256x4 prop_11 eps 0.05 (300 s) the MILP needs ~150 s
+# after the root; with 40% of the runner's 232 s branch and bound left it 139 s and it timed out
+MILP_AFTER_MAX = 30.0
+# and at least this many: the searches that branch and bound closes take it a few seconds (mnist_fc
+# 256x4 prop_3 eps 0.05 5.3 s, 256x6 prop_7 eps 0.03 6.1 s), while the MILP rarely decides 9 groups
+# in less; with 40% of the runner's 10 s both were lost
+MILP_AFTER_MIN = 10.0
+MILP_GUARD = 1e-5  # the MILP looks for rows <= goal + this: room for HiGHS's 1e-7 feasibility tolerances
+MILP_MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers
+
+
+def _milp_chain(engine: BoundEngine, fixed: "_Fixed"):
+    """(layers, pre-activation bounds) of the network as a chain of dense affine maps and ReLUs,
+    with the root's bounds, when the MILP stage applies (see MILP_UNSTABLE), else None."""
+    from nnspec.bounds.exact import chain_layers
+    from nnspec.bounds.graph import Unsupported
+
+    if not MILP_UNSTABLE:
+        return None
+    unstable = 0
+    for op in engine.ops:
+        if op.kind == "relu" and op.inputs[0] in fixed.bounds:
+            l, u = fixed.bounds[op.inputs[0]]
+            unstable += int(((l < 0) & (u > 0)).sum())
+    if unstable > MILP_UNSTABLE:
+        return None
+    try:
+        layers, preacts = chain_layers(engine)
+    except Unsupported:
+        return None
+    if any(p is None or p not in fixed.bounds for p in preacts) or \
+            sum(int((w != 0).sum()) for w, _ in layers) > MILP_MAX_WEIGHTS:
+        return None
+    pre = [(fixed.bounds[p][0].flatten().numpy(), fixed.bounds[p][1].flatten().numpy()) for p in preacts]
+    return layers, pre
+
+
+def _milp_groups(original: BoundEngine, shape, chain, lo, hi, C, offsets, parts, threshold: float,
+                 goal: float, deadline: float, found: list | None):
+    """The MILP stage over the groups ``parts`` in order: None when every one is proved, else
+    (the number proved first, why the next was not: ``time`` or ``counterexample``). A solver point
+    whose objective on the network (float64) is <= threshold is appended to ``found``; one that is
+    not (the solver's tolerances) ends the stage like a time-out."""
+    from nnspec.solvers.milp import find_violation
+
+    layers, pre = chain
+    box_lo, box_hi = lo.reshape(-1).numpy(), hi.reshape(-1).numpy()
+    for k, idx in enumerate(parts):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return k, "time"
+        off = torch.zeros(len(idx), dtype=torch.float64) if offsets is None else offsets[idx].double()
+        verdict = find_violation(layers, pre, box_lo, box_hi, C[idx].numpy(), off.numpy(), goal + MILP_GUARD, left)
+        if verdict.status == "proven":
+            continue
+        if verdict.status == "violation":
+            x = torch.from_numpy(verdict.x).reshape(shape)
+            with torch.no_grad():
+                y = original.evaluate(x[None]).flatten(1)
+            value = float(((y @ C[idx].T) + off).max())
+            if value <= threshold:
+                if found is not None:
+                    found.append(x)
+                return k, "counterexample"
+        return k, "time"
+    return None
 
 
 def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], torch.Tensor]:
