@@ -1109,9 +1109,10 @@ def test_the_milp_finds_a_violation_exactly_when_the_grid_says_one_exists(seed):
 
 @pytest.mark.parametrize("seed", [3, 7])
 def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, monkeypatch):
-    """With no time for branch and bound (MILP_AFTER = MILP_AFTER_MIN = 0), the MILP stage alone decides: 2% past
-    the exact radius it returns a counterexample that violates on the network, at 95% it proves
-    the box; with several groups (margins against each other label, a disjunction) the same."""
+    """With no time for branch and bound (MILP_AFTER = MILP_AFTER_MIN = 0), the MILP stage alone
+    decides: 2% past the exact radius it returns a counterexample that violates on the network,
+    at 95% it proves the box; with several groups (margins against each other label, a
+    disjunction) the same."""
     from nnspec.bounds import bab
     from nnspec.solvers.milp import layers_of, min_distance
 
@@ -1133,6 +1134,11 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, monkeypatch)
         inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
                             time_limit=20.0, mode="relu", offsets=offsets, groups=groups)
         assert inside.proven and inside.stop == "proven" and inside.domains == 1
+    # nor within branch and bound's floor of time (a radius bisection's steps)
+    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 10.0)
+    assert bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                      time_limit=1.0, mode="relu").stop == "time"
+    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
     # the stage does not apply where the root leaves too many neurons unstable
     monkeypatch.setattr(bab, "MILP_UNSTABLE", 0)
     assert bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,

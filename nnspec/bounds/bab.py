@@ -111,8 +111,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     point where the objective is <= 0 is appended to ``found`` and the search stops: a candidate
     counterexample, for the caller to confirm on the model.
 
-    ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_milp_chain``),
-    ReLU splitting gets MILP_AFTER of the time and a complete MILP the groups it leaves open; a
+    ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_milp_chain``)
+    and a time limit past MILP_AFTER_MIN, ReLU splitting gets MILP_AFTER of the time (between
+    MILP_AFTER_MIN and MILP_AFTER_MAX seconds) and a complete MILP the groups it leaves open; a
     solver point that violates on the network (float64) goes to ``found`` like the probes'."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
@@ -136,10 +137,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     pruned = _pruned(engine, fixed, lo, hi)
     if pruned is not None:
         engine, fixed, lo, hi = pruned
-    # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP
-    chain = _milp_chain(engine, fixed) if milp else None
+    # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP,
+    # when the time goes past branch and bound's floor (a radius bisection's steps never do)
+    chain = _milp_chain(engine, fixed) if milp and time_limit > MILP_AFTER_MIN else None
     bab_limit = time_limit if chain is None else \
-        max(min(MILP_AFTER * time_limit, MILP_AFTER_MAX), min(time_limit, MILP_AFTER_MIN))
+        max(min(MILP_AFTER * time_limit, MILP_AFTER_MAX), MILP_AFTER_MIN)
     parts, root_values = _parts(fixed.lower, offsets, groups)
     # min over groups > goal iff every group's value is: each group gets a search of its own (one
     # row per subdomain instead of all, each split chosen for that group), the group with the lowest
@@ -174,8 +176,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
 
 # the complete MILP stage (``_milp_chain``): dense chains of affine layers and ReLUs with at most
 # MILP_UNSTABLE neurons that the root's bounds leave unstable get branch and bound for MILP_AFTER of
-# the time, at least MILP_AFTER_MIN seconds (or all of a shorter time) and at most MILP_AFTER_MAX,
-# then a feasibility MILP per group not yet proved (``solvers.milp.find_violation``).
+# the time, at least MILP_AFTER_MIN seconds (a shorter time limit: all of it, no MILP) and at most
+# MILP_AFTER_MAX, then a feasibility MILP per group not yet proved (``solvers.milp.find_violation``).
 # mnist_fc 256x2 prop_10 eps 0.05 (60 unstable): branch and bound's bound stayed at -1.1 after
 # 890,000 subdomains in 120 s; HiGHS decides each of its 9 groups in 2-5 s
 MILP_UNSTABLE = 400
@@ -197,8 +199,6 @@ def _milp_chain(engine: BoundEngine, fixed: "_Fixed"):
     from nnspec.bounds.exact import chain_layers
     from nnspec.bounds.graph import Unsupported
 
-    if not MILP_UNSTABLE:
-        return None
     unstable = 0
     for op in engine.ops:
         if op.kind == "relu" and op.inputs[0] in fixed.bounds:
