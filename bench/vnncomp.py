@@ -17,7 +17,9 @@ instance answered sat or unsat in FILE (a shorter run; the runner is anytime, so
 only adds time) keeps that answer, marked ``"from": FILE``; only the others run again. Together
 they measure the competition's setting in the hours that the unsolved instances need, not a day.
 ``--cap S``: no instance gets more than S seconds (with ``--official``, a lower bound of what the
-competition's timeouts would give).
+competition's timeouts would give). ``--jobs 1 --threads 2``: one instance at a time with both
+cores (torch's threads, and branch and bound's MILPs two at a time), as the competition gives
+each instance the whole machine.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import multiprocessing as mp
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from bench.common import ROOT, data_root
@@ -36,10 +39,10 @@ TIMEOUTS = {"acasxu": 8.0, "mnist_fc": 10.0, "oval21": 10.0, "test": 5.0}
 
 
 def _one(args):
-    bench, onnx_path, vnnlib_path, timeout = args
+    bench, onnx_path, vnnlib_path, timeout, threads = args
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)  # and branch and bound's MILPs at once
     from nnspec.interop.vnncomp import solve
 
     started = time.perf_counter()
@@ -59,10 +62,10 @@ def _one(args):
 def _one_check(args):
     """The instance through ``nnspec check QUERY --model NET`` (the pipeline behind it, default
     options): violated (a confirmed witness), proven, or neither; errors are counted."""
-    bench, onnx_path, vnnlib_path, timeout = args
+    bench, onnx_path, vnnlib_path, timeout, threads = args
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from nnspec.pipeline import CheckOptions, check
 
     started = time.perf_counter()
@@ -85,6 +88,8 @@ def main() -> None:
     ap.add_argument("--only", default=None)
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads per instance (torch's, and MILPs at once); VNN-COMP gives one instance the machine")
     ap.add_argument("--official", action="store_true", help="each instance's VNN-COMP timeout")
     ap.add_argument("--cap", type=float, default=None,
                     help="at most this many seconds per instance (with --official: a lower bound of its result)")
@@ -115,7 +120,7 @@ def main() -> None:
             if args.cap:
                 timeout = min(timeout, args.cap)
             jobs.append((bench, str(base / bench / r[0].strip()), str(base / bench / r[1].strip()),
-                         timeout * args.timeout_scale))
+                         timeout * args.timeout_scale, args.threads))
     kept = {}
     if args.rerun_unsolved:
         for line in open(args.rerun_unsolved):
@@ -128,10 +133,12 @@ def main() -> None:
     jobs = [j for j in jobs if (j[0], Path(j[1]).name, Path(j[2]).name) not in kept]
     name = f"vnncomp{'_check' if args.via == 'check' else ''}{'_official' if args.official else ''}" \
            f"{'_cap%g' % args.cap if args.cap else ''}{'_' + args.only if args.only else ''}.jsonl"
-    with mp.get_context("spawn").Pool(args.jobs) as pool, open(out / name, "w") as f:
+    # workers that may start processes of their own (branch and bound's MILPs); a Pool's may not
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool, open(out / name, "w") as f:
         for rec in records:
             f.write(json.dumps(rec) + "\n")
-        for rec in pool.imap_unordered(_one_check if args.via == "check" else _one, jobs):
+        work = [pool.submit(_one_check if args.via == "check" else _one, job) for job in jobs]
+        for rec in (future.result() for future in as_completed(work)):
             rec["truth"] = truth.get((rec["benchmark"], rec["onnx"], rec["vnnlib"]), "?")
             records.append(rec)
             f.write(json.dumps(rec) + "\n")

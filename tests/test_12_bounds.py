@@ -1107,12 +1107,13 @@ def test_the_milp_finds_a_violation_exactly_when_the_grid_says_one_exists(seed):
     assert below.status == "proven"
 
 
-@pytest.mark.parametrize("seed", [3, 7])
-def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, monkeypatch):
+@pytest.mark.parametrize("seed,workers", [(3, 1), (7, 1), (3, 2)])
+def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, workers, monkeypatch):
     """With no time for branch and bound (MILP_AFTER = MILP_AFTER_MIN = 0), the MILP stage alone
     decides: 2% past the exact radius it returns a counterexample that violates on the network,
     at 95% it proves the box; with several groups (margins against each other label, a
-    disjunction) the same."""
+    disjunction) the same; one group at a time or two at once in processes of their own."""
+    import multiprocessing
     from nnspec.bounds import bab
     from nnspec.solvers.milp import layers_of, min_distance
 
@@ -1126,13 +1127,15 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, monkeypatch)
     for offsets, groups in ((None, None), (torch.tensor([0.0, 0.0]), torch.tensor([0, 1]))):
         found: list = []
         outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                             time_limit=20.0, mode="relu", found=found, offsets=offsets, groups=groups)
+                             time_limit=20.0, mode="relu", found=found, offsets=offsets, groups=groups,
+                             milp_workers=workers)
         assert not outside.proven and outside.stop == "counterexample" and outside.lower <= 0
+        assert not multiprocessing.active_children()  # the other group's solver was stopped
         with torch.no_grad():
             assert len(found) == 1 and float((net(found[0][None]) @ C.T).min()) <= 0
         assert float((found[0] - x[0]).abs().max()) <= 1.02 * exact + 1e-9
         inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
-                            time_limit=20.0, mode="relu", offsets=offsets, groups=groups)
+                            time_limit=20.0, mode="relu", offsets=offsets, groups=groups, milp_workers=workers)
         assert inside.proven and inside.stop == "proven" and inside.domains == 1
     # nor within branch and bound's floor of time (a radius bisection's steps)
     monkeypatch.setattr(bab, "MILP_AFTER_MIN", 10.0)
@@ -1143,3 +1146,29 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, monkeypatch)
     monkeypatch.setattr(bab, "MILP_UNSTABLE", 0)
     assert bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
                       time_limit=1.0, mode="relu").stop == "time"
+
+
+def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage(monkeypatch):
+    """Two MILPs at once, the first slow (a solver that would take 60 s), the second a quick
+    violation: the verdicts come as they are reached, and closing the stage kills the slow one
+    instead of waiting for it; one worker runs them in order."""
+    import multiprocessing
+    import time as _time
+
+    from nnspec.bounds import bab
+    from nnspec.solvers import milp
+
+    def fake(kind, *_args):  # the problem's first field says how it ends
+        if kind == "slow":
+            _time.sleep(60)
+        return milp.Refutation("violation" if kind == "quick" else "proven")
+
+    monkeypatch.setattr(milp, "find_violation", fake)
+    started = _time.perf_counter()
+    verdicts = bab._solve_all([("slow",), ("quick",), ("never",)], started + 120, workers=2)
+    k, verdict = next(verdicts)
+    assert (k, verdict.status) == (1, "violation") and _time.perf_counter() - started < 30
+    verdicts.close()
+    assert not multiprocessing.active_children() and _time.perf_counter() - started < 30
+    order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], _time.perf_counter() + 10, 1)]
+    assert order == [(0, "proven"), (1, "violation")]

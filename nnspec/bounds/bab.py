@@ -22,7 +22,8 @@ robustness property's rows) is proved one group at a time. Branching: the unstab
 largest |coefficient| x relaxation intercept, negative coefficients weighted 5x (in the spirit of
 BaBSR). On a dense chain with few unstable neurons at the root, the groups that the search leaves
 open after its share of the time go to a complete MILP (HiGHS) with the root's bounds as big-M
-constants (``_milp_chain``, ``_milp_groups``).
+constants (``_milp_chain``, ``_milp_groups``), several at once in processes of their own where the
+caller has the cores (``_solve_all``).
 
 Sound for the same reasons as CROWN: on a subdomain every split neuron's bound holds, the
 relaxations hold on those bounds, the split terms -beta * split * z are <= 0 there, and the
@@ -35,8 +36,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import multiprocessing as mp
 import time
+from contextlib import closing
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 
 import torch
 
@@ -99,7 +103,7 @@ class _Domain:
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
            time_limit: float = 10.0, mode: str = "auto", batch: int | None = None, max_domains: int = MAX_DOMAINS,
            slack: float = 0.0, offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-           found: list | None = None, milp: bool = True) -> BabResult:
+           found: list | None = None, milp: bool = True, milp_workers: int | None = None) -> BabResult:
     """Prove min over rows of C @ y(x) > threshold + slack for every x in [lo, hi] (one box,
     ``lo``/``hi`` shaped like one input; ``C`` (S, m)), or give the best proved lower bound of
     min_rows(C @ y) - threshold when time or the domain limit runs out. With ``offsets`` and
@@ -114,7 +118,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_milp_chain``)
     and a time limit past MILP_AFTER_MIN, ReLU splitting gets MILP_AFTER of the time (between
     MILP_AFTER_MIN and MILP_AFTER_MAX seconds) and a complete MILP the groups it leaves open; a
-    solver point that violates on the network (float64) goes to ``found`` like the probes'."""
+    solver point that violates on the network (float64) goes to ``found`` like the probes'.
+    ``milp_workers``: MILPs at once (the groups', each in a process of its own); by default
+    torch's thread count, which the executor sets to the cores per task."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -161,12 +167,13 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         if chain is not None and result.stop != "counterexample":
             # the groups not proved yet, this one first: each proved by the MILP, or the search ends
             ends = _milp_groups(original, shape, chain, lo, hi, C, offsets, parts[j:], threshold, goal,
-                                started + time_limit, found)
+                                started + time_limit, found, torch.get_num_threads() if milp_workers is None
+                                else milp_workers)
             if ends is None:
                 return BabResult(True, min(lower, goal - threshold), seen, time.perf_counter() - started, "proven")
-            k, stop = ends  # k groups proved by the MILP, this one among them when k > 0
-            lower = min([lower] + ([] if k else [result.lower]) +
-                        [float(v) - threshold for v in root_values[j + max(k, 1):]])
+            proved, stop = ends  # the groups the MILP proved are dropped; this one keeps its search's bound
+            values = [result.lower] + [float(v) - threshold for v in root_values[j + 1:]]
+            lower = min([lower] + [v for v, ok in zip(values, proved) if not ok])
             return BabResult(False, lower, seen, time.perf_counter() - started, stop)
         # the groups not searched are bounded by their root bounds only
         lower = min([lower, result.lower] + [float(v) - threshold for v in root_values[j + 1:]])
@@ -218,34 +225,98 @@ def _milp_chain(engine: BoundEngine, fixed: "_Fixed"):
 
 
 def _milp_groups(original: BoundEngine, shape, chain, lo, hi, C, offsets, parts, threshold: float,
-                 goal: float, deadline: float, found: list | None):
-    """The MILP stage over the groups ``parts`` in order: None when every one is proved, else
-    (the number proved first, why the next was not: ``time`` or ``counterexample``). A solver point
-    whose objective on the network (float64) is <= threshold is appended to ``found``; one that is
-    not (the solver's tolerances) ends the stage like a time-out."""
-    from nnspec.solvers.milp import find_violation
-
+                 goal: float, deadline: float, found: list | None, workers: int = 1):
+    """The MILP stage over the groups ``parts``, in that order, up to ``workers`` at a time (each
+    in a process of its own: HiGHS runs one thread per problem and cannot be stopped from
+    outside, a process can): None when every one is proved, else (which were proved, a bool per
+    group, and why the stage stopped: ``time`` or ``counterexample``). The first group that is
+    not proved stops the stage and the solvers still running. A solver point whose objective on
+    the network (float64) is <= threshold is appended to ``found``; one that is not (the
+    solver's tolerances) ends the stage like a time-out."""
     layers, pre = chain
     box_lo, box_hi = lo.reshape(-1).numpy(), hi.reshape(-1).numpy()
-    for k, idx in enumerate(parts):
-        left = deadline - time.perf_counter()
-        if left <= 0:
-            return k, "time"
-        off = torch.zeros(len(idx), dtype=torch.float64) if offsets is None else offsets[idx].double()
-        verdict = find_violation(layers, pre, box_lo, box_hi, C[idx].numpy(), off.numpy(), goal + MILP_GUARD, left)
-        if verdict.status == "proven":
-            continue
-        if verdict.status == "violation":
-            x = torch.from_numpy(verdict.x).reshape(shape)
-            with torch.no_grad():
-                y = original.evaluate(x[None]).flatten(1)
-            value = float(((y @ C[idx].T) + off).max())
-            if value <= threshold:
-                if found is not None:
-                    found.append(x)
-                return k, "counterexample"
-        return k, "time"
-    return None
+    offs = [(torch.zeros(len(idx), dtype=torch.float64) if offsets is None else offsets[idx].double()).numpy()
+            for idx in parts]
+    problems = [(layers, pre, box_lo, box_hi, C[idx].numpy(), off, goal + MILP_GUARD) for idx, off in zip(parts, offs)]
+    proved = [False] * len(parts)
+    with closing(_solve_all(problems, deadline, workers)) as verdicts:  # closing it stops the others
+        for k, verdict in verdicts:
+            if verdict.status == "proven":
+                proved[k] = True
+                continue
+            if verdict.status == "violation":
+                x = torch.from_numpy(verdict.x).reshape(shape)
+                with torch.no_grad():
+                    y = original.evaluate(x[None]).flatten(1)
+                if float(((y @ C[parts[k]].T) + torch.from_numpy(offs[k])).max()) <= threshold:
+                    if found is not None:
+                        found.append(x)
+                    return proved, "counterexample"
+            return proved, "time"
+    return None if all(proved) else (proved, "time")
+
+
+def _solve_all(problems: list, deadline: float, workers: int):
+    """(index, ``find_violation``'s verdict) for the problems in order, with the time left to the
+    deadline each; with ``workers`` > 1 up to that many at once in forked processes, verdicts as
+    they come. The caller stops at the first verdict it does not want (a generator: the processes
+    still running are killed when it is closed)."""
+    from nnspec.solvers.milp import Refutation, find_violation
+
+    if workers <= 1 or len(problems) <= 1 or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        for k, problem in enumerate(problems):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            yield k, find_violation(*problem, left)
+        return
+    ctx = mp.get_context("fork")
+    running: dict = {}  # receiving end -> (index, process)
+    queue = list(range(len(problems)))
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return
+                k = queue.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_milp_worker, args=(send, problems[k], left), daemon=True)
+                proc.start()
+                send.close()
+                running[receive] = (k, proc)
+            ready = wait(list(running), timeout=max(0.0, deadline - time.perf_counter()) + 5.0)
+            if not ready:
+                return
+            for conn in ready:
+                k, proc = running.pop(conn)
+                try:
+                    status, x = conn.recv()
+                except EOFError:  # the process died (killed for memory): no verdict
+                    status, x = "time", None
+                conn.close()
+                proc.join()
+                yield k, Refutation(status, x)
+    finally:
+        for conn, (_, proc) in running.items():
+            proc.kill()
+            proc.join()
+            conn.close()
+
+
+def _milp_worker(send, problem, time_limit: float) -> None:
+    from nnspec.solvers.milp import find_violation
+
+    try:  # Linux: die with the parent, even one that ends by os._exit (the VNN-COMP watchdog)
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - elsewhere its time limit ends it
+        pass
+    verdict = find_violation(*problem, time_limit)
+    send.send((verdict.status, verdict.x))
+    send.close()
 
 
 def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], torch.Tensor]:
