@@ -1172,3 +1172,10 @@ def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage
     assert not multiprocessing.active_children() and _time.perf_counter() - started < 30
     order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], _time.perf_counter() + 10, 1)]
     assert order == [(0, "proven"), (1, "violation")]
+    # where no process can be started, each problem is solved in this one
+    def refuse(self):
+        raise OSError("fork refused")
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", refuse)
+    order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], _time.perf_counter() + 10, 2)]
+    assert order == [(0, "proven"), (1, "violation")]

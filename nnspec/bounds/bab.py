@@ -282,7 +282,13 @@ def _solve_all(problems: list, deadline: float, workers: int):
                 k = queue.pop(0)
                 receive, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_milp_worker, args=(send, problems[k], left), daemon=True)
-                proc.start()
+                try:
+                    proc.start()
+                except OSError:  # no process to be had (memory, a process limit): this one here
+                    receive.close()
+                    send.close()
+                    yield k, find_violation(*problems[k], left)
+                    continue
                 send.close()
                 running[receive] = (k, proc)
             ready = wait(list(running), timeout=max(0.0, deadline - time.perf_counter()) + 5.0)
