@@ -291,6 +291,8 @@ def _solve_all(problems: list, deadline: float, workers: int):
                     continue
                 send.close()
                 running[receive] = (k, proc)
+            if not running:  # every start refused: solved here already
+                continue
             ready = wait(list(running), timeout=max(0.0, deadline - time.perf_counter()) + 5.0)
             if not ready:
                 return
