@@ -139,7 +139,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                        max_domains, found)
     # beta-CROWN: alpha-CROWN's bounds at the root, fixed for every subdomain (see _Fixed)
     fixed = _Fixed.at_root(engine, lo, hi, C, started + ROOT_SHARE * time_limit)
-    original, shape = engine, lo.shape
+    original = engine  # the MILP stage checks its points on the network as given, not the pruned one
     pruned = _pruned(engine, fixed, lo, hi)
     if pruned is not None:
         engine, fixed, lo, hi = pruned
