@@ -233,9 +233,10 @@ class _Network:
             self.var_hi[d] = unstable  # the stable ones' d: fixed at 0, unused
             self.integrality[d] = 1
             self.layers.append((w, b, prev, prev_lo, prev_hi, a, d, np.nonzero(unstable)[0]))
-            # the activations' box for the next layer's cuts: [max(l, 0), max(u, 0)] at every
-            # point of the network (the variables' own lower bound is 0)
-            prev, prev_lo, prev_hi = a, np.maximum(z_lo, 0), self.var_hi[a]
+            # the activations' box for the next layer's cuts: the variables' bounds [0, max(u, 0)].
+            # [max(l, 0), max(u, 0)] holds too and is tighter for the active neurons, but it
+            # chose cuts that slowed the MILPs: 256x2 prop_10 eps 0.05's nine rows 21 s against 12 s
+            prev, prev_lo, prev_hi = a, np.zeros(h), self.var_hi[a]
         self.last = prev
 
     def with_cuts(self, c: np.ndarray, A, lbs: np.ndarray, ubs: np.ndarray, rounds: int, deadline: float):
