@@ -1239,6 +1239,8 @@ def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage
     def fake(kind, *_args):  # the problem's first field says how it ends
         if kind == "slow":
             _time.sleep(60)
+        if kind == "broken":
+            raise ValueError("a solver bug")
         return milp.Refutation("violation" if kind == "quick" else "proven")
 
     monkeypatch.setattr(milp, "find_violation", fake)
@@ -1250,6 +1252,11 @@ def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage
     assert not multiprocessing.active_children() and _time.perf_counter() - started < 30
     order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], _time.perf_counter() + 10, 1)]
     assert order == [(0, "proven"), (1, "violation")]
+    # a solver that raises: raised in the caller with two workers as with one (not read as a time-out)
+    for workers in (1, 2):
+        with pytest.raises((ValueError, RuntimeError), match="a solver bug"):
+            list(bab._solve_all([("proven",), ("broken",)], _time.perf_counter() + 10, workers))
+    assert not multiprocessing.active_children()
     # where no process can be started, each problem is solved in this one
     def refuse(self):
         raise OSError("fork refused")

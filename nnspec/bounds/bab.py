@@ -304,6 +304,8 @@ def _solve_all(problems: list, deadline: float, workers: int):
                     status, x = "time", None
                 conn.close()
                 proc.join()
+                if status == "error":  # the solver raised: as it would in this process
+                    raise RuntimeError(f"MILP stage, group {k}: {x}")
                 yield k, Refutation(status, x)
     finally:
         for conn, (_, proc) in running.items():
@@ -322,8 +324,12 @@ def _milp_worker(send, problem, time_limit: float) -> None:
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - elsewhere its time limit ends it
         pass
-    verdict = find_violation(*problem, time_limit)
-    send.send((verdict.status, verdict.x))
+    try:
+        verdict = find_violation(*problem, time_limit)
+    except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it
+        send.send(("error", f"{type(error).__name__}: {error}"))
+    else:
+        send.send((verdict.status, verdict.x))
     send.close()
 
 
