@@ -1110,7 +1110,7 @@ def test_the_milp_finds_a_violation_exactly_when_the_grid_says_one_exists(seed):
 
 def _relaxation_minimum(net, lo, hi, row, cut_rounds):
     """The LP relaxation's minimum of ``row`` @ output over the box, with the big-M rows and
-    ``cut_rounds`` rounds of Anderson cuts, and the cuts added (scipy sparse or None)."""
+    ``cut_rounds`` rounds of Anderson cuts; with the encoding, and the cuts' rows and right sides."""
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp as solve
 
@@ -1161,10 +1161,10 @@ def test_anderson_cuts_hold_at_every_point_of_the_network_and_tighten_the_relaxa
     """On random ReLU nets: every cut holds at the network's own points (the encoding's integer
     points: activations, and d = 1 where the pre-activation is positive) on 2,000 random inputs,
     the box's corners included; the relaxation's minimum with cuts is >= without them and <= the
-    true minimum (a dense grid's, less the Lipschitz slack)."""
+    true minimum (so <= the dense grid's minimum, which is at least the true one)."""
     import numpy as np
 
-    net, lo, hi, grid, y, slack = _grid_case(seed)
+    net, lo, hi, _, y, _ = _grid_case(seed)
     row = np.array([1.0, -1.0, 0.0])
     plain, _, _, _ = _relaxation_minimum(net, lo, hi, row, 0)
     cut, net_, A_cuts, ub_cuts = _relaxation_minimum(net, lo, hi, row, 3)
@@ -1177,7 +1177,7 @@ def test_anderson_cuts_hold_at_every_point_of_the_network_and_tighten_the_relaxa
     points = np.zeros((len(xs), net_.nv))
     points[:, :2] = xs.numpy()
     a = xs
-    for (w, b, _, _, _, a_idx, d_idx, _), layer in zip(net_.layers, [m for m in net if isinstance(m, nn.Linear)]):
+    for (_, _, _, _, _, a_idx, d_idx, _), layer in zip(net_.layers, [m for m in net if isinstance(m, nn.Linear)]):
         z = layer(a).detach()
         a = torch.relu(z)
         points[:, a_idx] = a.numpy()
