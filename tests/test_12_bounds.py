@@ -201,16 +201,18 @@ from hypothesis import strategies as st  # noqa: E402
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(st.integers(0, 10_000), st.sampled_from([(4, 10, 10, 3), (3, 8, 3), (5, 12, 8, 4)]))
 def test_every_method_stays_below_the_exact_milp_radius_and_alpha_never_loses_to_crown(seed, sizes):
+    """(and hull, alpha-CROWN with facets, never loses to alpha-CROWN)"""
     from nnspec.solvers.milp import layers_of, min_distance
 
     net, x = relu_case(seed, 1, sizes)
     label = int(net(x).argmax())
     exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
     radii = {m: certified_radius(net, (sizes[0],), x[0], label, 1.0, torch.zeros(sizes[0]), torch.ones(sizes[0]),
-                                 method=m) for m in ("ibp", "crown", "alpha", "forward", "forward+crown")}
+                                 method=m) for m in ("ibp", "crown", "alpha", "hull", "forward", "forward+crown")}
     for m, r in radii.items():
         assert r <= exact + 1e-9, (m, r, exact)
     assert radii["alpha"] >= radii["crown"] * (1 - 2e-3)  # the bisection's resolution
+    assert radii["hull"] >= radii["alpha"] * (1 - 2e-3)
     assert radii["forward+crown"] >= max(radii["forward"], radii["crown"]) * (1 - 2e-3)
     lo, hi = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)
     crown = margin_lower_bounds(net, lo, hi, label, "crown")
@@ -1265,3 +1267,124 @@ def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage
     started = _time.perf_counter()
     order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], started + 20, 2)]
     assert order == [(0, "proven"), (1, "violation")] and _time.perf_counter() - started < 5  # no wait on nothing
+
+
+# ---------------------------------------------------------------- hull facets (nnspec.bounds.hull)
+
+
+def _hand_built_neuron():
+    """y = ReLU(x1 + x2 - 1) - x1 on [0, 1]^2 (x1, x2 through ReLUs that the box keeps active)."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+        net[2].weight.copy_(torch.tensor([[-1.0, 0.0, 1.0]]))
+        net[2].bias.zero_()
+    return net
+
+
+def test_hull_facets_close_the_triangle_gap_on_a_hand_built_neuron():
+    """max y = 0 on the box, but every single-neuron triangle allows 0.5 at (0, 1): alpha-CROWN's
+    bound of -y is -0.5 whatever its slopes. The hull's facet there is a <= x1 (I = {1}, h = 2),
+    which gives the exact 0."""
+    from nnspec.bounds.hull import hull_bound
+
+    engine = _engine(_hand_built_neuron(), (2,))
+    lo, hi = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    C = torch.tensor([[[-1.0]]], dtype=torch.float64)
+    assert float(engine.bound(lo, hi, C, method="alpha")) == pytest.approx(-0.5, abs=1e-6)
+    hull = float(hull_bound(engine, lo, hi, C))
+    assert -1e-6 <= hull <= 1e-8  # the true minimum is 0
+
+
+def _hull_envelope(w, b, lo, hi, x):
+    """The concave envelope of ReLU(w . x + b) over the box at x, by its definition: the largest
+    mean of the function at the box's corners with x as their mean (an LP over the weights)."""
+    import itertools
+
+    import numpy as np
+    from scipy.optimize import linprog
+
+    n = len(x)
+    corners = np.array([[hi[i] if bit else lo[i] for i, bit in enumerate(bits)]
+                        for bits in itertools.product((0, 1), repeat=n)])
+    values = np.maximum(corners @ w + b, 0)
+    res = linprog(-values, A_eq=np.vstack([corners.T, np.ones(len(corners))]), b_eq=np.append(x, 1.0),
+                  bounds=[(0, None)] * len(corners), method="highs")
+    assert res.status == 0
+    return -res.fun
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hull_facets_hold_on_the_box_and_touch_the_hulls_envelope_at_their_point(seed):
+    """Each neuron's facet: above the neuron at 2,000 random points and every corner of the box,
+    and at the point it was chosen for, equal to the convex hull's upper envelope there (computed
+    independently, from the box's corners). Batched points give the same facets as single ones."""
+    import itertools
+
+    from nnspec.bounds.hull import facets_at
+
+    g = torch.Generator().manual_seed(seed)
+    n_in, n_out = 5, 8
+    w = torch.randn(n_out, n_in, generator=g, dtype=torch.float64)
+    b = 0.5 * torch.randn(n_out, generator=g, dtype=torch.float64)
+    lo = -torch.rand(n_in, generator=g, dtype=torch.float64)
+    hi = torch.rand(n_in, generator=g, dtype=torch.float64)
+    lo[0] = hi[0] = 0.3  # a fixed input too
+    x = lo + (hi - lo) * torch.rand(n_in, generator=g, dtype=torch.float64)
+    f = facets_at(w, b, lo, hi, x, "input")
+    assert f.valid.any()
+    corners = torch.tensor([[float(hi[i] if bit else lo[i]) for i, bit in enumerate(bits)]
+                            for bits in itertools.product((0, 1), repeat=n_in)], dtype=torch.float64)
+    pts = torch.cat([lo + (hi - lo) * torch.rand(2000, n_in, generator=g, dtype=torch.float64), corners])
+    y = (pts @ w.T + b).clamp(min=0)
+    upper = pts @ f.G.T + f.c
+    assert bool((y <= upper + 1e-12)[:, f.valid].all())
+    for j in f.valid.nonzero().flatten().tolist():
+        envelope = _hull_envelope(w[j].numpy(), float(b[j]), lo.numpy(), hi.numpy(), x.numpy())
+        assert float(f.G[j] @ x + f.c[j]) == pytest.approx(envelope, abs=1e-7)
+    # the neurons without a facet are the stable ones: never negative, or never positive, on the box
+    top = (w.clamp(min=0) * hi + w.clamp(max=0) * lo).sum(1) + b
+    bottom = (w.clamp(min=0) * lo + w.clamp(max=0) * hi).sum(1) + b
+    assert torch.equal(~f.valid, (top < 0) | (bottom >= 0))
+    xs = torch.stack([x, lo + (hi - lo) * 0.5, hi]).reshape(3, 1, n_in)
+    batched = facets_at(w, b, lo, hi, xs, "input")
+    for k in range(3):
+        single = facets_at(w, b, lo, hi, xs[k, 0], "input")
+        assert torch.allclose(batched.G[k, 0], single.G) and torch.allclose(batched.c[k, 0], single.c)
+        assert torch.equal(batched.valid[k, 0], single.valid)
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_relu_splitting_with_hull_facets_stays_exact_around_the_milp_radius(seed, monkeypatch):
+    """Branch and bound with the root's hull facets (always on here): the root bound rises above
+    alpha-CROWN's and no facet-free mix changes a bound; a box 2% beyond the exact radius is never
+    proved, one at 95% is."""
+    from nnspec.bounds import bab
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
+    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    engine = _engine(net, (4,))
+    C = margin_objectives(3, label)
+    lo, hi = (x[0] - exact).clamp(0, 1), (x[0] + exact).clamp(0, 1)
+    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    worst = int(fixed.lower.argmin())
+    rows = torch.tensor([worst])
+    with_facets = fixed.rows(rows).with_facets(engine, lo, hi, C[rows], None, time.perf_counter() + 60)
+    assert with_facets.facets and float(with_facets.lower[0]) > float(fixed.lower[worst]) + 1e-6
+    bounds = {n: (l, u) for n, (l, u) in fixed.bounds.items()}
+    A0 = C[rows][None]
+    alphas = {n: a[None].double() for n, a in with_facets.alphas.items()}
+    plain = engine.backward(engine.graph.output, A0, bounds, alphas)
+    ones = {n: torch.ones_like(m[None]).double() for n, m in with_facets.mix.items()}
+    assert torch.allclose(engine.backward(engine.graph.output, A0, bounds, alphas, facets=with_facets.facets,
+                                          mix=ones), plain, rtol=0, atol=1e-12)
+    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                         time_limit=2.0, mode="relu", milp=False)
+    assert not outside.proven and outside.lower <= 0
+    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                        time_limit=30.0, mode="relu", milp=False)
+    assert inside.proven and inside.stop == "proven"

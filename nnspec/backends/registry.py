@@ -39,9 +39,10 @@ def create(name: str) -> "Backend":
     return getattr(importlib.import_module(module), attr)()
 
 
-BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "bab", "milp", "none")
+BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "hull", "bab", "milp", "none")
 BOUND_DOC = ("the sound lower bound of the radius where s is a logit margin: ibp, crown, alpha (alpha-CROWN), "
-             "bab (branch and bound), milp (exact, small ReLU networks), none, or auto (by network size)")
+             "hull (alpha-CROWN with the single-neuron hull's facets, dense ReLU chains), bab (branch and bound), "
+             "milp (exact, small ReLU networks), none, or auto (by network size)")
 
 MADS = BackendInfo(
     name="mads",

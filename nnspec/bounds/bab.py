@@ -42,8 +42,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
+import numpy as np
 import torch
 
+from nnspec.bounds import hull
 from nnspec.bounds.ascent import Adam
 from nnspec.bounds.engine import BoundEngine, _concretise, _numel, cut_at_splits
 from nnspec.bounds.radius import group_max, reduce_rows
@@ -148,6 +150,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     chain = _milp_chain(engine, fixed) if milp and time_limit > MILP_AFTER_MIN else None
     bab_limit = time_limit if chain is None else \
         max(min(MILP_AFTER * time_limit, MILP_AFTER_MAX), MILP_AFTER_MIN)
+    facets = hull.FACET_STEPS > 0 and time_limit >= FACET_MIN_TIME
     parts, root_values = _parts(fixed.lower, offsets, groups)
     # min over groups > goal iff every group's value is: each group gets a search of its own (one
     # row per subdomain instead of all, each split chosen for that group), the group with the lowest
@@ -158,6 +161,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         sub_groups = None if groups is None else torch.unique(groups[idx], return_inverse=True)[1]
         sub_rows = (None if offsets is None else offsets[idx], sub_groups)
         sub_fixed = fixed if len(parts) == 1 else fixed.rows(idx)
+        if facets:
+            sub_fixed = sub_fixed.with_facets(engine, lo, hi, C[idx], sub_rows[0], started + FACET_SHARE * time_limit)
         result = _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
                          bab_limit, batch, max_domains - seen, found)
         seen = seen + result.domains
@@ -624,22 +629,61 @@ class _Fixed:
 
     MEMORY = 2 * 2**30  # bytes of warm-start slopes kept with open subdomains; beyond, the root's are used
 
-    def __init__(self, bounds: dict, alphas: dict, lower: torch.Tensor, inputs: dict[str, str]):
+    def __init__(self, bounds: dict, alphas: dict, lower: torch.Tensor, inputs: dict[str, str],
+                 facets: dict | None = None, mix: dict | None = None):
         self.bounds = bounds  # op -> (l, u), (1, *shape)
         self.alphas = alphas  # ReLU -> (S, *shape) float32
         self.lower = lower  # (S,) the root's bounds of the rows
         self.inputs = inputs  # ReLU -> the name of its input (where its split multipliers act)
-        # a subdomain's warm start is one flat float32 vector: its slopes (``alpha:<relu>``), then
-        # its split multipliers (``beta:<input>``), both (S, *shape) per ReLU with slopes (one copy
-        # per child instead of one per tensor)
+        self.facets = facets or {}  # ReLU -> hull.Facets, valid on the root box (see with_facets)
+        self.mix = mix or {}  # ReLU -> (S, n) float32: the root's triangle/facet mix
+        # a subdomain's warm start is one flat float32 vector: its slopes (``alpha:<relu>``), its
+        # split multipliers (``beta:<input>``), both (S, *shape) per ReLU with slopes, then its
+        # triangle/facet mix (``mix:<relu>``, (S, n)) where there are facets (one copy per child
+        # instead of one per tensor)
         self.shapes = {f"alpha:{n}": tuple(a.shape) for n, a in alphas.items()} | \
-            {f"beta:{inputs[n]}": tuple(a.shape) for n, a in alphas.items()}
+            {f"beta:{inputs[n]}": tuple(a.shape) for n, a in alphas.items()} | \
+            {f"mix:{n}": tuple(m.shape) for n, m in self.mix.items()}
         self.default = self.pack({f"alpha:{n}": a[None] for n, a in alphas.items()} |
-                                 {f"beta:{inputs[n]}": torch.zeros((1,) + a.shape) for n, a in alphas.items()}, 1)[0]
+                                 {f"beta:{inputs[n]}": torch.zeros((1,) + a.shape) for n, a in alphas.items()} |
+                                 {f"mix:{n}": m[None] for n, m in self.mix.items()}, 1)[0]
         self.per_domain = 4 * self.default.numel()  # bytes
 
     def rows(self, idx: torch.Tensor) -> "_Fixed":
-        return _Fixed(self.bounds, {n: a[idx] for n, a in self.alphas.items()}, self.lower[idx], self.inputs)
+        return _Fixed(self.bounds, {n: a[idx] for n, a in self.alphas.items()}, self.lower[idx], self.inputs,
+                      self.facets, {n: m[idx] for n, m in self.mix.items()})
+
+    def with_facets(self, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, offsets,
+                    deadline: float) -> "_Fixed":
+        """The same setting with hull facets (``nnspec.bounds.hull``) for the ReLUs of a dense
+        chain, chosen where the LP relaxation of the rows' largest value (+ ``offsets``) is
+        least, and the root's slopes and mix optimised with them (FACET_STEPS; the root bound
+        only rises). Itself when the network is not such a chain or the LP does not finish."""
+        from nnspec.solvers.milp import relaxation_minimiser
+
+        chain = hull.chain_of(engine)
+        if chain is None or any(p not in self.bounds for p in chain[1]):
+            return self
+        layers, preacts, relus = chain
+        pre = [(self.bounds[p][0].flatten().numpy(), self.bounds[p][1].flatten().numpy()) for p in preacts]
+        offs = np.zeros(len(C)) if offsets is None else offsets.double().numpy()
+        points = relaxation_minimiser(layers, pre, lo.reshape(-1).numpy(), hi.reshape(-1).numpy(), C.numpy(), offs,
+                                      deadline - time.perf_counter())
+        if points is None:
+            return self
+        facets = hull.chain_facets(layers, relus, lo, hi, pre, points)
+        facets = {n: f for n, f in facets.items() if n in self.alphas and bool(f.valid.any())}
+        if not facets:
+            return self
+        state = engine.optimise(lo[None], hi[None], C[None], steps=hull.FACET_STEPS, lr=hull.FACET_LR, bounds=self.bounds,
+                                deadline=deadline, joint=False, facets=facets,
+                                start={n: a[None].double() for n, a in self.alphas.items()})
+        better = state.lower[0] > self.lower
+        alphas = {n: torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), state.alphas[n][0].float(), a)
+                  for n, a in self.alphas.items()}
+        mix = {n: torch.where(better[:, None], state.mix[n][0].float(), torch.ones_like(state.mix[n][0].float()))
+               for n in facets}
+        return _Fixed(self.bounds, alphas, torch.maximum(self.lower, state.lower[0]), self.inputs, facets, mix)
 
     @classmethod
     def at_root(cls, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
@@ -731,6 +775,11 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
 
 
 ROOT_ALPHA_STEPS = 20
+# hull facets (``_Fixed.with_facets``) on dense chains, for searches of at least FACET_MIN_TIME
+# seconds: an LP per group at the root, then hull.FACET_STEPS steps of the slopes and mix, all
+# within FACET_SHARE of the time limit
+FACET_MIN_TIME = 5.0
+FACET_SHARE = 0.3
 # branching score weights of a neuron's coefficient by sign: a negative one meets the upper
 # relaxation, whose intercept the split removes (BaBSR's term); a positive one meets the lower line,
 # which the split changes only in slope. 0.2 for positive ones (1.0 and 0.0 measured too): mnist_fc
@@ -769,19 +818,22 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     A0_fast = A0.float()
     start = fixed.unpack(torch.stack([fixed.default if d.warm is None else d.warm for d in domains]))
     alphas = {n: start[f"alpha:{n}"].requires_grad_(True) for n in fixed.alphas}
+    mix = {n: start[f"mix:{n}"].requires_grad_(True) for n in fixed.mix}
     # multipliers only where some subdomain of the batch has a split (elsewhere they stay 0)
     betas = {n: start[f"beta:{n}"].requires_grad_(True) for n in splits if f"beta:{n}" in start}
     signs = {n: splits[n].float()[:, None] for n in betas}
-    kept = {**{f"alpha:{n}": a for n, a in alphas.items()}, **{f"beta:{n}": b for n, b in betas.items()}}
+    kept = {**{f"alpha:{n}": a for n, a in alphas.items()}, **{f"beta:{n}": b for n, b in betas.items()},
+            **{f"mix:{n}": m for n, m in mix.items()}}
     best = {n: v.detach().clone() for n, v in kept.items()}  # per subdomain and row: the best iterate's
     if kept and BETA_STEPS:
-        optimisers = [Adam(list(alphas.values()), lr=ALPHA_LR), Adam(list(betas.values()), lr=BETA_LR)]
+        optimisers = [Adam(list(alphas.values()) + list(mix.values()), lr=ALPHA_LR),
+                      Adam(list(betas.values()), lr=BETA_LR)]
         top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
         for step in range(BETA_STEPS + 1):
             for optimiser in optimisers:
                 optimiser.zero_grad()
             value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas},
-                                    cache=cache)
+                                    cache=cache, facets=fixed.facets, mix=mix)
             with torch.no_grad():
                 better = torch.ones_like(value, dtype=torch.bool) if top is None else value > top
                 top = value.detach() if top is None else torch.maximum(top, value)
@@ -796,14 +848,18 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
             with torch.no_grad():
                 for b in betas.values():
                     b.clamp_(min=0)
+                for m in mix.values():
+                    m.clamp_(0.0, 1.0)
             engine._clamp(alphas)
     start |= best
     alphas = {n: start[f"alpha:{n}"] for n in alphas}
     betas = {n: start[f"beta:{n}"] for n in betas}
+    mix = {n: start[f"mix:{n}"].double() for n in mix}
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         low = engine.backward(out, A0, bounds, {n: a.double() for n, a in alphas.items()}, record=record,
-                              betas={n: -betas[n].double() * signs[n].double() for n in betas})
+                              betas={n: -betas[n].double() * signs[n].double() for n in betas},
+                              facets=fixed.facets, mix=mix)
         worst = _deciding_row(low, *rows)
         coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
         found = {"warm": fixed.pack(start, B), "branch": _branching(engine, fixed, coeffs, splits)}

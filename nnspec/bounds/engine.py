@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,8 @@ from nnspec.bounds.graph import BoundGraph, Op
 
 ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
-_JOINT_ALPHA_LIMIT = 16_000_000  # slope parameters, beyond which only the final objective's are optimised
+_JOINT_ALPHA_LIMIT = 16_000_000
+MIX_START = 0.5  # an unstable neuron's share of the triangle in its upper line at the start (the rest: its facet)  # slope parameters, beyond which only the final objective's are optimised
 
 
 class BoundEngine:
@@ -253,7 +254,8 @@ class BoundEngine:
     # ------------------------------------------------------------------ backward: linear relaxation
 
     def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None,
-                 record: dict | None = None, betas: dict | None = None, cache: dict | None = None) -> torch.Tensor:
+                 record: dict | None = None, betas: dict | None = None, cache: dict | None = None,
+                 facets: dict | None = None, mix: dict | None = None) -> torch.Tensor:
         """Lower bounds (B, S) of sum(A0 * value(start)) over the boxes, with the relaxations
         given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``).
         ``record``: filled with the coefficients reaching each nonlinearity and the input (for
@@ -261,7 +263,10 @@ class BoundEngine:
         nonlinearity input ``pre`` (beta-CROWN's split terms, -beta * split, which are <= 0 on the
         subdomain, so the bound stays sound for any beta >= 0). ``cache``: a dict kept by a caller
         that makes several passes on the same ``bounds`` (optimising slopes), where the parts of
-        the relaxations that do not depend on the slopes are kept between passes."""
+        the relaxations that do not depend on the slopes are kept between passes. ``facets[relu]``
+        (``hull.Facets``) with ``mix[relu]`` (B, S, n) in [0, 1]: an unstable neuron's upper line
+        is mix * triangle + (1 - mix) * its hull facet, a line in the ReLU's layer's inputs (sound
+        for any mix: both lines hold on the box)."""
         B, S = A0.shape[:2]
         coeffs: dict[str, torch.Tensor] = {start: A0}
         lower = torch.zeros(B, S, dtype=A0.dtype)
@@ -289,6 +294,9 @@ class BoundEngine:
                 else:
                     al, bl, au, bu = relaxation(op, l, u, alpha)
                 pos, neg = a.clamp(min=0), a.clamp(max=0)
+                if facets is not None and mix is not None and op.name in facets and op.name in mix:
+                    neg, intercept = self._facet_back(op, facets[op.name], mix[op.name], neg, l, u, coeffs)
+                    lower = lower + intercept
                 al = al if al.dim() == a.dim() else al[:, None]
                 new = pos * al + neg * au[:, None]
                 intercepts = neg * bu[:, None] if op.kind in ("relu", "leaky_relu") else \
@@ -302,6 +310,22 @@ class BoundEngine:
                 l, u = bounds[op.name]
                 lower = lower + _concretise(a, l, u)
         return lower
+
+    def _facet_back(self, op: Op, facet, t: torch.Tensor, neg: torch.Tensor, l, u, coeffs: dict) -> tuple:
+        """The share (1 - t) of the negative coefficients ``neg`` that meets the hull facets of
+        ``op``: their coefficients go straight to the facets' source op (added to ``coeffs``).
+        Returns the share t left for the triangle and the facets' intercepts' part of the bound
+        (B, S)."""
+        B, S = neg.shape[:2]
+        flat = neg.reshape(B, S, -1)
+        unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], 1, -1) & facet.valid
+        t = torch.where(unstable, t, torch.ones_like(t))
+        direct = flat * (1 - t)
+        g, intercepts = facet.apply(direct)
+        src = facet.source
+        g = g.reshape((B, S) + tuple(self.by_name[src].shape))
+        coeffs[src] = coeffs[src] + g if src in coeffs else g
+        return (flat * t).reshape(neg.shape), intercepts
 
     def _affine_back(self, op: Op, a: torch.Tensor) -> list[torch.Tensor | None]:
         B, S = a.shape[:2]
@@ -382,14 +406,17 @@ class BoundEngine:
     def optimise(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
                  steps: int = 20, lr: float = 0.25, bounds: dict | None = None,
                  deadline: float | None = None, joint: bool | None = None,
-                 start: dict | None = None) -> "Optimised":
+                 start: dict | None = None, facets: dict | None = None) -> "Optimised":
         """alpha-CROWN: the best lower bounds (B, S) of C @ y + d over each box, the tightest bounds
         of every op seen on the way (each iteration's are sound, so their intersection is) and the
         final objective's slopes at the end (a warm start for branch and bound's subdomains).
         ``deadline`` (time.perf_counter()): no step starts after it. ``joint``: optimise every
         intermediate bound's slopes too (default: when that is at most _JOINT_ALPHA_LIMIT
         parameters); False: the final objective's only, on the given ``bounds``, starting from
-        ``start[relu]`` (B, S, *shape) where given (a warm start; any slopes are sound)."""
+        ``start[relu]`` (B, S, *shape) where given (a warm start; any slopes are sound).
+        ``facets`` (``hull.Facets`` per ReLU; with ``joint`` False only): each unstable neuron's
+        upper line mixes its triangle with its facet, the mix optimised with the slopes (from
+        ``start["mix:<relu>"]`` where given, else MIX_START) and returned in ``mix``."""
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         C = C.to(torch.float64)
         B, S = C.shape[:2]
@@ -401,31 +428,47 @@ class BoundEngine:
         with torch.no_grad():
             best = self.backward(out, A0, bounds) + d
         if joint is None:
-            joint = self._joint_alpha_size(B, bounds) <= _JOINT_ALPHA_LIMIT
+            joint = not facets and self._joint_alpha_size(B, bounds) <= _JOINT_ALPHA_LIMIT
         if joint:
             return self._alpha_joint(lo, hi, A0, d, bounds, best, steps, lr, deadline)
         alphas = self._initial_alphas(bounds, B, S, out)
         if not alphas:
             return Optimised(best, bounds, alphas)
-        for name, a in (start or {}).items():
+        start = start or {}
+        for name, a in start.items():
             if name in alphas:
                 alphas[name] = a.to(torch.float64).clone().requires_grad_(True)
+        mix = {name: (start[f"mix:{name}"].to(torch.float64).clone() if f"mix:{name}" in start else
+                      torch.full((B, S, f.G.shape[-2]), MIX_START, dtype=torch.float64)).requires_grad_(True)
+               for name, f in (facets or {}).items() if name in alphas}
         self._clamp(alphas)  # each ReLU's own range (a leaky one's starts at its slope)
-        optimiser = Adam(list(alphas.values()), lr=lr)
+        optimiser = Adam(list(alphas.values()) + list(mix.values()), lr=lr)
+        kept_alphas, kept_mix = _detached(alphas), _detached(mix)
         for _ in range(steps):
             if deadline is not None and time.perf_counter() > deadline:
                 break
             optimiser.zero_grad()
-            value = self.backward(out, A0, bounds, alphas) + d
+            value = self.backward(out, A0, bounds, alphas, facets=facets, mix=mix) + d
+            better = value.detach() > best
+            if bool(better.any()):  # the parameters of the best iterate, per objective
+                kept_alphas = {n: _where_rows(better, a.detach(), kept_alphas[n]) for n, a in alphas.items()}
+                kept_mix = {n: _where_rows(better, m.detach(), kept_mix[n]) for n, m in mix.items()}
             best = torch.maximum(best, value.detach())
             if not value.requires_grad:  # the slopes do not reach the objective (e.g. behind a max-pool)
                 break
             (-value.sum()).backward()
             optimiser.step()
             self._clamp(alphas)
+            with torch.no_grad():
+                for m in mix.values():
+                    m.clamp_(0.0, 1.0)
         with torch.no_grad():
-            best = torch.maximum(best, self.backward(out, A0, bounds, alphas) + d)
-        return Optimised(best, bounds, _detached(alphas))
+            value = self.backward(out, A0, bounds, alphas, facets=facets, mix=mix) + d
+            better = value > best
+            kept_alphas = {n: _where_rows(better, a.detach(), kept_alphas[n]) for n, a in alphas.items()}
+            kept_mix = {n: _where_rows(better, m.detach(), kept_mix[n]) for n, m in mix.items()}
+            best = torch.maximum(best, value)
+        return Optimised(best, bounds, kept_alphas, kept_mix)
 
     # ------------------------------------------------------------------ alpha-CROWN with intermediate slopes
 
@@ -527,7 +570,13 @@ class BoundEngine:
 class Optimised:
     lower: torch.Tensor  # (B, S) the best lower bounds
     bounds: dict  # op name -> (lo, hi), (B, *shape) each: the tightest seen, all sound
-    alphas: dict  # ReLU name -> (B, S, *shape): the final objective's slopes at the end
+    alphas: dict  # ReLU name -> (B, S, *shape): the final objective's slopes (the best iterate's, with facets)
+    mix: dict = field(default_factory=dict)  # ReLU name -> (B, S, n): the best iterate's triangle/facet mix
+
+
+def _where_rows(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where ``better`` (B, S), else ``old``; both (B, S, ...)."""
+    return torch.where(better.view(better.shape + (1,) * (new.dim() - 2)), new, old)
 
 
 def _signed_rows(n: int, rows: torch.Tensor | None) -> torch.Tensor:

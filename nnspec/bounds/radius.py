@@ -12,13 +12,16 @@ could still flip on the model, so a proof asks for 64 eps (1 + |margin at the ce
 
 from __future__ import annotations
 
-import torch
-
+import math
 import time
 
-from nnspec.bounds.engine import BoundEngine
+import torch
 
-METHODS = {"ibp": "interval bound propagation", "crown": "CROWN", "alpha": "alpha-CROWN", "bab": "branch and bound",
+from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.hull import hull_bound
+
+METHODS = {"ibp": "interval bound propagation", "crown": "CROWN", "alpha": "alpha-CROWN",
+           "hull": "alpha-CROWN with hull facets", "bab": "branch and bound",
            "milp": "MILP"}
 
 
@@ -75,10 +78,15 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     mask = torch.ones_like(x0) if free is None else free.double().reshape(1, -1)
     C = C.double()
 
-    def margins(rs: torch.Tensor) -> torch.Tensor:
+    def margins(rs: torch.Tensor, below: float = -math.inf) -> torch.Tensor:
+        """``below``: hull's facets go to the objectives still below it after alpha-CROWN."""
         lo = torch.minimum(torch.maximum(x0 - rs[:, None] * mask, lower), x0)
         hi = torch.maximum(torch.minimum(x0 + rs[:, None] * mask, upper), x0)
         objectives = C[None].expand(len(rs), -1, -1)
+        if method == "hull":
+            d = None if offsets is None else offsets.double().view(1, -1).expand(len(rs), -1)
+            return reduce_rows(hull_bound(engine, lo.reshape(shape), hi.reshape(shape), objectives, d, below=below),
+                               None, groups)
         return reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), objectives, method=method), offsets,
                            groups)
 
@@ -86,7 +94,7 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     slack = 64 * model_eps * (1.0 + abs(centre_margin))
 
     def proves(rs: torch.Tensor) -> torch.Tensor:
-        return margins(rs) > threshold + slack
+        return margins(rs, threshold + slack) > threshold + slack
 
     # a geometric sweep radius * 8^-k (one batch), then linear refinement of the bracket
     rs = radius * torch.pow(8.0, -torch.arange(0, 16, dtype=torch.float64))

@@ -187,6 +187,29 @@ def find_violation(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[
     return Refutation("time")
 
 
+def relaxation_minimiser(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[np.ndarray, np.ndarray]],
+                         box_lo: np.ndarray, box_hi: np.ndarray, rows: np.ndarray, offsets: np.ndarray,
+                         time_limit: float) -> list[np.ndarray] | None:
+    """Where the big-M encoding's LP relaxation (binaries relaxed to [0, 1]) minimises the
+    largest of ``rows @ y(x) + offsets`` over the box (as ``find_violation``, without the cap):
+    the values of every layer's inputs there, [x, a_1, ..., a_{K-1}], or None when the LP did not
+    finish in ``time_limit`` seconds. A point of the relaxation, not of the network: where
+    ``hull.facets_at`` finds the facets that tighten the relaxation most."""
+    n = box_lo.size
+    w, b = layers[-1]
+    net = _Network(layers[:-1], pre, box_lo, box_hi, extra=1)
+    net.var_lo[n], net.var_hi[n] = -np.inf, np.inf
+    net.rows.affine(rows @ w, net.last, np.full(len(rows), n), -1.0, -np.inf, -(rows @ b + offsets))
+    A, lbs, ubs = net.rows.matrix()
+    c = np.zeros(net.nv)
+    c[n] = 1.0
+    lp = milp(c, constraints=LinearConstraint(A, lbs, ubs), bounds=Bounds(net.var_lo, net.var_hi),
+              options={"time_limit": max(time_limit, 0.01)})
+    if lp.status != 0 or lp.x is None:
+        return None
+    return [lp.x[layer[2]] for layer in net.layers]
+
+
 def layers_of(module) -> list[tuple[np.ndarray, np.ndarray]]:
     """(W, b) of the Linear layers of an nn.Sequential of Linear/ReLU (Flatten allowed)."""
     import torch
