@@ -1388,3 +1388,24 @@ def test_relu_splitting_with_hull_facets_stays_exact_around_the_milp_radius(seed
     inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
                         time_limit=30.0, mode="relu", milp=False)
     assert inside.proven and inside.stop == "proven"
+
+
+def test_hull_facets_skip_the_relus_that_the_roots_bounds_left_stable(data_root, monkeypatch):
+    """mnist_fc 256x4 prop_0 eps 0.03: the root's joint alpha-CROWN finds the last ReLU layer's
+    neurons all stable after it gave them slopes; the facets' root pass has no slopes for it and
+    must keep the root's (it raised KeyError once). The instance is unsat (VNN-COMP's ground
+    truth) and is proved."""
+    from nnspec.bounds import bab, engine_for
+    from nnspec.interop.vnnlib import read_query
+    from nnspec.models.loading import load_model
+
+    monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
+    root = data_root / "vnncomp2022" / "mnist_fc"
+    model = load_model(root / "onnx" / "mnist-net_256x4.onnx")
+    case = read_query(root / "vnnlib" / "prop_0_0.03.vnnlib").cases[0]
+    atoms = [c[0] for c in case.unsafe]
+    C = torch.tensor([a.c for a in atoms], dtype=torch.float64)
+    lo = torch.tensor(case.lower, dtype=torch.float64).reshape(model.input_shape)
+    hi = torch.tensor(case.upper, dtype=torch.float64).reshape(model.input_shape)
+    result = bab.verify(engine_for(model), lo, hi, C, -atoms[0].d, time_limit=30.0, milp=False)
+    assert result.proven

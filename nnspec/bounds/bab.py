@@ -679,8 +679,10 @@ class _Fixed:
                                 deadline=deadline, joint=False, facets=facets,
                                 start={n: a[None].double() for n, a in self.alphas.items()})
         better = state.lower[0] > self.lower
-        alphas = {n: torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), state.alphas[n][0].float(), a)
-                  for n, a in self.alphas.items()}
+        alphas = {n: a if n not in state.alphas else
+                  torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), state.alphas[n][0].float(), a)
+                  for n, a in self.alphas.items()}  # (a ReLU that the root's bounds left stable has none)
+        facets = {n: f for n, f in facets.items() if n in state.mix}
         mix = {n: torch.where(better[:, None], state.mix[n][0].float(), torch.ones_like(state.mix[n][0].float()))
                for n in facets}
         return _Fixed(self.bounds, alphas, torch.maximum(self.lower, state.lower[0]), self.inputs, facets, mix)
