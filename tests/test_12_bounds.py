@@ -848,14 +848,17 @@ def test_specs_choose_the_bound_method_and_milp_gives_the_exact_radius():
 
     net, x = relu_case(9, 2, (4, 10, 10, 3))
     base = "robustness on logits within linf(1) using mads(budget=300, bound={}, bound_time=2)"
-    got = {m: nnspec.check_module(net, x, base.format(m), domain=(0.0, 1.0)) for m in ("ibp", "crown", "bab", "milp")}
+    got = {m: nnspec.check_module(net, x, base.format(m), domain=(0.0, 1.0))
+           for m in ("ibp", "crown", "hull", "bab", "milp")}
     for i in range(2):
         label = got["milp"][i].label
         exact = min(1.0, min_distance(layers_of(net), x[i].numpy(), label, None, "linf", max_radius=1.0).distance)
         lows = {m: recs[i].bounds["lower"] for m, recs in got.items()}
         assert lows["milp"] == pytest.approx(exact, rel=1e-5) and lows["milp"] <= exact
         assert lows["ibp"] <= lows["crown"] * (1 + 2e-3) and lows["crown"] <= lows["bab"] * (1 + 1e-9) <= exact + 1e-9
+        assert lows["crown"] <= lows["hull"] * (1 + 2e-3) and lows["hull"] <= exact + 1e-9
         assert got["milp"][i].bounds["lower_method"] == "MILP"
+        assert got["hull"][i].bounds["lower_method"] == "alpha-CROWN with hull facets"
         assert got["bab"][i].bounds["lower_method"] == "branch and bound"
 
 

@@ -780,7 +780,7 @@ ROOT_ALPHA_STEPS = 20
 # hull facets (``_Fixed.with_facets``) on dense chains, for searches of at least FACET_MIN_TIME
 # seconds: an LP per group at the root, then hull.FACET_STEPS steps of the slopes and mix, all
 # within FACET_SHARE of the time limit
-FACET_MIN_TIME = 5.0
+FACET_MIN_TIME = 20.0
 FACET_SHARE = 0.3
 # branching score weights of a neuron's coefficient by sign: a negative one meets the upper
 # relaxation, whose intercept the split removes (BaBSR's term); a positive one meets the lower line,

@@ -130,8 +130,8 @@ def chain_facets(layers: list, relus: list[str], box_lo: torch.Tensor, box_hi: t
 
 # the hull method (``hull_bound``): FACET_STEPS steps of the slopes and the mix at FACET_LR after
 # alpha-CROWN; branch and bound uses the same (``bab._Fixed.with_facets``)
-FACET_STEPS = 100
-FACET_LR = 0.05
+FACET_STEPS = 30
+FACET_LR = 0.2
 
 
 def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None, *,
