@@ -1,15 +1,16 @@
 """Benchmark (issue 12): proofs against exact answers. On the demo MLP (64-32-32-10 ReLU) and the
 first correctly classified test digits, L-inf: the exact minimal adversarial distance by MILP
-(HiGHS) and the radius each sound method certifies (IBP, CROWN, alpha-CROWN), as a ratio to the
-exact one, with seconds per point. A certified radius above the exact one would be a bug: the
-benchmark stops on it.
+(HiGHS) and the radius each sound method certifies (IBP, CROWN, alpha-CROWN, hull: alpha-CROWN
+with the single-neuron hull's facets, branch and bound), as a ratio to the exact one, with
+seconds per point. A certified radius above the exact one would be a bug: the benchmark stops
+on it.
 
 The reference row ``lp (convex barrier)``: the radius that the triangle LP relaxation certifies
 when every intermediate bound is itself an LP optimum over the relaxation of the layers before it
 (HiGHS; bisection to 2^-12 of r*). No method that relaxes each ReLU separately (IBP, CROWN,
 alpha-CROWN with any slopes, DeepPoly, the LP itself) can certify more (Salman et al. 2019, "A
 convex relaxation barrier to tight robustness verification"); past it only branching (BaB, MILP)
-or multi-neuron relaxations help.
+or relaxations of several inputs at once (hull) help.
 
     python -m bench.bounds [--inputs 20] [--model specs/models/digits_mlp.onnx]
 """
@@ -31,7 +32,7 @@ from nnspec.solvers.milp import min_distance
 from tests.helpers import gap, prop, task
 
 RADIUS = 0.5
-METHODS = ("ibp", "crown", "alpha", "bab")
+METHODS = ("ibp", "crown", "alpha", "hull", "bab")
 
 
 def main() -> None:
