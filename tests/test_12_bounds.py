@@ -1360,13 +1360,14 @@ def test_hull_facets_hold_on_the_box_and_touch_the_hulls_envelope_at_their_point
 
 @pytest.mark.parametrize("seed", [3, 7])
 def test_relu_splitting_with_hull_facets_stays_exact_around_the_milp_radius(seed, monkeypatch):
-    """Branch and bound with the root's hull facets (always on here): the root bound rises above
-    alpha-CROWN's and no facet-free mix changes a bound; a box 2% beyond the exact radius is never
-    proved, one at 95% is."""
+    """Branch and bound with the root's hull facets and refined intermediate bounds (always on
+    here): the root bound rises above alpha-CROWN's and a mix of all triangles changes no bound; a
+    box 2% beyond the exact radius is never proved, one at 95% is."""
     from nnspec.bounds import bab
     from nnspec.solvers.milp import layers_of, min_distance
 
     monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
+    monkeypatch.setattr(bab, "REFINE_MIN_TIME", 0.0)
     net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
     label = int(net(x).argmax())
     exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
@@ -1412,3 +1413,33 @@ def test_hull_facets_skip_the_relus_that_the_roots_bounds_left_stable(data_root,
     hi = torch.tensor(case.upper, dtype=torch.float64).reshape(model.input_shape)
     result = bab.verify(engine_for(model), lo, hi, C, -atoms[0].d, time_limit=30.0, milp=False)
     assert result.proven
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7])
+def test_refined_intermediate_bounds_hold_on_a_dense_grid_and_only_tighten(seed):
+    """``hull.refine_bounds`` on a deeper net (4-16-16-16-3) over a box: every refined bound of
+    the second and third layers' inputs still holds at 14,641 grid points (the box's corners
+    included), lies inside alpha-CROWN's, and some bound is strictly tighter."""
+    import itertools
+
+    from nnspec.bounds.hull import refine_bounds
+
+    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
+    engine = _engine(net, (4,))
+    lo, hi = (x - 0.15).clamp(0, 1), (x + 0.15).clamp(0, 1)
+    C = margin_objectives(3, int(net(x).argmax()))[None]
+    base = engine.optimise(lo, hi, C).bounds
+    refined = refine_bounds(engine, base, lo, hi, time.perf_counter() + 60)
+    axes = [torch.linspace(float(lo[0, i]), float(hi[0, i]), 11, dtype=torch.float64) for i in range(4)]
+    grid = torch.tensor(list(itertools.product(*[a.tolist() for a in axes])), dtype=torch.float64)
+    with torch.no_grad():
+        acts = {"input": grid}
+        for op in engine.ops[1:]:
+            acts[op.name] = op.fn(*(acts[i] for i in op.inputs))
+    tighter = False
+    for name in engine.preact:
+        (l0, u0), (l1, u1) = base[name], refined[name]
+        assert bool((l1 >= l0).all() and (u1 <= u0).all())
+        assert bool((acts[name] >= l1 - 1e-9).all() and (acts[name] <= u1 + 1e-9).all()), name
+        tighter |= bool((l1 > l0 + 1e-6).any() or (u1 < u0 - 1e-6).any())
+    assert tighter

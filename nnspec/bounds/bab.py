@@ -145,6 +145,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     pruned = _pruned(engine, fixed, lo, hi)
     if pruned is not None:
         engine, fixed, lo, hi = pruned
+    if time_limit >= REFINE_MIN_TIME:  # long searches on dense chains: tighter intermediate bounds first
+        fixed = fixed.refined(engine, lo, hi, C, started + REFINE_SHARE * time_limit)
     # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP,
     # when the time goes past branch and bound's floor (a radius bisection's steps never do)
     chain = _milp_chain(engine, fixed) if milp and time_limit > MILP_AFTER_MIN else None
@@ -687,6 +689,22 @@ class _Fixed:
                for n in facets}
         return _Fixed(self.bounds, alphas, torch.maximum(self.lower, state.lower[0]), self.inputs, facets, mix)
 
+    def refined(self, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
+                deadline: float) -> "_Fixed":
+        """The same setting on a dense chain's intermediate bounds tightened by LP-chosen hull
+        facets (``hull.refine_bounds``, until ``deadline``), the root's slopes optimised again on
+        them (the root bound only rises); itself elsewhere."""
+        bounds = hull.refine_bounds(engine, self.bounds, lo, hi, deadline)
+        if bounds is self.bounds or all(bounds[n] is self.bounds[n] for n in bounds):
+            return self
+        state = engine.optimise(lo[None], hi[None], C[None], steps=ROOT_ALPHA_STEPS, lr=0.25, bounds=bounds,
+                                joint=False, start={n: a[None].double() for n, a in self.alphas.items()})
+        better = state.lower[0] > self.lower
+        alphas = {n: a if n not in state.alphas else
+                  torch.where(better.view((-1,) + (1,) * (a.dim() - 1)), state.alphas[n][0].float(), a)
+                  for n, a in self.alphas.items()}
+        return _Fixed(bounds, alphas, torch.maximum(self.lower, state.lower[0]), self.inputs)
+
     @classmethod
     def at_root(cls, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
                 deadline: float) -> "_Fixed":
@@ -781,6 +799,12 @@ ROOT_ALPHA_STEPS = 20
 # seconds: an LP per group at the root, then hull.FACET_STEPS steps of the slopes and mix, all
 # within FACET_SHARE of the time limit
 FACET_MIN_TIME = 20.0
+# and for searches of at least REFINE_MIN_TIME seconds, the intermediate bounds tightened first
+# (``_Fixed.refined``) within REFINE_SHARE of the time limit. mnist_fc 256x4 prop_0 eps 0.05: unstable
+# neurons per layer [45, 86, 5, 67] -> [45, 66, 1, 55] in 28 s on one core, the worst row's root bound
+# -2.21 -> -1.49 (-1.06 with facets), and its MILP proved in 15 s (134 s on the unrefined bounds)
+REFINE_MIN_TIME = 60.0
+REFINE_SHARE = 0.25
 FACET_SHARE = 0.3
 # branching score weights of a neuron's coefficient by sign: a negative one meets the upper
 # relaxation, whose intercept the split removes (BaBSR's term); a positive one meets the lower line,

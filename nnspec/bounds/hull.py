@@ -28,7 +28,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+from nnspec.bounds.ascent import Adam
+from nnspec.bounds.engine import MIX_START, _signed_rows
 
 GUARD = 1e-9  # each facet's intercept is raised by this share of its terms' magnitude (float64 rounding)
 
@@ -211,3 +215,84 @@ def chain_of(engine):
                 sum(int((w != 0).sum()) for w, _ in layers) <= MAX_WEIGHTS:
             engine._hull_chain = (layers, preacts, relus)
     return engine._hull_chain
+
+
+def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, deadline: float) -> dict:
+    """Tighter bounds of a dense chain's ReLU inputs over one box (``bounds`` (1, *shape) each,
+    as ``BoundEngine.intervals`` gives them), layer by layer from the second: for every neuron
+    still unstable, its lower and upper bound each by a backward pass with the facets at the
+    point where the triangle LP relaxation of the layers before it reaches that bound (one LP
+    per bound), their mix and the slopes optimised (FACET_STEPS), intersected with the old ones.
+    A layer's bounds feed the next one's LPs and facets. Stops at ``deadline`` (a layer not
+    finished keeps its old bounds). Sound: every bound is a backward pass over valid lines."""
+    from nnspec.solvers.milp import relaxation_minimiser
+
+    chain = chain_of(engine)
+    if chain is None:
+        return bounds
+    layers, preacts, relus = chain
+    if any(p not in bounds for p in preacts):
+        return bounds
+    bounds = dict(bounds)
+    box_lo, box_hi = lo.double().reshape(-1), hi.double().reshape(-1)
+    for k in range(1, len(preacts)):
+        name = preacts[k]
+        l, u = bounds[name]
+        idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
+        if not len(idx):
+            continue
+        pre = [(bounds[p][0][0].flatten().numpy(), bounds[p][1][0].flatten().numpy()) for p in preacts[:k]]
+        rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
+        points = []
+        for row in rows:
+            left = deadline - time.perf_counter()
+            xs = None if left <= 0 else relaxation_minimiser(layers[:k + 1], pre, box_lo.numpy(), box_hi.numpy(),
+                                                             row[None].numpy(), np.zeros(1), left)
+            if xs is None:
+                return bounds
+            points.append(xs)
+        facets = {}
+        for j in range(k):
+            if j == 0:
+                flo, fhi = box_lo, box_hi
+            else:
+                flo, fhi = (t.reshape(-1).clamp(min=0) for t in bounds[preacts[j - 1]])
+            w, b = (torch.from_numpy(t) for t in layers[j])
+            x = torch.stack([torch.from_numpy(p[j]) for p in points])[None]
+            facets[relus[j]] = facets_at(w, b, flo.reshape(1, 1, -1), fhi.reshape(1, 1, -1), x,
+                                         "input" if j == 0 else relus[j - 1])
+        S = len(rows)
+        A = rows.reshape((1, S) + tuple(engine.by_name[name].shape))
+        alphas = engine._initial_alphas(bounds, 1, S, name)
+        facets = {r: f for r, f in facets.items() if r in alphas}
+        mix = {r: torch.full((1, S, f.G.shape[-2]), MIX_START, dtype=torch.float64).requires_grad_(True)
+               for r, f in facets.items()}
+        optimiser = Adam(list(alphas.values()) + list(mix.values()), lr=FACET_LR)
+        best = None
+        for _ in range(FACET_STEPS):
+            optimiser.zero_grad()
+            value = engine.backward(name, A, bounds, alphas, facets=facets, mix=mix)
+            best = value.detach() if best is None else torch.maximum(best, value.detach())
+            if not value.requires_grad:
+                break
+            (-value.sum()).backward()
+            optimiser.step()
+            engine._clamp(alphas)
+            with torch.no_grad():
+                for m in mix.values():
+                    m.clamp_(0.0, 1.0)
+        if best is None:
+            continue
+        n = len(idx)
+        lf, uf = l.flatten(1).clone(), u.flatten(1).clone()
+        lf[:, idx] = torch.maximum(lf[:, idx], best[:, :n])
+        uf[:, idx] = torch.minimum(uf[:, idx], -best[:, n:])
+        bounds[name] = (lf.reshape(l.shape), uf.reshape(u.shape))
+    return bounds
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
