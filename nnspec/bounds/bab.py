@@ -677,8 +677,8 @@ class _Fixed:
         facets = {n: f for n, f in facets.items() if n in self.alphas and bool(f.valid.any())}
         if not facets:
             return self
-        state = engine.optimise(lo[None], hi[None], C[None], steps=hull.FACET_STEPS, lr=hull.FACET_LR, bounds=self.bounds,
-                                deadline=deadline, joint=False, facets=facets,
+        state = engine.optimise(lo[None], hi[None], C[None], steps=hull.FACET_STEPS, lr=hull.FACET_LR,
+                                bounds=self.bounds, deadline=deadline, joint=False, facets=facets,
                                 start={n: a[None].double() for n, a in self.alphas.items()})
         better = state.lower[0] > self.lower
         alphas = {n: a if n not in state.alphas else

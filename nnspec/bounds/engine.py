@@ -35,8 +35,8 @@ from nnspec.bounds.graph import BoundGraph, Op
 
 ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
-_JOINT_ALPHA_LIMIT = 16_000_000
-MIX_START = 0.5  # an unstable neuron's share of the triangle in its upper line at the start (the rest: its facet)  # slope parameters, beyond which only the final objective's are optimised
+_JOINT_ALPHA_LIMIT = 16_000_000  # slope parameters, beyond which only the final objective's are optimised
+MIX_START = 0.5  # an unstable neuron's share of the triangle in its upper line at the start (the rest: its facet)
 
 
 class BoundEngine:
