@@ -406,7 +406,7 @@ class BoundEngine:
     def optimise(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
                  steps: int = 20, lr: float = 0.25, bounds: dict | None = None,
                  deadline: float | None = None, joint: bool | None = None,
-                 start: dict | None = None, facets: dict | None = None) -> "Optimised":
+                 start: dict | None = None, facets: dict | None = None, target: str | None = None) -> "Optimised":
         """alpha-CROWN: the best lower bounds (B, S) of C @ y + d over each box, the tightest bounds
         of every op seen on the way (each iteration's are sound, so their intersection is) and the
         final objective's slopes at the end (a warm start for branch and bound's subdomains).
@@ -416,19 +416,21 @@ class BoundEngine:
         ``start[relu]`` (B, S, *shape) where given (a warm start; any slopes are sound).
         ``facets`` (``hull.Facets`` per ReLU; with ``joint`` False only): each unstable neuron's
         upper line mixes its triangle with its facet, the mix optimised with the slopes (from
-        ``start["mix:<relu>"]`` where given, else MIX_START) and returned in ``mix``."""
+        ``start["mix:<relu>"]`` where given, else MIX_START) and returned in ``mix``. ``target``:
+        the op whose values C weighs (with ``joint`` False; default the graph's output), e.g. an
+        intermediate layer's neurons, C (B, S, *its shape)."""
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         C = C.to(torch.float64)
         B, S = C.shape[:2]
         d = torch.zeros(B, S, dtype=torch.float64) if d is None else d.to(torch.float64).expand(B, S)
         if bounds is None:
             bounds = self.intervals(lo, hi, "crown")
-        out = self.graph.output
+        out = self.graph.output if target is None else target
         A0 = C.reshape((B, S) + self.by_name[out].shape)
         with torch.no_grad():
             best = self.backward(out, A0, bounds) + d
         if joint is None:
-            joint = not facets and self._joint_alpha_size(B, bounds) <= _JOINT_ALPHA_LIMIT
+            joint = not facets and target is None and self._joint_alpha_size(B, bounds) <= _JOINT_ALPHA_LIMIT
         if joint:
             return self._alpha_joint(lo, hi, A0, d, bounds, best, steps, lr, deadline)
         alphas = self._initial_alphas(bounds, B, S, out)

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nnspec.bounds.ascent import Adam
-from nnspec.bounds.engine import MIX_START, _signed_rows
+from nnspec.bounds.engine import _signed_rows
 
 GUARD = 1e-9  # each facet's intercept is raised by this share of its terms' magnitude (float64 rounding)
 
@@ -261,28 +260,10 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
             x = torch.stack([torch.from_numpy(p[j]) for p in points])[None]
             facets[relus[j]] = facets_at(w, b, flo.reshape(1, 1, -1), fhi.reshape(1, 1, -1), x,
                                          "input" if j == 0 else relus[j - 1])
-        S = len(rows)
-        A = rows.reshape((1, S) + tuple(engine.by_name[name].shape))
-        alphas = engine._initial_alphas(bounds, 1, S, name)
-        facets = {r: f for r, f in facets.items() if r in alphas}
-        mix = {r: torch.full((1, S, f.G.shape[-2]), MIX_START, dtype=torch.float64).requires_grad_(True)
-               for r, f in facets.items()}
-        optimiser = Adam(list(alphas.values()) + list(mix.values()), lr=FACET_LR)
-        best = None
-        for _ in range(FACET_STEPS):
-            optimiser.zero_grad()
-            value = engine.backward(name, A, bounds, alphas, facets=facets, mix=mix)
-            best = value.detach() if best is None else torch.maximum(best, value.detach())
-            if not value.requires_grad:
-                break
-            (-value.sum()).backward()
-            optimiser.step()
-            engine._clamp(alphas)
-            with torch.no_grad():
-                for m in mix.values():
-                    m.clamp_(0.0, 1.0)
-        if best is None:
-            continue
+        state = engine.optimise(lo.reshape((1,) + tuple(engine.graph.input_shape)),
+                                hi.reshape((1,) + tuple(engine.graph.input_shape)), rows[None], steps=FACET_STEPS,
+                                lr=FACET_LR, bounds=bounds, joint=False, facets=facets, target=name)
+        best = state.lower
         n = len(idx)
         lf, uf = l.flatten(1).clone(), u.flatten(1).clone()
         lf[:, idx] = torch.maximum(lf[:, idx], best[:, :n])
