@@ -501,6 +501,17 @@ def test_branch_and_bound_never_proves_a_false_property_and_proves_a_true_one(mo
     assert inside.proven and inside.stop == "proven"
 
 
+def _deep_case(seed: int):
+    """A deeper ReLU net (4-16-16-16-3), its input from ``seed``, the exact L-inf distance to
+    another label (MILP, capped at 1), its bound engine and the margin rows of its label."""
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    return net, x, exact, _engine(net, (4,)), margin_objectives(3, label)
+
+
 @pytest.mark.parametrize("seed", [3, 7, 28, 37])
 def test_relu_splitting_with_fixed_root_bounds_is_exact_around_the_milp_radius(seed):
     """beta-CROWN's setting (alpha-CROWN's root bounds kept, slopes and split multipliers
@@ -508,14 +519,9 @@ def test_relu_splitting_with_fixed_root_bounds_is_exact_around_the_milp_radius(s
     radius holds a violation, so it is never proved and its bound is <= 0; a box at 95% of it
     is proved."""
     from nnspec.bounds.bab import verify
-    from nnspec.solvers.milp import layers_of, min_distance
 
-    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
-    label = int(net(x).argmax())
-    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    _, x, exact, engine, C = _deep_case(seed)
     assert exact < 1.0  # (these seeds have a violation in the domain)
-    engine = _engine(net, (4,))
-    C = margin_objectives(3, label)
     outside = verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
                      time_limit=2.0, mode="relu", milp=False)
     assert not outside.proven and outside.lower <= 0
@@ -1198,15 +1204,10 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, workers, mon
     disjunction) the same; one group at a time or two at once in processes of their own."""
     import multiprocessing
     from nnspec.bounds import bab
-    from nnspec.solvers.milp import layers_of, min_distance
 
     monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
     monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
-    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
-    label = int(net(x).argmax())
-    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
-    engine = _engine(net, (4,))
-    C = margin_objectives(3, label)
+    net, x, exact, engine, C = _deep_case(seed)
     for offsets, groups in ((None, None), (torch.tensor([0.0, 0.0]), torch.tensor([0, 1]))):
         found: list = []
         outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
@@ -1364,15 +1365,10 @@ def test_relu_splitting_with_hull_facets_stays_exact_around_the_milp_radius(seed
     here): the root bound rises above alpha-CROWN's and a mix of all triangles changes no bound; a
     box 2% beyond the exact radius is never proved, one at 95% is."""
     from nnspec.bounds import bab
-    from nnspec.solvers.milp import layers_of, min_distance
 
     monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
     monkeypatch.setattr(bab, "REFINE_MIN_TIME", 0.0)
-    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
-    label = int(net(x).argmax())
-    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
-    engine = _engine(net, (4,))
-    C = margin_objectives(3, label)
+    _, x, exact, engine, C = _deep_case(seed)
     lo, hi = (x[0] - exact).clamp(0, 1), (x[0] + exact).clamp(0, 1)
     fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
     worst = int(fixed.lower.argmin())
