@@ -142,10 +142,10 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     """Lower bounds (B, S) of C @ y + d over the boxes (as ``BoundEngine.bound``): alpha-CROWN,
     then, on a chain of dense layers and ReLUs, for every box and objective whose bound is still
     below ``below``, the facets at the LP relaxation's minimiser of that objective over that box
-    (``solvers.milp.relaxation_minimiser``, one LP each) mixed into the final objective's upper
+    (``solvers.milp.RelaxationLP``, one warm-started LP each) mixed into the final objective's upper
     lines and optimised with its slopes. Elsewhere (another graph, an LP that did not finish) the
     alpha-CROWN bound; every bound is sound."""
-    from nnspec.solvers.milp import relaxation_minimiser
+    from nnspec.solvers.milp import RelaxationLP
 
     lo, hi = lo.double(), hi.double()
     C = C.double()
@@ -162,12 +162,12 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     found = torch.zeros(B, S, dtype=torch.bool)
     for b in range(B):
         pre = [(state.bounds[p][0][b].flatten().numpy(), state.bounds[p][1][b].flatten().numpy()) for p in preacts]
+        lp = RelaxationLP(layers[:-1], pre, flat_lo[b, 0].numpy(), flat_hi[b, 0].numpy())
         for s in need[b].nonzero().flatten().tolist():
             left = 60.0 if deadline is None else deadline - time.perf_counter()
             if left <= 0:
                 break
-            xs = relaxation_minimiser(layers, pre, flat_lo[b, 0].numpy(), flat_hi[b, 0].numpy(),
-                                      C[b, s].reshape(1, -1).numpy(), d[b, s].reshape(1).numpy(), left)
+            xs = lp.minimiser(C[b, s].reshape(-1).numpy() @ layers[-1][0], left)
             if xs is not None:
                 for k, x in enumerate(xs):
                     points[k][b, s] = torch.from_numpy(x)
@@ -224,7 +224,7 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
     per bound), their mix and the slopes optimised (FACET_STEPS), intersected with the old ones.
     A layer's bounds feed the next one's LPs and facets. Stops at ``deadline`` (a layer not
     finished keeps its old bounds). Sound: every bound is a backward pass over valid lines."""
-    from nnspec.solvers.milp import relaxation_minimiser
+    from nnspec.solvers.milp import RelaxationLP
 
     chain = chain_of(engine)
     if chain is None:
@@ -242,11 +242,11 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
             continue
         pre = [(bounds[p][0][0].flatten().numpy(), bounds[p][1][0].flatten().numpy()) for p in preacts[:k]]
         rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
+        lp = RelaxationLP(layers[:k], pre, box_lo.numpy(), box_hi.numpy())
         points = []
-        for row in rows:
+        for c in rows.numpy() @ layers[k][0]:
             left = deadline - time.perf_counter()
-            xs = None if left <= 0 else relaxation_minimiser(layers[:k + 1], pre, box_lo.numpy(), box_hi.numpy(),
-                                                             row[None].numpy(), np.zeros(1), left)
+            xs = None if left <= 0 else lp.minimiser(c, left)
             if xs is None:
                 return bounds
             points.append(xs)

@@ -19,6 +19,8 @@ most a goal?
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -208,6 +210,78 @@ def relaxation_minimiser(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[
     if lp.status != 0 or lp.x is None:
         return None
     return [lp.x[layer[2]] for layer in net.layers]
+
+
+class RelaxationLP:
+    """The LP relaxation of the big-M encoding of ``hidden`` layers over the box (a triangle per
+    unstable ReLU, as ``relaxation_minimiser``), built once in HiGHS (highspy) for many linear
+    objectives on the last layer's activations: each solve starts from the previous one's optimal
+    basis, which stays primal feasible when only the objective changes. mnist_fc 256x4 prop_0
+    eps 0.05, 20 neurons of the last hidden layer: 0.37 s against 2.84 s for a fresh scipy LP each
+    (the same minima to 1e-12)."""
+
+    def __init__(self, hidden: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[np.ndarray, np.ndarray]],
+                 box_lo: np.ndarray, box_hi: np.ndarray):
+        import highspy
+
+        net = _Network(hidden, pre, box_lo, box_hi)
+        A, lbs, ubs = net.rows.matrix()
+        inf = highspy.kHighsInf
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = net.nv, A.shape[0]
+        lp.col_cost_ = np.zeros(net.nv)
+        lp.col_lower_ = np.where(np.isinf(net.var_lo), -inf, net.var_lo)
+        lp.col_upper_ = np.where(np.isinf(net.var_hi), inf, net.var_hi)
+        lp.row_lower_ = np.where(np.isinf(lbs), -inf, lbs)
+        lp.row_upper_ = np.where(np.isinf(ubs), inf, ubs)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = net.nv, A.shape[0]
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+        self._highs = _quiet_highs()
+        self._highs.passModel(lp)
+        self._optimal = highspy.HighsModelStatus.kOptimal
+        self._last = net.last.astype(np.int32)
+        self._inputs = [layer[2] for layer in net.layers]
+
+    def minimiser(self, c: np.ndarray, time_limit: float) -> list[np.ndarray] | None:
+        """Where the relaxation minimises ``c @ a_H`` (the last of H hidden layers' activations):
+        the values of every hidden layer's input there, [x, a_1, ..., a_{H-1}], or None when the solve did not finish optimal within ``time_limit`` seconds."""
+        h = self._highs
+        # HiGHS's time limit counts from the object's first run: give each solve its own
+        h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 0.01))
+        h.changeColsCost(len(self._last), self._last, np.asarray(c, dtype=np.float64))
+        h.run()
+        if h.getModelStatus() != self._optimal:
+            return None
+        x = np.asarray(h.getSolution().col_value)
+        return [x[cols] for cols in self._inputs]
+
+
+_HIGHS_GREETED = False
+
+
+def _quiet_highs():
+    """A highspy.Highs with its log off. The first one a process makes prints HiGHS's banner
+    on file descriptor 1 before any option can be set, which would corrupt a JSON report on
+    stdout: that construction runs with descriptor 1 on /dev/null."""
+    import highspy
+
+    global _HIGHS_GREETED
+    if _HIGHS_GREETED:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(null)
+        _HIGHS_GREETED = True
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 def layers_of(module) -> list[tuple[np.ndarray, np.ndarray]]:
