@@ -36,11 +36,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import multiprocessing as mp
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 
 import numpy as np
 import torch
@@ -49,6 +47,7 @@ from nnspec.bounds import hull
 from nnspec.bounds.ascent import Adam
 from nnspec.bounds.engine import BoundEngine, _concretise, _numel, cut_at_splits
 from nnspec.bounds.radius import group_max, reduce_rows
+from nnspec.solvers import forked
 
 
 # beta-CROWN iterations per batch of subdomains (0: plain CROWN; fewer once every subdomain of the
@@ -121,8 +120,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     and a time limit past MILP_AFTER_MIN, ReLU splitting gets MILP_AFTER of the time (between
     MILP_AFTER_MIN and MILP_AFTER_MAX seconds) and a complete MILP the groups it leaves open; a
     solver point that violates on the network (float64) goes to ``found`` like the probes'.
-    ``milp_workers``: MILPs at once (the groups', each in a process of its own); by default
-    torch's thread count, which the executor sets to the cores per task."""
+    ``milp_workers``: MILPs at once (the groups', each in a process of its own), and the
+    processes that share the refinement's LPs; by default torch's thread count, which the
+    executor sets to the cores per task."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -146,7 +146,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     if pruned is not None:
         engine, fixed, lo, hi = pruned
     if time_limit >= REFINE_MIN_TIME:  # long searches on dense chains: tighter intermediate bounds first
-        fixed = fixed.refined(engine, lo, hi, C, started + REFINE_SHARE * time_limit)
+        fixed = fixed.refined(engine, lo, hi, C, started + REFINE_SHARE * time_limit,
+                              torch.get_num_threads() if milp_workers is None else milp_workers)
     # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP,
     # when the time goes past branch and bound's floor (a radius bisection's steps never do)
     chain = _milp_chain(engine, fixed) if milp and time_limit > MILP_AFTER_MIN else None
@@ -265,79 +266,20 @@ def _milp_groups(original: BoundEngine, shape, chain, lo, hi, C, offsets, parts,
 
 def _solve_all(problems: list, deadline: float, workers: int):
     """(index, ``find_violation``'s verdict) for the problems in order, with the time left to the
-    deadline each; with ``workers`` > 1 up to that many at once in forked processes, verdicts as
-    they come. The caller stops at the first verdict it does not want (a generator: the processes
-    still running are killed when it is closed)."""
-    from nnspec.solvers.milp import Refutation, find_violation
+    deadline each; with ``workers`` > 1 up to that many at once in forked processes
+    (``solvers.forked``), verdicts as they come. The caller stops at the first verdict it does
+    not want (a generator: the processes still running are killed when it is closed)."""
+    from nnspec.solvers.milp import Refutation
 
-    if workers <= 1 or len(problems) <= 1 or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
-        for k, problem in enumerate(problems):
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return
-            yield k, find_violation(*problem, left)
-        return
-    ctx = mp.get_context("fork")
-    running: dict = {}  # receiving end -> (index, process)
-    queue = list(range(len(problems)))
-    try:
-        while queue or running:
-            while queue and len(running) < workers:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    return
-                k = queue.pop(0)
-                receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_milp_worker, args=(send, problems[k], left), daemon=True)
-                try:
-                    proc.start()
-                except OSError:  # no process to be had (memory, a process limit): this one here
-                    receive.close()
-                    send.close()
-                    yield k, find_violation(*problems[k], left)
-                    continue
-                send.close()
-                running[receive] = (k, proc)
-            if not running:  # every start refused: solved here already
-                continue
-            ready = wait(list(running), timeout=max(0.0, deadline - time.perf_counter()) + 5.0)
-            if not ready:
-                return
-            for conn in ready:
-                k, proc = running.pop(conn)
-                try:
-                    status, x = conn.recv()
-                except EOFError:  # the process died (killed for memory): no verdict
-                    status, x = "time", None
-                conn.close()
-                proc.join()
-                if status == "error":  # the solver raised: as it would in this process
-                    raise RuntimeError(f"MILP stage, group {k}: {x}")
-                yield k, Refutation(status, x)
-    finally:
-        for conn, (_, proc) in running.items():
-            proc.kill()
-            proc.join()
-            conn.close()
+    with closing(forked.solve_all(_find_violation, problems, deadline, workers)) as verdicts:
+        for k, verdict in verdicts:
+            yield k, Refutation("time") if verdict is None else verdict
 
 
-def _milp_worker(send, problem, time_limit: float) -> None:
-    from nnspec.solvers.milp import find_violation
+def _find_violation(*args):
+    from nnspec.solvers import milp
 
-    try:  # Linux: die with the parent, even one that ends by os._exit (the VNN-COMP watchdog)
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - elsewhere its time limit ends it
-        pass
-    try:
-        verdict = find_violation(*problem, time_limit)
-    except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it
-        send.send(("error", f"{type(error).__name__}: {error}"))
-    else:
-        send.send((verdict.status, verdict.x))
-    send.close()
+    return milp.find_violation(*args)
 
 
 def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -690,11 +632,12 @@ class _Fixed:
         return _Fixed(self.bounds, alphas, torch.maximum(self.lower, state.lower[0]), self.inputs, facets, mix)
 
     def refined(self, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
-                deadline: float) -> "_Fixed":
+                deadline: float, workers: int = 1) -> "_Fixed":
         """The same setting on a dense chain's intermediate bounds tightened by LP-chosen hull
-        facets (``hull.refine_bounds``, until ``deadline``), the root's slopes optimised again on
-        them (the root bound only rises); itself elsewhere."""
-        bounds = hull.refine_bounds(engine, self.bounds, lo, hi, deadline)
+        facets (``hull.refine_bounds``, until ``deadline``, its LPs in ``workers`` processes),
+        the root's slopes optimised again on them (the root bound only rises); itself
+        elsewhere."""
+        bounds = hull.refine_bounds(engine, self.bounds, lo, hi, deadline, workers)
         if bounds is self.bounds or all(bounds[n] is self.bounds[n] for n in bounds):
             return self
         state = engine.optimise(lo[None], hi[None], C[None], steps=ROOT_ALPHA_STEPS, lr=0.25, bounds=bounds,

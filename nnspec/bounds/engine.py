@@ -318,7 +318,7 @@ class BoundEngine:
         (B, S)."""
         B, S = neg.shape[:2]
         flat = neg.reshape(B, S, -1)
-        unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], 1, -1) & facet.valid
+        unstable = ((l < 0) & (u > 0)).reshape(l.shape[0], 1, -1) & facet.valid_of(flat.shape[-1])
         t = torch.where(unstable, t, torch.ones_like(t))
         direct = flat * (1 - t)
         g, intercepts = facet.apply(direct)
@@ -441,7 +441,7 @@ class BoundEngine:
             if name in alphas:
                 alphas[name] = a.to(torch.float64).clone().requires_grad_(True)
         mix = {name: (start[f"mix:{name}"].to(torch.float64).clone() if f"mix:{name}" in start else
-                      torch.full((B, S, f.G.shape[-2]), MIX_START, dtype=torch.float64)).requires_grad_(True)
+                      torch.full((B, S, _numel(self.by_name[name].shape)), MIX_START, dtype=torch.float64)).requires_grad_(True)
                for name, f in (facets or {}).items() if name in alphas}
         self._clamp(alphas)  # each ReLU's own range (a leaky one's starts at its slope)
         optimiser = Adam(list(alphas.values()) + list(mix.values()), lr=lr)

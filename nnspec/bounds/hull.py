@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,8 @@ class Facets:
     G: torch.Tensor  # (n_out, n_in) or (B, S, n_out, n_in), float64
     c: torch.Tensor  # (n_out,) or (B, S, n_out)
     valid: torch.Tensor  # like c, bool
+    # the neurons that rows of G are for (None: all of them, in order): the others have none
+    neurons: torch.Tensor | None = None
     _casts: dict = field(default_factory=dict, repr=False)
 
     def cast(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,21 +57,36 @@ class Facets:
             self._casts[dtype] = (self.G.to(dtype), self.c.to(dtype))
         return self._casts[dtype]
 
+    def valid_of(self, n: int) -> torch.Tensor:
+        """``valid`` over all n neurons of the layer (False for those without a row)."""
+        if self.neurons is None:
+            return self.valid
+        if "valid" not in self._casts:
+            full = torch.zeros(self.valid.shape[:-1] + (n,), dtype=torch.bool)
+            full[..., self.neurons] = self.valid
+            self._casts["valid"] = full
+        return self._casts["valid"]
+
     def apply(self, direct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients ``direct`` (B, S, n_out) on the facets -> (on the source (B, S, n_in),
         the intercepts' sum (B, S))."""
         G, c = self.cast(direct.dtype)
+        if self.neurons is not None:
+            direct = direct[..., self.neurons]
         g = direct @ G if G.dim() == 2 else (direct.unsqueeze(-2) @ G).squeeze(-2)
         return g, (direct * c).sum(-1)
 
 
 def facets_at(w: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, x: torch.Tensor,
-              source: str) -> Facets:
+              source: str, neurons: torch.Tensor | None = None) -> Facets:
     """Per neuron of y = ReLU(w x + b) (w (n_out, n_in)) with x in [lo, hi], the hull's facet
     that is lowest at the point ``x``: x (n_in,) gives one set, x (B, S, n_in) one per box and
     objective (lo, hi (n_in,) or (B, 1, n_in)). ``valid`` is False where a neuron has none (it
-    is stable on the box, or the box is not finite)."""
+    is stable on the box, or the box is not finite). ``neurons``: only these (the ones a caller
+    knows to be unstable; the cost is per neuron and point)."""
     w, b = w.double(), b.double()
+    if neurons is not None:
+        w, b = w[neurons], b[neurons]
     single = x.dim() == 1
     x = x.double().reshape((1, 1) + tuple(x.shape[-1:]) if single else x.shape)
     lo, hi = lo.double(), hi.double()
@@ -76,37 +94,45 @@ def facets_at(w: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tens
     hi = hi.reshape((1, 1, -1) if hi.dim() == 1 else hi.shape)[..., None, :]
     x = torch.minimum(torch.maximum(x[..., None, :], lo), hi)  # (B, S, 1, n_in)
     positive = w >= 0
-    low_end = torch.where(positive, lo, hi)  # L', (B, 1|S, n_out, n_in)
+    low_end = torch.where(positive, lo, hi)  # L', (B, 1, n_out, n_in)
     width = torch.where(positive, hi, lo) - low_end  # U' - L', signed like w
     safe = torch.where(width != 0, width, torch.ones_like(width))
-    r = torch.where(width != 0, (x - low_end) / safe, torch.zeros_like(safe))  # (B, S, n_out, n_in)
-    drop = (-w * width).expand_as(r)  # <= 0: what l(I) loses when i joins I
-    top = (w * (low_end + width)).sum(-1) + b  # l(empty set): the interval upper bound, (B, 1|S, n_out)
+    # where each input lies between its ends, as the neuron sees it: the order of these values
+    # only chooses the subset I, and every I gives a valid facet (the arithmetic below is float64
+    # on the order given), so float32 serves; (B, S, n_out, n_in) is the size of everything here
+    r = (x.float() - low_end.float()).div_(safe.float()).masked_fill_(width == 0, 0.0)
     order = torch.sort(r, dim=-1, stable=True).indices
-    ell = top[..., None] + drop.gather(-1, order).cumsum(-1)  # l(the first k + 1 of the order)
+    del r
+    shape = order.shape
+    drop = -w * width  # <= 0: what l(I) loses when i joins I
+    top = (w * (low_end + width)).sum(-1) + b  # l(empty set): the interval upper bound, (B, 1, n_out)
+    ell = drop.expand(shape).gather(-1, order).cumsum_(-1).add_(top[..., None])  # l(the first k + 1)
     negative = ell < 0
     finite = torch.isfinite(lo).all(-1) & torch.isfinite(hi).all(-1)
     valid = negative.any(-1) & (top >= 0) & finite
-    k = negative.to(torch.int64).argmax(-1, keepdim=True)  # h's place in the order
+    k = negative.to(torch.uint8).argmax(-1, keepdim=True)  # h's place in the order
+    del negative
     h = order.gather(-1, k)
-    rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(w.shape[1]).expand_as(order))
-    inside = rank < k  # I
     ell_I = torch.where(k > 0, ell.gather(-1, (k - 1).clamp(min=0)), top[..., None])
-    slope_h = ell_I / safe.expand_as(r).gather(-1, h)
-    G = torch.where(inside, w, torch.zeros_like(r))
-    G.scatter_add_(-1, h, slope_h)
-    terms = torch.where(inside, w * low_end, torch.zeros_like(r))
-    low_h = low_end.expand_as(r).gather(-1, h)
+    del ell
+    inside = torch.zeros(shape, dtype=torch.bool).scatter_(-1, order, torch.arange(shape[-1]) < k)  # I
+    del order
+    slope_h = ell_I / safe.expand(shape).gather(-1, h)
+    G = w * inside
+    del inside
+    terms = G * low_end
+    low_h = low_end.expand(shape).gather(-1, h)
     c = -terms.sum(-1) - (slope_h * low_h)[..., 0]
-    scale = terms.abs().sum(-1) + (slope_h * low_h).abs()[..., 0] + b.abs() + 1.0
+    scale = terms.abs_().sum(-1) + (slope_h * low_h).abs()[..., 0] + b.abs() + 1.0
+    del terms
+    G.scatter_add_(-1, h, slope_h)
     c = c + GUARD * scale
     valid = valid & torch.isfinite(c)
-    G = torch.where(valid[..., None], G, torch.zeros_like(G))
+    G.mul_(valid[..., None])
     c = torch.where(valid, c, torch.zeros_like(c))
     if single:
-        return Facets(source, G[0, 0], c[0, 0], valid[0, 0])
-    return Facets(source, G, c, valid)
+        return Facets(source, G[0, 0], c[0, 0], valid[0, 0], neurons)
+    return Facets(source, G, c, valid, neurons)
 
 
 def chain_facets(layers: list, relus: list[str], box_lo: torch.Tensor, box_hi: torch.Tensor, pre: list,
@@ -126,8 +152,18 @@ def chain_facets(layers: list, relus: list[str], box_lo: torch.Tensor, box_hi: t
         x = torch.as_tensor(points[k]).double().reshape(-1)
         if w.shape[1] != x.numel() or lo.numel() != x.numel():
             continue
-        out[relu] = facets_at(w, b, lo, hi, x, "input" if k == 0 else relus[k - 1])
+        out[relu] = facets_at(w, b, lo, hi, x, "input" if k == 0 else relus[k - 1],
+                              unstable(*(torch.as_tensor(t) for t in pre[k])))
     return out
+
+
+def unstable(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The flat indices of the neurons whose bounds l < 0 < u in any box (l, u: (B, *shape) or
+    flat): the only ones with facets."""
+    mask = (l < 0) & (u > 0)
+    if mask.dim() > 1:
+        mask = mask.reshape(mask.shape[0], -1).any(0)
+    return mask.nonzero().flatten()
 
 
 
@@ -183,7 +219,8 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
             box = (flat_lo, flat_hi)
         else:
             box = tuple(t.reshape(B, 1, -1).clamp(min=0) for t in state.bounds[preacts[k - 1]])
-        f = facets_at(w, bias, box[0], box[1], points[k], "input" if k == 0 else relus[k - 1])
+        f = facets_at(w, bias, box[0], box[1], points[k], "input" if k == 0 else relus[k - 1],
+                      unstable(*state.bounds[preacts[k]]))
         f.valid &= found[..., None]
         facets[relu] = f
     opt = engine.optimise(lo, hi, C, d, steps=FACET_STEPS, lr=FACET_LR, bounds=state.bounds, deadline=deadline,
@@ -216,15 +253,18 @@ def chain_of(engine):
     return engine._hull_chain
 
 
-def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, deadline: float) -> dict:
+def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, deadline: float,
+                  workers: int = 1) -> dict:
     """Tighter bounds of a dense chain's ReLU inputs over one box (``bounds`` (1, *shape) each,
     as ``BoundEngine.intervals`` gives them), layer by layer from the second: for every neuron
     still unstable, its lower and upper bound each by a backward pass with the facets at the
     point where the triangle LP relaxation of the layers before it reaches that bound (one LP
-    per bound), their mix and the slopes optimised (FACET_STEPS), intersected with the old ones.
-    A layer's bounds feed the next one's LPs and facets. Stops at ``deadline`` (a layer not
-    finished keeps its old bounds). Sound: every bound is a backward pass over valid lines."""
-    from nnspec.solvers.milp import RelaxationLP
+    per bound, warm-started in HiGHS; ``workers`` processes share a layer's LPs), their mix and
+    the slopes optimised (FACET_STEPS), intersected with the old ones. A layer's bounds feed
+    the next one's LPs and facets. Stops at ``deadline`` (a layer not finished keeps its old
+    bounds). Sound: every bound is a backward pass over valid lines."""
+    from nnspec.solvers import forked
+    from nnspec.solvers.milp import relaxation_minimisers
 
     chain = chain_of(engine)
     if chain is None:
@@ -242,14 +282,18 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
             continue
         pre = [(bounds[p][0][0].flatten().numpy(), bounds[p][1][0].flatten().numpy()) for p in preacts[:k]]
         rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
-        lp = RelaxationLP(layers[:k], pre, box_lo.numpy(), box_hi.numpy())
-        points = []
-        for c in rows.numpy() @ layers[k][0]:
-            left = deadline - time.perf_counter()
-            xs = None if left <= 0 else lp.minimiser(c, left)
-            if xs is None:
-                return bounds
-            points.append(xs)
+        objectives = rows.numpy() @ layers[k][0]
+        parts = [np.arange(len(objectives))[i::workers] for i in range(min(workers, len(objectives)))]
+        problems = [(layers[:k], pre, box_lo.numpy(), box_hi.numpy(), objectives[part]) for part in parts]
+        points = [None] * len(objectives)
+        with closing(forked.solve_all(relaxation_minimisers, problems, deadline, workers)) as results:
+            for i, found in results:
+                if found is None:  # the time ran out (or the process died): this layer keeps its bounds
+                    return bounds
+                for j, xs in zip(parts[i], found):
+                    points[j] = xs
+        if any(p is None for p in points):
+            return bounds
         facets = {}
         for j in range(k):
             if j == 0:
@@ -259,7 +303,7 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
             w, b = (torch.from_numpy(t) for t in layers[j])
             x = torch.stack([torch.from_numpy(p[j]) for p in points])[None]
             facets[relus[j]] = facets_at(w, b, flo.reshape(1, 1, -1), fhi.reshape(1, 1, -1), x,
-                                         "input" if j == 0 else relus[j - 1])
+                                         "input" if j == 0 else relus[j - 1], unstable(*bounds[preacts[j]]))
         state = engine.optimise(lo.reshape((1,) + tuple(engine.graph.input_shape)),
                                 hi.reshape((1,) + tuple(engine.graph.input_shape)), rows[None], steps=FACET_STEPS,
                                 lr=FACET_LR, bounds=bounds, joint=False, facets=facets, target=name)

@@ -257,6 +257,24 @@ class RelaxationLP:
         return [x[cols] for cols in self._inputs]
 
 
+def relaxation_minimisers(hidden: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[np.ndarray, np.ndarray]],
+                          box_lo: np.ndarray, box_hi: np.ndarray, objectives: np.ndarray,
+                          time_limit: float) -> list[list[np.ndarray]] | None:
+    """``RelaxationLP.minimiser`` of each row of ``objectives`` in turn on one LP, each solve
+    warm-started from the last, within ``time_limit`` seconds in all: the points, or None when
+    one did not finish (a function of plain arrays, for ``solvers.forked``'s processes)."""
+    deadline = time.perf_counter() + time_limit
+    lp = RelaxationLP(hidden, pre, box_lo, box_hi)
+    points = []
+    for c in objectives:
+        left = deadline - time.perf_counter()
+        xs = None if left <= 0 else lp.minimiser(c, left)
+        if xs is None:
+            return None
+        points.append(xs)
+    return points
+
+
 _HIGHS_GREETED = False
 
 
