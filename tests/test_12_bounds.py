@@ -1351,6 +1351,16 @@ def test_hull_facets_hold_on_the_box_and_touch_the_hulls_envelope_at_their_point
     top = (w.clamp(min=0) * hi + w.clamp(max=0) * lo).sum(1) + b
     bottom = (w.clamp(min=0) * lo + w.clamp(max=0) * hi).sum(1) + b
     assert torch.equal(~f.valid, (top < 0) | (bottom >= 0))
+    # only some neurons (``neurons``): the same facets for them, and none reach the others
+    some = torch.tensor([0, 3, 5])
+    part = facets_at(w, b, lo, hi, x, "input", neurons=some)
+    assert torch.equal(part.valid, f.valid[some]) and torch.allclose(part.G, f.G[some]) and \
+        torch.allclose(part.c, f.c[some])
+    assert torch.equal(part.valid_of(n_out), f.valid & torch.isin(torch.arange(n_out), some))
+    direct = torch.rand(2, 4, n_out, generator=g, dtype=torch.float64)
+    g_all, c_all = f.apply(direct * torch.isin(torch.arange(n_out), some))
+    g_part, c_part = part.apply(direct)
+    assert torch.allclose(g_all, g_part) and torch.allclose(c_all, c_part)
     xs = torch.stack([x, lo + (hi - lo) * 0.5, hi]).reshape(3, 1, n_in)
     batched = facets_at(w, b, lo, hi, xs, "input")
     for k in range(3):
@@ -1439,3 +1449,60 @@ def test_refined_intermediate_bounds_hold_on_a_dense_grid_and_only_tighten(seed)
         assert bool((acts[name] >= l1 - 1e-9).all() and (acts[name] <= u1 + 1e-9).all()), name
         tighter |= bool((l1 > l0 + 1e-6).any() or (u1 < u0 - 1e-6).any())
     assert tighter
+    # a layer's LPs shared by two forked processes: the same points, so the same bounds
+    shared = refine_bounds(engine, base, lo, hi, time.perf_counter() + 60, workers=2)
+    for name in engine.preact:
+        assert torch.allclose(shared[name][0], refined[name][0], rtol=0, atol=1e-9)
+        assert torch.allclose(shared[name][1], refined[name][1], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_warm_started_relaxation_lp_reaches_the_fresh_lps_minimum_for_each_objective(seed):
+    """``RelaxationLP`` keeps one HiGHS model and changes only the objective between solves: for
+    each of 12 objectives (both signs of six neurons of the next layer), in turn, the value at its
+    point equals the minimum of a fresh scipy LP of the same relaxation, and the point lies in the
+    box."""
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    from nnspec.solvers.milp import RelaxationLP, _Network, interval_bounds, layers_of
+
+    net, x = relu_case(seed, 1, (4, 16, 16, 16, 3))
+    layers = layers_of(net)
+    box_lo, box_hi = np.clip(x[0].numpy() - 0.2, 0, 1), np.clip(x[0].numpy() + 0.2, 0, 1)
+    pre = interval_bounds(layers, box_lo, box_hi)[:2]
+    hidden, w = layers[:2], layers[2][0]
+    lp = RelaxationLP(hidden, pre, box_lo, box_hi)
+    net2 = _Network(hidden, pre, box_lo, box_hi)
+    A, lbs, ubs = net2.rows.matrix()
+    for c in np.concatenate([w[:6], -w[:6]]):
+        xs = lp.minimiser(c, 10.0)
+        assert xs is not None and len(xs) == 2
+        assert bool(((xs[0] >= box_lo - 1e-9) & (xs[0] <= box_hi + 1e-9)).all())
+        full = np.zeros(net2.nv)
+        full[net2.last] = c
+        fresh = milp(full, constraints=LinearConstraint(A, lbs, ubs), bounds=Bounds(net2.var_lo, net2.var_hi))
+        assert fresh.status == 0
+        # the point's value: c at the last layer's activations there, ReLU(W2 a1 + b2) relaxed,
+        # so compare through the fresh LP's own minimiser of the same objective
+        at_point = milp(full, constraints=LinearConstraint(A, lbs, ubs),
+                        bounds=Bounds(np.concatenate([xs[0], net2.var_lo[len(xs[0]):]]),
+                                      np.concatenate([xs[0], net2.var_hi[len(xs[0]):]])))
+        assert at_point.fun == pytest.approx(fresh.fun, abs=1e-7)
+
+
+def test_the_highs_banner_does_not_reach_stdout():
+    """HiGHS prints a banner on file descriptor 1 when a process makes its first solver object,
+    which would corrupt ``--json`` output; a fresh process building an LP prints only its own."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from nnspec.solvers.milp import RelaxationLP\n"
+            "w = np.array([[1.0, -1.0], [0.5, 2.0]]); b = np.array([0.1, -0.2])\n"
+            "lp = RelaxationLP([(w, b)], [(np.array([-1.0, -2.0]), np.array([1.0, 2.0]))], np.zeros(2), np.ones(2))\n"
+            "assert lp.minimiser(np.array([1.0, 1.0]), 5.0) is not None\n"
+            "print('done')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "done\n"
