@@ -1351,6 +1351,12 @@ def test_hull_facets_hold_on_the_box_and_touch_the_hulls_envelope_at_their_point
     top = (w.clamp(min=0) * hi + w.clamp(max=0) * lo).sum(1) + b
     bottom = (w.clamp(min=0) * lo + w.clamp(max=0) * hi).sum(1) + b
     assert torch.equal(~f.valid, (top < 0) | (bottom >= 0))
+    # an unbounded input: no facet, and nothing but zeros where there is none (a NaN there would
+    # reach every bound through the backward pass's product, even with a zero coefficient)
+    open_hi = hi.clone()
+    open_hi[1] = math.inf
+    unbounded = facets_at(w, b, lo, open_hi, x, "input")
+    assert not unbounded.valid.any() and bool((unbounded.G == 0).all()) and bool((unbounded.c == 0).all())
     # only some neurons (``neurons``): the same facets for them, and none reach the others
     some = torch.tensor([0, 3, 5])
     part = facets_at(w, b, lo, hi, x, "input", neurons=some)

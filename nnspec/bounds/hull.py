@@ -128,7 +128,7 @@ def facets_at(w: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tens
     G.scatter_add_(-1, h, slope_h)
     c = c + GUARD * scale
     valid = valid & torch.isfinite(c)
-    G.mul_(valid[..., None])
+    G.masked_fill_(~valid[..., None], 0.0)  # (not a product: an infinite box's slopes are inf or nan)
     c = torch.where(valid, c, torch.zeros_like(c))
     if single:
         return Facets(source, G[0, 0], c[0, 0], valid[0, 0], neurons)
