@@ -176,11 +176,12 @@ FACET_LR = 0.2
 def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None, *,
                below: float = math.inf, alpha_steps: int = 20, deadline: float | None = None) -> torch.Tensor:
     """Lower bounds (B, S) of C @ y + d over the boxes (as ``BoundEngine.bound``): alpha-CROWN,
-    then, on a chain of dense layers and ReLUs, for every box and objective whose bound is still
-    below ``below``, the facets at the LP relaxation's minimiser of that objective over that box
-    (``solvers.milp.RelaxationLP``, one warm-started LP each) mixed into the final objective's upper
-    lines and optimised with its slopes. Elsewhere (another graph, an LP that did not finish) the
-    alpha-CROWN bound; every bound is sound."""
+    then, on a chain of dense layers and ReLUs, for every box with an objective whose bound is
+    still below ``below``, that box's intermediate bounds refined (``refine_bounds``,
+    REFINE_IN_HULL) and, for each such objective, the facets at the LP relaxation's minimiser of
+    that objective over that box (``solvers.milp.RelaxationLP``, one warm-started LP each) mixed
+    into the final objective's upper lines and optimised with its slopes. Elsewhere (another
+    graph, an LP that did not finish) the alpha-CROWN bound; every bound is sound."""
     from nnspec.solvers.milp import RelaxationLP
 
     lo, hi = lo.double(), hi.double()
@@ -193,6 +194,9 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     if chain is None or not bool(need.any()) or not state.alphas:
         return state.lower
     layers, preacts, relus = chain
+    if REFINE_IN_HULL:
+        state.bounds = _refined_per_box(engine, state.bounds, lo, hi, need,
+                                        time.perf_counter() + 3600 if deadline is None else deadline)
     flat_lo, flat_hi = lo.reshape(B, 1, -1), hi.reshape(B, 1, -1)
     points = [torch.zeros(B, S, w.shape[1], dtype=torch.float64) for w, _ in layers[:-1]]
     found = torch.zeros(B, S, dtype=torch.bool)
@@ -226,6 +230,25 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     opt = engine.optimise(lo, hi, C, d, steps=FACET_STEPS, lr=FACET_LR, bounds=state.bounds, deadline=deadline,
                           joint=False, facets=facets, start=state.alphas)
     return torch.maximum(state.lower, opt.lower)
+
+
+# ``hull_bound`` refines each box's intermediate bounds first (``refine_bounds``): demo MLP,
+# benchmark 9, median certified / exact radius 0.894 -> 0.909 (min 0.781 -> 0.802), 0.61 -> 1.41 s
+# per point
+REFINE_IN_HULL = True
+
+
+def _refined_per_box(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, need: torch.Tensor,
+                     deadline: float) -> dict:
+    """``bounds`` (B, *shape) with every box that has an objective in ``need`` refined
+    (``refine_bounds``, one box at a time)."""
+    boxes = []
+    for b in range(lo.shape[0]):
+        one = {n: (l[b:b + 1], u[b:b + 1]) for n, (l, u) in bounds.items()}
+        if bool(need[b].any()) and time.perf_counter() < deadline:
+            one = refine_bounds(engine, one, lo[b:b + 1], hi[b:b + 1], deadline)
+        boxes.append(one)
+    return {n: (torch.cat([box[n][0] for box in boxes]), torch.cat([box[n][1] for box in boxes])) for n in bounds}
 
 
 MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers (the LP's size)
