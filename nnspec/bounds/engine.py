@@ -441,8 +441,9 @@ class BoundEngine:
             if name in alphas:
                 alphas[name] = a.to(torch.float64).clone().requires_grad_(True)
         mix = {name: (start[f"mix:{name}"].to(torch.float64).clone() if f"mix:{name}" in start else
-                      torch.full((B, S, _numel(self.by_name[name].shape)), MIX_START, dtype=torch.float64)).requires_grad_(True)
-               for name, f in (facets or {}).items() if name in alphas}
+                      torch.full((B, S, _numel(self.by_name[name].shape)), MIX_START,
+                                 dtype=torch.float64)).requires_grad_(True)
+               for name in (facets or {}) if name in alphas}
         self._clamp(alphas)  # each ReLU's own range (a leaky one's starts at its slope)
         optimiser = Adam(list(alphas.values()) + list(mix.values()), lr=lr)
         kept_alphas, kept_mix = _detached(alphas), _detached(mix)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nnspec.bounds.engine import _signed_rows
+from nnspec.bounds.engine import _numel, _signed_rows
 
 GUARD = 1e-9  # each facet's intercept is raised by this share of its terms' magnitude (float64 rounding)
 
@@ -337,10 +337,3 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
         uf[:, idx] = torch.minimum(uf[:, idx], -best[:, n:])
         bounds[name] = (lf.reshape(l.shape), uf.reshape(u.shape))
     return bounds
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -245,7 +245,8 @@ class RelaxationLP:
 
     def minimiser(self, c: np.ndarray, time_limit: float) -> list[np.ndarray] | None:
         """Where the relaxation minimises ``c @ a_H`` (the last of H hidden layers' activations):
-        the values of every hidden layer's input there, [x, a_1, ..., a_{H-1}], or None when the solve did not finish optimal within ``time_limit`` seconds."""
+        the values of every hidden layer's input there, [x, a_1, ..., a_{H-1}], or None when the
+        solve did not finish optimal within ``time_limit`` seconds."""
         h = self._highs
         # HiGHS's time limit counts from the object's first run: give each solve its own
         h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 0.01))
