@@ -1514,6 +1514,38 @@ def test_the_highs_banner_does_not_reach_stdout():
     assert out.stdout == "done\n"
 
 
+def test_milps_in_forked_processes_after_one_in_the_parent_finish():
+    """HiGHS keeps one pool of worker threads per process from its first solve; a forked child
+    inherits the pool without its threads, and a MILP there that hands it work never returns.
+    A fresh process solves a MILP itself, then the same two in forked processes: both decide,
+    as the parent did (every model runs on one thread, ``milp._quiet_highs``)."""
+    import subprocess
+    import sys
+
+    code = ("import time, numpy as np\n"
+            "from nnspec.solvers import forked\n"
+            "from nnspec.solvers.milp import find_violation, interval_bounds\n"
+            "rng = np.random.default_rng(0)\n"
+            "layers = [(rng.normal(size=(12, 3)), rng.normal(size=12)), (rng.normal(size=(12, 12)), rng.normal(size=12)),\n"
+            "          (rng.normal(size=(2, 12)), rng.normal(size=2))]\n"
+            "lo, hi = -np.ones(3), np.ones(3)\n"
+            "pre = interval_bounds(layers, lo, hi)[:2]\n"
+            "x = rng.uniform(-1, 1, size=(20000, 3)).T\n"
+            "for w, b in layers[:-1]:\n"
+            "    x = np.maximum(w @ x + b[:, None], 0)\n"
+            "y = layers[-1][0] @ x + layers[-1][1][:, None]\n"
+            "goal = float((y[0] - y[1]).min()) - 0.01  # near the true minimum: the MILP must branch\n"
+            "problem = (layers, pre, lo, hi, np.array([[1.0, -1.0]]), np.zeros(1), goal)\n"
+            "here = find_violation(*problem, 30.0).status\n"
+            "there = [v.status if v is not None else None for _, v in\n"
+            "         forked.solve_all(find_violation, [problem, problem], time.perf_counter() + 60, 2)]\n"
+            "print(here, there)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    here, there = out.stdout.split(" ", 1)
+    assert here in ("proven", "violation") and there.strip() == str([here, here]), out.stdout
+
+
 @pytest.mark.parametrize("seed", [3, 7])
 def test_hull_bound_on_refined_intermediate_bounds_rises_and_stays_sound(seed, monkeypatch):
     """``bound=hull`` refines each box's intermediate bounds before its final facets
