@@ -1497,21 +1497,31 @@ def test_warm_started_relaxation_lp_reaches_the_fresh_lps_minimum_for_each_objec
         assert at_point.fun == pytest.approx(fresh.fun, abs=1e-7)
 
 
+def _fresh_python(code: str, timeout: float) -> str:
+    """The stdout of ``code`` run in a fresh interpreter (HiGHS keeps state per process), which
+    must exit 0."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_the_highs_banner_does_not_reach_stdout():
     """HiGHS prints a banner on file descriptor 1 when a process makes its first solver object,
     which would corrupt ``--json`` output; a fresh process building an LP prints only its own."""
-    import subprocess
-    import sys
-
-    code = ("import numpy as np\n"
-            "from nnspec.solvers.milp import RelaxationLP\n"
-            "w = np.array([[1.0, -1.0], [0.5, 2.0]]); b = np.array([0.1, -0.2])\n"
-            "lp = RelaxationLP([(w, b)], [(np.array([-1.0, -2.0]), np.array([1.0, 2.0]))], np.zeros(2), np.ones(2))\n"
-            "assert lp.minimiser(np.array([1.0, 1.0]), 5.0) is not None\n"
-            "print('done')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "done\n"
+    out = _fresh_python("""
+        import numpy as np
+        from nnspec.solvers.milp import RelaxationLP
+        w = np.array([[1.0, -1.0], [0.5, 2.0]]); b = np.array([0.1, -0.2])
+        lp = RelaxationLP([(w, b)], [(np.array([-1.0, -2.0]), np.array([1.0, 2.0]))], np.zeros(2), np.ones(2))
+        assert lp.minimiser(np.array([1.0, 1.0]), 5.0) is not None
+        print('done')
+        """, 120)
+    assert out == "done\n"
 
 
 def test_milps_in_forked_processes_after_one_in_the_parent_finish():
@@ -1519,31 +1529,28 @@ def test_milps_in_forked_processes_after_one_in_the_parent_finish():
     inherits the pool without its threads, and a MILP there that hands it work never returns.
     A fresh process solves a MILP itself, then the same two in forked processes: both decide,
     as the parent did (every model runs on one thread, ``milp._quiet_highs``)."""
-    import subprocess
-    import sys
-
-    code = ("import time, numpy as np\n"
-            "from nnspec.solvers import forked\n"
-            "from nnspec.solvers.milp import find_violation, interval_bounds\n"
-            "rng = np.random.default_rng(0)\n"
-            "layers = [(rng.normal(size=(12, 3)), rng.normal(size=12)), (rng.normal(size=(12, 12)), rng.normal(size=12)),\n"
-            "          (rng.normal(size=(2, 12)), rng.normal(size=2))]\n"
-            "lo, hi = -np.ones(3), np.ones(3)\n"
-            "pre = interval_bounds(layers, lo, hi)[:2]\n"
-            "x = rng.uniform(-1, 1, size=(20000, 3)).T\n"
-            "for w, b in layers[:-1]:\n"
-            "    x = np.maximum(w @ x + b[:, None], 0)\n"
-            "y = layers[-1][0] @ x + layers[-1][1][:, None]\n"
-            "goal = float((y[0] - y[1]).min()) - 0.01  # near the true minimum: the MILP must branch\n"
-            "problem = (layers, pre, lo, hi, np.array([[1.0, -1.0]]), np.zeros(1), goal)\n"
-            "here = find_violation(*problem, 30.0).status\n"
-            "there = [v.status if v is not None else None for _, v in\n"
-            "         forked.solve_all(find_violation, [problem, problem], time.perf_counter() + 60, 2)]\n"
-            "print(here, there)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    here, there = out.stdout.split(" ", 1)
-    assert here in ("proven", "violation") and there.strip() == str([here, here]), out.stdout
+    out = _fresh_python("""
+        import time, numpy as np
+        from nnspec.solvers import forked
+        from nnspec.solvers.milp import find_violation, interval_bounds
+        rng = np.random.default_rng(0)
+        layers = [(rng.normal(size=(12, 3)), rng.normal(size=12)), (rng.normal(size=(12, 12)), rng.normal(size=12)),
+                  (rng.normal(size=(2, 12)), rng.normal(size=2))]
+        lo, hi = -np.ones(3), np.ones(3)
+        pre = interval_bounds(layers, lo, hi)[:2]
+        x = rng.uniform(-1, 1, size=(20000, 3)).T
+        for w, b in layers[:-1]:
+            x = np.maximum(w @ x + b[:, None], 0)
+        y = layers[-1][0] @ x + layers[-1][1][:, None]
+        goal = float((y[0] - y[1]).min()) - 0.01  # near the true minimum: the MILP must branch
+        problem = (layers, pre, lo, hi, np.array([[1.0, -1.0]]), np.zeros(1), goal)
+        here = find_violation(*problem, 30.0).status
+        there = [v.status if v is not None else None for _, v in
+                 forked.solve_all(find_violation, [problem, problem], time.perf_counter() + 60, 2)]
+        print(here, there)
+        """, 180)
+    here, there = out.split(" ", 1)
+    assert here in ("proven", "violation") and there.strip() == str([here, here]), out
 
 
 @pytest.mark.parametrize("seed", [3, 7])

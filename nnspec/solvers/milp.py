@@ -7,13 +7,13 @@ For layers y = W_k a + b_k with ReLU between them, centre x0, label l and target
          a = ReLU(W a_prev + b) by the big-M encoding with interval bounds,
          y_l - y_t <= -slack
 
-with scipy's HiGHS. Minimising over targets gives the untargeted distance. The result is exact up
+with HiGHS (scipy's ``milp``). Minimising over targets gives the untargeted distance. The result is exact up
 to the solver's tolerances: it is the known answer that the search backends are measured against.
 Only small networks are practical (one binary per unstable ReLU).
 
 ``find_violation`` is the same encoding as a complete verifier of linear output constraints over a
 box (branch and bound's last stage on small dense networks): is there an x whose rows are all at
-most a goal?
+most a goal? It and ``RelaxationLP`` use HiGHS through highspy, one thread per model.
 """
 
 from __future__ import annotations
@@ -198,11 +198,12 @@ def find_violation(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[
 
 # HiGHS's options for ``find_violation``'s MILPs. Its primal heuristics (sub-MIPs such as RINS
 # and RENS, feasibility jump, reduced-cost fixing at the root) look for a feasible point, which
-# a region that the property holds on does not have; they took two thirds of the time. mnist_fc
-# 256x4 prop_0 eps 0.05 (refined bounds, one core), two rows: 14.4 s and 6.3 s with scipy's
-# defaults, 4.9 s and 3.1 s with these; the worst row of prop_7 eps 0.05 proved in 125 s (over
-# 300 s before). A violation is still found by the search itself (every node's LP point that is
-# integral). One thread, as every model here (``_quiet_highs``).
+# a region that the property holds on does not have; on a row of mnist_fc 256x4 prop_0 eps 0.05
+# they took 9.4 s of 14.7. Five rows of 256x4 prop_0 and prop_7 eps 0.05 (refined bounds, one
+# core): 270 s with scipy's milp and its defaults, 243 s with these (2-3x faster on two rows, 20%
+# slower on one; docs/benchmarks.md, benchmark 12). A violation is still found by the search
+# itself (every node's LP point that is integral). One thread, as every model here
+# (``_quiet_highs``).
 REFUTING_OPTIONS = {
     "mip_heuristic_effort": 0.0,
     "mip_heuristic_run_rins": False,
