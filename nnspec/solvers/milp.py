@@ -187,7 +187,7 @@ def find_violation(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[
     # node's dual simplex then stops once its objective passes the goal, where with the cap it
     # had to go on until its LP showed itself infeasible (256x4 prop_7 eps 0.05, rows 1 and 7:
     # 39 -> 22 s and 133 -> 58 s, with about as many nodes)
-    net.var_hi[t] = np.inf
+    net.var_hi[t] = np.inf  # the cut rounds' LPs above keep the cap: one with no point proves the box
     h = _highs_model(c, A, lbs, ubs, net.var_lo, net.var_hi, net.integrality)
     for option, value in REFUTING_OPTIONS.items():
         h.setOptionValue(option, value)
