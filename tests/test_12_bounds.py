@@ -153,6 +153,32 @@ def test_the_mads_backend_proves_small_balls_and_its_lower_bound_never_exceeds_t
         assert r.bounds["estimate"] >= r.bounds["lower"]  # an estimate below a proof is raised to it
 
 
+def test_require_proven_says_whether_a_check_was_violated_bounded_or_only_searched():
+    """A failed `require proven` names what happened: a confirmed violation (disproved), a sound
+    bound short of the ball (CROWN's radius, below the exact one), or a search with no sound
+    method at all. It said "only searched" in all three once, even where branch and bound ran."""
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(4, 2)
+    exact = [min_distance(layers_of(net), x[i].numpy(), int(net(x[i:i + 1]).argmax()), None, "linf",
+                          max_radius=1.0).distance for i in range(2)]
+    big = nnspec.check_module(net, x, "robustness on logits within linf(1) require proven using mads(budget=2000)",
+                              domain=(0.0, 1.0))
+    for r in big:  # violations exist within 1 (the exact radii are below it): disproved
+        assert r.verdict == "violated"
+        assert r.failures == [f"not proven: violated (a confirmed violation at distance {r.witness['distance']:.4g})"]
+    r = nnspec.check_module(net, x[:1], f"robustness on logits within linf({0.99 * exact[0]}) require proven "
+                            "using mads(budget=300, bound=crown)", domain=(0.0, 1.0))[0]
+    # no violation within 0.99 of the exact radius, and CROWN's radius falls short of it
+    assert r.verdict == "no_violation_found" and r.bounds["lower"] < 0.99 * exact[0]
+    assert r.failures == [f"not proven: the sound lower bound of the radius is {r.bounds['lower']:.4g} (CROWN)"]
+    r = nnspec.check_module(net, x[:1], "robustness on logits within linf(0.001) require proven "
+                            "using mads(budget=300, bound=none)", domain=(0.0, 1.0))[0]
+    assert r.verdict == "no_violation_found" and r.bounds["lower"] is None
+    assert r.failures == ["not proven: no sound method proved this property (only searched)"]
+
+
 def test_a_probability_gap_with_a_margin_and_other_conditions_get_no_interval_bound():
     """With margin 0 a probability gap fails exactly where the logit margin does (softmax keeps the
     order), so IBP applies; with a margin, or for other conditions, it does not."""

@@ -26,9 +26,14 @@ def _fails(req: Requirement, outcome: Outcome) -> str | None:
             return f"violation at distance {outcome.witness.distance:.4g} (s = {outcome.witness.s:.3g})"
         return None
     if req.kind == "proven":
-        if outcome.verdict != Verdict.PROVEN:
-            return "not proven: no sound method proved this property (only searched)"
-        return None
+        if outcome.verdict == Verdict.PROVEN:
+            return None
+        if outcome.witness is not None:  # disproved, not merely unproved
+            return f"not proven: violated (a confirmed violation at distance {outcome.witness.distance:.4g})"
+        b = outcome.bounds
+        if b.lower is not None:  # a sound method ran, and proved less than the region
+            return f"not proven: the sound lower bound of the radius is {b.lower:.4g} ({b.lower_method})"
+        return "not proven: no sound method proved this property (only searched)"
     value = getattr(outcome.bounds, req.bound)
     if value is None:
         return f"no {req.bound} bound available for 'require {req.describe()}'"
