@@ -179,6 +179,26 @@ def test_require_proven_says_whether_a_check_was_violated_bounded_or_only_search
     assert r.failures == ["not proven: no sound method proved this property (only searched)"]
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_bab_proves_a_ball_between_crowns_radius_and_the_exact_one(seed):
+    """`bound=bab` on a ball that CROWN cannot prove and that holds (0.97 of the exact MILP radius):
+    proven, with the ball's radius as the lower bound. The radius bisection alone never tried the
+    ball itself (its steps approach it from below), so such a ball was never proven before."""
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1)
+    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    radius = 0.97 * exact
+    crown = nnspec.check_module(net, x, f"robustness on logits within linf({radius}) using mads(budget=300, "
+                                "bound=crown)", domain=(0.0, 1.0))[0]
+    assert crown.verdict == "no_violation_found" and crown.bounds["lower"] < radius  # CROWN falls short
+    r = nnspec.check_module(net, x, f"robustness on logits within linf({radius}) require proven using "
+                            "mads(budget=300, bound=bab, bound_time=10)", domain=(0.0, 1.0))[0]
+    assert r.verdict == "proven" and r.failures == []
+    assert r.bounds["lower"] == pytest.approx(radius) and r.bounds["lower_method"] == "branch and bound"
+
+
 def test_a_probability_gap_with_a_margin_and_other_conditions_get_no_interval_bound():
     """With margin 0 a probability gap fails exactly where the logit margin does (softmax keeps the
     order), so IBP applies; with a margin, or for other conditions, it does not."""

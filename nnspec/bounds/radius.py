@@ -61,9 +61,10 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
                      whole: bool = False, found: list | None = None) -> float:
     """The largest r in [0, radius] (to about 7/points**rounds of itself) whose box around ``x0``
     (clipped to [lower, upper]; only the ``free`` dimensions move) ``method`` proves to keep every
-    objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first, then a bisection
-    whose every step is a branch-and-bound proof, until ``time_limit`` seconds (anytime: the best
-    radius proved so far); ``known_upper`` (a confirmed violation's distance) bounds it above.
+    objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first; without
+    ``known_upper`` (a confirmed violation's distance, which bounds the radius above) branch and
+    bound on the whole ball with WHOLE_SHARE of the time; then a bisection whose every step is a
+    branch-and-bound proof, until ``time_limit`` seconds (anytime: the best radius proved so far).
     ``offsets``/``groups``: the objective is min over groups of max over a group's rows of
     C @ y + offset (``reduce_rows``). ``whole``: with bab and no ``known_upper``, the question is
     the ball of ``radius`` itself (a box region): all the time goes to proving it, and the answer
@@ -121,6 +122,10 @@ def _box(x0, r, lower, upper, mask):
     return lo, hi
 
 
+# bab without a known violation: the share of the time that goes to the whole ball before the bisection
+WHOLE_SHARE = 0.5
+
+
 def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
                 known_upper, offsets=None, groups=None, whole=False, found=None, tolerance: float = 1e-3) -> float:
     from nnspec.bounds.bab import verify
@@ -135,6 +140,15 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
         return radius
     bad = radius if known_upper is None else min(radius, known_upper)
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
+    if known_upper is None:
+        # no violation seen in the ball: the ball itself first (the property's question; the
+        # bisection's steps approach ``radius`` but never try it, so the ball was never proved
+        # unless CROWN alone did), then the bisection with the time left
+        lo, hi = _box(x0, radius, lower, upper, mask)
+        result = verify(engine, lo, hi, C, threshold, time_limit=WHOLE_SHARE * time_limit, slack=slack,
+                        offsets=offsets, groups=groups, found=found)
+        if result.proven:
+            return radius
     while bad - good > tolerance * max(good, 1e-12):
         left = time_limit - (time.perf_counter() - started)
         if left <= 0.05:
