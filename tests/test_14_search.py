@@ -198,6 +198,31 @@ def test_restarts_stuck_on_a_plateau_start_afresh(norm):
         assert float(s[0]) < 0 and float(y[0, 0]) > 0.95, (norm, seed)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_a_violation_only_at_the_corner_of_a_float32_ball_is_found(norm):
+    """On 8-bit pixel values (k/255) whose x0 + r rounds outside the ball in float32, the only
+    violations lie within 1e-3 r of the ball's corner x0 + r: for linf margin = c - sum(x - x0)
+    over 4 coordinates, for l1 margin = c - (x_1 - x0_1). The searches' points at that corner
+    lay one float outside the ball as their bookkeeping measures it (the linf box's corner, the
+    l1 projection's vertex), were not counted, and the violation was missed (min s > 0); the
+    box's corners and the projections now stay inside."""
+    n, r = 4, 0.02
+    x0 = torch.tensor([[16, 20, 23, 22]], dtype=torch.float32) / 255
+    r32 = torch.tensor(r, dtype=torch.float32)
+    assert bool(((x0 + r32) - x0 > r32).all())  # the case: every coordinate rounds outward
+    w = torch.ones(n) if norm == "linf" else torch.tensor([1.0, 0, 0, 0])
+    c = float(w.sum()) * r * (1 - 1e-3)
+    lin = nn.Linear(n, 2)
+    with torch.no_grad():
+        lin.weight[0], lin.bias[0] = 0.0, 0.0
+        lin.weight[1], lin.bias[1] = w, -float(w.double() @ x0[0].double()) - c
+    for seed in (0, 1):
+        rec = nnspec.check_module(lin, x0, f"robustness on logits within {norm}({r}) using mads(budget=500, "
+                                  f"bound=none, seed={seed})", labels=[0])[0]
+        assert rec.verdict == "violated"
+        assert 0.0199 < rec.witness["distance"] <= r and rec.witness["s"] < -1e-5
+
+
 def test_a_gap_toward_a_label_bounds_the_untargeted_gap_from_above():
     """s_j = f_l - f_j - margin >= s = f_l - max_{j != l} f_j - margin, with equality at the best
     other label: a violation of any s_j is a violation of s (what the targeted restarts rely on)."""

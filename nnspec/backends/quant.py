@@ -132,13 +132,30 @@ class _Quantification:
         one when looking for a closer witness); the box is the ball's bounding box in the domain."""
         radius = radius.to(self.dt)
         self.radius[idx] = radius
-        r = radius[:, None]
-        self.box_lo[idx] = torch.maximum(self.x0[idx] - r, self.dom_lo)[:, self.free]
-        self.box_hi[idx] = torch.minimum(self.x0[idx] + r, self.dom_hi)[:, self.free]
+        lo, hi = self._ball_box(idx, radius)
+        self.box_lo[idx], self.box_hi[idx] = lo[:, self.free], hi[:, self.free]
         if self.fmask is not None:  # dimensions outside a centre's feature stay at the centre
             x0f = self.x0[idx][:, self.free]
             self.box_lo[idx] = torch.where(self.fmask[idx], self.box_lo[idx], x0f)
             self.box_hi[idx] = torch.where(self.fmask[idx], self.box_hi[idx], x0f)
+
+    def _ball_box(self, idx: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bounding box of the balls of ``radius`` around the centres idx, in the domain, (A, n)
+        each in the model's dtype, with every corner inside its ball as distances are measured
+        (in that dtype): x0 + r rounds to the nearest float, and for about a third of the 256
+        values k/255 of an 8-bit image that lies outside the ball (0.02 + 3e-8 for r = 0.02 in
+        float32), so every point a search took to the box's corner was not counted as inside,
+        and violations found only there were lost. Such coordinates move one float inward."""
+        x0, r = self.x0[idx], radius.to(self.dt)[:, None]
+        lo = torch.maximum(x0 - r, self.dom_lo)
+        hi = torch.minimum(x0 + r, self.dom_hi)
+        for _ in range(4):  # one step nearly always does; the loop ends when none is outside
+            over_lo, over_hi = (x0 - lo) > r, (hi - x0) > r
+            if not bool(over_lo.any() or over_hi.any()):
+                break
+            lo = torch.where(over_lo, torch.nextafter(lo, x0), lo)
+            hi = torch.where(over_hi, torch.nextafter(hi, x0), hi)
+        return lo, hi
 
     def _allowed(self, task: BoundTask, model: Model, n: int) -> torch.Tensor:
         rows = []
@@ -340,8 +357,10 @@ class _Quantification:
         def project(cand: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
             rows = idx[active]
             centre = x0f[rows, None, :]
-            moved = centre + project_ball(cand - centre, norm, self.radius[rows][:, None])
-            return torch.maximum(torch.minimum(moved, self.box_hi[rows, None, :]), self.box_lo[rows, None, :])
+            r = self.radius[rows][:, None]
+            moved = centre + project_ball(cand - centre, norm, r)
+            moved = torch.maximum(torch.minimum(moved, self.box_hi[rows, None, :]), self.box_lo[rows, None, :])
+            return moved if norm == "linf" else _into_ball(moved, centre, norm, r)  # linf: the box is the ball
 
         return project
 
@@ -799,7 +818,9 @@ class _Quantification:
                               found=found)
         for x in found:  # candidates met by branch and bound: recorded as a witness if the model agrees
             before = float(self.tracker.best_dist[p])
-            xt = x.reshape(1, 1, -1).to(self.dt)[:, :, self.free]
+            # the solver's float64 point in the model's dtype may round out of the ball by a float
+            lo, hi = self._ball_box(torch.tensor([p]), torch.tensor([float(self.ball.radius)]))
+            xt = torch.minimum(torch.maximum(x.reshape(1, -1).to(self.dt), lo), hi)[None][:, :, self.free]
             try:
                 self.evaluate(torch.tensor([p]), xt)
             except BudgetExhausted:  # the budget is spent: say so rather than lose the point silently
@@ -807,6 +828,8 @@ class _Quantification:
                 continue
             if float(self.tracker.best_dist[p]) < before:
                 self.search_notes[p] += "; branch and bound met a violation"
+            elif not math.isfinite(before):
+                self.search_notes[p] += "; a branch-and-bound candidate was not a violation on the model"
         return result
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
@@ -840,6 +863,21 @@ class _Quantification:
             notes = (self.search_notes[p],) + ((note,) if note else ())
             out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=notes, **common))
         return out
+
+
+def _into_ball(points: torch.Tensor, centre: torch.Tensor, norm: str, radius: torch.Tensor) -> torch.Tensor:
+    """``points`` (A, K, n) projected onto the L1/L2 balls of ``radius`` (A, 1) around ``centre``
+    (A, 1, n), moved inward where their distance, as the search's bookkeeping measures it in the
+    points' dtype, still exceeds the radius: a float32 projection onto the L1 sphere lands
+    outside it by rounding for about one point in six, and such a point was not counted."""
+    eps = torch.finfo(points.dtype).eps
+    for k in range(4):
+        over = torch.from_numpy(distance_np((points - centre).numpy(), norm)) > radius
+        if not bool(over.any()):
+            break
+        shrink = 1 - 4 * eps * 4 ** k
+        points = torch.where(over[..., None], centre + (points - centre) * shrink, points)
+    return points
 
 
 def _radius_estimate(s0: float, q_hat: float, best_dist: float, radius: float) -> float:
