@@ -223,6 +223,23 @@ def test_a_violation_only_at_the_corner_of_a_float32_ball_is_found(norm):
         assert 0.0199 < rec.witness["distance"] <= r and rec.witness["s"] < -1e-5
 
 
+def test_the_game_backends_gradient_stage_finds_a_violation_only_at_the_corner():
+    """The same corner case through DeepGame's gradient stage (``attack=gradient``), whose box was
+    rounded from float64 to float32 with the same effect: a violation at the corner, bracketed by
+    the layers' sound bound s(x)/L = r (1 - 1e-3) below it."""
+    n, r = 4, 0.02
+    x0 = torch.tensor([[16, 20, 23, 22]], dtype=torch.float32) / 255
+    lin = nn.Linear(n, 2)
+    with torch.no_grad():
+        lin.weight[0], lin.bias[0] = 0.0, 0.0
+        lin.weight[1], lin.bias[1] = 1.0, -float(x0.double().sum()) - n * r * (1 - 1e-3)
+    rec = nnspec.check_module(lin, x0, f"maximum safe radius within linf({r}) using game(budget=400, "
+                              "attack=gradient, lower=none)", labels=[0])[0]
+    assert rec.verdict == "violated" and 0.0199 < rec.witness["distance"] <= r
+    assert rec.bounds["lower"] == pytest.approx(r * (1 - 1e-3), rel=1e-5)
+    assert rec.bounds["lower"] <= rec.bounds["upper"]
+
+
 def test_a_gap_toward_a_label_bounds_the_untargeted_gap_from_above():
     """s_j = f_l - f_j - margin >= s = f_l - max_{j != l} f_j - margin, with equality at the best
     other label: a violation of any s_j is a violation of s (what the targeted restarts rely on)."""

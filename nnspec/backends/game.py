@@ -41,6 +41,7 @@ from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
 from nnspec.solvers.games.alphabeta import alpha_beta
 from nnspec.solvers.games.astar import admissible_astar, astar_search
+from nnspec.solvers.projection import box_in_ball
 from nnspec.solvers.games.bestfirst import best_first_search
 from nnspec.solvers.games.drive import drive, drive_together
 from nnspec.solvers.games.game import GridGame
@@ -203,8 +204,9 @@ class GameBackend:
         share = int(st.share * GRADIENT_GAME_SHARE)
         steps = gradient.GradientOptions().steps
         restarts = int(min(max(GRADIENT_RESTARTS, share // (2 * steps)), 64))
-        lo = torch.from_numpy(np.maximum(ctx.lower, ctx.x0 - ctx.radius)).to(dtype)[None]
-        hi = torch.from_numpy(np.minimum(ctx.upper, ctx.x0 + ctx.radius)).to(dtype)[None]
+        # corners inside the ball as ``value_and_grad`` measures distances (in the model's dtype)
+        lo, hi = box_in_ball(x0, torch.tensor(ctx.radius, dtype=dtype), torch.from_numpy(ctx.lower).to(dtype)[None],
+                             torch.from_numpy(ctx.upper).to(dtype)[None])
         radius = torch.full((1,), float(ctx.radius), dtype=torch.float64)
         y, s_val = gradient.search(value_and_grad, idx, x0, radius, lo, hi, norm,
                                    gradient.GradientOptions(steps=steps, restarts=restarts, seed=int(opts["seed"])),

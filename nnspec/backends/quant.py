@@ -40,7 +40,7 @@ from nnspec.solvers import auglag
 from nnspec.solvers.gradient import GradientOptions, closest_starts, minimal_norm, vertex_walk
 from nnspec.solvers.gradient import search as gradient_search
 from nnspec.solvers.mads import BatchedMads, MadsOptions
-from nnspec.solvers.projection import project_ball
+from nnspec.solvers.projection import box_in_ball, into_ball, project_ball
 from nnspec.solvers.region_lp import ITERATIONS, RegionLP
 
 # Shares of the budget: violation search, then Q^ for centres without a violation; centres with one
@@ -140,22 +140,9 @@ class _Quantification:
             self.box_hi[idx] = torch.where(self.fmask[idx], self.box_hi[idx], x0f)
 
     def _ball_box(self, idx: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bounding box of the balls of ``radius`` around the centres idx, in the domain, (A, n)
-        each in the model's dtype, with every corner inside its ball as distances are measured
-        (in that dtype): x0 + r rounds to the nearest float, and for about a third of the 256
-        values k/255 of an 8-bit image that lies outside the ball (0.02 + 3e-8 for r = 0.02 in
-        float32), so every point a search took to the box's corner was not counted as inside,
-        and violations found only there were lost. Such coordinates move one float inward."""
-        x0, r = self.x0[idx], radius.to(self.dt)[:, None]
-        lo = torch.maximum(x0 - r, self.dom_lo)
-        hi = torch.minimum(x0 + r, self.dom_hi)
-        for _ in range(4):  # one step nearly always does; the loop ends when none is outside
-            over_lo, over_hi = (x0 - lo) > r, (hi - x0) > r
-            if not bool(over_lo.any() or over_hi.any()):
-                break
-            lo = torch.where(over_lo, torch.nextafter(lo, x0), lo)
-            hi = torch.where(over_hi, torch.nextafter(hi, x0), hi)
-        return lo, hi
+        """The bounding box of the balls of ``radius`` around the centres idx in the domain, (A, n)
+        each, its corners inside the balls as the searches measure distances (``box_in_ball``)."""
+        return box_in_ball(self.x0[idx], radius.to(self.dt)[:, None], self.dom_lo, self.dom_hi)
 
     def _allowed(self, task: BoundTask, model: Model, n: int) -> torch.Tensor:
         rows = []
@@ -360,7 +347,7 @@ class _Quantification:
             r = self.radius[rows][:, None]
             moved = centre + project_ball(cand - centre, norm, r)
             moved = torch.maximum(torch.minimum(moved, self.box_hi[rows, None, :]), self.box_lo[rows, None, :])
-            return moved if norm == "linf" else _into_ball(moved, centre, norm, r)  # linf: the box is the ball
+            return into_ball(moved, centre, norm, r)  # linf: the box is the ball already
 
         return project
 
@@ -863,21 +850,6 @@ class _Quantification:
             notes = (self.search_notes[p],) + ((note,) if note else ())
             out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=notes, **common))
         return out
-
-
-def _into_ball(points: torch.Tensor, centre: torch.Tensor, norm: str, radius: torch.Tensor) -> torch.Tensor:
-    """``points`` (A, K, n) projected onto the L1/L2 balls of ``radius`` (A, 1) around ``centre``
-    (A, 1, n), moved inward where their distance, as the search's bookkeeping measures it in the
-    points' dtype, still exceeds the radius: a float32 projection onto the L1 sphere lands
-    outside it by rounding for about one point in six, and such a point was not counted."""
-    eps = torch.finfo(points.dtype).eps
-    for k in range(4):
-        over = torch.from_numpy(distance_np((points - centre).numpy(), norm)) > radius
-        if not bool(over.any()):
-            break
-        shrink = 1 - 4 * eps * 4 ** k
-        points = torch.where(over[..., None], centre + (points - centre) * shrink, points)
-    return points
 
 
 def _radius_estimate(s0: float, q_hat: float, best_dist: float, radius: float) -> float:

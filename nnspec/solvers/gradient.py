@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from nnspec.properties.regions import distance
-from nnspec.solvers.projection import project_ball
+from nnspec.solvers.projection import into_ball, project_ball
 
 STEP = 0.1  # the minimal-norm walk's first step, as a fraction of the starting distance
 ValueAndGrad = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -67,9 +67,12 @@ def project(y: torch.Tensor, centre: torch.Tensor, norm: str, radius: torch.Tens
     if norm == "l2":  # scale the offset into the ball, then clip to the box
         delta = y - centre
         scale = (r / delta.norm(dim=-1, keepdim=True).clamp_min(1e-30)).clamp_(max=1.0)
-        return torch.addcmul(centre, delta, scale, out=out).clamp_(lo, hi)
-    delta = project_ball(y - centre, norm, r[..., 0].expand(y.shape[:2]))
-    return torch.clamp(centre + delta, lo, hi, out=out)
+        moved = torch.addcmul(centre, delta, scale).clamp_(lo, hi)
+    else:
+        moved = torch.clamp(centre + project_ball(y - centre, norm, r[..., 0].expand(y.shape[:2])), lo, hi)
+    # inside as distances are measured (float rounding puts a share of the sphere's points outside)
+    moved = into_ball(moved, centre, norm, r[..., 0])
+    return moved if out is None else out.copy_(moved)
 
 
 def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
