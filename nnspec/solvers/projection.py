@@ -75,9 +75,9 @@ def into_ball(points: torch.Tensor, centre: torch.Tensor, norm: str, radius: tor
     r = torch.as_tensor(radius).to(torch.float64)
     for k in range(4):
         delta = points - centre
-        d32 = torch.from_numpy(distance_np(delta.numpy(), norm)).to(torch.float64)
-        d64 = torch.from_numpy(distance_np(delta.to(torch.float64).numpy(), norm))
-        over = (d32 > r) | (d64 > r)
+        over = torch.from_numpy(distance_np(delta.numpy(), norm)).to(torch.float64) > r
+        if points.dtype != torch.float64:  # the float64 sum of the same offsets, as DeepGame measures
+            over |= torch.from_numpy(distance_np(delta.to(torch.float64).numpy(), norm)) > r
         if not bool(over.any()):
             break
         points = torch.where(over[..., None], centre + delta * (1 - 4 * eps * 4 ** k), points)
