@@ -41,7 +41,6 @@ from nnspec.results.records import Outcome, RadiusBounds, Verdict, Witness
 from nnspec.solvers.games import features as partitions
 from nnspec.solvers.games.alphabeta import alpha_beta
 from nnspec.solvers.games.astar import admissible_astar, astar_search
-from nnspec.solvers.projection import box_in_ball
 from nnspec.solvers.games.bestfirst import best_first_search
 from nnspec.solvers.games.drive import drive, drive_together
 from nnspec.solvers.games.game import GridGame
@@ -49,6 +48,7 @@ from nnspec.solvers.games.lipschitz import (cell_radius, estimate_lipschitz, lay
                                             margin_from_layers)
 from nnspec.solvers import gradient
 from nnspec.solvers.games.mcts import mcts
+from nnspec.solvers.projection import box_in_ball
 
 GRADIENT_GAME_SHARE = 0.3  # of the upper bound's budget, for the gradient stage
 GRADIENT_RESTARTS = 4

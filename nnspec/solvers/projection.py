@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nnspec.properties.regions import distance_np
+
 
 def project_l2(delta: torch.Tensor, radius: torch.Tensor | float) -> torch.Tensor:
     norms = delta.norm(dim=-1, keepdim=True)
@@ -69,12 +71,10 @@ def into_ball(points: torch.Tensor, centre: torch.Tensor, norm: str, radius: tor
     onto the L2 sphere for about a tenth. Toward the centre, so they stay in any box that holds it."""
     if norm not in ("l1", "l2"):
         return points
-    from nnspec.properties.regions import distance_np
-
     eps = torch.finfo(points.dtype).eps
     r = torch.as_tensor(radius).to(torch.float64)
     for k in range(4):
-        delta = points - centre
+        delta = (points - centre).detach()
         over = torch.from_numpy(distance_np(delta.numpy(), norm)).to(torch.float64) > r
         if points.dtype != torch.float64:  # the float64 sum of the same offsets, as DeepGame measures
             over |= torch.from_numpy(distance_np(delta.to(torch.float64).numpy(), norm)) > r
