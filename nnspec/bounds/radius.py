@@ -138,17 +138,15 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
                             model_eps=model_eps, offsets=offsets, groups=groups)
     if good >= radius:
         return radius
+    # no violation seen in the ball: the ball itself first (the property's question; the
+    # bisection's steps approach ``radius`` but never try it, so the ball was never proved unless
+    # CROWN alone did), then the bisection with the time left
+    if known_upper is None and _bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free,
+                                          model_eps=model_eps, time_limit=WHOLE_SHARE * time_limit,
+                                          offsets=offsets, groups=groups, found=found) >= radius:
+        return radius
     bad = radius if known_upper is None else min(radius, known_upper)
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
-    if known_upper is None:
-        # no violation seen in the ball: the ball itself first (the property's question; the
-        # bisection's steps approach ``radius`` but never try it, so the ball was never proved
-        # unless CROWN alone did), then the bisection with the time left
-        lo, hi = _box(x0, radius, lower, upper, mask)
-        result = verify(engine, lo, hi, C, threshold, time_limit=WHOLE_SHARE * time_limit, slack=slack,
-                        offsets=offsets, groups=groups, found=found)
-        if result.proven:
-            return radius
     while bad - good > tolerance * max(good, 1e-12):
         left = time_limit - (time.perf_counter() - started)
         if left <= 0.05:

@@ -67,12 +67,13 @@ def project(y: torch.Tensor, centre: torch.Tensor, norm: str, radius: torch.Tens
     if norm == "l2":  # scale the offset into the ball, then clip to the box
         delta = y - centre
         scale = (r / delta.norm(dim=-1, keepdim=True).clamp_min(1e-30)).clamp_(max=1.0)
-        moved = torch.addcmul(centre, delta, scale).clamp_(lo, hi)
+        moved = torch.addcmul(centre, delta, scale, out=out).clamp_(lo, hi)
     else:
-        moved = torch.clamp(centre + project_ball(y - centre, norm, r[..., 0].expand(y.shape[:2])), lo, hi)
-    # inside as distances are measured (float rounding puts a share of the sphere's points outside)
-    moved = into_ball(moved, centre, norm, r[..., 0])
-    return moved if out is None else out.copy_(moved)
+        moved = torch.clamp(centre + project_ball(y - centre, norm, r[..., 0].expand(y.shape[:2])), lo, hi, out=out)
+    # inside as distances are measured (float rounding puts a share of the sphere's points outside);
+    # a new tensor only where some point moved
+    inside = into_ball(moved, centre, norm, r[..., 0])
+    return moved if inside is moved else moved.copy_(inside)
 
 
 def search(value_and_grad: ValueAndGrad, idx: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
