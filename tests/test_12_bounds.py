@@ -626,12 +626,15 @@ def _fixed_case():
     return engine, fixed, domains, C, (lo, hi)
 
 
-def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_neuron():
+def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_neuron(monkeypatch):
     """The branching decision is taken for a whole batch at once: each subdomain gets the unstable
     neuron (at the root) that it has not split yet with the highest BaBSR-style score from its
-    own deciding row's coefficients, and none once every unstable neuron is split."""
+    own deciding row's coefficients, and none once every unstable neuron is split. (The
+    coefficients are the best iterate's; with WARM_FROM_LAST off the warm starts are too, so the
+    test can rebuild them.)"""
     from nnspec.bounds import bab
 
+    monkeypatch.setattr(bab, "WARM_FROM_LAST", False)
     engine, fixed, domains, C, _ = _fixed_case()
     assert sum(int(((l < 0) & (u > 0)).sum()) for n, (l, u) in fixed.bounds.items() if n in fixed.inputs.values()) > 4
     _, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
@@ -664,6 +667,52 @@ def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_
                 if score > best:
                     best, where = score, (pre, k)
         assert branch[i] == where
+
+
+def test_relu_splitting_bounds_from_the_best_iterate_and_hands_children_the_last(monkeypatch):
+    """A subdomain's bound comes from its best iterate (slopes and split multipliers), its
+    children start from its last one: re-evaluated at its warm start, no subdomain beats its
+    reported bound, and some fall below it (where the last steps did not improve), which a warm
+    start from the best iterate would never do (docs/benchmarks.md: the searches stalled)."""
+    from nnspec.bounds import bab
+
+    engine, fixed, domains, C, _ = _fixed_case()
+    low, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    again = [bab._Domain(d.lo, d.hi, d.splits, -math.inf, warm=records["warm"][i].clone()) for i, d in enumerate(domains)]
+    monkeypatch.setattr(bab, "BETA_STEPS", 0)
+    at_warm, _, _ = bab._bound_fixed(engine, again, C, (None, None), fixed)
+    live = ~empty
+    assert bool(live.sum() >= 4)
+    assert bool((at_warm[live] <= low[live] + 1e-9).all())
+    assert bool((at_warm[live] < low[live] - 1e-6).any())
+
+
+def test_relu_splitting_from_the_last_iterate_proves_a_row_that_stalled(data_root):
+    """mnist_fc 256x4 prop_0 eps 0.05, the worst row after the refinement (-1.51): with children
+    warm-started from their parent's best iterate, branch and bound stalled near -0.41 for 60 s
+    (120,000 subdomains); from the last iterate it proves the row in about 1,100."""
+    from nnspec.bounds import bab, engine_for
+    from nnspec.interop.vnnlib import read_query
+    from nnspec.models.loading import load_model
+
+    root = data_root / "vnncomp2022" / "mnist_fc"
+    model = load_model(root / "onnx" / "mnist-net_256x4.onnx")
+    case = read_query(root / "vnnlib" / "prop_0_0.05.vnnlib").cases[0]
+    atoms = [c[0] for c in case.unsafe]
+    C = torch.tensor([a.c for a in atoms], dtype=torch.float64)
+    offsets = torch.tensor([a.d for a in atoms], dtype=torch.float64)
+    lo = torch.tensor(case.lower, dtype=torch.float64).reshape(model.input_shape)
+    hi = torch.tensor(case.upper, dtype=torch.float64).reshape(model.input_shape)
+    engine = engine_for(model)
+    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    engine, fixed, lo, hi = bab._pruned(engine, fixed, lo, hi)
+    fixed = fixed.refined(engine, lo, hi, C, time.perf_counter() + 60, 1)
+    row = int((fixed.lower + offsets).argmin())
+    assert float(fixed.lower[row] + offsets[row]) < -1.0
+    off = float(offsets[row])
+    result = bab._search(engine, lo, hi, C[row:row + 1], -off, -off, (None, None), "relu",
+                         fixed.rows(torch.tensor([row])), time.perf_counter(), 120.0, 128, 20_000, None)
+    assert result.proven
 
 
 def test_relu_splitting_warm_starts_pack_and_unpack_exactly():

@@ -63,6 +63,13 @@ from nnspec.solvers import forked
 BETA_STEPS = 12
 BETA_LR = 0.5
 ALPHA_LR = 0.1
+# a subdomain's children start from its last iterate, not its best: with the best, a subdomain whose
+# steps never beat its first (its parent's slopes and multipliers, the new split's multiplier at 0)
+# hands its children the same start, they take the same steps, and the search stalls. mnist_fc 256x4
+# eps 0.05, a row's search alone after the refinement, 60 s on one core: prop_0 row 5 proved in 0.8 s
+# (1,119 subdomains) against -0.41 after 60 s; prop_13 row 3 -0.09 against -1.24, prop_7 row 7 -0.32
+# against -1.32 (docs/benchmarks.md, benchmark 12). The subdomain's own bound stays its best iterate's
+WARM_FROM_LAST = True
 
 
 # subdomains bounded at most per call: a guard on memory, not a budget (the time limit is). With
@@ -820,7 +827,9 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 for m in mix.values():
                     m.clamp_(0.0, 1.0)
             engine._clamp(alphas)
-    start |= best
+    # the bound from each subdomain's best iterate; its children start from the last one (WARM_FROM_LAST)
+    warm = start | {n: v.detach() for n, v in kept.items()} if WARM_FROM_LAST else None
+    start = start | best
     alphas = {n: start[f"alpha:{n}"] for n in alphas}
     betas = {n: start[f"beta:{n}"] for n in betas}
     mix = {n: start[f"mix:{n}"].double() for n in mix}
@@ -831,7 +840,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                               facets=fixed.facets, mix=mix)
         worst = _deciding_row(low, *rows)
         coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
-        found = {"warm": fixed.pack(start, B), "branch": _branching(engine, fixed, coeffs, splits)}
+        found = {"warm": fixed.pack(start if warm is None else warm, B), "branch": _branching(engine, fixed, coeffs, splits)}
     low = torch.where(empty[:, None], torch.full_like(low, math.inf), low)
     return reduce_rows(low, *rows), found, empty
 
