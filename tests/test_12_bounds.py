@@ -1327,6 +1327,33 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, workers, mon
                       time_limit=1.0, mode="relu").stop == "time"
 
 
+def test_groups_the_milp_leaves_open_go_back_to_branch_and_bound(monkeypatch):
+    """The MILP stage gets MILP_SHARE of the time left; what it leaves open goes back to ReLU
+    splitting until the time limit. Here the stage proves nothing (a stub that times out at
+    once, given a deadline within its share) and no time is left before it: the box at 95% of the
+    exact radius is still proved, by branch and bound, and the box past it is not (its bound <=
+    0). Before, the search ended with the stage."""
+    from nnspec.bounds import bab
+
+    monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
+    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
+    calls = []
+
+    def stub(original, shape, chain, lo, hi, C, offsets, parts, threshold, goal, deadline, found, workers=1):
+        calls.append((len(parts), deadline - time.perf_counter()))
+        return [False] * len(parts), "time"
+
+    monkeypatch.setattr(bab, "_milp_groups", stub)
+    net, x, exact, engine, C = _deep_case(3)
+    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                        time_limit=30.0, mode="relu", offsets=torch.tensor([0.0, 0.0]), groups=torch.tensor([0, 1]))
+    assert inside.proven and inside.domains > 1
+    assert calls and calls[0][0] == 2 and calls[0][1] <= bab.MILP_SHARE * 30.0 + 1e-3
+    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                         time_limit=3.0 + bab.MILP_AFTER_MIN, mode="relu")
+    assert not outside.proven and outside.lower <= 0
+
+
 def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage(monkeypatch):
     """Two MILPs at once, the first slow (a solver that would take 60 s), the second a quick
     violation: the verdicts come as they are reached, and closing the stage kills the slow one

@@ -38,7 +38,7 @@ import itertools
 import math
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -84,7 +84,9 @@ class BabResult:
     lower: float  # a proved lower bound of min over rows of C @ y - threshold on the box
     domains: int  # subdomains bounded
     seconds: float
-    stop: str  # proven | time | domains
+    stop: str  # proven | time | domains | counterexample
+    # ReLU splitting stopped by its time: the open subdomains (its heap), for a later search to resume
+    open: list | None = field(default=None, repr=False, compare=False)
 
 
 WARM_LIMIT = 50_000  # input splitting: open boxes beyond which children start from CROWN's slopes
@@ -125,8 +127,10 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
 
     ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_milp_chain``)
     and a time limit past MILP_AFTER_MIN, ReLU splitting gets MILP_AFTER of the time (between
-    MILP_AFTER_MIN and MILP_AFTER_MAX seconds) and a complete MILP the groups it leaves open; a
-    solver point that violates on the network (float64) goes to ``found`` like the probes'.
+    MILP_AFTER_MIN and MILP_AFTER_MAX seconds) and a complete MILP the groups it leaves open, for
+    MILP_SHARE of the time then left; the groups still open go back to ReLU splitting until the
+    time limit. A solver point that violates on the network (float64) goes to ``found`` like the
+    probes'.
     ``milp_workers``: MILPs at once (the groups', each in a process of its own), and the
     processes that share the refinement's LPs; by default torch's thread count, which the
     executor sets to the cores per task."""
@@ -167,29 +171,55 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     # root bound first, so a group that cannot be proved ends the search before the time goes to
     # the easy ones
     seen, lower = 0, math.inf
-    for j, idx in enumerate(parts):
+
+    prepared: dict = {}  # a group's setting, kept for a search that resumes (its warm starts fit it)
+
+    def search(idx, limit, resume=None):
         sub_groups = None if groups is None else torch.unique(groups[idx], return_inverse=True)[1]
         sub_rows = (None if offsets is None else offsets[idx], sub_groups)
-        sub_fixed = fixed if len(parts) == 1 else fixed.rows(idx)
-        if facets:
-            sub_fixed = sub_fixed.with_facets(engine, lo, hi, C[idx], sub_rows[0], started + FACET_SHARE * time_limit)
-        result = _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
-                         bab_limit, batch, max_domains - seen, found)
+        key = tuple(idx.tolist())
+        if key not in prepared:
+            prepared[key] = fixed if len(parts) == 1 else fixed.rows(idx)
+            if facets and time.perf_counter() < started + FACET_SHARE * time_limit:
+                prepared[key] = prepared[key].with_facets(engine, lo, hi, C[idx], sub_rows[0],
+                                                          started + FACET_SHARE * time_limit)
+        sub_fixed = prepared[key]
+        return _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
+                       limit, batch, max_domains - seen, found, resume)
+
+    for j, idx in enumerate(parts):
+        result = search(idx, bab_limit)
         seen = seen + result.domains
         if result.proven:
             lower = min(lower, result.lower)
             continue
         if chain is not None and result.stop != "counterexample":
-            # the groups not proved yet, this one first: each proved by the MILP, or the search ends
+            # the groups not proved yet, this one first: each proved by the MILP within its share of
+            # what is left (MILP_SHARE), the rest back to branch and bound until the time limit
+            now = time.perf_counter()
             ends = _milp_groups(original, shape, chain, lo, hi, C, offsets, parts[j:], threshold, goal,
-                                started + time_limit, found, torch.get_num_threads() if milp_workers is None
-                                else milp_workers)
+                                now + MILP_SHARE * (started + time_limit - now), found,
+                                torch.get_num_threads() if milp_workers is None else milp_workers)
             if ends is None:
                 return BabResult(True, min(lower, goal - threshold), seen, time.perf_counter() - started, "proven")
-            proved, stop = ends  # the groups the MILP proved are dropped; this one keeps its search's bound
+            proved, stop = ends  # the groups the MILP proved are dropped
             values = [result.lower] + [float(v) - threshold for v in root_values[j + 1:]]
-            lower = min([lower] + [v for v, ok in zip(values, proved) if not ok])
-            return BabResult(False, lower, seen, time.perf_counter() - started, stop)
+            if stop == "counterexample":
+                lower = min([lower] + [v for v, ok in zip(values, proved) if not ok])
+                return BabResult(False, lower, seen, time.perf_counter() - started, stop)
+            left = [(k, part) for k, (part, ok) in enumerate(zip(parts[j:], proved)) if not ok]
+            for n, (k, part) in enumerate(left):  # the group searched before resumes its search
+                again = search(part, time_limit, result.open if k == 0 else None)
+                seen = seen + again.domains
+                if again.proven:
+                    lower = min(lower, again.lower)
+                    continue
+                # this group's bound is the better of its two searches'; those not searched again keep
+                # their first search's or root bounds
+                best = max(again.lower, values[k]) if again.stop != "counterexample" else again.lower
+                lower = min([lower, best] + [values[m] for m, _ in left[n + 1:]])
+                return BabResult(False, lower, seen, time.perf_counter() - started, again.stop)
+            return BabResult(True, min(lower, goal - threshold), seen, time.perf_counter() - started, "proven")
         # the groups not searched are bounded by their root bounds only
         lower = min([lower, result.lower] + [float(v) - threshold for v in root_values[j + 1:]])
         return BabResult(False, lower, seen, time.perf_counter() - started, result.stop)
@@ -204,6 +234,15 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
 # 890,000 subdomains in 120 s; HiGHS decides each of its 9 groups in 2-5 s
 MILP_UNSTABLE = 400
 MILP_AFTER = 0.4
+# and the MILP stage gets at most this share of the time then left; the groups it leaves open go back
+# to branch and bound until the time limit (since 2026-12-05, when branch and bound stopped stalling:
+# mnist_fc 256x4 prop_13 eps 0.05 needs ~190 s of it on one core, its MILP rows more than the 240 s
+# left; 256x2 prop_10 eps 0.05's nine MILPs take 2-5 s each, its search more than 90 s)
+MILP_SHARE = 0.3
+# and each group's MILP at most this many seconds: what HiGHS decides, it mostly decides fast (256x2
+# prop_10's nine in 2-5 s each), while the rows it takes minutes on
+# (256x4 prop_7's, 22-165 s, prop_13's) go back to branch and bound sooner
+MILP_GROUP_TIME = 8.0
 # and at most this many seconds: on mnist_fc 256x4 prop_11 eps 0.05 (300 s) the MILP needs ~150 s
 # after the root; with 40% of the runner's 232 s branch and bound left it 139 s and it timed out
 MILP_AFTER_MAX = 30.0
@@ -244,10 +283,11 @@ def _milp_groups(original: BoundEngine, shape, chain, lo, hi, C, offsets, parts,
     """The MILP stage over the groups ``parts``, in that order, up to ``workers`` at a time (each
     in a process of its own: HiGHS runs one thread per problem and cannot be stopped from
     outside, a process can): None when every one is proved, else (which were proved, a bool per
-    group, and why the stage stopped: ``time`` or ``counterexample``). The first group that is
-    not proved stops the stage and the solvers still running. A solver point whose objective on
-    the network (float64) is <= threshold is appended to ``found``; one that is not (the
-    solver's tolerances) ends the stage like a time-out."""
+    group, and why the stage stopped: ``time`` or ``counterexample``). Each group's MILP gets at
+    most MILP_GROUP_TIME seconds; one not decided in it stays open and the others go on. A
+    solver point whose objective on the network (float64) is <= threshold is appended to
+    ``found`` and stops the stage and the solvers still running; one that is not (the solver's
+    tolerances) leaves its group open like a time-out."""
     layers, pre = chain
     box_lo, box_hi = lo.reshape(-1).numpy(), hi.reshape(-1).numpy()
     offs = [(torch.zeros(len(idx), dtype=torch.float64) if offsets is None else offsets[idx].double()).numpy()
@@ -267,7 +307,8 @@ def _milp_groups(original: BoundEngine, shape, chain, lo, hi, C, offsets, parts,
                     if found is not None:
                         found.append(x)
                     return proved, "counterexample"
-            return proved, "time"
+            # a time-out (MILP_GROUP_TIME) or a solver point that does not violate on the network:
+            # this group stays open, the others go on
     return None if all(proved) else (proved, "time")
 
 
@@ -286,7 +327,7 @@ def _solve_all(problems: list, deadline: float, workers: int):
 def _find_violation(*args):
     from nnspec.solvers import milp
 
-    return milp.find_violation(*args)
+    return milp.find_violation(*args[:-1], min(args[-1], MILP_GROUP_TIME))
 
 
 def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -302,8 +343,9 @@ def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], to
 
 def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows, mode: str,
             fixed: "_Fixed | None", started: float, time_limit: float, batch: int, max_domains: int,
-            found: list | None) -> BabResult:
-    """Best-first branch and bound from the box [lo, hi] (see ``verify``)."""
+            found: list | None, resume: list | None = None) -> BabResult:
+    """Best-first branch and bound from the box [lo, hi] (see ``verify``); with ``resume`` (ReLU
+    splitting: a search's ``open`` subdomains) from where that search stopped."""
     counter = itertools.count()
     # input splitting in few dimensions: every dimension's cut is bounded and the best kept
     smart = mode == "input" and int(((hi - lo) > 0).sum()) <= SMART_DIMS
@@ -311,18 +353,22 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     reuse = mode == "input" and sum(_numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
     bound = (lambda doms: _bound_fixed(engine, doms, C, rows, fixed, goal)) if fixed is not None else \
         (lambda doms: _bound_reusing(engine, doms, C, rows, goal))
-    root = _Domain(lo, hi, {}, 0.0)
-    bounds, records, empty = bound([root])
-    root_bound = float(bounds[0]) - threshold
-    seen = 1
-    if empty[0] or float(bounds[0]) > goal:
-        return BabResult(True, root_bound if not empty[0] else math.inf, seen, time.perf_counter() - started, "proven")
     heap: list[tuple[float, int, _Domain, dict]] = []
-    root.bound = float(bounds[0])
-    if fixed is not None:
-        root.warm, root.branch = fixed.warm_start(records["warm"], 0, 0), records["branch"][0]
-    heapq.heappush(heap, (root.bound, next(counter), root, {} if fixed is not None else
-                          {k: v[0] for k, v in records.items()}))
+    if resume:
+        heap, counter, seen = resume, itertools.count(max(e[1] for e in resume) + 1), 0
+    else:
+        root = _Domain(lo, hi, {}, 0.0)
+        bounds, records, empty = bound([root])
+        root_bound = float(bounds[0]) - threshold
+        seen = 1
+        if empty[0] or float(bounds[0]) > goal:
+            return BabResult(True, root_bound if not empty[0] else math.inf, seen, time.perf_counter() - started,
+                             "proven")
+        root.bound = float(bounds[0])
+        if fixed is not None:
+            root.warm, root.branch = fixed.warm_start(records["warm"], 0, 0), records["branch"][0]
+        heapq.heappush(heap, (root.bound, next(counter), root, {} if fixed is not None else
+                              {k: v[0] for k, v in records.items()}))
     # input splitting with probes: besides the lowest bounds (the proof's order), a share of each
     # batch goes to the boxes whose probes came closest to a violation (a dive toward it); both
     # heaps hold the same boxes, a box taken from one is skipped in the other
@@ -344,7 +390,8 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
         if not heap:
             break
         if time.perf_counter() - started > time_limit:
-            return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "time")
+            return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "time",
+                             heap if fixed is not None and dive is None else None)
         if seen >= max_domains:
             return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "domains")
         n_dive = 0 if dive is None else int(batch * DIVE_SHARE)
