@@ -234,15 +234,6 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
 # 890,000 subdomains in 120 s; HiGHS decides each of its 9 groups in 2-5 s
 MILP_UNSTABLE = 400
 MILP_AFTER = 0.4
-# and the MILP stage gets at most this share of the time then left; the groups it leaves open go back
-# to branch and bound until the time limit (since 2026-12-05, when branch and bound stopped stalling:
-# mnist_fc 256x4 prop_13 eps 0.05 needs ~190 s of it on one core, its MILP rows more than the 240 s
-# left; 256x2 prop_10 eps 0.05's nine MILPs take 2-5 s each, its search more than 90 s)
-MILP_SHARE = 0.3
-# and each group's MILP at most this many seconds: what HiGHS decides, it mostly decides fast (256x2
-# prop_10's nine in 2-5 s each), while the rows it takes minutes on
-# (256x4 prop_7's, 22-165 s, prop_13's) go back to branch and bound sooner
-MILP_GROUP_TIME = 8.0
 # and at most this many seconds: on mnist_fc 256x4 prop_11 eps 0.05 (300 s) the MILP needs ~150 s
 # after the root; with 40% of the runner's 232 s branch and bound left it 139 s and it timed out
 MILP_AFTER_MAX = 30.0
@@ -250,6 +241,14 @@ MILP_AFTER_MAX = 30.0
 # 256x4 prop_3 eps 0.05 5.3 s, 256x6 prop_7 eps 0.03 6.1 s), while the MILP rarely decides 9 groups
 # in less; with 40% of the runner's 10 s both were lost
 MILP_AFTER_MIN = 10.0
+# then the MILP stage gets at most MILP_SHARE of the time left, each group's MILP at most
+# MILP_GROUP_TIME seconds, and the groups it leaves open go back to branch and bound until the time
+# limit (since 2026-12-05, when branch and bound stopped stalling: mnist_fc 256x4 prop_13 eps 0.05
+# needs ~190 s of it on one core, and the MILP stage did not prove it in the 240 s it held; 256x2
+# prop_10 eps 0.05's nine MILPs take 2-5 s each, its search more than 90 s; 256x4 prop_7's rows take
+# HiGHS 22-165 s each)
+MILP_SHARE = 0.3
+MILP_GROUP_TIME = 8.0
 MILP_GUARD = 1e-5  # the MILP looks for rows <= goal + this: room for HiGHS's 1e-7 feasibility tolerances
 MILP_MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers
 
@@ -887,7 +886,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                               facets=fixed.facets, mix=mix)
         worst = _deciding_row(low, *rows)
         coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
-        found = {"warm": fixed.pack(start if warm is None else warm, B), "branch": _branching(engine, fixed, coeffs, splits)}
+        found = {"warm": fixed.pack(start if warm is None else warm, B),
+                 "branch": _branching(engine, fixed, coeffs, splits)}
     low = torch.where(empty[:, None], torch.full_like(low, math.inf), low)
     return reduce_rows(low, *rows), found, empty
 
