@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import nnspec
+from nnspec.results.store import load_results
 from tests.conftest import ROOT
 from tests.helpers import linear_model
 
@@ -68,24 +69,37 @@ def test_torch_export_archive(tmp_path):
 
 
 def test_sigkill_midway_keeps_finished_tasks(tmp_path):
+    """A kill can land inside a record's write (or the reader can see one half written): every
+    newline-terminated line is a whole record, and a torn tail is what ``load_results`` drops."""
     out = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "nnspec", "check", str(ROOT / "specs"), "--json", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     lines_path = tmp_path / f"r.{proc.pid}.partial.jsonl"  # the stream of a run that has not finished
     deadline = time.time() + 120
     while time.time() < deadline:
-        if lines_path.exists() and len(lines_path.read_text().splitlines()) >= 8:
+        if lines_path.exists() and lines_path.read_text().count("\n") >= 8:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    lines = lines_path.read_text().splitlines()
-    assert len(lines) >= 8
-    records = [json.loads(line) for line in lines]  # every line is a whole record
+    *whole, tail = lines_path.read_text().split("\n")  # tail: "" or the write the kill interrupted
+    assert len(whole) >= 8
+    records = [json.loads(line) for line in whole]
     assert all(r["queries"] > 0 and "verdict" in r for r in records)
+    loaded = load_results(lines_path)
+    assert len(loaded.records) == len(records) + (1 if tail and _parses(tail) else 0)
+    assert loaded.meta.get("dropped_lines", 0) == (1 if tail and not _parses(tail) else 0)
     code = subprocess.run([sys.executable, "-m", "nnspec", "report", str(lines_path), "--html", str(tmp_path / "r.html")],
                           capture_output=True, text=True, cwd=ROOT).returncode
     assert code == 0 and "Run interrupted" in (tmp_path / "r.html").read_text()
+
+
+def _parses(text):
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
