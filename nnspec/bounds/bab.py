@@ -808,13 +808,6 @@ FACET_SHARE = 0.3
 # 256x4 prop_3 eps 0.05 proved with 3,919 subdomains instead of 5,491, an oval21 cifar_base
 # instance with 1,223 instead of none in 60 s
 SCORE_NEG, SCORE_POS = 1.0, 0.2
-# filtered smart branching (``_look_ahead``): BaBSR's best FSB_CANDIDATES neurons per subdomain,
-# each split tried with one bound pass per child, the split whose better child's bound is highest
-# taken (alpha-beta-CROWN's kfsb with its VNN-COMP configurations' 3 candidates and ``reduceop:
-# max``). mnist_fc 256x4 prop_7 eps 0.05, one row's search for 60 s on one core: 3 of 4 rows better
-# (one proved in 27 s, none before); the worse child's bound (``min``) and the sum did worse than
-# BaBSR alone on all four
-FSB_CANDIDATES = 3
 ROOT_SHARE = 0.3  # of the time limit at most, for the root's alpha-CROWN
 
 
@@ -893,10 +886,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                               facets=fixed.facets, mix=mix)
         worst = _deciding_row(low, *rows)
         coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
-        candidates = _branching(engine, fixed, coeffs, splits, FSB_CANDIDATES)
-        params = {k: v.float() for k, v in start.items()}
         found = {"warm": fixed.pack(start if warm is None else warm, B),
-                 "branch": _look_ahead(engine, fixed, candidates, splits, fast, A0_fast, params, rows)}
+                 "branch": _branching(engine, fixed, coeffs, splits)}
     low = torch.where(empty[:, None], torch.full_like(low, math.inf), low)
     return reduce_rows(low, *rows), found, empty
 
@@ -1019,12 +1010,11 @@ def _split_relu(engine: BoundEngine, dom: _Domain) -> list[_Domain] | None:
 
 
 def _branching(engine: BoundEngine, fixed: _Fixed, coeffs: dict[str, torch.Tensor],
-               splits: dict[str, torch.Tensor], k: int = 1) -> list[list[tuple[str, int]]]:
-    """Per subdomain of a batch, the unstable neurons (their input's name, flat index) with the
-    ``k`` largest weighted |coefficient| x relaxation intercept (BaBSR's score; SCORE_NEG,
-    SCORE_POS), best first; an empty list when none is unstable. ``coeffs``: per ReLU, the
-    deciding row's coefficients reaching it (B, *shape); ``splits``: per split ReLU input, the
-    subdomains' splits (B, *shape)."""
+               splits: dict[str, torch.Tensor]) -> list[tuple[str, int] | None]:
+    """Per subdomain of a batch, the unstable neuron (its input's name, flat index) with the
+    largest weighted |coefficient| x relaxation intercept (BaBSR's score; SCORE_NEG, SCORE_POS),
+    or None when none is unstable. ``coeffs``: per ReLU, the deciding row's coefficients reaching
+    it (B, *shape); ``splits``: per split ReLU input, the subdomains' splits (B, *shape)."""
     names, values, where = [], [], []
     for op in engine.ops:
         if op.kind not in ("relu", "leaky_relu") or op.name not in coeffs:
@@ -1040,59 +1030,16 @@ def _branching(engine: BoundEngine, fixed: _Fixed, coeffs: dict[str, torch.Tenso
         area = (u * (-l) / (u - l).clamp_min(1e-12)).flatten()[None]
         score = (SCORE_NEG * (-coeff).clamp(min=0) + SCORE_POS * coeff.clamp(min=0) + 1e-9) * area
         score = torch.where(unstable, score, torch.zeros_like(score))
-        best = score.topk(min(k, score.shape[1]), 1)
-        names.extend([pre] * best.values.shape[1])
+        best = score.max(1)
+        names.append(pre)
         values.append(best.values)
         where.append(best.indices)
     if not names:
-        return [[] for _ in range(len(next(iter(coeffs.values()), [])))]
-    values, where = torch.cat(values, 1), torch.cat(where, 1)  # (B, candidates of every ReLU)
-    top = values.topk(min(k, values.shape[1]), 1)
-    chosen = where.gather(1, top.indices)
-    return [[(names[j], int(i)) for j, i, v in zip(js, ks, vs) if v > 0]
-            for js, ks, vs in zip(top.indices.tolist(), chosen.tolist(), top.values.tolist())]
-
-
-def _look_ahead(engine: BoundEngine, fixed: _Fixed, candidates: list[list[tuple[str, int]]], splits: dict,
-                fast: dict, A0: torch.Tensor, params: dict, rows) -> list[tuple[str, int] | None]:
-    """Filtered smart branching (FSB; De Palma et al. 2021, as alpha-beta-CROWN's kfsb): of each
-    subdomain's candidates, the one whose better child has the highest bound, each child bounded
-    in one float32 pass with its parent's slopes and multipliers (the new split's multiplier 0)
-    and the split neuron's bounds cut at 0. Only the choice comes from these bounds: every
-    subdomain is bounded afresh when it is popped."""
-    B = len(candidates)
-    K = max(len(c) for c in candidates)
-    if K <= 1:
-        return [c[0] if c else None for c in candidates]
-    n = 2 * K  # per subdomain: each candidate's two children (padding repeats the first candidate)
-    picks = [[c[min(j, len(c) - 1)] if c else None for j in range(K)] for c in candidates]
-    names = set(splits) | {p[0] for c in picks for p in c if p is not None}
-    kid_splits = {}
-    for name in names:
-        base = splits[name] if name in splits else \
-            torch.zeros((B,) + tuple(engine.by_name[name].shape), dtype=torch.int8)
-        kid = base.repeat_interleave(n, 0).flatten(1).clone()
-        for b, c in enumerate(picks):
-            for j, p in enumerate(c):
-                if p is not None and p[0] == name:
-                    kid[b * n + 2 * j, p[1]], kid[b * n + 2 * j + 1, p[1]] = 1, -1
-        kid_splits[name] = kid.reshape((B * n,) + base.shape[1:])
-    bounds = {"input": tuple(v.repeat_interleave(n, 0) for v in fast["input"])}
-    for name, (l, u) in fixed.bounds.items():
-        if name == "input":
-            continue
-        l, u = l.float().expand((B * n,) + l.shape[1:]), u.float().expand((B * n,) + u.shape[1:])
-        bounds[name] = cut_at_splits(l, u, kid_splits[name]) if name in kid_splits else (l, u)
-    alphas = {k[len("alpha:"):]: v.repeat_interleave(n, 0) for k, v in params.items() if k.startswith("alpha:")}
-    mix = {k[len("mix:"):]: v.repeat_interleave(n, 0) for k, v in params.items() if k.startswith("mix:")}
-    betas = {name: -params[f"beta:{name}"].repeat_interleave(n, 0) * kid_splits[name].float()[:, None]
-             for name in kid_splits if f"beta:{name}" in params}
-    with torch.no_grad():
-        low = engine.backward(engine.graph.output, A0.repeat_interleave(n, 0), bounds, alphas, betas=betas,
-                              facets=fixed.facets, mix=mix)
-        kids = reduce_rows(low.double(), *rows).reshape(B, K, 2)
-    best = kids.max(2).values.argmax(1).tolist()
-    return [c[j] for c, j in zip(picks, best)]
+        return [None] * len(next(iter(coeffs.values()), []))
+    values, where = torch.stack(values, 1), torch.stack(where, 1)  # (B, ReLUs)
+    top = values.argmax(1, keepdim=True)
+    chosen, score = where.gather(1, top)[:, 0].tolist(), values.gather(1, top)[:, 0].tolist()
+    return [(names[j], k) if v > 0 else None for j, k, v in zip(top[:, 0].tolist(), chosen, score)]
 
 
 def _halves(dom: _Domain, k: int) -> list[_Domain]:
