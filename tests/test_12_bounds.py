@@ -1354,6 +1354,39 @@ def test_groups_the_milp_leaves_open_go_back_to_branch_and_bound(monkeypatch):
     assert not outside.proven and outside.lower <= 0
 
 
+@pytest.mark.parametrize("seed", [3, 7])
+def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monkeypatch, tmp_path, seed):
+    """With two workers the groups' ReLU-splitting searches run in forked processes, one thread
+    each, their results coming back through pipes: the box at 95% of the exact radius is proved
+    and the box 2% beyond it is not (its bound <= 0), as in one process."""
+    import os
+
+    from nnspec.bounds import bab
+
+    real, log = bab._search, tmp_path / "searches"
+
+    def logged(*args, **kwargs):  # where each search ran, and with how many threads
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()} {torch.get_num_threads()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bab, "_search", logged)
+    _, x, exact, engine, C = _deep_case(seed)
+    assert C.shape[0] == 2  # two groups
+    for workers in (1, 2):
+        inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                            time_limit=30.0, mode="relu", milp=False, milp_workers=workers)
+        assert inside.proven and inside.lower >= 0
+        outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                             time_limit=2.0, mode="relu", milp=False, milp_workers=workers)
+        assert not outside.proven and outside.lower <= 0
+    ran = [line.split() for line in log.read_text().splitlines()]
+    here = [t for pid, t in ran if int(pid) == os.getpid()]
+    away = {(pid, t) for pid, t in ran if int(pid) != os.getpid()}
+    assert len(here) >= 3  # one worker: both of the inside box's groups, then the outside box's first
+    assert len({pid for pid, _ in away}) >= 2 and {t for _, t in away} == {"1"}
+
+
 def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage(monkeypatch):
     """Two MILPs at once, the first slow (a solver that would take 60 s), the second a quick
     violation: the verdicts come as they are reached, and closing the stage kills the slow one
@@ -1619,6 +1652,69 @@ def test_warm_started_relaxation_lp_reaches_the_fresh_lps_minimum_for_each_objec
         assert at_point.fun == pytest.approx(fresh.fun, abs=1e-7)
 
 
+def test_a_warm_start_that_highs_cannot_finish_from_is_solved_again_from_scratch():
+    """HiGHS can end a warm-started solve with status Unknown (mnist_fc 256x4 prop_13's last
+    layer, after ~100 solves, split between two processes): the refinement then lost that layer
+    (250 neurons left unstable instead of 132). Here the model's first answer is made Unknown:
+    ``minimiser`` clears the solver, solves again and returns the point."""
+    import highspy
+    import numpy as np
+
+    from nnspec.solvers.milp import RelaxationLP, interval_bounds, layers_of
+
+    net, x = relu_case(0, 1, (4, 16, 16, 3))
+    layers = layers_of(net)
+    box_lo, box_hi = np.clip(x[0].numpy() - 0.2, 0, 1), np.clip(x[0].numpy() + 0.2, 0, 1)
+    pre = interval_bounds(layers, box_lo, box_hi)[:2]
+    lp = RelaxationLP(layers[:1], pre, box_lo, box_hi)
+    want = lp.minimiser(layers[1][0][0], 10.0)
+    real, calls = lp._highs, []
+
+    class Flaky:  # the real model, but its first status after a run is Unknown
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self):
+            calls.append("run")
+            return real.run()
+
+        def clearSolver(self):
+            calls.append("clear")
+            return real.clearSolver()
+
+        def getModelStatus(self):
+            return highspy.HighsModelStatus.kUnknown if calls == ["run"] else real.getModelStatus()
+
+    lp._highs = Flaky()
+    got = lp.minimiser(layers[1][0][0], 10.0)
+    assert calls == ["run", "clear", "run"] and got is not None
+    assert all(np.allclose(a, b, atol=1e-7) for a, b in zip(got, want))
+
+
+def test_the_refinement_with_two_processes_tightens_what_one_does(data_root):
+    """mnist_fc 256x4 prop_13 eps 0.05 after the root and the pruning: the refinement's LPs in
+    two processes leave the same neurons unstable as in one (its last layer 250 -> 132; before,
+    a warm start HiGHS could not finish from ended that layer in one of the two)."""
+    from nnspec.bounds import bab, engine_for, hull
+    from nnspec.interop.vnnlib import read_query
+    from nnspec.models.loading import load_model
+
+    root = data_root / "vnncomp2022" / "mnist_fc"
+    model = load_model(root / "onnx" / "mnist-net_256x4.onnx")
+    case = read_query(root / "vnnlib" / "prop_13_0.05.vnnlib").cases[0]
+    engine = engine_for(model)
+    shape = tuple(engine.graph.input_shape)
+    lo, hi = torch.from_numpy(case.lower).reshape(shape), torch.from_numpy(case.upper).reshape(shape)
+    C = torch.tensor([a.c for conj in case.unsafe for a in conj], dtype=torch.float64)
+    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    engine, fixed, lo, hi = bab._pruned(engine, fixed, lo, hi)
+    counts = []
+    for workers in (1, 2):
+        bounds = hull.refine_bounds(engine, fixed.bounds, lo, hi, time.perf_counter() + 120, workers)
+        counts.append([int(((l < 0) & (u > 0)).sum()) for n, (l, u) in bounds.items() if n != "input"])
+    assert counts[0] == counts[1] and counts[0][-1] < 200, counts
+
+
 def _fresh_python(code: str, timeout: float) -> str:
     """The stdout of ``code`` run in a fresh interpreter (HiGHS keeps state per process), which
     must exit 0."""
@@ -1673,6 +1769,23 @@ def test_milps_in_forked_processes_after_one_in_the_parent_finish():
         """, 180)
     here, there = out.split(" ", 1)
     assert here in ("proven", "violation") and there.strip() == str([here, here]), out
+
+
+def test_forked_problems_running_at_the_deadline_are_collected_and_the_rest_skipped():
+    """Two workers, three problems that each take 1.5 s, the deadline in 1 s: the two running at
+    the deadline still give their results (each problem keeps its own time limit), the third is
+    never started. Before, the deadline dropped the running ones too (branch and bound's groups
+    searched at once lost the first group's search)."""
+    import multiprocessing
+
+    from nnspec.solvers import forked
+
+    def nap(k, _left):
+        time.sleep(1.5)
+        return k
+
+    got = list(forked.solve_all(nap, [(0,), (1,), (2,)], time.perf_counter() + 1.0, 2))
+    assert sorted(got) == [(0, 0), (1, 1)] and not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize("seed", [3, 7])

@@ -36,6 +36,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
+import pickle
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -131,9 +133,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     MILP_SHARE of the time then left; the groups still open go back to ReLU splitting until the
     time limit. A solver point that violates on the network (float64) goes to ``found`` like the
     probes'.
-    ``milp_workers``: MILPs at once (the groups', each in a process of its own), and the
-    processes that share the refinement's LPs; by default torch's thread count, which the
-    executor sets to the cores per task."""
+    ``milp_workers``: processes at once, one thread each: the groups' ReLU-splitting searches
+    (``searches`` in the body), their MILPs, and the refinement's LPs; by default torch's thread
+    count, which the executor sets to the cores per task. One: everything in this process."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -167,11 +169,13 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     facets = hull.FACET_STEPS > 0 and time_limit >= FACET_MIN_TIME
     parts, root_values = _parts(fixed.lower, offsets, groups)
     # min over groups > goal iff every group's value is: each group gets a search of its own (one
-    # row per subdomain instead of all, each split chosen for that group), the group with the lowest
-    # root bound first, so a group that cannot be proved ends the search before the time goes to
-    # the easy ones
-    seen, lower = 0, math.inf
-
+    # row per subdomain instead of all, each split chosen for that group). In one process the
+    # group with the lowest root bound goes first, so a group that cannot be proved ends the
+    # search before the time goes to the easy ones; with several workers that many groups are
+    # searched at once, one core each (mnist_fc's robustness properties have nine)
+    seen = 0
+    workers = torch.get_num_threads() if milp_workers is None else milp_workers
+    home = os.getpid()
     prepared: dict = {}  # a group's setting, kept for a search that resumes (its warm starts fit it)
 
     def search(idx, limit, resume=None):
@@ -187,43 +191,84 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         return _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
                        limit, batch, max_domains - seen, found, resume)
 
-    for j, idx in enumerate(parts):
-        result = search(idx, bab_limit)
-        seen = seen + result.domains
-        if result.proven:
-            lower = min(lower, result.lower)
-            continue
-        if chain is not None and result.stop != "counterexample":
-            # the groups not proved yet, this one first: each proved by the MILP within its share of
-            # what is left (MILP_SHARE), the rest back to branch and bound until the time limit
-            now = time.perf_counter()
-            ends = _milp_groups(original, shape, chain, lo, hi, C, offsets, parts[j:], threshold, goal,
-                                now + MILP_SHARE * (started + time_limit - now), found,
-                                torch.get_num_threads() if milp_workers is None else milp_workers)
-            if ends is None:
-                return BabResult(True, min(lower, goal - threshold), seen, time.perf_counter() - started, "proven")
-            proved, stop = ends  # the groups the MILP proved are dropped
-            values = [result.lower] + [float(v) - threshold for v in root_values[j + 1:]]
-            if stop == "counterexample":
-                lower = min([lower] + [v for v, ok in zip(values, proved) if not ok])
-                return BabResult(False, lower, seen, time.perf_counter() - started, stop)
-            left = [(k, part) for k, (part, ok) in enumerate(zip(parts[j:], proved)) if not ok]
-            for n, (k, part) in enumerate(left):  # the group searched before resumes its search
-                again = search(part, time_limit, result.open if k == 0 else None)
-                seen = seen + again.domains
-                if again.proven:
-                    lower = min(lower, again.lower)
+    def in_process(j, limit, _left):  # a group's search in a forked process, one thread: result and setting
+        if os.getpid() != home:  # (``forked`` runs it here where it cannot fork)
+            torch.set_num_threads(1)
+        result = search(parts[j], limit)
+        # pickled here: the pipe's own pickler would share the tensors' memory through handles
+        # that die with this process
+        return pickle.dumps((BabResult(result.proven, result.lower, result.domains, result.seconds, result.stop),
+                             prepared[tuple(parts[j].tolist())]))
+
+    def searches(todo: list[int], limit: float, resume=None):
+        """(group, its search's result) for the groups ``todo`` (positions in ``parts``), each
+        search until ``started + limit``: in order in this process (``resume``: (group, open
+        subdomains) for the one that resumes), or with several workers that many at once in
+        forked processes, one thread each, results as they come (a search that the machine
+        killed reads as a time-out at the group's root bound). Closing it stops the others."""
+        if workers <= 1 or len(todo) <= 1:
+            for j in todo:
+                yield j, search(parts[j], limit, resume[1] if resume and resume[0] == j else None)
+            return
+        with closing(forked.solve_all(in_process, [(j, limit) for j in todo], started + limit, workers)) as results:
+            for k, got in results:
+                if got is None:
+                    yield todo[k], BabResult(False, float(root_values[todo[k]]) - threshold, 0, 0.0, "time")
                     continue
-                # this group's bound is the better of its two searches'; those not searched again keep
-                # their first search's or root bounds
-                best = max(again.lower, values[k]) if again.stop != "counterexample" else again.lower
-                lower = min([lower, best] + [values[m] for m, _ in left[n + 1:]])
-                return BabResult(False, lower, seen, time.perf_counter() - started, again.stop)
-            return BabResult(True, min(lower, goal - threshold), seen, time.perf_counter() - started, "proven")
-        # the groups not searched are bounded by their root bounds only
-        lower = min([lower, result.lower] + [float(v) - threshold for v in root_values[j + 1:]])
-        return BabResult(False, lower, seen, time.perf_counter() - started, result.stop)
-    return BabResult(True, lower, seen, time.perf_counter() - started, "proven")
+                result, prepared[tuple(parts[todo[k]].tolist())] = pickle.loads(got)
+                yield todo[k], result
+
+    # per group: proved or not, and its best proved lower bound (at first its root's); the
+    # result's bound is the least of them
+    proved = [False] * len(parts)
+    best = [float(v) - threshold for v in root_values]
+
+    def ended(stop: str) -> BabResult:
+        return BabResult(stop == "proven", min(best), seen, time.perf_counter() - started, stop)
+
+    def take(j: int, result: BabResult) -> bool:
+        nonlocal seen
+        seen += result.domains
+        if result.proven:
+            proved[j], best[j] = True, result.lower
+        else:
+            best[j] = result.lower if result.stop == "counterexample" else max(best[j], result.lower)
+        return result.proven
+
+    # the first pass: each group's branch and bound until bab_limit. In this process a group that
+    # is not proved ends the pass (the groups not searched keep their root bounds); in processes
+    # the others run on, for the MILP stage to take every group left open
+    interrupted = None
+    with closing(searches(list(range(len(parts))), bab_limit)) as results:
+        for j, result in results:
+            if take(j, result):
+                continue
+            if chain is None or result.stop == "counterexample":
+                return ended(result.stop)
+            if workers <= 1:
+                interrupted = (j, result.open)
+                break
+    if all(proved):
+        return ended("proven")
+    if chain is None:  # processes' results missing: their groups stay open
+        return ended("time")
+    # the groups not proved yet, each proved by the MILP within its share of what is left
+    # (MILP_SHARE), the rest back to branch and bound until the time limit
+    left = [j for j in range(len(parts)) if not proved[j]]
+    now = time.perf_counter()
+    ends = _milp_groups(original, shape, chain, lo, hi, C, offsets, [parts[j] for j in left], threshold, goal,
+                        now + MILP_SHARE * (started + time_limit - now), found, workers)
+    for j, ok in zip(left, [True] * len(left) if ends is None else ends[0]):
+        if ok:
+            proved[j], best[j] = True, goal - threshold
+    if ends is not None and ends[1] == "counterexample":
+        return ended("counterexample")
+    left = [j for j in left if not proved[j]]
+    with closing(searches(left, time_limit, interrupted)) as results:  # the interrupted search resumes
+        for j, again in results:
+            if not take(j, again):
+                return ended(again.stop)
+    return ended("proven" if all(proved) else "time")
 
 
 # the complete MILP stage (``_milp_chain``): dense chains of affine layers and ReLUs with at most

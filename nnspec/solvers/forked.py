@@ -15,7 +15,8 @@ from multiprocessing.connection import wait
 
 def solve_all(fn, problems: list, deadline: float, workers: int):
     """(index, ``fn(*problem, seconds left to the deadline)``) for the problems in order; with
-    ``workers`` > 1 up to that many at once in forked processes, results as they come. A result
+    ``workers`` > 1 up to that many at once in forked processes, results as they come (a problem
+    not started by the deadline is skipped; one running then is waited for, at most 5 s). A result
     is None where a process died without one (killed for memory). An exception in ``fn`` is
     raised here (as a RuntimeError naming it, from a process). A generator: closing it kills the
     processes still running, so a caller stops at the first result it does not want."""
@@ -33,8 +34,9 @@ def solve_all(fn, problems: list, deadline: float, workers: int):
         while queue or running:
             while queue and len(running) < workers:
                 left = deadline - time.perf_counter()
-                if left <= 0:
-                    return
+                if left <= 0:  # the problems not started by the deadline are skipped; those running,
+                    queue.clear()  # each within its time limit, are still collected
+                    break
                 k = queue.pop(0)
                 receive, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_worker, args=(send, fn, problems[k], left), daemon=True)

@@ -297,10 +297,18 @@ class RelaxationLP:
         the values of every hidden layer's input there, [x, a_1, ..., a_{H-1}], or None when the
         solve did not finish optimal within ``time_limit`` seconds."""
         h = self._highs
+        started = time.perf_counter()
         # HiGHS's time limit counts from the object's first run: give each solve its own
         h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 0.01))
         h.changeColsCost(len(self._last), self._last, np.asarray(c, dtype=np.float64))
         h.run()
+        left = time_limit - (time.perf_counter() - started)
+        if h.getModelStatus() != self._optimal and left > 0:
+            # a warm start HiGHS could not finish from (status Unknown, seen on mnist_fc 256x4's
+            # last layer after ~100 solves): once more from scratch, which ends optimal there
+            h.clearSolver()
+            h.setOptionValue("time_limit", h.getRunTime() + max(left, 0.01))
+            h.run()
         if h.getModelStatus() != self._optimal:
             return None
         x = np.asarray(h.getSolution().col_value)
