@@ -1360,7 +1360,8 @@ def test_groups_the_milp_leaves_open_go_back_to_branch_and_bound(monkeypatch):
 def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monkeypatch, tmp_path, seed):
     """With two workers the groups' ReLU-splitting searches run in forked processes, one thread
     each, their results coming back through pipes: the box at 95% of the exact radius is proved
-    and the box 2% beyond it is not (its bound <= 0), as in one process."""
+    and the box 2% beyond it is not (its bound <= 0), as in one process. (Searches shorter than
+    GROUPS_AT_ONCE_MIN_TIME stay in this process.)"""
     import os
 
     from nnspec.bounds import bab
@@ -1380,13 +1381,18 @@ def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monke
                             time_limit=30.0, mode="relu", milp=False, milp_workers=workers)
         assert inside.proven and inside.lower >= 0
         outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                             time_limit=2.0, mode="relu", milp=False, milp_workers=workers)
+                             time_limit=bab.GROUPS_AT_ONCE_MIN_TIME, mode="relu", milp=False,
+                             milp_workers=workers)
         assert not outside.proven and outside.lower <= 0
     ran = [line.split() for line in log.read_text().splitlines()]
     here = [t for pid, t in ran if int(pid) == os.getpid()]
     away = {(pid, t) for pid, t in ran if int(pid) != os.getpid()}
     assert len(here) >= 3  # one worker: both of the inside box's groups, then the outside box's first
     assert len({pid for pid, _ in away}) >= 2 and {t for _, t in away} == {"1"}
+    log.unlink()  # a short search (a radius bisection's step) stays in this process
+    bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C, time_limit=2.0,
+               mode="relu", milp=False, milp_workers=2)
+    assert {int(line.split()[0]) for line in log.read_text().splitlines()} == {os.getpid()}
 
 
 def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage(monkeypatch):

@@ -134,7 +134,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     time limit. A solver point that violates on the network (float64) goes to ``found`` like the
     probes'.
     ``milp_workers``: processes at once, one thread each: the groups' ReLU-splitting searches
-    (``searches`` in the body), their MILPs, and the refinement's LPs; by default torch's thread
+    (``searches`` in the body; time limits of GROUPS_AT_ONCE_MIN_TIME and more), their MILPs,
+    and the refinement's LPs; by default torch's thread
     count, which the executor sets to the cores per task. One: everything in this process."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
@@ -175,6 +176,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     # searched at once, one core each (mnist_fc's robustness properties have nine)
     seen = 0
     workers = torch.get_num_threads() if milp_workers is None else milp_workers
+    at_once = workers if time_limit >= GROUPS_AT_ONCE_MIN_TIME else 1  # groups searched at once
     home = os.getpid()
     prepared: dict = {}  # a group's setting, kept for a search that resumes (its warm starts fit it)
 
@@ -206,11 +208,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         subdomains) for the one that resumes), or with several workers that many at once in
         forked processes, one thread each, results as they come (a search that the machine
         killed reads as a time-out at the group's root bound). Closing it stops the others."""
-        if workers <= 1 or len(todo) <= 1:
+        if at_once <= 1 or len(todo) <= 1:
             for j in todo:
                 yield j, search(parts[j], limit, resume[1] if resume and resume[0] == j else None)
             return
-        with closing(forked.solve_all(in_process, [(j, limit) for j in todo], started + limit, workers)) as results:
+        with closing(forked.solve_all(in_process, [(j, limit) for j in todo], started + limit, at_once)) as results:
             for k, got in results:
                 if got is None:
                     yield todo[k], BabResult(False, float(root_values[todo[k]]) - threshold, 0, 0.0, "time")
@@ -245,7 +247,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                 continue
             if chain is None or result.stop == "counterexample":
                 return ended(result.stop)
-            if workers <= 1:
+            if at_once <= 1:
                 interrupted = (j, result.open)
                 break
     if all(proved):
@@ -278,6 +280,10 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
 # mnist_fc 256x2 prop_10 eps 0.05 (60 unstable): branch and bound's bound stayed at -1.1 after
 # 890,000 subdomains in 120 s; HiGHS decides each of its 9 groups in 2-5 s
 MILP_UNSTABLE = 400
+# groups searched at once in processes only for searches of at least this many seconds: a radius
+# bisection's short steps prove most groups at their roots, and forking a process per group cost
+# benchmark 9's branch and bound 2.59 s per point against 1.75 s in one process
+GROUPS_AT_ONCE_MIN_TIME = 10.0
 MILP_AFTER = 0.4
 # and at most this many seconds: on mnist_fc 256x4 prop_11 eps 0.05 (300 s) the MILP needs ~150 s
 # after the root; with 40% of the runner's 232 s branch and bound left it 139 s and it timed out
