@@ -47,6 +47,7 @@ import torch
 
 from nnspec.bounds import hull
 from nnspec.bounds.ascent import Adam
+from nnspec.bounds.dense import DenseChain
 from nnspec.bounds.engine import BoundEngine, _concretise, _numel, cut_at_splits
 from nnspec.bounds.radius import group_max, reduce_rows
 from nnspec.solvers import forked
@@ -871,8 +872,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     lo = torch.stack([d.lo for d in domains])
     hi = torch.stack([d.hi for d in domains])
     names = {n for d in domains for n in d.splits}
-    splits = {n: torch.stack([d.splits.get(n, torch.zeros(engine.by_name[n].shape, dtype=torch.int8))
-                              for d in domains]) for n in names}
+    zeros = {n: torch.zeros(engine.by_name[n].shape, dtype=torch.int8) for n in names}
+    splits = {n: torch.stack([d.splits.get(n, zeros[n]) for d in domains]) for n in names}
     bounds = {"input": (lo, hi)}
     empty = torch.zeros(B, dtype=torch.bool)
     for n, (l, u) in fixed.bounds.items():
@@ -902,11 +903,19 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
         optimisers = [Adam(list(alphas.values()) + list(mix.values()), lr=ALPHA_LR),
                       Adam(list(betas.values()), lr=BETA_LR)]
         top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
+        # a dense chain: the bound and its gradient written out (``dense``), not through autograd
+        chain = DenseChain.of(engine)
+        chain_batch = None if chain is None else chain.batch(fast, fixed.facets, mix)
         for step in range(BETA_STEPS + 1):
             for optimiser in optimisers:
                 optimiser.zero_grad()
-            value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas},
-                                    cache=cache, facets=fixed.facets, mix=mix)
+            if chain_batch is not None:
+                with torch.no_grad():
+                    value, grads = chain.value_and_grad(chain_batch, A0_fast, alphas,
+                                                        {n: -betas[n] * signs[n] for n in betas}, mix)
+            else:
+                value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas},
+                                        cache=cache, facets=fixed.facets, mix=mix)
             with torch.no_grad():
                 better = torch.ones_like(value, dtype=torch.bool) if top is None else value > top
                 top = value.detach() if top is None else torch.maximum(top, value)
@@ -915,7 +924,15 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 reached = reduce_rows(top.double(), *rows)
             if step == BETA_STEPS or bool((reached > goal).all()):
                 break
-            (-value.sum()).backward()
+            if chain_batch is None:
+                (-value.sum()).backward()
+            else:  # the gradient of -sum(value); a split term is -beta * sign
+                for n, a in alphas.items():
+                    a.grad = -grads[f"alpha:{n}"]
+                for n, b in betas.items():
+                    b.grad = signs[n] * grads[f"beta:{n}"]
+                for n, m in mix.items():
+                    m.grad = -grads[f"mix:{n}"] if f"mix:{n}" in grads else None
             for optimiser in optimisers:
                 optimiser.step()
             with torch.no_grad():
