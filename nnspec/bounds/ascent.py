@@ -14,7 +14,7 @@ import torch
 class Adam:
     """``zero_grad`` / ``step`` like torch.optim.Adam (no weight decay, no amsgrad)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: list[torch.Tensor], lr: float | torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
         self.params = list(params)
         self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
@@ -35,20 +35,34 @@ class Adam:
             return
         ps, ms, vs = (list(t) for t in zip(*live))
         gs = [p.grad for p in ps]
+        if isinstance(self.lr, torch.Tensor):  # a step size per element (broadcast): one tensor at a time
+            for p, m, v, g in zip(ps, ms, vs, gs):
+                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                p.sub_(m.div(_denominator(v, c2, self.eps)).mul_(self.lr / c1))
+            return
         if _FOREACH:  # the same arithmetic, one call per operation for all the tensors
             torch._foreach_mul_(ms, self.b1)
             torch._foreach_add_(ms, gs, alpha=1 - self.b1)
             torch._foreach_mul_(vs, self.b2)
             torch._foreach_addcmul_(vs, gs, gs, value=1 - self.b2)
             denominators = torch._foreach_div(vs, c2)
+            torch._foreach_add_(denominators, self.eps * self.eps)
             torch._foreach_sqrt_(denominators)
-            torch._foreach_add_(denominators, self.eps)
             torch._foreach_addcdiv_(ps, ms, denominators, value=-self.lr / c1)
             return
         for p, m, v, g in zip(ps, ms, vs, gs):  # pragma: no cover - a torch without _foreach ops
             m.mul_(self.b1).add_(g, alpha=1 - self.b1)
             v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+            p.addcdiv_(m, _denominator(v, c2, self.eps), value=-self.lr / c1)
+
+
+def _denominator(v: torch.Tensor, c2: float, eps: float) -> torch.Tensor:
+    """sqrt(v / c2 + eps^2): Adam's sqrt(v / c2) + eps, to within eps, but never the square root of
+    0, which torch's CPU kernel takes 6x as long over as a positive number's (2026-12-05, torch
+    2.14: 273 us against 47 us for 105,000 floats; branch and bound's v is mostly zeros, for the
+    stable neurons' slopes and the unsplit layers' multipliers)."""
+    return (v / c2).add_(eps * eps).sqrt_()
 
 
 # torch's multi-tensor ops (what torch.optim.Adam's foreach path uses): a step of branch and

@@ -760,11 +760,42 @@ class _Fixed:
         return cls(state.bounds, {n: a[0].float() for n, a in state.alphas.items()}, state.lower[0],
                    {n: engine.by_name[n].inputs[0] for n in state.alphas})
 
-    def pack(self, params: dict[str, torch.Tensor], B: int) -> torch.Tensor:
-        """(B, P) float32 from ``alpha:``/``beta:`` tensors (B, S, *shape), in ``shapes``' order."""
+    def pack(self, params: dict[str, torch.Tensor], B: int, missing: float | None = None) -> torch.Tensor:
+        """(B, P) float32 from ``alpha:``/``beta:``/``mix:`` tensors (B, S, *shape), in
+        ``shapes``' order (``missing``: the value of those ``params`` lacks)."""
         if not self.shapes:
             return torch.zeros(B, 0)
-        return torch.cat([params[k].detach().reshape(params[k].shape[0], -1).float() for k in self.shapes], 1)
+        return torch.cat([params[k].detach().reshape(B, -1).float() if k in params or missing is None else
+                          torch.full((B, math.prod(shape)), missing) for k, shape in self.shapes.items()], 1)
+
+    def views(self, packed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``unpack`` without copies: (B, S, *shape) views of ``packed`` (B, P) per key."""
+        out, at = {}, 0
+        for k, shape in self.shapes.items():
+            n = math.prod(shape)
+            out[k] = packed[:, at:at + n].view((packed.shape[0],) + shape)
+            at += n
+        return out
+
+    def columns(self, engine: BoundEngine) -> tuple[torch.Tensor, ...]:
+        """Per column of the packed layout: its step size (ALPHA_LR for slopes and mix, BETA_LR
+        for multipliers), its least and greatest value (a slope within [the ReLU's negative
+        slope, 1], a multiplier >= 0, a mix within [0, 1]) and its objective row (long)."""
+        if not hasattr(self, "_columns"):
+            lr, low, high, row = [], [], [], []
+            relu_of = {pre: relu for relu, pre in self.inputs.items()}
+            for k, shape in self.shapes.items():
+                kind, name = k.split(":", 1)
+                n = math.prod(shape)
+                op = engine.by_name[name if kind != "beta" else relu_of[name]]
+                least = (op.slope if op.kind == "leaky_relu" else 0.0) if kind == "alpha" else 0.0
+                lr.append(torch.full((n,), BETA_LR if kind == "beta" else ALPHA_LR))
+                low.append(torch.full((n,), least))
+                high.append(torch.full((n,), math.inf if kind == "beta" else 1.0))
+                row.append(torch.arange(shape[0]).repeat_interleave(n // shape[0]))
+            self._columns = tuple(torch.cat(t) if t else torch.zeros(0) for t in (lr, low, high)) + \
+                (torch.cat(row) if row else torch.zeros(0, dtype=torch.long),)
+        return self._columns
 
     def unpack(self, packed: torch.Tensor) -> dict[str, torch.Tensor]:
         """``pack``'s inverse: (B, S, *shape) per key (copies)."""
@@ -890,71 +921,63 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     # then evaluated once in float64 with them: sound for any slopes in [0, 1] and betas >= 0
     fast = {n: (l.float(), u.float()) for n, (l, u) in bounds.items()}
     A0_fast = A0.float()
-    start = fixed.unpack(torch.stack([fixed.default if d.warm is None else d.warm for d in domains]))
-    alphas = {n: start[f"alpha:{n}"].requires_grad_(True) for n in fixed.alphas}
-    mix = {n: start[f"mix:{n}"].requires_grad_(True) for n in fixed.mix}
-    # multipliers only where some subdomain of the batch has a split (elsewhere they stay 0)
-    betas = {n: start[f"beta:{n}"].requires_grad_(True) for n in splits if f"beta:{n}" in start}
-    signs = {n: splits[n].float()[:, None] for n in betas}
-    kept = {**{f"alpha:{n}": a for n, a in alphas.items()}, **{f"beta:{n}": b for n, b in betas.items()},
-            **{f"mix:{n}": m for n, m in mix.items()}}
-    best = {n: v.detach().clone() for n, v in kept.items()}  # per subdomain and row: the best iterate's
-    if kept and BETA_STEPS:
-        optimisers = [Adam(list(alphas.values()) + list(mix.values()), lr=ALPHA_LR),
-                      Adam(list(betas.values()), lr=BETA_LR)]
+    # every parameter of the batch lives in one (B, P) float32 tensor (``_Fixed.pack``'s layout),
+    # the slopes, multipliers and mix are views of it: one Adam update and one clamp per step
+    flat = torch.stack([fixed.default if d.warm is None else d.warm for d in domains])
+    lr, low_end, high_end, row_of = fixed.columns(engine)
+    signs = {n: splits[n].float()[:, None] for n in splits if f"beta:{n}" in fixed.shapes}
+    flipped = {n: -s for n, s in signs.items()}
+    best = flat.clone()  # per subdomain and row: the best iterate's
+    if fixed.shapes and BETA_STEPS:
+        optimiser = Adam([flat], lr=lr)
         top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
         # a dense chain: the bound and its gradient written out (``dense``), not through autograd
         chain = DenseChain.of(engine)
-        chain_batch = None if chain is None else chain.batch(fast, fixed.facets, mix)
+        chain_batch = None
+        if chain is not None:
+            chain_batch = chain.batch(fast, fixed.facets, fixed.mix)
+        flat.requires_grad_(chain_batch is None)
         for step in range(BETA_STEPS + 1):
-            for optimiser in optimisers:
-                optimiser.zero_grad()
+            optimiser.zero_grad()
+            params = fixed.views(flat)
+            alphas = {n: params[f"alpha:{n}"] for n in fixed.alphas}
+            mix = {n: params[f"mix:{n}"] for n in fixed.mix}
+            # multipliers only where some subdomain of the batch has a split (elsewhere they stay 0)
+            betas = {n: params[f"beta:{n}"] * flipped[n] for n in signs}
             if chain_batch is not None:
                 with torch.no_grad():
-                    value, grads = chain.value_and_grad(chain_batch, A0_fast, alphas,
-                                                        {n: -betas[n] * signs[n] for n in betas}, mix)
+                    value, grads = chain.value_and_grad(chain_batch, A0_fast, alphas, betas, mix)
             else:
-                value = engine.backward(out, A0_fast, fast, alphas, betas={n: -betas[n] * signs[n] for n in betas},
-                                        cache=cache, facets=fixed.facets, mix=mix)
+                value = engine.backward(out, A0_fast, fast, alphas, betas=betas, cache=cache, facets=fixed.facets,
+                                        mix=mix)
             with torch.no_grad():
                 better = torch.ones_like(value, dtype=torch.bool) if top is None else value > top
                 top = value.detach() if top is None else torch.maximum(top, value)
-                for n, v in kept.items():
-                    best[n] = torch.where(better.view(better.shape + (1,) * (v.dim() - 2)), v, best[n])
+                best = torch.where(better if better.shape[1] == 1 else better[:, row_of], flat, best)
                 reached = reduce_rows(top.double(), *rows)
             if step == BETA_STEPS or bool((reached > goal).all()):
                 break
             if chain_batch is None:
                 (-value.sum()).backward()
-            else:  # the gradient of -sum(value); a split term is -beta * sign
-                for n, a in alphas.items():
-                    a.grad = -grads[f"alpha:{n}"]
-                for n, b in betas.items():
-                    b.grad = signs[n] * grads[f"beta:{n}"]
-                for n, m in mix.items():
-                    m.grad = -grads[f"mix:{n}"] if f"mix:{n}" in grads else None
-            for optimiser in optimisers:
-                optimiser.step()
+            else:  # the gradient of -sum(value); a split term is -beta * sign, so d/d beta = -sign * d/d term
+                for n in signs:
+                    grads[f"beta:{n}"] = grads[f"beta:{n}"] * flipped[n]
+                flat.grad = fixed.pack(grads, len(domains), missing=0.0).neg_()
+            optimiser.step()
             with torch.no_grad():
-                for b in betas.values():
-                    b.clamp_(min=0)
-                for m in mix.values():
-                    m.clamp_(0.0, 1.0)
-            engine._clamp(alphas)
+                flat.clamp_(min=low_end, max=high_end)
+        flat = flat.detach()
     # the bound from each subdomain's best iterate; its children start from the last one (WARM_FROM_LAST)
-    warm = start | {n: v.detach() for n, v in kept.items()} if WARM_FROM_LAST else None
-    start = start | best
-    alphas = {n: start[f"alpha:{n}"] for n in alphas}
-    betas = {n: start[f"beta:{n}"] for n in betas}
-    mix = {n: start[f"mix:{n}"].double() for n in mix}
+    params = fixed.views(best)
+    alphas = {n: params[f"alpha:{n}"].double() for n in fixed.alphas}
+    betas = {n: -params[f"beta:{n}"].double() * signs[n].double() for n in signs}
+    mix = {n: params[f"mix:{n}"].double() for n in fixed.mix}
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        low = engine.backward(out, A0, bounds, {n: a.double() for n, a in alphas.items()}, record=record,
-                              betas={n: -betas[n].double() * signs[n].double() for n in betas},
-                              facets=fixed.facets, mix=mix)
+        low = engine.backward(out, A0, bounds, alphas, record=record, betas=betas, facets=fixed.facets, mix=mix)
         worst = _deciding_row(low, *rows)
         coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
-        found = {"warm": fixed.pack(start if warm is None else warm, B),
+        found = {"warm": flat if WARM_FROM_LAST else best,
                  "branch": _branching(engine, fixed, coeffs, splits)}
     low = torch.where(empty[:, None], torch.full_like(low, math.inf), low)
     return reduce_rows(low, *rows), found, empty
