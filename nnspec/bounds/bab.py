@@ -180,6 +180,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     at_once = workers if time_limit >= GROUPS_AT_ONCE_MIN_TIME else 1  # groups searched at once
     home = os.getpid()
     prepared: dict = {}  # a group's setting, kept for a search that resumes (its warm starts fit it)
+    # a group's search stopped by its time: its open subdomains (a heap here, ``_pack_open``'s
+    # tensors from a process), where its next search resumes
+    opened: dict[int, object] = {}
 
     def search(idx, limit, resume=None):
         sub_groups = None if groups is None else torch.unique(groups[idx], return_inverse=True)[1]
@@ -197,29 +200,38 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     def in_process(j, limit, _left):  # a group's search in a forked process, one thread: result and setting
         if os.getpid() != home:  # (``forked`` runs it here where it cannot fork)
             torch.set_num_threads(1)
-        result = search(parts[j], limit)
+        resume = opened.get(j)
+        result = search(parts[j], limit, None if resume is None else _unpack_open(resume, lo, hi))
         # pickled here: the pipe's own pickler would share the tensors' memory through handles
-        # that die with this process
+        # that die with this process; the open subdomains go as a few large tensors
         return pickle.dumps((BabResult(result.proven, result.lower, result.domains, result.seconds, result.stop),
-                             prepared[tuple(parts[j].tolist())]))
+                             prepared[tuple(parts[j].tolist())], _pack_open(result.open, lo, hi)))
 
-    def searches(todo: list[int], limit: float, resume=None):
+    def searches(todo: list[int], limit: float):
         """(group, its search's result) for the groups ``todo`` (positions in ``parts``), each
-        search until ``started + limit``: in order in this process (``resume``: (group, open
-        subdomains) for the one that resumes), or with several workers that many at once in
-        forked processes, one thread each, results as they come (a search that the machine
-        killed reads as a time-out at the group's root bound). Closing it stops the others."""
+        search until ``started + limit`` and resuming where it stopped before (``opened``): in
+        order in this process, or with several workers that many at once in forked processes,
+        one thread each, results as they come (a search that the machine killed reads as a
+        time-out at the group's root bound). Closing it stops the others."""
         if at_once <= 1 or len(todo) <= 1:
             for j in todo:
-                yield j, search(parts[j], limit, resume[1] if resume and resume[0] == j else None)
+                resume = opened.pop(j, None)
+                result = search(parts[j], limit, None if resume is None else
+                                resume if isinstance(resume, list) else _unpack_open(resume, lo, hi))
+                if result.open:
+                    opened[j] = result.open
+                yield j, result
             return
         with closing(forked.solve_all(in_process, [(j, limit) for j in todo], started + limit, at_once)) as results:
             for k, got in results:
+                j = todo[k]
                 if got is None:
-                    yield todo[k], BabResult(False, float(root_values[todo[k]]) - threshold, 0, 0.0, "time")
+                    yield j, BabResult(False, float(root_values[j]) - threshold, 0, 0.0, "time")
                     continue
-                result, prepared[tuple(parts[todo[k]].tolist())] = pickle.loads(got)
-                yield todo[k], result
+                result, prepared[tuple(parts[j].tolist())], opened[j] = pickle.loads(got)
+                if opened[j] is None:
+                    del opened[j]
+                yield j, result
 
     # per group: proved or not, and its best proved lower bound (at first its root's); the
     # result's bound is the least of them
@@ -241,7 +253,6 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     # the first pass: each group's branch and bound until bab_limit. In this process a group that
     # is not proved ends the pass (the groups not searched keep their root bounds); in processes
     # the others run on, for the MILP stage to take every group left open
-    interrupted = None
     with closing(searches(list(range(len(parts))), bab_limit)) as results:
         for j, result in results:
             if take(j, result):
@@ -249,7 +260,6 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
             if chain is None or result.stop == "counterexample":
                 return ended(result.stop)
             if at_once <= 1:
-                interrupted = (j, result.open)
                 break
     if all(proved):
         return ended("proven")
@@ -264,10 +274,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     for j, ok in zip(left, [True] * len(left) if ends is None else ends[0]):
         if ok:
             proved[j], best[j] = True, goal - threshold
+            opened.pop(j, None)
     if ends is not None and ends[1] == "counterexample":
         return ended("counterexample")
     left = [j for j in left if not proved[j]]
-    with closing(searches(left, time_limit, interrupted)) as results:  # the interrupted search resumes
+    with closing(searches(left, time_limit)) as results:  # the interrupted searches resume
         for j, again in results:
             if not take(j, again):
                 return ended(again.stop)
@@ -500,6 +511,59 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                 alive[entry[1]] = entry
                 heapq.heappush(dive, (float(probed[i]), entry[1]))
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
+
+
+def _pack_open(heap: list | None, lo: torch.Tensor, hi: torch.Tensor) -> dict | None:
+    """A ReLU-splitting search's open subdomains (its heap: (bound, counter, domain, {})
+    entries on the box [lo, hi]) as a few tensors, for another process: a search there stopped
+    by its time hands them back, and the next search resumes them (``_unpack_open``). A
+    hundred thousand subdomains pickle as seven tensors instead of half a million small ones.
+    Subdomains on boxes of their own (cut once no neuron was left to split) keep them. None for
+    no heap."""
+    if not heap:
+        return None
+    doms = [e[2] for e in heap]
+    own = [i for i, d in enumerate(doms) if d.lo is not lo or d.hi is not hi]
+    names = sorted({n for d in doms for n in d.splits})
+    packed: dict = {"own": torch.tensor(own, dtype=torch.long),
+                    "own_lo": torch.stack([doms[i].lo for i in own]) if own else None,
+                    "own_hi": torch.stack([doms[i].hi for i in own]) if own else None,
+                    "bound": torch.tensor([e[0] for e in heap], dtype=torch.float64),
+                    "counter": torch.tensor([e[1] for e in heap], dtype=torch.long),
+                    "dom_bound": torch.tensor([d.bound for d in doms], dtype=torch.float64),
+                    "names": names, "splits": {}, "has": {}}
+    for n in names:
+        shape = next(d.splits[n].shape for d in doms if n in d.splits)
+        zero = torch.zeros(shape, dtype=torch.int8)
+        packed["splits"][n] = torch.stack([d.splits.get(n, zero) for d in doms])
+        packed["has"][n] = torch.tensor([n in d.splits for d in doms])
+    warm = [d.warm is not None for d in doms]
+    packed["has_warm"] = torch.tensor(warm)
+    packed["warm"] = torch.stack([d.warm for d in doms if d.warm is not None]) if any(warm) else None
+    branch_names = sorted({d.branch[0] for d in doms if d.branch is not None})
+    packed["branch_names"] = branch_names
+    packed["branch"] = torch.tensor([(-1, 0) if d.branch is None else (branch_names.index(d.branch[0]), d.branch[1])
+                                     for d in doms], dtype=torch.long).reshape(-1, 2)
+    return packed
+
+
+def _unpack_open(packed: dict, lo: torch.Tensor, hi: torch.Tensor) -> list:
+    """``_pack_open``'s heap back, on the box [lo, hi] (the same order: still a heap)."""
+    heap, warm_at = [], 0
+    has = {n: packed["has"][n].tolist() for n in packed["names"]}
+    branch = packed["branch"].tolist()
+    own = {i: k for k, i in enumerate(packed["own"].tolist())}
+    for i, (b, c, dom_bound, warm) in enumerate(zip(packed["bound"].tolist(), packed["counter"].tolist(),
+                                                    packed["dom_bound"].tolist(), packed["has_warm"].tolist())):
+        splits = {n: packed["splits"][n][i] for n in packed["names"] if has[n][i]}
+        box = (lo, hi) if i not in own else (packed["own_lo"][own[i]], packed["own_hi"][own[i]])
+        dom = _Domain(*box, splits, dom_bound)
+        if warm:
+            dom.warm, warm_at = packed["warm"][warm_at], warm_at + 1
+        k, idx = branch[i]
+        dom.branch = None if k < 0 else (packed["branch_names"][k], idx)
+        heap.append((b, c, dom, {}))
+    return heap
 
 
 def _reuses(d: _Domain) -> bool:
