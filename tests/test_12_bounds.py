@@ -1328,15 +1328,20 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, workers, mon
         inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
                             time_limit=20.0, mode="relu", offsets=offsets, groups=groups, milp_workers=workers)
         assert inside.proven and inside.stop == "proven" and inside.domains == (1 if workers == 1 else 0), inside
-    # nor within branch and bound's floor of time (a radius bisection's steps)
+    # nor within branch and bound's floor of time (a radius bisection's steps); (a subdomain
+    # with every neuron split still gets its LP, ``_leaf``, and may end the search)
+    stages: list = []
+    monkeypatch.setattr(bab, "_milp_groups", lambda *a, **k: stages.append(1) or ([False] * len(a[7]), "time"))
     monkeypatch.setattr(bab, "MILP_AFTER_MIN", 10.0)
-    assert bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                      time_limit=1.0, mode="relu").stop == "time"
+    short = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                       time_limit=1.0, mode="relu")
+    assert not short.proven and not stages
     monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
     # the stage does not apply where the root leaves too many neurons unstable
     monkeypatch.setattr(bab, "MILP_UNSTABLE", 0)
-    assert bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                      time_limit=1.0, mode="relu").stop == "time"
+    few = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                     time_limit=1.0, mode="relu")
+    assert not few.proven and not stages
 
 
 def test_groups_the_milp_leaves_open_go_back_to_branch_and_bound(monkeypatch):
@@ -1478,6 +1483,60 @@ def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tm
     assert stopped, log.read_text()
     assert all(second[row] not in ("False", "0") for row in stopped), (first, second)
     assert {int(line.split()[0]) for line in log.read_text().splitlines()} - {os.getpid()}  # in processes
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed):
+    """A subdomain whose neurons are all split or stable (the network is affine on it) is
+    decided by one LP (``_leaf``): in a box 5% inside the exact radius, the subdomain of every
+    sampled point's phases is proved; 2% beyond it, the subdomain of the MILP's closest
+    violation's phases gives a counterexample that violates on the network. A subdomain with a
+    neuron left is not a leaf."""
+    from nnspec.bounds import bab
+    from nnspec.bounds.exact import chain_layers
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x, exact, engine, C = _deep_case(seed)
+    label = int(net(x).argmax())
+    witness = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).x
+
+    def phases(fixed, names, point):  # splits at the point's signs for every unstable neuron
+        at = engine.intervals(point[None], point[None], "ibp")
+        splits = {}
+        for n in names:
+            l, u = fixed.bounds[n]
+            unstable = (l[0] < 0) & (u[0] > 0)
+            splits[n] = torch.where(unstable, torch.where(at[n][0][0] > 0, 1, -1), 0).to(torch.int8)
+        return splits
+
+    for factor, proved in ((0.95, True), (1.02, False)):
+        lo, hi = (x[0] - factor * exact).clamp(0, 1), (x[0] + factor * exact).clamp(0, 1)
+        fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
+        names = chain_layers(engine)[1]
+        leaves = bab._milp_chain(engine, fixed, unstable_limit=math.inf) + (names,)
+        gen = torch.Generator().manual_seed(seed)
+        points = [lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64) for _ in range(5)]
+        rows = [C[k:k + 1] for k in range(len(C))]  # each row a group of its own
+        if not proved:  # just past the closest violation, inside the box: its row
+            point = torch.minimum(torch.maximum(x[0] + 1.015 * (torch.from_numpy(witness) - x[0]), lo), hi)
+            with torch.no_grad():
+                margins = net(point[None])[0] @ C.T
+            assert float(margins.min()) < 0
+            points, rows = [point], [C[int(margins.argmin()):int(margins.argmin()) + 1]]
+        for point in points:
+            dom = bab._Domain(lo, hi, phases(fixed, names, point), 0.0)
+            for row in rows:
+                found: list = []
+                verdict = bab._leaf(engine, (4,), leaves, dom, row, None, 0.0, 0.0, found)
+                assert verdict == ("proven" if proved else "counterexample")
+                if not proved:
+                    with torch.no_grad():
+                        assert float(net(found[0][None])[0] @ row[0]) <= 0
+                    assert float((found[0] - x[0]).abs().max()) <= 1.02 * exact + 1e-9
+        open_neuron = phases(fixed, names, points[0])
+        first = next(n for n in names if bool((open_neuron[n] != 0).any()))
+        open_neuron[first] = torch.zeros_like(open_neuron[first])
+        assert bab._leaf(engine, (4,), leaves, bab._Domain(lo, hi, open_neuron, 0.0), C[:1], None, 0.0, 0.0, []) is None
 
 
 def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage(monkeypatch):
