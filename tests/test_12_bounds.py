@@ -1539,6 +1539,36 @@ def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed):
         assert bab._leaf(engine, (4,), leaves, bab._Domain(lo, hi, open_neuron, 0.0), C[:1], None, 0.0, 0.0, []) is None
 
 
+def test_a_counterexample_a_leaf_finds_in_a_process_comes_back(monkeypatch):
+    """Groups searched at once in processes (two workers, no MILP stage before the end): the
+    leaf LP of one of them finds a violation 2% beyond the exact radius, and its point reaches
+    the caller's ``found`` (it was lost with the process) and violates on the network."""
+    import os
+
+    from nnspec.bounds import bab
+
+    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 1000.0)  # the first pass takes the whole time
+    leaves = []
+    real = bab._leaf
+
+    def spy(*args):
+        verdict = real(*args)
+        if verdict == "counterexample":
+            leaves.append(os.getpid())  # (in a process: this list stays empty here)
+        return verdict
+
+    monkeypatch.setattr(bab, "_leaf", spy)
+    net, x, exact, engine, C = _deep_case(3)
+    lo, hi = (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1)
+    found: list = []
+    result = bab.verify(engine, lo, hi, C, time_limit=bab.GROUPS_AT_ONCE_MIN_TIME, mode="relu", found=found,
+                        milp_workers=2)
+    assert result.stop == "counterexample" and not result.proven and not leaves
+    with torch.no_grad():
+        assert len(found) >= 1 and float((net(found[0][None]) @ C.T).min()) <= 0
+    assert bool((found[0] >= lo - 1e-12).all() and (found[0] <= hi + 1e-12).all())
+
+
 def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage(monkeypatch):
     """Two MILPs at once, the first slow (a solver that would take 60 s), the second a quick
     violation: the verdicts come as they are reached, and closing the stage kills the slow one

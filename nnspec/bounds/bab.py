@@ -209,11 +209,14 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         if os.getpid() != home:  # (``forked`` runs it here where it cannot fork)
             torch.set_num_threads(1)
         resume = opened.get(j)
+        before = 0 if found is None else len(found)
         result = search(parts[j], limit, None if resume is None else _unpack_open(resume, lo, hi))
         # pickled here: the pipe's own pickler would share the tensors' memory through handles
-        # that die with this process; the open subdomains go as a few large tensors
+        # that die with this process; the open subdomains go as a few large tensors, and the
+        # counterexamples its leaves' LPs found (``_leaf``) with them
         return pickle.dumps((BabResult(result.proven, result.lower, result.domains, result.seconds, result.stop),
-                             prepared[tuple(parts[j].tolist())], _pack_open(result.open, lo, hi)))
+                             prepared[tuple(parts[j].tolist())], _pack_open(result.open, lo, hi),
+                             [] if found is None or os.getpid() == home else found[before:]))
 
     def searches(todo: list[int], limit: float):
         """(group, its search's result) for the groups ``todo`` (positions in ``parts``), each
@@ -236,9 +239,11 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                 if got is None:
                     yield j, BabResult(False, float(root_values[j]) - threshold, 0, 0.0, "time")
                     continue
-                result, prepared[tuple(parts[j].tolist())], opened[j] = pickle.loads(got)
+                result, prepared[tuple(parts[j].tolist())], opened[j], points = pickle.loads(got)
                 if opened[j] is None:
                     del opened[j]
+                if found is not None:  # (the points a process found; none where it ran here)
+                    found.extend(points)
                 yield j, result
 
     # per group: proved or not, and its best proved lower bound (at first its root's); the
