@@ -1486,7 +1486,7 @@ def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tm
 
 
 @pytest.mark.parametrize("seed", [3, 7])
-def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed):
+def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed, monkeypatch):
     """A subdomain whose neurons are all split or stable (the network is affine on it) is
     decided by one LP (``_leaf``): in a box 5% inside the exact radius, the subdomain of every
     sampled point's phases is proved; 2% beyond it, the subdomain of the MILP's closest
@@ -1537,6 +1537,15 @@ def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed):
         first = next(n for n in names if bool((open_neuron[n] != 0).any()))
         open_neuron[first] = torch.zeros_like(open_neuron[first])
         assert bab._leaf(engine, (4,), leaves, bab._Domain(lo, hi, open_neuron, 0.0), C[:1], None, 0.0, 0.0, []) is None
+    # a solver that fails leaves the subdomain to the box cuts (no crash)
+    from nnspec.solvers import milp
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("HiGHS could not solve the MILP")
+
+    monkeypatch.setattr(milp, "find_violation", broken)
+    assert bab._leaf(engine, (4,), leaves, bab._Domain(lo, hi, phases(fixed, names, points[0]), 0.0), C[:1], None,
+                     0.0, 0.0, []) is None
 
 
 def test_a_counterexample_a_leaf_finds_in_a_process_comes_back(monkeypatch):

@@ -435,8 +435,11 @@ def _leaf(original: BoundEngine, shape, chain, dom: _Domain, C: torch.Tensor, of
             return None  # (a neuron is left: not a leaf)
         pre.append((l, u))
     offs = np.zeros(len(C)) if offsets is None else offsets.double().numpy()
-    verdict = find_violation(layers, pre, dom.lo.reshape(-1).numpy(), dom.hi.reshape(-1).numpy(), C.numpy(), offs,
-                             goal + MILP_GUARD, LEAF_TIME, cut_rounds=0)
+    try:
+        verdict = find_violation(layers, pre, dom.lo.reshape(-1).numpy(), dom.hi.reshape(-1).numpy(), C.numpy(),
+                                 offs, goal + MILP_GUARD, LEAF_TIME, cut_rounds=0)
+    except RuntimeError:  # HiGHS could not solve it: the box is cut instead
+        return None
     if verdict.status == "proven":
         return "proven"
     if verdict.status == "violation":
