@@ -1421,30 +1421,31 @@ def test_open_subdomains_pack_into_tensors_and_back_to_the_same_heap():
     _, x, exact, engine, C = _deep_case(7)
     lo, hi = (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1)
     fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
-    # a short search: every subdomain on the root box; a longer one: every neuron of the small
-    # net split, the boxes then cut (each subdomain its own)
-    for seconds, shared in ((0.1, True), (0.5, False)):
-        result = bab._search(engine, lo, hi, C, 0.0, 0.0, (None, None), "relu", fixed, time.perf_counter(), seconds,
-                             8 if shared else 16, 10**9, None)
-        heap = result.open
-        assert result.stop == "time" and len(heap) >= 2 and all(e[2].splits for e in heap)
-        assert all((e[2].lo is lo) == shared for e in heap)
-        back = bab._unpack_open(pickle.loads(pickle.dumps(bab._pack_open(heap, lo, hi))), lo, hi)
-        assert len(back) == len(heap)
-        for (b, c, dom, rec), (b2, c2, dom2, rec2) in zip(heap, back):
-            assert (b, c, dom.bound, rec) == (b2, c2, dom2.bound, rec2)
-            assert (dom2.lo is lo and dom2.hi is hi) == shared
-            assert torch.equal(dom.lo, dom2.lo) and torch.equal(dom.hi, dom2.hi)
-            assert dom.splits.keys() == dom2.splits.keys()
-            assert all(torch.equal(dom.splits[n], dom2.splits[n]) for n in dom.splits)
-            assert (dom.warm is None) == (dom2.warm is None) and (dom.warm is None or torch.equal(dom.warm, dom2.warm))
-            assert dom.branch == dom2.branch
+    result = bab._search(engine, lo, hi, C, 0.0, 0.0, (None, None), "relu", fixed, time.perf_counter(), 0.1, 8,
+                         10**9, None)
+    heap = result.open
+    assert result.stop == "time" and len(heap) >= 2 and all(e[2].splits for e in heap)
+    # every other subdomain on a box of its own (as once its neurons are all split and its box cut)
+    for e in heap[::2]:
+        e[2].lo, e[2].hi = e[2].lo.clone(), e[2].hi.clone()
+        e[2].lo[0] = (e[2].lo[0] + e[2].hi[0]) / 2
+    back = bab._unpack_open(pickle.loads(pickle.dumps(bab._pack_open(heap, lo, hi))), lo, hi)
+    assert len(back) == len(heap)
+    for (b, c, dom, rec), (b2, c2, dom2, rec2) in zip(heap, back):
+        assert (b, c, dom.bound, rec) == (b2, c2, dom2.bound, rec2)
+        assert (dom2.lo is lo and dom2.hi is hi) == (dom.lo is lo and dom.hi is hi)
+        assert torch.equal(dom.lo, dom2.lo) and torch.equal(dom.hi, dom2.hi)
+        assert dom.splits.keys() == dom2.splits.keys()
+        assert all(torch.equal(dom.splits[n], dom2.splits[n]) for n in dom.splits)
+        assert (dom.warm is None) == (dom2.warm is None) and (dom.warm is None or torch.equal(dom.warm, dom2.warm))
+        assert dom.branch == dom2.branch
     assert bab._pack_open([], lo, hi) is None
 
 
 def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tmp_path):
-    """Two workers, a first pass of 1 s, a MILP stage that proves nothing, each batch of
-    subdomains slowed by 0.3 s (so that the first pass cannot finish): every group whose first
+    """Two workers, a first pass of 3 s, a MILP stage that proves nothing, each batch of
+    subdomains slowed by 0.5 s (so that the first pass cannot finish: the proof takes 23
+    batches in all): every group whose first
     search stopped by its time resumes its open subdomains in the second pass (in a process of
     its own), and the box at 99% of the exact radius is proved. Before, the second pass started
     each group afresh."""
@@ -1453,12 +1454,12 @@ def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tm
     from nnspec.bounds import bab
 
     monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 1.0)
+    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 3.0)
     monkeypatch.setattr(bab, "_milp_groups", lambda *a, **k: ([False] * len(a[7]), "time"))
     bound = bab._bound_fixed
 
     def slow(*args, **kwargs):
-        time.sleep(0.3)
+        time.sleep(0.5)
         return bound(*args, **kwargs)
 
     monkeypatch.setattr(bab, "_bound_fixed", slow)
@@ -1477,7 +1478,7 @@ def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tm
                         time_limit=30.0, mode="relu", milp_workers=2)
     assert inside.proven
     runs = [line.split(" ", 1)[1].rsplit(" ", 3) for line in log.read_text().splitlines()]
-    first = {row: stop for row, limit, _, stop in runs if float(limit) == 1.0}
+    first = {row: stop for row, limit, _, stop in runs if float(limit) == 3.0}
     second = {row: resumed for row, limit, resumed, _ in runs if float(limit) == 30.0}
     stopped = [row for row, stop in first.items() if stop == "time"]
     assert stopped, log.read_text()
