@@ -22,7 +22,7 @@ robustness property's rows) is proved one group at a time. Branching: the unstab
 largest |coefficient| x relaxation intercept, negative coefficients weighted 5x (in the spirit of
 BaBSR). On a dense chain with few unstable neurons at the root, the groups that the search leaves
 open after its share of the time go to a complete MILP (HiGHS) with the root's bounds as big-M
-constants (``_milp_chain``, ``_milp_groups``), several at once in processes of their own where the
+constants (``_dense_chain``, ``_milp_groups``), several at once in processes of their own where the
 caller has the cores (``_solve_all``).
 
 Sound for the same reasons as CROWN: on a subdomain every split neuron's bound holds, the
@@ -128,7 +128,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     point where the objective is <= 0 is appended to ``found`` and the search stops: a candidate
     counterexample, for the caller to confirm on the model.
 
-    ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_milp_chain``)
+    ``milp``: on a dense chain of affine layers and ReLUs with few unstable neurons (``_dense_chain``)
     and a time limit past MILP_AFTER_MIN, ReLU splitting gets MILP_AFTER of the time (between
     MILP_AFTER_MIN and MILP_AFTER_MAX seconds) and a complete MILP the groups it leaves open, for
     MILP_SHARE of the time then left; the groups still open go back to ReLU splitting until the
@@ -165,16 +165,13 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                               torch.get_num_threads() if milp_workers is None else milp_workers)
     # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP,
     # when the time goes past branch and bound's floor (a radius bisection's steps never do)
-    chain = _milp_chain(engine, fixed) if milp and time_limit > MILP_AFTER_MIN else None
+    # (its layers and root bounds also decide the subdomains with every neuron split: ``_leaf``)
+    leaves = _dense_chain(engine, fixed) if milp else None
+    chain = leaves[:2] if leaves is not None and time_limit > MILP_AFTER_MIN and \
+        _unstable(engine, fixed) <= MILP_UNSTABLE else None
     bab_limit = time_limit if chain is None else \
         max(min(MILP_AFTER * time_limit, MILP_AFTER_MAX), MILP_AFTER_MIN)
     facets = hull.FACET_STEPS > 0 and time_limit >= FACET_MIN_TIME
-    # a subdomain with every neuron split or stable: one LP on a dense chain (``_leaf``)
-    leaves = _milp_chain(engine, fixed, unstable_limit=math.inf) if milp else None
-    if leaves is not None:
-        from nnspec.bounds.exact import chain_layers
-
-        leaves = leaves + (chain_layers(engine)[1],)  # with the ReLU inputs' names
     parts, root_values = _parts(fixed.lower, offsets, groups)
     # min over groups > goal iff every group's value is: each group gets a search of its own (one
     # row per subdomain instead of all, each split chosen for that group). In one process the
@@ -298,7 +295,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     return ended("proven" if all(proved) else "time")
 
 
-# the complete MILP stage (``_milp_chain``): dense chains of affine layers and ReLUs with at most
+# the complete MILP stage (``_dense_chain``): dense chains of affine layers and ReLUs with at most
 # MILP_UNSTABLE neurons that the root's bounds leave unstable get branch and bound for MILP_AFTER of
 # the time, at least MILP_AFTER_MIN seconds (a shorter time limit: all of it, no MILP) and at most
 # MILP_AFTER_MAX, then a feasibility MILP per group not yet proved (``solvers.milp.find_violation``).
@@ -329,20 +326,20 @@ MILP_GUARD = 1e-5  # the MILP looks for rows <= goal + this: room for HiGHS's 1e
 MILP_MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers
 
 
-def _milp_chain(engine: BoundEngine, fixed: "_Fixed", unstable_limit: int | None = None):
-    """(layers, pre-activation bounds) of the network as a chain of dense affine maps and ReLUs,
-    with the root's bounds, when the MILP stage applies (at most ``unstable_limit`` neurons
-    unstable, MILP_UNSTABLE by default), else None."""
+def _unstable(engine: BoundEngine, fixed: "_Fixed") -> int:
+    """The ReLUs' neurons that the root's bounds leave unstable (the MILP stage's size)."""
+    return sum(int(((fixed.bounds[op.inputs[0]][0] < 0) & (fixed.bounds[op.inputs[0]][1] > 0)).sum())
+               for op in engine.ops if op.kind == "relu" and op.inputs[0] in fixed.bounds)
+
+
+def _dense_chain(engine: BoundEngine, fixed: "_Fixed"):
+    """(layers, pre-activation bounds, the ReLU inputs' names) of the network as a chain of
+    dense affine maps and ReLUs, with the root's bounds, or None (another graph, or more than
+    MILP_MAX_WEIGHTS weights): what the MILP stage (with at most MILP_UNSTABLE neurons
+    unstable) and the leaves' LPs (``_leaf``) solve."""
     from nnspec.bounds.exact import chain_layers
     from nnspec.bounds.graph import Unsupported
 
-    unstable = 0
-    for op in engine.ops:
-        if op.kind == "relu" and op.inputs[0] in fixed.bounds:
-            l, u = fixed.bounds[op.inputs[0]]
-            unstable += int(((l < 0) & (u > 0)).sum())
-    if unstable > (MILP_UNSTABLE if unstable_limit is None else unstable_limit):
-        return None
     try:
         layers, preacts = chain_layers(engine)
     except Unsupported:
@@ -351,7 +348,7 @@ def _milp_chain(engine: BoundEngine, fixed: "_Fixed", unstable_limit: int | None
             sum(int((w != 0).sum()) for w, _ in layers) > MILP_MAX_WEIGHTS:
         return None
     pre = [(fixed.bounds[p][0].flatten().numpy(), fixed.bounds[p][1].flatten().numpy()) for p in preacts]
-    return layers, pre
+    return layers, pre, preacts
 
 
 def _milp_groups(original: BoundEngine, shape, chain, lo, hi, C, offsets, parts, threshold: float,
@@ -411,7 +408,7 @@ LEAF_TIME = 2.0  # seconds of HiGHS for a leaf's LP (``_leaf``)
 
 def _leaf(original: BoundEngine, shape, chain, dom: _Domain, C: torch.Tensor, offsets,
           threshold: float, goal: float, found: list | None) -> str | None:
-    """A ReLU-splitting subdomain of a dense chain (``_milp_chain``'s layers and bounds, and the
+    """A ReLU-splitting subdomain of a dense chain (``_dense_chain``'s layers, root bounds and
     ReLU inputs' names) in which every
     neuron is split or stable, so the network is affine on it: whether some x in its box, in
     its neurons' phases, has every row of C @ y + offsets <= goal (one group), by the MILP

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nnspec.bounds.engine import _relu_parts
+
 
 @dataclass
 class _Relu:
@@ -60,6 +62,7 @@ class DenseChain:
 
     def __init__(self, engine, affines: list, relus: list):
         self.affines = affines  # ops, input to output
+        self.relu_ops = relus
         self.relus = [op.name for op in relus]
         self.preacts = [op.inputs[0] for op in relus]
         self.input = engine.ops[0].name
@@ -111,13 +114,8 @@ class DenseChain:
         for r, (name, pre) in enumerate(zip(self.relus, self.preacts)):
             l, u = bounds[pre]
             l, u = l.reshape(l.shape[0], 1, -1), u.reshape(u.shape[0], 1, -1)
-            active, inactive = l >= 0, u <= 0
+            active, inactive, au, bu, crown, _ = _relu_parts(self.relu_ops[r], l, u)  # the engine's lines
             unstable = ~(active | inactive)
-            width = torch.where(unstable, u - l, torch.ones_like(u))
-            chord = u / width
-            au = torch.where(active, 1.0, torch.where(inactive, 0.0, chord)).to(dtype)
-            bu = torch.where(unstable, -chord * l, 0.0).to(dtype)
-            crown = (active | (unstable & (u > -l))).to(dtype)
             relu = _Relu(active.to(dtype), unstable.to(dtype), au, bu, crown)
             if facets is not None and mix is not None and name in facets and name in mix:
                 facet = facets[name]
