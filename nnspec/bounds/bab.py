@@ -64,6 +64,13 @@ from nnspec.solvers import forked
 # times (cifar_base img2578 13 s, 14 s with 8 at 0.1, 21-32 s with 20). Stopping rules for
 # stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12)
 BETA_STEPS = 12
+# on dense chains (``DenseChain``: a step of 256 subdomains costs ~2 ms, less than the batch's
+# splitting, branching and float64 pass around it) the searches take DENSE_BETA_STEPS: the 256
+# lowest open subdomains of mnist_fc 256x4 prop_7 eps 0.05 group 0 after 20 s, bounded again, 22
+# proved with 12 steps, 132 with 30; the groups' searches (one core, 2026-12-05): group 0 proved
+# in 52 s against -0.009 after 60 s, groups 1 / 2 / 3 / 5 / 7 in 9.8 / 11.8 / 12.6 / 11.7 / 11.3 s
+# against 11.8 / -0.04 after 40 s / 18.3 / 20.0 / 25.4 s (group 8: 6.0 s against 4.1)
+DENSE_BETA_STEPS = 20
 BETA_LR = 0.5
 ALPHA_LR = 0.1
 # a subdomain's children start from its last iterate, not its best: with the best, a subdomain whose
@@ -1069,7 +1076,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
         if chain is not None:
             chain_batch = chain.batch(fast, fixed.facets, fixed.mix)
         flat.requires_grad_(chain_batch is None)
-        for step in range(BETA_STEPS + 1):
+        steps = BETA_STEPS if chain_batch is None else DENSE_BETA_STEPS
+        for step in range(steps + 1):
             optimiser.zero_grad()
             params = fixed.views(flat)
             alphas = {n: params[f"alpha:{n}"] for n in fixed.alphas}
@@ -1087,7 +1095,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 top = value.detach() if top is None else torch.maximum(top, value)
                 best = torch.where(better if better.shape[1] == 1 else better[:, row_of], flat, best)
                 reached = reduce_rows(top.double(), *rows)
-            if step == BETA_STEPS or bool((reached > goal).all()):
+            if step == steps or bool((reached > goal).all()):
                 break
             if chain_batch is None:
                 (-value.sum()).backward()
