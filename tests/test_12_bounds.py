@@ -687,6 +687,41 @@ def test_relu_splitting_bounds_from_the_best_iterate_and_hands_children_the_last
     assert bool((at_warm[live] < low[live] - 1e-6).any())
 
 
+def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
+    """A batch's slopes and multipliers take DENSE_BETA_STEPS steps on a dense chain (the
+    hand-written gradient, ``dense.DenseChain``) and BETA_STEPS through the engine's autograd
+    pass; none once every row of the batch is above the goal."""
+    from nnspec.bounds import bab
+    from nnspec.bounds.dense import DenseChain
+
+    engine, fixed, domains, C, _ = _fixed_case()
+    assert DenseChain.of(engine) is not None
+    monkeypatch.setattr(bab, "BETA_STEPS", 5)
+    monkeypatch.setattr(bab, "DENSE_BETA_STEPS", 9)
+    calls = {"dense": 0, "engine": 0}
+    dense_step, engine_pass = DenseChain.value_and_grad, type(engine).backward
+
+    def counted_dense(self, *args, **kwargs):
+        calls["dense"] += 1
+        return dense_step(self, *args, **kwargs)
+
+    def counted_engine(self, *args, **kwargs):
+        calls["engine"] += 1
+        return engine_pass(self, *args, **kwargs)
+
+    monkeypatch.setattr(DenseChain, "value_and_grad", counted_dense)
+    monkeypatch.setattr(type(engine), "backward", counted_engine)
+    bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    assert calls == {"dense": 10, "engine": 1}  # the steps' values, then the float64 pass
+    calls.update(dense=0, engine=0)
+    bab._bound_fixed(engine, domains, C, (None, None), fixed, goal=-1e9)
+    assert calls == {"dense": 1, "engine": 1}
+    calls.update(dense=0, engine=0)
+    monkeypatch.setattr(DenseChain, "of", staticmethod(lambda e: None))
+    bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    assert calls == {"dense": 0, "engine": 7}
+
+
 def test_relu_splitting_from_the_last_iterate_proves_a_row_that_stalled(data_root):
     """mnist_fc 256x4 prop_0 eps 0.05, the worst row after the refinement (-1.51): with children
     warm-started from their parent's best iterate, branch and bound stalled near -0.41 for 60 s
@@ -1000,6 +1035,116 @@ def test_the_engines_adam_takes_the_same_steps_as_torchs():
     assert torch.allclose(each, ours, atol=1e-12, rtol=0)
     assert torch.equal(still.detach(), start)
     assert not torch.allclose(ours, torch.full_like(ours, 3.0), atol=1e-3)  # it moved, not converged yet
+
+
+def test_adam_goes_on_from_its_state_as_if_never_stopped():
+    """Adam rebuilt from another's moments and step count (``state``) takes the steps the first
+    would have taken; with a step count per row, each row of a (B, P) parameter goes on from its
+    own run (as branch and bound's subdomains do from their parents', ADAM_STATE)."""
+    from nnspec.bounds.ascent import Adam
+
+    def grad(p):
+        return 2 * (p - 3.0) * torch.arange(1, p.shape[-1] + 1, dtype=p.dtype)
+
+    torch.manual_seed(0)
+    start = torch.randn(2, 5, dtype=torch.float64)
+    whole, part = start.clone(), start.clone()
+    a = Adam([whole], lr=0.1)
+    for _ in range(20):
+        whole.grad = grad(whole)
+        a.step()
+    b = Adam([part], lr=0.1)
+    for _ in range(8):
+        part.grad = grad(part)
+        b.step()
+    c = Adam([part], lr=0.1, state=(b.m, b.v, b.t))
+    for _ in range(12):
+        part.grad = grad(part)
+        c.step()
+    assert torch.allclose(part, whole, atol=1e-12, rtol=0)
+    # rows at different points of their runs: row 0 after 3 steps, row 1 after 9, then 6 more each
+    rows, m, v = [], [], []
+    for k in (3, 9):
+        p = start[:1].clone()
+        opt = Adam([p], lr=0.1)
+        for _ in range(k):
+            p.grad = grad(p)
+            opt.step()
+        rows.append(p)
+        m.append(opt.m[0])
+        v.append(opt.v[0])
+    both = torch.cat(rows)
+    d = Adam([both], lr=torch.full((5,), 0.1, dtype=torch.float64),
+             state=([torch.cat(m)], [torch.cat(v)], torch.tensor([[3.0], [9.0]], dtype=torch.float64)))
+    for _ in range(6):
+        both.grad = grad(both)
+        d.step()
+    for k, row in zip((9, 15), both):
+        p = start[:1].clone()
+        opt = Adam([p], lr=0.1)
+        for _ in range(k):
+            p.grad = grad(p)
+            opt.step()
+        assert torch.allclose(row, p[0], atol=1e-12, rtol=0)
+
+
+def test_relu_splitting_hands_children_adams_state(monkeypatch):
+    """A subdomain's warm start carries its Adam moments and step count after its parameters
+    (ADAM_STATE): the step count grows by the steps taken, and a child bounded from it goes on
+    with those moments instead of from zero."""
+    from nnspec.bounds import bab
+
+    monkeypatch.setattr(bab, "ADAM_STATE", True)
+    engine, fixed, domains, C, _ = _fixed_case()
+    fixed = bab._Fixed(fixed.bounds, fixed.alphas, fixed.lower, fixed.inputs)
+    P = fixed.default.numel()
+    assert fixed.start.shape == (3 * P + 1,) and torch.equal(fixed.start[:P], fixed.default)
+    _, records, _ = bab._bound_fixed(engine, domains, C, (None, None), fixed, goal=math.inf)
+    warm = records["warm"]
+    steps = bab.DENSE_BETA_STEPS
+    assert warm.shape == (len(domains), 3 * P + 1)
+    assert bool((warm[:, -1] == steps).all())
+    assert bool((warm[:, 2 * P:3 * P] > 0).any())  # second moments of the parameters that moved
+    kids = [bab._Domain(d.lo, d.hi, d.splits, -math.inf, warm=warm[i].clone()) for i, d in enumerate(domains)]
+    _, again, _ = bab._bound_fixed(engine, kids, C, (None, None), fixed, goal=math.inf)
+    assert bool((again["warm"][:, -1] == 2 * steps).all())
+    monkeypatch.setattr(bab, "ADAM_STATE", False)
+    plain = bab._Fixed(fixed.bounds, fixed.alphas, fixed.lower, fixed.inputs)
+    _, records, _ = bab._bound_fixed(engine, domains, C, (None, None), plain)
+    assert records["warm"].shape == (len(domains), P)
+
+
+def test_a_group_that_starts_late_gets_its_facets_too(monkeypatch):
+    """Each group's search prepares its hull facets when it first starts, with a share of the
+    time then left: before, the deadline was a share of the whole time limit, and the groups
+    that started after it (behind the others' searches or the MILP stage) had none."""
+    import time
+
+    from nnspec.bounds import bab
+    from nnspec.bounds.bab import BabResult
+
+    net, x = relu_case(4, 1, (6, 12, 12, 12, 4))
+    label = int(net(x).argmax())
+    engine = _engine(net, (6,))
+    lo, hi = (x[0] - 0.3).clamp(0, 1), (x[0] + 0.3).clamp(0, 1)
+    C = margin_objectives(4, label)
+    calls = []
+
+    def facets(self, engine, lo, hi, C, offsets, deadline):
+        calls.append(deadline - time.perf_counter())
+        return self
+
+    def slow(*args, **kwargs):  # every group's search takes 0.4 s and proves it
+        time.sleep(0.4)
+        return BabResult(True, 0.0, 1, 0.4, "proven")
+
+    monkeypatch.setattr(bab._Fixed, "with_facets", facets)
+    monkeypatch.setattr(bab, "_search", slow)
+    monkeypatch.setattr(bab, "FACET_SHARE", 0.01)
+    result = bab.verify(engine, lo, hi, C, time_limit=30.0, mode="relu", milp=False, milp_workers=1, slack=100.0)
+    assert result.proven
+    assert len(calls) == C.shape[0]  # every group, the last starting ~0.8 s in (past 0.01 x 30 s)
+    assert all(0 < c <= 0.01 * 30.0 for c in calls)
 
 
 def test_bound_violated_false_spends_no_bound_on_inputs_with_a_witness():

@@ -15,12 +15,20 @@ class Adam:
     """``zero_grad`` / ``step`` like torch.optim.Adam (no weight decay, no amsgrad)."""
 
     def __init__(self, params: list[torch.Tensor], lr: float | torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
+                 eps: float = 1e-8, state: tuple | None = None):
+        """``state``: (m, v, t), moments to go on from (a list of tensors like ``params`` each)
+        and the steps they have taken: an int, or a tensor that broadcasts against the
+        parameters (e.g. (B, 1): one count per row of a (B, P) parameter, whose rows went on
+        from different runs)."""
         self.params = list(params)
         self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
+        if state is None:
+            self.m = [torch.zeros_like(p) for p in self.params]
+            self.v = [torch.zeros_like(p) for p in self.params]
+            self.t = 0
+        else:
+            m, v, self.t = state
+            self.m, self.v = [x.clone() for x in m], [x.clone() for x in v]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -28,14 +36,14 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
-        self.t += 1
+        self.t = self.t + 1
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         live = [(p, m, v) for p, m, v in zip(self.params, self.m, self.v) if p.grad is not None]
         if not live:
             return
         ps, ms, vs = (list(t) for t in zip(*live))
         gs = [p.grad for p in ps]
-        if isinstance(self.lr, torch.Tensor):  # a step size per element (broadcast): one tensor at a time
+        if isinstance(self.lr, torch.Tensor) or isinstance(self.t, torch.Tensor):  # per element: one tensor at a time
             for p, m, v, g in zip(ps, ms, vs, gs):
                 m.mul_(self.b1).add_(g, alpha=1 - self.b1)
                 v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)

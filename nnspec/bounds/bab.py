@@ -80,6 +80,15 @@ ALPHA_LR = 0.1
 # (1,119 subdomains) against -0.41 after 60 s; prop_13 row 3 -0.09 against -1.24, prop_7 row 7 -0.32
 # against -1.32 (docs/benchmarks.md, benchmark 12). The subdomain's own bound stays its best iterate's
 WARM_FROM_LAST = True
+# and with Adam's moments and step count (the warm start is [parameters | m | v | t], 3x the
+# memory): a lineage of subdomains then takes one continued run of Adam instead of a fresh one
+# per split, whose first step moves every parameter by its full step size (0.5 for a multiplier)
+# whatever its gradient. mnist_fc 256x4 prop_7 eps 0.05, its hardest group (root -2.15), on the
+# bounds that `verify` computes: stuck at -0.0022 (315,000 subdomains in 90 s on one core)
+# without, proved in 45 s with; the other eight groups 95 s in all against 85 s; through `verify`
+# (236 s, two processes) the instance is proved in 112 s, and not without (the same group at
+# -0.0022 when the time ran out)
+ADAM_STATE = True
 
 
 # subdomains bounded at most per call: a guard on memory, not a budget (the time limit is). With
@@ -200,9 +209,13 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         key = tuple(idx.tolist())
         if key not in prepared:
             prepared[key] = fixed if len(parts) == 1 else fixed.rows(idx)
-            if facets and time.perf_counter() < started + FACET_SHARE * time_limit:
+            # its facets when its search first starts, with FACET_SHARE of the time left (a
+            # group that starts late, after others' searches or the MILP stage, needs them as
+            # much as the first: see FACET_MIN_TIME)
+            left = started + time_limit - time.perf_counter()
+            if facets and left >= FACET_MIN_TIME:
                 prepared[key] = prepared[key].with_facets(engine, lo, hi, C[idx], sub_rows[0],
-                                                          started + FACET_SHARE * time_limit)
+                                                          time.perf_counter() + FACET_SHARE * left)
         sub_fixed = prepared[key]
         leaf = None if leaves is None else \
             (lambda dom: _leaf(original, shape, leaves, dom, C[idx], sub_rows[0], threshold, goal, found))
@@ -835,7 +848,10 @@ class _Fixed:
         self.default = self.pack({f"alpha:{n}": a[None] for n, a in alphas.items()} |
                                  {f"beta:{inputs[n]}": torch.zeros((1,) + a.shape) for n, a in alphas.items()} |
                                  {f"mix:{n}": m[None] for n, m in self.mix.items()}, 1)[0]
-        self.per_domain = 4 * self.default.numel()  # bytes
+        # with Adam's moments and step count behind them (ADAM_STATE): [parameters | m | v | t]
+        P = self.default.numel()
+        self.start = torch.cat([self.default, torch.zeros(2 * P + 1)]) if ADAM_STATE else self.default
+        self.per_domain = 4 * self.start.numel()  # bytes
 
     def rows(self, idx: torch.Tensor) -> "_Fixed":
         return _Fixed(self.bounds, {n: a[idx] for n, a in self.alphas.items()}, self.lower[idx], self.inputs,
@@ -1014,8 +1030,12 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
 
 ROOT_ALPHA_STEPS = 20
 # hull facets (``_Fixed.with_facets``) on dense chains, for searches of at least FACET_MIN_TIME
-# seconds: an LP per group at the root, then hull.FACET_STEPS steps of the slopes and mix, all
-# within FACET_SHARE of the time limit
+# seconds: an LP per group when its search first starts (with at least FACET_MIN_TIME seconds
+# left), then hull.FACET_STEPS steps of the slopes and mix, all within FACET_SHARE of the time
+# then left. Until 2026-12-05 (sixteenth session) the deadline was FACET_SHARE of the whole time
+# limit, so the groups that started later had none: on mnist_fc 256x4 prop_7 eps 0.05 (236 s)
+# five of nine groups started after 63 s, and their searches took 14-114 s where they take 7-15 s
+# with facets (groups 1 and 2 without them: not proved in 60 s, -0.007 and -0.038)
 FACET_MIN_TIME = 20.0
 # and for searches of at least REFINE_MIN_TIME seconds, the intermediate bounds tightened first
 # (``_Fixed.refined``) within REFINE_SHARE of the time limit. mnist_fc 256x4 prop_0 eps 0.05: unstable
@@ -1062,13 +1082,18 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     A0_fast = A0.float()
     # every parameter of the batch lives in one (B, P) float32 tensor (``_Fixed.pack``'s layout),
     # the slopes, multipliers and mix are views of it: one Adam update and one clamp per step
-    flat = torch.stack([fixed.default if d.warm is None else d.warm for d in domains])
+    start = torch.stack([fixed.start if d.warm is None else d.warm for d in domains])
+    P = fixed.default.numel()
+    flat = start[:, :P].clone()
+    state = None  # Adam's moments and step counts, per subdomain (ADAM_STATE)
+    if start.shape[1] > P:
+        state = ([start[:, P:2 * P]], [start[:, 2 * P:3 * P]], start[:, 3 * P:])
     lr, low_end, high_end, row_of = fixed.columns(engine)
     signs = {n: splits[n].float()[:, None] for n in splits if f"beta:{n}" in fixed.shapes}
     flipped = {n: -s for n, s in signs.items()}
     best = flat.clone()  # per subdomain and row: the best iterate's
     if fixed.shapes and BETA_STEPS:
-        optimiser = Adam([flat], lr=lr)
+        optimiser = Adam([flat], lr=lr, state=state)
         top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
         # a dense chain: the bound and its gradient written out (``dense``), not through autograd
         chain = DenseChain.of(engine)
@@ -1107,6 +1132,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
             with torch.no_grad():
                 flat.clamp_(min=low_end, max=high_end)
         flat = flat.detach()
+        if state is not None:
+            state = ([optimiser.m[0]], [optimiser.v[0]], optimiser.t)
     # the bound from each subdomain's best iterate; its children start from the last one (WARM_FROM_LAST)
     params = fixed.views(best)
     alphas = {n: params[f"alpha:{n}"].double() for n in fixed.alphas}
@@ -1117,7 +1144,10 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
         low = engine.backward(out, A0, bounds, alphas, record=record, betas=betas, facets=fixed.facets, mix=mix)
         worst = _deciding_row(low, *rows)
         coeffs = {name: a[torch.arange(B), worst] for name, a in record.items() if name != "input"}
-        found = {"warm": flat if WARM_FROM_LAST else best,
+        kept = flat if WARM_FROM_LAST else best
+        if state is not None:
+            kept = torch.cat([kept, state[0][0], state[1][0], state[2].expand(B, 1)], 1)
+        found = {"warm": kept,
                  "branch": _branching(engine, fixed, coeffs, splits)}
     low = torch.where(empty[:, None], torch.full_like(low, math.inf), low)
     return reduce_rows(low, *rows), found, empty
