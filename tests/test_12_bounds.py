@@ -596,17 +596,17 @@ def test_relu_splitting_without_room_for_warm_starts_still_proves_and_stays_soun
     assert inside.proven
 
 
-def _fixed_case():
+def _fixed_case(seed: int = 11, radius: float = 0.2, share: float = 0.5):
     """A root box of a small ReLU net in beta-CROWN's setting, and a batch of subdomains with
-    random splits of the root's unstable neurons."""
+    random splits of about ``share`` of the root's unstable neurons (and one with all split)."""
     import time
 
     from nnspec.bounds import bab
 
-    net, x = relu_case(11, 1, (6, 12, 12, 12, 3))
+    net, x = relu_case(seed, 1, (6, 12, 12, 12, 3))
     label = int(net(x).argmax())
     engine = _engine(net, (6,))
-    lo, hi = (x[0] - 0.2).clamp(0, 1), (x[0] + 0.2).clamp(0, 1)
+    lo, hi = (x[0] - radius).clamp(0, 1), (x[0] + radius).clamp(0, 1)
     C = margin_objectives(3, label)
     fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
     gen = torch.Generator().manual_seed(0)
@@ -616,7 +616,7 @@ def _fixed_case():
         for relu, pre in fixed.inputs.items():
             l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]
             unstable = (l < 0) & (u > 0)
-            pick = unstable & (torch.rand(l.shape, generator=gen) < 0.5)
+            pick = unstable & (torch.rand(l.shape, generator=gen) < share)
             signs = torch.where(torch.rand(l.shape, generator=gen) < 0.5, 1, -1)
             splits[pre] = torch.where(pick, signs, 0).to(torch.int8)
         domains.append(bab._Domain(lo, hi, splits, -math.inf))
@@ -669,6 +669,143 @@ def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_
         assert branch[i] == where
 
 
+def test_branching_lists_the_k_best_free_neurons_across_layers_best_first():
+    """``_branching`` with k: per subdomain the k unstable, unsplit neurons with the highest
+    scores over every ReLU layer, best first, with each neuron's own layer and flat index (the
+    scores recomputed one neuron at a time)."""
+    from nnspec.bounds import bab
+
+    engine, fixed, domains, C, _ = _fixed_case()
+    B = len(domains)
+    gen = torch.Generator().manual_seed(1)
+    coeffs = {relu: torch.randn((B,) + tuple(engine.by_name[relu].shape), generator=gen, dtype=torch.float64)
+              for relu in fixed.inputs}
+    splits = {n: torch.stack([d.splits[n] for d in domains]) for n in fixed.inputs.values()}
+    lists = bab._branching(engine, fixed, coeffs, splits, 5)
+    for b in range(B):
+        scored = []
+        for relu, pre in fixed.inputs.items():
+            l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]
+            for k in range(l.numel()):
+                if l[k] < 0 < u[k] and splits[pre][b, k] == 0:
+                    c = float(coeffs[relu][b, k])
+                    score = (bab.SCORE_NEG * max(-c, 0) + bab.SCORE_POS * max(c, 0) + 1e-9) * \
+                        float(u[k] * -l[k] / (u[k] - l[k]))
+                    scored.append((score, (pre, k)))
+        scored.sort(key=lambda t: -t[0])
+        assert lists[b] == [where for _, where in scored[:5]]
+    assert lists[-1] == []  # every unstable neuron split
+    assert any(len({pre for pre, _ in lst}) > 1 for lst in lists)  # candidates from several layers
+
+
+def test_filtered_branching_splits_the_candidate_whose_better_child_is_highest(monkeypatch):
+    """With FSB candidates (here on a dense chain, which otherwise keeps BaBSR's score alone),
+    each open subdomain splits, of the 8 best-scored neurons, the one whose better child (bounded
+    once with the parent's best parameters, the new split's multiplier 0) has the highest bound:
+    checked against each child bounded on its own in float64."""
+    from nnspec.bounds import bab
+
+    monkeypatch.setattr(bab, "WARM_FROM_LAST", False)
+    monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 8)
+    engine, fixed, domains, C, _ = _fixed_case(7, 0.3, 0.2)  # (open subdomains, several free neurons)
+    low, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    assert (low[:-1] < 0).any()
+    changed = 0
+    for i, dom in enumerate(domains[:-1]):
+        if empty[i]:
+            continue
+        warm = fixed.unpack(records["warm"][i:i + 1])
+        alphas = {n: warm[f"alpha:{n}"].double() for n in fixed.alphas}
+
+        def bound(splits, record=None):
+            bounds = {"input": (dom.lo[None], dom.hi[None])}
+            for n, (l, u) in fixed.bounds.items():
+                if n != "input":
+                    bounds[n] = cut_at_splits(l, u, splits[n][None]) if n in splits else (l, u)
+            betas = {n: -warm[f"beta:{n}"].double() * dom.splits[n].double()[None, None] for n in dom.splits}
+            return engine.backward(engine.graph.output, C.reshape(1, 2, 3), bounds, alphas, record=record,
+                                   betas=betas)[0]
+
+        record = {}
+        row = int(bound(dom.splits, record).argmin())
+        coeffs = {relu: record[relu][:, row] for relu in fixed.inputs}
+        candidates = bab._branching(engine, fixed, coeffs, {n: s[None] for n, s in dom.splits.items()}, 8)[0]
+        if len(candidates) < 2:
+            assert records["branch"][i] == (candidates[0] if candidates else None)
+            continue
+        better = []
+        for pre, k in candidates:
+            kids = []
+            for sign in (1, -1):
+                splits = {n: s.clone() for n, s in dom.splits.items()}
+                splits[pre].view(-1)[k] = sign
+                kids.append(float(bound(splits).min()))
+            better.append(max(kids))
+        chosen = records["branch"][i]
+        assert chosen in candidates
+        assert better[candidates.index(chosen)] >= max(better) - 1e-4
+        changed += chosen != candidates[0]
+    assert changed  # the filter overruled the score somewhere
+
+
+@pytest.mark.parametrize("seed", [3, 28])
+def test_relu_splitting_with_filtered_branching_stays_exact_around_the_milp_radius(seed, monkeypatch):
+    """Filtered branching only chooses the split: 2% past the exact radius nothing is proved,
+    at 95% of it the box is."""
+    from nnspec.bounds import bab
+
+    monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 6)
+    _, x, exact, engine, C = _deep_case(seed)
+    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                         time_limit=2.0, mode="relu", milp=False)
+    assert not outside.proven and outside.lower <= 0
+    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                        time_limit=30.0, mode="relu", milp=False)
+    assert inside.proven and inside.stop == "proven"
+
+
+def _conv_relu_case(seed: int):
+    """A small CNN (1x3x3 -> conv 3x3x3 -> ReLU -> 10 -> ReLU -> 3), an input, its label and the
+    exact L-inf distance to another label (MILP on the convolution written as a matrix)."""
+    from nnspec.solvers.milp import min_distance
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(27, 10), nn.ReLU(),
+                        nn.Linear(10, 3)).double()
+    x = torch.rand(1, 1, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    conv = net[0]
+    with torch.no_grad():
+        b = conv(torch.zeros(1, 1, 3, 3, dtype=torch.float64)).flatten()
+        W = torch.stack([conv(e.reshape(1, 1, 3, 3)).flatten() - b for e in torch.eye(9, dtype=torch.float64)], 1)
+    layers = [(W.numpy(), b.numpy())] + [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in (net[3], net[5])]
+    label = int(net(x).argmax())
+    exact = min_distance(layers, x.flatten().numpy(), label, None, "linf", max_radius=1.0).distance
+    return net, x[0], label, exact
+
+
+@pytest.mark.parametrize("seed", [13, 23])
+def test_relu_splitting_on_a_cnn_with_filtered_branching_is_exact_and_splits_less(seed, monkeypatch):
+    """On a graph that is not a dense chain (a convolution) branch and bound filters its splits
+    (FSB_CANDIDATES): 2% past the exact radius nothing is proved; at 95% of it the box is, with
+    fewer subdomains than BaBSR's score alone needs."""
+    from nnspec.bounds import bab
+
+    net, x, label, exact = _conv_relu_case(seed)
+    assert exact < 1.0
+    engine = _engine(net, (1, 3, 3))
+    assert bab.DenseChain.of(engine) is None and bab.FSB_CANDIDATES > 1
+    C = margin_objectives(3, label)
+    outside = bab.verify(engine, (x - 1.02 * exact).clamp(0, 1), (x + 1.02 * exact).clamp(0, 1), C,
+                         time_limit=2.0, mode="relu", milp=False)
+    assert not outside.proven and outside.lower <= 0
+    box = (x - 0.95 * exact).clamp(0, 1), (x + 0.95 * exact).clamp(0, 1)
+    filtered = bab.verify(engine, *box, C, time_limit=30.0, mode="relu", milp=False)
+    monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)
+    scored = bab.verify(engine, *box, C, time_limit=30.0, mode="relu", milp=False)
+    assert filtered.proven and scored.proven
+    assert filtered.domains < scored.domains
+
+
 def test_relu_splitting_bounds_from_the_best_iterate_and_hands_children_the_last(monkeypatch):
     """A subdomain's bound comes from its best iterate (slopes and split multipliers), its
     children start from its last one: re-evaluated at its warm start, no subdomain beats its
@@ -698,6 +835,7 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
     assert DenseChain.of(engine) is not None
     monkeypatch.setattr(bab, "BETA_STEPS", 5)
     monkeypatch.setattr(bab, "DENSE_BETA_STEPS", 9)
+    monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)  # (filtered branching's passes are counted elsewhere)
     calls = {"dense": 0, "engine": 0}
     dense_step, engine_pass = DenseChain.value_and_grad, type(engine).backward
 
