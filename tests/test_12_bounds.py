@@ -558,22 +558,28 @@ def _deep_case(seed: int):
     return net, x, exact, _engine(net, (4,)), margin_objectives(3, label)
 
 
+def _exact_around_the_milp_radius(engine, centre: torch.Tensor, exact: float, C: torch.Tensor) -> None:
+    """ReLU splitting (no MILP) on boxes around ``centre``: 2% past the exact radius, which holds
+    a violation, nothing is proved and the bound is <= 0; at 95% of it the box is proved."""
+    from nnspec.bounds.bab import verify
+
+    outside = verify(engine, (centre - 1.02 * exact).clamp(0, 1), (centre + 1.02 * exact).clamp(0, 1), C,
+                     time_limit=2.0, mode="relu", milp=False)
+    assert not outside.proven and outside.lower <= 0
+    inside = verify(engine, (centre - 0.95 * exact).clamp(0, 1), (centre + 0.95 * exact).clamp(0, 1), C,
+                    time_limit=30.0, mode="relu", milp=False)
+    assert inside.proven and inside.stop == "proven"
+
+
 @pytest.mark.parametrize("seed", [3, 7, 28, 37])
 def test_relu_splitting_with_fixed_root_bounds_is_exact_around_the_milp_radius(seed):
     """beta-CROWN's setting (alpha-CROWN's root bounds kept, slopes and split multipliers
     optimised per subdomain, one row group at a time) on deeper nets: a box 2% beyond the exact
     radius holds a violation, so it is never proved and its bound is <= 0; a box at 95% of it
     is proved."""
-    from nnspec.bounds.bab import verify
-
     _, x, exact, engine, C = _deep_case(seed)
     assert exact < 1.0  # (these seeds have a violation in the domain)
-    outside = verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                     time_limit=2.0, mode="relu", milp=False)
-    assert not outside.proven and outside.lower <= 0
-    inside = verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
-                    time_limit=30.0, mode="relu", milp=False)
-    assert inside.proven and inside.stop == "proven"
+    _exact_around_the_milp_radius(engine, x[0], exact, C)
 
 
 def test_relu_splitting_without_room_for_warm_starts_still_proves_and_stays_sound(monkeypatch):
@@ -756,12 +762,7 @@ def test_relu_splitting_with_filtered_branching_stays_exact_around_the_milp_radi
 
     monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 6)
     _, x, exact, engine, C = _deep_case(seed)
-    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                         time_limit=2.0, mode="relu", milp=False)
-    assert not outside.proven and outside.lower <= 0
-    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
-                        time_limit=30.0, mode="relu", milp=False)
-    assert inside.proven and inside.stop == "proven"
+    _exact_around_the_milp_radius(engine, x[0], exact, C)
 
 
 def _conv_relu_case(seed: int):
@@ -2029,12 +2030,7 @@ def test_relu_splitting_with_hull_facets_stays_exact_around_the_milp_radius(seed
     ones = {n: torch.ones_like(m[None]).double() for n, m in with_facets.mix.items()}
     assert torch.allclose(engine.backward(engine.graph.output, A0, bounds, alphas, facets=with_facets.facets,
                                           mix=ones), plain, rtol=0, atol=1e-12)
-    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                         time_limit=2.0, mode="relu", milp=False)
-    assert not outside.proven and outside.lower <= 0
-    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
-                        time_limit=30.0, mode="relu", milp=False)
-    assert inside.proven and inside.stop == "proven"
+    _exact_around_the_milp_radius(engine, x[0], exact, C)
 
 
 def test_hull_facets_skip_the_relus_that_the_roots_bounds_left_stable(data_root, monkeypatch):

@@ -1152,7 +1152,6 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
         if k > 1:
             open_ = (reduce_rows(low, *rows) <= goal) & ~empty  # the others are not split
             candidates = [c if bool(o) else c[:1] for c, o in zip(candidates, open_)]
-            params = fixed.views(best)
             candidates = _filtered(engine, fixed, fast, A0_fast, {n: params[f"alpha:{n}"] for n in fixed.alphas},
                                    {n: params[f"beta:{n}"] * flipped[n] for n in signs},
                                    {n: params[f"mix:{n}"] for n in fixed.mix}, candidates, rows)
@@ -1340,33 +1339,31 @@ def _filtered(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Tensor
     (B, *shape) cut at the new split, with its parent's slopes, split terms and mix (B, S, ...).
     The first candidate where a subdomain has only one; None where it has none. (A candidate is
     unstable on its open subdomain, so neither child is empty.)"""
-    src, names, idx, sign = [], [], [], []
+    src, layer, idx, sign = [], [], [], []  # per child: its subdomain, split neuron and side
+    pres = sorted({name for cands in candidates for name, _ in cands})
     for b, cands in enumerate(candidates):
         if len(cands) > 1:
             for name, j in cands:
                 for s in (1, -1):
-                    src.append(b), names.append(name), idx.append(j), sign.append(s)
+                    src.append(b), layer.append(pres.index(name)), idx.append(j), sign.append(s)
     chosen = [c[0] if c else None for c in candidates]
     if not src:
         return chosen
-    at = torch.tensor(src)
-    M = len(src)
-    child = {}
-    for name, (l, u) in bounds.items():
-        l, u = l[at], u[at]
-        sel = [m for m in range(M) if names[m] == name]
-        if sel:
-            split = torch.zeros((M, l[0].numel()), dtype=torch.int8)
-            split[torch.tensor(sel), torch.tensor([idx[m] for m in sel])] = torch.tensor([sign[m] for m in sel],
-                                                                                          dtype=torch.int8)
-            l, u = cut_at_splits(l, u, split.reshape(l.shape))
-        child[name] = (l, u)
+    src, layer, idx, sign = (torch.tensor(t) for t in (src, layer, idx, sign))
     values = []
-    for first in range(0, M, FSB_CHUNK):
+    for first in range(0, len(src), FSB_CHUNK):  # (the children's bounds are built a chunk at a time)
         part = slice(first, first + FSB_CHUNK)
-        sub = {n: (l[part], u[part]) for n, (l, u) in child.items()}
-        where = at[part]
-        value = engine.backward(engine.graph.output, A0[where], sub, {n: a[where] for n, a in alphas.items()},
+        where = src[part]
+        child = {}
+        for name, (l, u) in bounds.items():
+            l, u = l[where], u[where]
+            if name in pres:
+                mine = (layer[part] == pres.index(name)).nonzero().flatten()
+                split = torch.zeros((len(where), l[0].numel()), dtype=torch.int8)
+                split[mine, idx[part][mine]] = sign[part][mine].to(torch.int8)
+                l, u = cut_at_splits(l, u, split.reshape(l.shape))
+            child[name] = (l, u)
+        value = engine.backward(engine.graph.output, A0[where], child, {n: a[where] for n, a in alphas.items()},
                                 betas={n: t[where] for n, t in betas.items()}, facets=fixed.facets,
                                 mix={n: t[where] for n, t in mix.items()})
         values.append(reduce_rows(value.double(), *rows))
