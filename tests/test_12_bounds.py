@@ -788,9 +788,11 @@ def _conv_relu_case(seed: int):
 def test_relu_splitting_on_a_cnn_with_filtered_branching_is_exact_and_splits_less(seed, monkeypatch):
     """On a graph that is not a dense chain (a convolution) branch and bound filters its splits
     (FSB_CANDIDATES): 2% past the exact radius nothing is proved; at 95% of it the box is, with
-    fewer subdomains than BaBSR's score alone needs."""
+    fewer subdomains than BaBSR's score alone needs (both without the hull facets, which the
+    next test covers)."""
     from nnspec.bounds import bab
 
+    monkeypatch.setattr(bab, "FACET_MIN_TIME", math.inf)
     net, x, label, exact = _conv_relu_case(seed)
     assert exact < 1.0
     engine = _engine(net, (1, 3, 3))
@@ -805,6 +807,42 @@ def test_relu_splitting_on_a_cnn_with_filtered_branching_is_exact_and_splits_les
     scored = bab.verify(engine, *box, C, time_limit=30.0, mode="relu", milp=False)
     assert filtered.proven and scored.proven
     assert filtered.domains < scored.domains
+
+
+@pytest.mark.parametrize("seed", [13, 23])
+def test_hull_facets_on_a_cnn_raise_its_root_bound_and_branch_and_bound_stays_exact(seed, monkeypatch):
+    """A convolution is densified for the hull facets (``hull.chain_of(..., convolutions=True)``;
+    callers that solve an LP per neuron still get None): the composed layers are the network,
+    the worst row's root bound rises above alpha-CROWN's and stays below the row's least value
+    at 4,096 points of the box, and branch and bound with the facets stays exact around the
+    MILP radius."""
+    from nnspec.bounds import bab, hull
+
+    monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
+    net, x, label, exact = _conv_relu_case(seed)
+    engine = _engine(net, (1, 3, 3))
+    assert hull.chain_of(engine) is None
+    layers, preacts, relus = hull.chain_of(engine, convolutions=True)
+    assert len(layers) == 3 and len(relus) == 2 and layers[0][0].shape == (27, 9)
+    points = torch.rand(64, 1, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    a = points.reshape(64, 9)
+    for w, b in layers[:-1]:
+        a = torch.relu(a @ torch.from_numpy(w).T + torch.from_numpy(b))
+    composed = a @ torch.from_numpy(layers[-1][0]).T + torch.from_numpy(layers[-1][1])
+    assert torch.allclose(composed, net(points), atol=1e-12)
+    C = margin_objectives(3, label)
+    lo, hi = (x - exact).clamp(0, 1), (x + exact).clamp(0, 1)
+    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    worst = int(fixed.lower.argmin())
+    rows = torch.tensor([worst])
+    with_facets = fixed.rows(rows).with_facets(engine, lo, hi, C[rows], None, time.perf_counter() + 60)
+    assert with_facets.facets and float(with_facets.lower[0]) > float(fixed.lower[worst]) + 1e-6
+    inside = lo + (hi - lo) * torch.rand((4096,) + tuple(lo.shape), generator=torch.Generator().manual_seed(1),
+                                         dtype=torch.float64)
+    with torch.no_grad():
+        least = float((net(inside) @ C[worst]).min())
+    assert float(with_facets.lower[0]) <= least
+    _exact_around_the_milp_radius(engine, x, exact, C)
 
 
 def test_relu_splitting_bounds_from_the_best_iterate_and_hands_children_the_last(monkeypatch):

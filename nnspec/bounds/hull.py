@@ -254,17 +254,17 @@ def _refined_per_box(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, n
 MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers (the LP's size)
 
 
-def chain_of(engine):
+def chain_of(engine, convolutions: bool = False):
     """(layers, ReLU inputs, ReLU names) of the engine's graph as a chain of dense affine maps
-    and ReLUs (``exact.chain_layers``) with at most MAX_WEIGHTS weights, or None (convolutions
-    and other affine ops without a matrix are not densified); computed once per engine."""
+    and ReLUs (``exact.chain_layers``) with at most MAX_WEIGHTS weights, or None; computed once
+    per engine. Convolutions are densified only with ``convolutions`` (``bab._Fixed.with_facets``:
+    one LP and one set of facets per objective; ``refine_bounds``' LP per unstable neuron does
+    not fit a CNN's thousands of them)."""
     if not hasattr(engine, "_hull_chain"):
         from nnspec.bounds.exact import chain_layers
         from nnspec.bounds.graph import Unsupported
 
         engine._hull_chain = None
-        if any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift") for op in engine.ops):
-            return None
         try:
             layers, preacts = chain_layers(engine)
         except Unsupported:
@@ -272,8 +272,13 @@ def chain_of(engine):
         relus = [op.name for op in engine.ops if op.kind == "relu"]
         if len(relus) == len(preacts) and all(p is not None for p in preacts) and \
                 sum(int((w != 0).sum()) for w, _ in layers) <= MAX_WEIGHTS:
-            engine._hull_chain = (layers, preacts, relus)
-    return engine._hull_chain
+            dense = not any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift")
+                            for op in engine.ops)
+            engine._hull_chain = (layers, preacts, relus, dense)
+    chain = engine._hull_chain
+    if chain is None or not (convolutions or chain[3]):
+        return None
+    return chain[:3]
 
 
 def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, deadline: float,

@@ -252,12 +252,16 @@ def _highs_model(c: np.ndarray, A, lbs: np.ndarray, ubs: np.ndarray, var_lo: np.
 
 def relaxation_minimiser(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[tuple[np.ndarray, np.ndarray]],
                          box_lo: np.ndarray, box_hi: np.ndarray, rows: np.ndarray, offsets: np.ndarray,
-                         time_limit: float) -> list[np.ndarray] | None:
+                         time_limit: float, method: str = "ipm") -> list[np.ndarray] | None:
     """Where the big-M encoding's LP relaxation (binaries relaxed to [0, 1]) minimises the
     largest of ``rows @ y(x) + offsets`` over the box (as ``find_violation``, without the cap):
     the values of every layer's inputs there, [x, a_1, ..., a_{K-1}], or None when the LP did not
     finish in ``time_limit`` seconds. A point of the relaxation, not of the network: where
-    ``hull.facets_at`` finds the facets that tighten the relaxation most."""
+    ``hull.facets_at`` finds the facets that tighten the relaxation most. ``method``: "ipm",
+    HiGHS's interior point without crossover (an optimal point, not necessarily a vertex; far
+    faster on a CNN's large sparse LP), or "simplex", HiGHS's default."""
+    import highspy
+
     n = box_lo.size
     w, b = layers[-1]
     net = _Network(layers[:-1], pre, box_lo, box_hi, extra=1)
@@ -266,11 +270,16 @@ def relaxation_minimiser(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[
     A, lbs, ubs = net.rows.matrix()
     c = np.zeros(net.nv)
     c[n] = 1.0
-    lp = milp(c, constraints=LinearConstraint(A, lbs, ubs), bounds=Bounds(net.var_lo, net.var_hi),
-              options={"time_limit": max(time_limit, 0.01)})
-    if lp.status != 0 or lp.x is None:
+    h = _highs_model(c, A, lbs, ubs, net.var_lo, net.var_hi)
+    h.setOptionValue("time_limit", max(time_limit, 0.01))
+    if method == "ipm":  # an optimal point, not a vertex: facets hold anywhere, any minimiser serves
+        h.setOptionValue("solver", "ipm")
+        h.setOptionValue("run_crossover", "off")
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
-    return [lp.x[layer[2]] for layer in net.layers]
+    x = np.asarray(h.getSolution().col_value)
+    return [x[layer[2]] for layer in net.layers]
 
 
 class RelaxationLP:
