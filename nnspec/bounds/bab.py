@@ -278,6 +278,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         seen += result.domains
         if result.proven:
             proved[j], best[j] = True, result.lower
+            prepared.pop(tuple(parts[j].tolist()), None)  # its facets (a CNN's: tens of MB) are not needed again
         else:
             best[j] = result.lower if result.stop == "counterexample" else max(best[j], result.lower)
         return result.proven

@@ -260,6 +260,10 @@ def chain_of(engine, convolutions: bool = False):
     per engine. Convolutions are densified only with ``convolutions`` (``bab._Fixed.with_facets``:
     one LP and one set of facets per objective; ``refine_bounds``' LP per unstable neuron does
     not fit a CNN's thousands of them)."""
+    dense = not any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift")
+                    for op in engine.ops)
+    if not (dense or convolutions):  # (not densified for callers that would not use it)
+        return None
     if not hasattr(engine, "_hull_chain"):
         from nnspec.bounds.exact import chain_layers
         from nnspec.bounds.graph import Unsupported
@@ -272,13 +276,8 @@ def chain_of(engine, convolutions: bool = False):
         relus = [op.name for op in engine.ops if op.kind == "relu"]
         if len(relus) == len(preacts) and all(p is not None for p in preacts) and \
                 sum(int((w != 0).sum()) for w, _ in layers) <= MAX_WEIGHTS:
-            dense = not any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift")
-                            for op in engine.ops)
-            engine._hull_chain = (layers, preacts, relus, dense)
-    chain = engine._hull_chain
-    if chain is None or not (convolutions or chain[3]):
-        return None
-    return chain[:3]
+            engine._hull_chain = (layers, preacts, relus)
+    return engine._hull_chain
 
 
 def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, deadline: float,
