@@ -2316,3 +2316,31 @@ def test_hull_bound_on_refined_intermediate_bounds_rises_and_stays_sound(seed, m
     assert bool((refined > plain + 1e-6).any())
     edge = hull.hull_bound(engine, (x - exact).clamp(0, 1), (x + exact).clamp(0, 1), C[None])
     assert float(edge.min()) <= 1e-9
+
+
+@pytest.mark.parametrize("seed", [13, 23])
+def test_hull_bound_on_a_cnn_rises_above_alpha_crown_and_stays_below_the_network(seed, monkeypatch):
+    """``bound=hull`` on a CNN (the convolution densified, each LP by interior point): over a box
+    inside the exact radius no row falls below alpha-CROWN's bound, none passes the least value
+    of 4,096 points of the box, and some row is higher than with HULL_MAX_ENTRIES 0 (no layer
+    gets facets, only the slopes' further steps); over the box at the exact radius the worst
+    row stays <= 0."""
+    from nnspec.bounds import hull
+
+    net, x, label, exact = _conv_relu_case(seed)
+    engine = _engine(net, (1, 3, 3))
+    C = margin_objectives(3, label)[None]
+    lo, hi = (x - 0.9 * exact).clamp(0, 1)[None], (x + 0.9 * exact).clamp(0, 1)[None]
+    alpha = engine.optimise(lo, hi, C, steps=20).lower
+    facets = hull.hull_bound(engine, lo, hi, C)
+    assert bool((facets >= alpha - 1e-12).all())
+    inside = lo + (hi - lo) * torch.rand((4096,) + tuple(lo.shape[1:]), generator=torch.Generator().manual_seed(2),
+                                         dtype=torch.float64)
+    with torch.no_grad():
+        least = (net(inside) @ C[0].T).min(0).values
+    assert bool((facets[0] <= least).all())
+    edge = hull.hull_bound(engine, (x - exact).clamp(0, 1)[None], (x + exact).clamp(0, 1)[None], C)
+    assert float(edge.min()) <= 1e-9
+    monkeypatch.setattr(hull, "HULL_MAX_ENTRIES", 0)
+    triangles = hull.hull_bound(engine, lo, hi, C)
+    assert bool((facets > triangles + 1e-6).any()) and bool((triangles >= alpha - 1e-12).all())

@@ -180,9 +180,12 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     still below ``below``, that box's intermediate bounds refined (``refine_bounds``,
     REFINE_IN_HULL) and, for each such objective, the facets at the LP relaxation's minimiser of
     that objective over that box (``solvers.milp.RelaxationLP``, one warm-started LP each) mixed
-    into the final objective's upper lines and optimised with its slopes. Elsewhere (another
-    graph, an LP that did not finish) the alpha-CROWN bound; every bound is sound."""
-    from nnspec.solvers.milp import RelaxationLP
+    into the final objective's upper lines and optimised with its slopes. On a chain with
+    convolutions (densified, ``chain_of``) the same without the refinement, each LP by interior
+    point (``relaxation_minimiser``), and a ReLU layer whose facets for all the objectives would
+    pass HULL_MAX_ENTRIES entries keeps its triangles. Elsewhere (another graph, an LP that did
+    not finish) the alpha-CROWN bound; every bound is sound."""
+    from nnspec.solvers.milp import RelaxationLP, relaxation_minimiser
 
     lo, hi = lo.double(), hi.double()
     C = C.double()
@@ -190,11 +193,12 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     d = torch.zeros(B, S, dtype=torch.float64) if d is None else d.double().expand(B, S)
     state = engine.optimise(lo, hi, C, d, steps=alpha_steps, deadline=deadline)
     need = state.lower < below
-    chain = chain_of(engine)
+    chain = chain_of(engine, convolutions=True)
     if chain is None or not bool(need.any()) or not state.alphas:
         return state.lower
     layers, preacts, relus = chain
-    if REFINE_IN_HULL:
+    dense = chain_of(engine) is not None
+    if REFINE_IN_HULL and dense:
         state.bounds = _refined_per_box(engine, state.bounds, lo, hi, need,
                                         time.perf_counter() + 3600 if deadline is None else deadline)
     flat_lo, flat_hi = lo.reshape(B, 1, -1), hi.reshape(B, 1, -1)
@@ -202,12 +206,15 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
     found = torch.zeros(B, S, dtype=torch.bool)
     for b in range(B):
         pre = [(state.bounds[p][0][b].flatten().numpy(), state.bounds[p][1][b].flatten().numpy()) for p in preacts]
-        lp = RelaxationLP(layers[:-1], pre, flat_lo[b, 0].numpy(), flat_hi[b, 0].numpy())
+        box = flat_lo[b, 0].numpy(), flat_hi[b, 0].numpy()
+        lp = RelaxationLP(layers[:-1], pre, *box) if dense else None
         for s in need[b].nonzero().flatten().tolist():
             left = 60.0 if deadline is None else deadline - time.perf_counter()
             if left <= 0:
                 break
-            xs = lp.minimiser(C[b, s].reshape(-1).numpy() @ layers[-1][0], left)
+            row = C[b, s].reshape(1, -1).numpy()
+            xs = lp.minimiser(row[0] @ layers[-1][0], left) if dense else \
+                relaxation_minimiser(layers, pre, *box, row, np.zeros(1), left, "ipm")
             if xs is not None:
                 for k, x in enumerate(xs):
                     points[k][b, s] = torch.from_numpy(x)
@@ -216,7 +223,8 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
         return state.lower
     facets = {}
     for k, relu in enumerate(relus):
-        if relu not in state.alphas:
+        if relu not in state.alphas or \
+                B * S * len(unstable(*state.bounds[preacts[k]])) * layers[k][0].shape[1] > HULL_MAX_ENTRIES:
             continue
         w, bias = (torch.from_numpy(t) for t in layers[k])
         if k == 0:
@@ -231,6 +239,10 @@ def hull_bound(engine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: t
                           joint=False, facets=facets, start=state.alphas)
     return torch.maximum(state.lower, opt.lower)
 
+
+# ``hull_bound``'s facets per ReLU layer, one set per box and objective, at most this many entries
+# (float64; ``facets_at`` holds a few tensors of this size): a CNN's layers have thousands of inputs
+HULL_MAX_ENTRIES = 2**25
 
 # ``hull_bound`` refines each box's intermediate bounds first (``refine_bounds``): demo MLP,
 # benchmark 9, median certified / exact radius 0.894 -> 0.909 (min 0.781 -> 0.802), 0.61 -> 1.41 s
