@@ -269,9 +269,9 @@ MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers (the LP'
 def chain_of(engine, convolutions: bool = False):
     """(layers, ReLU inputs, ReLU names) of the engine's graph as a chain of dense affine maps
     and ReLUs (``exact.chain_layers``) with at most MAX_WEIGHTS weights, or None; computed once
-    per engine. Convolutions are densified only with ``convolutions`` (``bab._Fixed.with_facets``:
-    one LP and one set of facets per objective; ``refine_bounds``' LP per unstable neuron does
-    not fit a CNN's thousands of them)."""
+    per engine. Convolutions are densified only with ``convolutions``: for callers with one LP
+    and one set of facets per objective (``bab._Fixed.with_facets``, ``hull_bound``);
+    ``refine_bounds``' LP per unstable neuron does not fit a CNN's thousands of them."""
     dense = not any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift")
                     for op in engine.ops)
     if not (dense or convolutions):  # (not densified for callers that would not use it)

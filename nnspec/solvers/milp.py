@@ -275,6 +275,8 @@ def relaxation_minimiser(layers: list[tuple[np.ndarray, np.ndarray]], pre: list[
     if method == "ipm":  # an optimal point, not a vertex: facets hold anywhere, any minimiser serves
         h.setOptionValue("solver", "ipm")
         h.setOptionValue("run_crossover", "off")
+    elif method != "simplex":
+        raise ValueError(f"relaxation_minimiser: method {method!r} is not 'ipm' or 'simplex'")
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
