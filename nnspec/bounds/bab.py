@@ -214,8 +214,8 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
             # much as the first: see FACET_MIN_TIME)
             left = started + time_limit - time.perf_counter()
             # (not for a group that its root bound proves: its search ends there)
-            at_root = float(reduce_rows(prepared[key].lower[None], *sub_rows)[0])
-            if facets and left >= FACET_MIN_TIME and at_root <= goal:
+            if facets and left >= FACET_MIN_TIME and \
+                    float(reduce_rows(prepared[key].lower[None], *sub_rows)[0]) <= goal:
                 prepared[key] = prepared[key].with_facets(engine, lo, hi, C[idx], sub_rows[0],
                                                           time.perf_counter() + FACET_SHARE * left)
         sub_fixed = prepared[key]
