@@ -232,9 +232,13 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         result = search(parts[j], limit, None if resume is None else _unpack_open(resume, lo, hi))
         # pickled here: the pipe's own pickler would share the tensors' memory through handles
         # that die with this process; the open subdomains go as a few large tensors, and the
-        # counterexamples its leaves' LPs found (``_leaf``) with them
+        # counterexamples its leaves' LPs found (``_leaf``) with them. A search that ran to the
+        # time limit is not resumed: its setting and open subdomains stay here (a CNN's took
+        # longer to pickle than the parent waits past the deadline, and its result was lost)
+        last = limit >= time_limit
         return pickle.dumps((BabResult(result.proven, result.lower, result.domains, result.seconds, result.stop),
-                             prepared[tuple(parts[j].tolist())], _pack_open(result.open, lo, hi),
+                             None if last else prepared[tuple(parts[j].tolist())],
+                             None if last else _pack_open(result.open, lo, hi),
                              [] if found is None or os.getpid() == home else found[before:]))
 
     def searches(todo: list[int], limit: float):
@@ -258,7 +262,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                 if got is None:
                     yield j, BabResult(False, float(root_values[j]) - threshold, 0, 0.0, "time")
                     continue
-                result, prepared[tuple(parts[j].tolist())], opened[j], points = pickle.loads(got)
+                result, setting, opened[j], points = pickle.loads(got)
+                if setting is not None:
+                    prepared[tuple(parts[j].tolist())] = setting
                 if opened[j] is None:
                     del opened[j]
                 if found is not None:  # (the points a process found; none where it ran here)
