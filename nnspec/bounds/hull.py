@@ -300,8 +300,10 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
     point where the triangle LP relaxation of the layers before it reaches that bound (one LP
     per bound, warm-started in HiGHS; ``workers`` processes share a layer's LPs), their mix and
     the slopes optimised (FACET_STEPS), intersected with the old ones. A layer's bounds feed
-    the next one's LPs and facets. Stops at ``deadline`` (a layer not finished keeps its old
-    bounds). Sound: every bound is a backward pass over valid lines."""
+    the next one's LPs and facets. Before its LPs each layer gets a backward pass on the layers
+    refined so far (``_tighten``, BACKWARD_STEPS), which leaves fewer neurons for the LPs. The
+    LPs stop at ``deadline`` (a layer not finished keeps its backward pass's bounds, and so do
+    the layers after it). Sound: every bound is a backward pass over valid lines."""
     from nnspec.solvers import forked
     from nnspec.solvers.milp import relaxation_minimisers
 
@@ -313,8 +315,15 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
         return bounds
     bounds = dict(bounds)
     box_lo, box_hi = lo.double().reshape(-1), hi.double().reshape(-1)
+    lps = True  # False once the time ran out: the layers left get the backward pass only
     for k in range(1, len(preacts)):
         name = preacts[k]
+        # first a backward pass on the layers refined so far (alpha-CROWN, no LP): it is cheap,
+        # and each neuron it makes stable is two LPs saved; a layer the LPs do not reach keeps it
+        _tighten(engine, bounds, lo, hi, name, None, BACKWARD_STEPS)
+        if not lps or time.perf_counter() >= deadline:
+            lps = False
+            continue
         l, u = bounds[name]
         idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
         if not len(idx):
@@ -328,11 +337,12 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
         with closing(forked.solve_all(relaxation_minimisers, problems, deadline, workers)) as results:
             for i, found in results:
                 if found is None:  # the time ran out (or the process died): this layer keeps its bounds
-                    return bounds
+                    break
                 for j, xs in zip(parts[i], found):
                     points[j] = xs
         if any(p is None for p in points):
-            return bounds
+            lps = False
+            continue
         facets = {}
         for j in range(k):
             if j == 0:
@@ -343,13 +353,29 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
             x = torch.stack([torch.from_numpy(p[j]) for p in points])[None]
             facets[relus[j]] = facets_at(w, b, flo.reshape(1, 1, -1), fhi.reshape(1, 1, -1), x,
                                          "input" if j == 0 else relus[j - 1], unstable(*bounds[preacts[j]]))
-        state = engine.optimise(lo.reshape((1,) + tuple(engine.graph.input_shape)),
-                                hi.reshape((1,) + tuple(engine.graph.input_shape)), rows[None], steps=FACET_STEPS,
-                                lr=FACET_LR, bounds=bounds, joint=False, facets=facets, target=name)
-        best = state.lower
-        n = len(idx)
-        lf, uf = l.flatten(1).clone(), u.flatten(1).clone()
-        lf[:, idx] = torch.maximum(lf[:, idx], best[:, :n])
-        uf[:, idx] = torch.minimum(uf[:, idx], -best[:, n:])
-        bounds[name] = (lf.reshape(l.shape), uf.reshape(u.shape))
+        _tighten(engine, bounds, lo, hi, name, facets, FACET_STEPS)
     return bounds
+
+
+# ``refine_bounds``' backward pass before a layer's LPs: alpha-CROWN steps on the slopes alone
+BACKWARD_STEPS = 10
+
+
+def _tighten(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, name: str, facets: dict | None,
+             steps: int) -> None:
+    """``bounds[name]`` (1, *shape) intersected, for its unstable neurons, with alpha-CROWN's
+    bounds on ``bounds`` (the ops before it), ``facets`` in the relaxation where given."""
+    l, u = bounds[name]
+    idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
+    if not len(idx):
+        return
+    rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
+    shape = (1,) + tuple(engine.graph.input_shape)
+    state = engine.optimise(lo.reshape(shape), hi.reshape(shape), rows[None], steps=steps, lr=FACET_LR,
+                            bounds=bounds, joint=False, facets=facets, target=name)
+    best = state.lower
+    n = len(idx)
+    lf, uf = l.flatten(1).clone(), u.flatten(1).clone()
+    lf[:, idx] = torch.maximum(lf[:, idx], best[:, :n])
+    uf[:, idx] = torch.minimum(uf[:, idx], -best[:, n:])
+    bounds[name] = (lf.reshape(l.shape), uf.reshape(u.shape))
