@@ -1732,44 +1732,6 @@ def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monke
     assert {int(line.split()[0]) for line in log.read_text().splitlines()} == {os.getpid()}
 
 
-def test_groups_searched_at_once_take_turns_so_a_hard_one_does_not_starve_the_rest(monkeypatch, tmp_path):
-    """Two workers, three groups: the two with the lowest root bounds (searched first) can never
-    be proved, the third is proved as soon as its search starts. The groups take turns
-    (``rounds``): the third is searched and proved, and the hard ones resume for the time left.
-    Before, the two hard searches took the whole time limit and the third never started."""
-    import os
-
-    from nnspec.bounds import bab
-    from nnspec.bounds.bab import BabResult
-
-    net, x = relu_case(4, 1, (6, 12, 12, 12, 4))
-    label = int(net(x).argmax())
-    engine = _engine(net, (6,))
-    lo, hi = (x[0] - 0.3).clamp(0, 1), (x[0] + 0.3).clamp(0, 1)
-    C = margin_objectives(4, label)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
-    easy = C[bab._parts(fixed.lower, None, None)[0][-1]]  # the highest root bound: searched last
-    log = tmp_path / "searches"
-
-    def stub(engine, lo, hi, C, threshold, goal, rows, mode, fixed, started, limit, *rest):
-        mine = bool(torch.equal(C, easy))
-        with open(log, "a") as fh:
-            fh.write(f"{os.getpid()} {int(mine)} {limit:.2f}\n")
-        if mine:
-            return BabResult(True, 0.0, 1, 0.0, "proven")
-        time.sleep(max(0.0, started + limit - time.perf_counter()))
-        return BabResult(False, -1.0, 1, limit, "time")
-
-    monkeypatch.setattr(bab, "_search", stub)
-    monkeypatch.setattr(bab, "FACET_MIN_TIME", math.inf)
-    result = bab.verify(engine, lo, hi, C, time_limit=12.0, mode="relu", milp=False, milp_workers=2, slack=100.0)
-    runs = [line.split() for line in log.read_text().splitlines()]
-    assert [r for r in runs if r[1] == "1"], runs  # the easy group was searched
-    hard = [float(r[2]) for r in runs if r[1] == "0"]
-    assert len(hard) >= 3 and min(hard) < 12.0 and max(hard) == 12.0, runs  # in slices, to the end
-    assert not result.proven and result.stop == "time"
-
-
 def test_open_subdomains_pack_into_tensors_and_back_to_the_same_heap():
     """A ReLU-splitting search stopped by its time hands its open subdomains to another
     process as a few tensors (``_pack_open``); unpacked they are the same heap: bounds,

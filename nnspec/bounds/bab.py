@@ -224,11 +224,9 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         return _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
                        limit, batch, max_domains - seen, found, resume, leaf)
 
-    def in_process(j, limit, slice_, _left):  # a group's search in a forked process, one thread: result and setting
+    def in_process(j, limit, _left):  # a group's search in a forked process, one thread: result and setting
         if os.getpid() != home:  # (``forked`` runs it here where it cannot fork)
             torch.set_num_threads(1)
-        if slice_ is not None:  # its round's slice, from when it starts
-            limit = min(limit, time.perf_counter() - started + slice_)
         resume = opened.get(j)
         before = 0 if found is None else len(found)
         result = search(parts[j], limit, None if resume is None else _unpack_open(resume, lo, hi))
@@ -240,16 +238,15 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         last = limit >= time_limit
         return pickle.dumps((BabResult(result.proven, result.lower, result.domains, result.seconds, result.stop),
                              None if last else prepared[tuple(parts[j].tolist())],
-                             None if last else _pack_open(result.open, lo, hi, PACK_WARM_BYTES),
+                             None if last else _pack_open(result.open, lo, hi),
                              [] if found is None or os.getpid() == home else found[before:]))
 
-    def searches(todo: list[int], limit: float, slice_: float | None = None):
+    def searches(todo: list[int], limit: float):
         """(group, its search's result) for the groups ``todo`` (positions in ``parts``), each
         search until ``started + limit`` and resuming where it stopped before (``opened``): in
         order in this process, or with several workers that many at once in forked processes,
-        one thread each (each for at most ``slice_`` seconds from its start, where given),
-        results as they come (a search that the machine killed reads as a time-out at the
-        group's root bound). Closing it stops the others."""
+        one thread each, results as they come (a search that the machine killed reads as a
+        time-out at the group's root bound). Closing it stops the others."""
         if at_once <= 1 or len(todo) <= 1:
             for j in todo:
                 resume = opened.pop(j, None)
@@ -259,8 +256,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
                     opened[j] = result.open
                 yield j, result
             return
-        with closing(forked.solve_all(in_process, [(j, limit, slice_) for j in todo], started + limit,
-                                      at_once)) as results:
+        with closing(forked.solve_all(in_process, [(j, limit) for j in todo], started + limit, at_once)) as results:
             for k, got in results:
                 j = todo[k]
                 if got is None:
@@ -293,43 +289,16 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
             best[j] = result.lower if result.stop == "counterexample" else max(best[j], result.lower)
         return result.proven
 
-    def rounds(todo: list[int], until: float) -> str | None:
-        """Several workers: the groups ``todo`` searched in rounds until ``started + until``, each
-        open group for a slice (the first round's a fair share of the time, between SLICE_MIN
-        and SLICE seconds, each next round's twice the last), its search resuming where the
-        last slice stopped: one hard group does not starve the others. The stop that ends the
-        whole search (a counterexample, the domain limit), else None."""
-        slice_ = None
-        while True:
-            todo = [j for j in todo if not proved[j]]
-            left = started + until - time.perf_counter()
-            if not todo or left <= 0:
-                return None
-            slice_ = min(max(left * at_once / len(todo), SLICE_MIN), SLICE) if slice_ is None else 2 * slice_
-            ran = False
-            with closing(searches(todo, until, slice_)) as results:
-                for j, result in results:
-                    ran = ran or result.domains > 0
-                    take(j, result)
-                    if result.stop in ("counterexample", "domains"):
-                        return result.stop
-            if not ran:  # no search got anywhere (the processes died): no more rounds
-                return None
-
     # the first pass: each group's branch and bound until bab_limit. In this process a group that
     # is not proved ends the pass (the groups not searched keep their root bounds); in processes
-    # the groups take turns (``rounds``), for the MILP stage to take every group left open
-    if at_once > 1:
-        stop = rounds(list(range(len(parts))), bab_limit)
-        if stop is not None:
-            return ended(stop)
-    else:
-        with closing(searches(list(range(len(parts))), bab_limit)) as results:
-            for j, result in results:
-                if take(j, result):
-                    continue
-                if chain is None or result.stop == "counterexample":
-                    return ended(result.stop)
+    # the others run on, for the MILP stage to take every group left open
+    with closing(searches(list(range(len(parts))), bab_limit)) as results:
+        for j, result in results:
+            if take(j, result):
+                continue
+            if chain is None or result.stop == "counterexample":
+                return ended(result.stop)
+            if at_once <= 1:
                 break
     if all(proved):
         return ended("proven")
@@ -348,9 +317,6 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     if ends is not None and ends[1] == "counterexample":
         return ended("counterexample")
     left = [j for j in left if not proved[j]]
-    if at_once > 1:  # the interrupted searches resume, in turns
-        stop = rounds(left, time_limit)
-        return ended(stop or ("proven" if all(proved) else "time"))
     with closing(searches(left, time_limit)) as results:  # the interrupted searches resume
         for j, again in results:
             if not take(j, again):
@@ -369,11 +335,6 @@ MILP_UNSTABLE = 400
 # bisection's short steps prove most groups at their roots, and forking a process per group cost
 # benchmark 9's branch and bound 2.59 s per point against 1.75 s in one process
 GROUPS_AT_ONCE_MIN_TIME = 10.0
-# groups searched at once take turns (``rounds`` in ``verify``): the first round's slice per group
-# is its fair share of the time, at least SLICE_MIN and at most SLICE seconds, then doubles.
-# mnist_fc 256x4 prop_12 eps 0.05: two groups' searches took all 270 s, seven never started
-SLICE_MIN = 3.0
-SLICE = 15.0
 MILP_AFTER = 0.4
 # and at most this many seconds: on mnist_fc 256x4 prop_11 eps 0.05 (300 s) the MILP needs ~150 s
 # after the root; with 40% of the runner's 232 s branch and bound left it 139 s and it timed out
@@ -649,20 +610,13 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
 
 
-# a group's open subdomains handed between processes keep warm starts of at most this many bytes
-# (the lowest bounds' first; the others start again from the root's slopes): mnist_fc 256x4's take
-# ~12 KB a subdomain, oval21's CNNs' tens of KB
-PACK_WARM_BYTES = 2**29
-
-
-def _pack_open(heap: list | None, lo: torch.Tensor, hi: torch.Tensor, warm_bytes: int | None = None) -> dict | None:
+def _pack_open(heap: list | None, lo: torch.Tensor, hi: torch.Tensor) -> dict | None:
     """A ReLU-splitting search's open subdomains (its heap: (bound, counter, domain, {})
     entries on the box [lo, hi]) as a few tensors, for another process: a search there stopped
     by its time hands them back, and the next search resumes them (``_unpack_open``). A
     hundred thousand subdomains pickle as seven tensors instead of half a million small ones.
-    Subdomains on boxes of their own (cut once no neuron was left to split) keep them. With
-    ``warm_bytes``, only as many as fit in it (the lowest bounds) keep their warm starts. None
-    for no heap."""
+    Subdomains on boxes of their own (cut once no neuron was left to split) keep them. None for
+    no heap."""
     if not heap:
         return None
     doms = [e[2] for e in heap]
@@ -681,16 +635,8 @@ def _pack_open(heap: list | None, lo: torch.Tensor, hi: torch.Tensor, warm_bytes
         packed["splits"][n] = torch.stack([d.splits.get(n, zero) for d in doms])
         packed["has"][n] = torch.tensor([n in d.splits for d in doms])
     warm = [d.warm is not None for d in doms]
-    if warm_bytes is not None and any(warm):
-        size = next(d.warm for d in doms if d.warm is not None)
-        warm_max = warm_bytes // max(1, size.numel() * size.element_size())
-    else:
-        warm_max = None
-    if warm_max is not None and sum(warm) > warm_max:
-        keep = set(sorted(range(len(heap)), key=lambda i: heap[i][0])[:warm_max])
-        warm = [w and i in keep for i, w in enumerate(warm)]
     packed["has_warm"] = torch.tensor(warm)
-    packed["warm"] = torch.stack([d.warm for d, w in zip(doms, warm) if w]) if any(warm) else None
+    packed["warm"] = torch.stack([d.warm for d in doms if d.warm is not None]) if any(warm) else None
     branch_names = sorted({d.branch[0] for d in doms if d.branch is not None})
     packed["branch_names"] = branch_names
     packed["branch"] = torch.tensor([(-1, 0) if d.branch is None else (branch_names.index(d.branch[0]), d.branch[1])
