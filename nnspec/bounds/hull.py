@@ -318,14 +318,19 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
     lps = True  # False once the time ran out: the layers left get the backward pass only
     for k in range(1, len(preacts)):
         name = preacts[k]
+        l, u = bounds[name]
+        was = ((l[0] < 0) & (u[0] > 0)).flatten()  # unstable before the backward pass
         # first a backward pass on the layers refined so far (alpha-CROWN, no LP): it is cheap,
-        # and each neuron it makes stable is two LPs saved; a layer the LPs do not reach keeps it
+        # and each neuron it shows inactive is two LPs saved; a layer the LPs do not reach keeps it.
+        # (A neuron it shows active still gets its LPs: its bounds limit the next layers' LPs and
+        # facets; without them, mnist_fc 256x6 prop_8 eps 0.05 ended with 85 neurons of its
+        # fifth layer unstable instead of 75.)
         _tighten(engine, bounds, lo, hi, name, None, BACKWARD_STEPS)
         if not lps or time.perf_counter() >= deadline:
             lps = False
             continue
         l, u = bounds[name]
-        idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
+        idx = (was & (u[0].flatten() > 0)).nonzero().flatten()
         if not len(idx):
             continue
         pre = [(bounds[p][0][0].flatten().numpy(), bounds[p][1][0].flatten().numpy()) for p in preacts[:k]]
@@ -353,7 +358,7 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
             x = torch.stack([torch.from_numpy(p[j]) for p in points])[None]
             facets[relus[j]] = facets_at(w, b, flo.reshape(1, 1, -1), fhi.reshape(1, 1, -1), x,
                                          "input" if j == 0 else relus[j - 1], unstable(*bounds[preacts[j]]))
-        _tighten(engine, bounds, lo, hi, name, facets, FACET_STEPS)
+        _tighten(engine, bounds, lo, hi, name, facets, FACET_STEPS, idx)
     return bounds
 
 
@@ -362,11 +367,13 @@ BACKWARD_STEPS = 10
 
 
 def _tighten(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, name: str, facets: dict | None,
-             steps: int) -> None:
-    """``bounds[name]`` (1, *shape) intersected, for its unstable neurons, with alpha-CROWN's
-    bounds on ``bounds`` (the ops before it), ``facets`` in the relaxation where given."""
+             steps: int, idx: torch.Tensor | None = None) -> None:
+    """``bounds[name]`` (1, *shape) intersected, for the neurons ``idx`` (flat; by default the
+    unstable ones), with alpha-CROWN's bounds on ``bounds`` (the ops before it), ``facets`` in
+    the relaxation where given."""
     l, u = bounds[name]
-    idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
+    if idx is None:
+        idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
     if not len(idx):
         return
     rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
