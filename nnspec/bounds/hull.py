@@ -301,9 +301,10 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
     per bound, warm-started in HiGHS; ``workers`` processes share a layer's LPs), their mix and
     the slopes optimised (FACET_STEPS), intersected with the old ones. A layer's bounds feed
     the next one's LPs and facets. Before its LPs each layer gets a backward pass on the layers
-    refined so far (``_tighten``, BACKWARD_STEPS), which leaves fewer neurons for the LPs. The
+    refined so far (``_tighten``, BACKWARD_STEPS); the neurons it shows inactive get no LPs. The
     LPs stop at ``deadline`` (a layer not finished keeps its backward pass's bounds, and so do
-    the layers after it). Sound: every bound is a backward pass over valid lines."""
+    the layers after it, each with a backward pass of its own past the deadline). Sound: every
+    bound is a backward pass over valid lines."""
     from nnspec.solvers import forked
     from nnspec.solvers.milp import relaxation_minimisers
 
@@ -341,7 +342,7 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
         points = [None] * len(objectives)
         with closing(forked.solve_all(relaxation_minimisers, problems, deadline, workers)) as results:
             for i, found in results:
-                if found is None:  # the time ran out (or the process died): this layer keeps its bounds
+                if found is None:  # the time ran out (or the process died): this layer keeps the backward pass's
                     break
                 for j, xs in zip(parts[i], found):
                     points[j] = xs
