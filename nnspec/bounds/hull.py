@@ -363,7 +363,9 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
     return bounds
 
 
-# ``refine_bounds``' backward pass before a layer's LPs: alpha-CROWN steps on the slopes alone
+# ``refine_bounds``' backward pass before a layer's LPs: alpha-CROWN steps on the slopes alone.
+# mnist_fc 256x6 prop_0 eps 0.05 (two processes), 3 / 10 / 25 steps: 21.6 / 17.0 / 16.6 s, the
+# roots 0.04 lower with 3; prop_8 the same bounds with each, in 45-49 s
 BACKWARD_STEPS = 10
 
 
