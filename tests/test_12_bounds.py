@@ -2307,6 +2307,91 @@ def test_forked_problems_running_at_the_deadline_are_collected_and_the_rest_skip
     assert sorted(got) == [(0, 0), (1, 1)] and not multiprocessing.active_children()
 
 
+def test_forked_problems_appended_while_running_are_solved_and_idle_workers_claimed():
+    """A problem the caller appends while it iterates is solved too; with ``share_idle`` a
+    problem running alone on three workers claims the two idle ones (``claim_idle``), at most
+    what it asks for, and this process (not one of ``solve_all``'s) claims none."""
+    import multiprocessing
+
+    from nnspec.solvers import forked
+
+    def ask(tag, most, _left):
+        time.sleep(0.5)  # (the parent counts the idle workers once the process has started)
+        return tag, forked.claim_idle(most)
+
+    problems = [("first", 5)]
+    got = []
+    for _, (tag, claimed) in forked.solve_all(ask, problems, time.perf_counter() + 30, 3, share_idle=True):
+        got.append((tag, claimed))
+        if tag == "first":
+            problems.append(("second", 1))
+    assert got == [("first", 2), ("second", 1)]
+    assert forked.claim_idle(5) == 0 and forked._IDLE is None and not multiprocessing.active_children()
+
+
+def test_open_subdomains_dealt_into_parts_keep_every_one_in_heap_order():
+    """A search that splits deals its open subdomains by bound (``_dealt``): every subdomain in
+    exactly one part, each part a heap whose lowest bounds alternate; ``_merged_open`` joins
+    parts back into one heap with fresh counters (separate searches' counters repeat)."""
+    import heapq
+
+    from nnspec.bounds import bab
+
+    lo, hi = torch.zeros(2), torch.ones(2)
+    heap = []
+    for c, b in enumerate([0.3, -0.5, 0.1, -0.2, 0.0, -0.9, 0.2]):
+        heapq.heappush(heap, (b, c, bab._Domain(lo, hi, {}, b), {}))
+    parts = bab._dealt(heap, 3)
+    assert sorted(e[1] for p in parts for e in p) == list(range(7))
+    assert [[e[0] for e in p] for p in parts] == [[-0.9, 0.0, 0.3], [-0.5, 0.1], [-0.2, 0.2]]
+    assert all(p == sorted(p, key=lambda e: (e[0], e[1])) for p in parts)
+    twins = [[(b, 0, d, r) for b, _, d, r in p] for p in parts]  # counters that repeat across parts
+    merged = bab._merged_open(twins, lo, hi)
+    assert [e[0] for e in merged] == sorted(e[0] for e in heap)
+    assert [e[1] for e in merged] == list(range(7))
+    heapq.heappush(merged, (-0.9, 99, bab._Domain(lo, hi, {}, -0.9), {}))  # no tie reaches a domain
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_a_search_splits_for_idle_workers_with_the_verdicts_of_one(monkeypatch, tmp_path, seed):
+    """One group, two workers: its search runs in a forked process and, finding the other
+    worker idle, splits its open subdomains into two searches (SPLIT_AFTER set to 0 here). The
+    verdicts are one search's: the box at 95% of the exact radius is proved, the box 2% beyond
+    it is not (its bound <= 0)."""
+    import os
+
+    from nnspec.bounds import bab
+
+    real, log = bab._search, tmp_path / "searches"
+
+    def logged(*args, **kwargs):  # where each search ran, and how it ended
+        result = real(*args, **kwargs)
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()} {result.stop}\n")
+        return result
+
+    monkeypatch.setattr(bab, "_search", logged)
+    monkeypatch.setattr(bab, "SPLIT_AFTER", 0.0)
+    monkeypatch.setattr(bab, "SPLIT_MIN_LEFT", 1.0)
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x, exact, engine, C = _deep_case(seed)
+    # one group: the second worker has nothing else to do; the row of the closest other label
+    label = int(net(x).argmax())
+    row = min(range(len(C)), key=lambda r: min_distance(layers_of(net), x[0].numpy(), label,
+                                                        int((C[r] < 0).nonzero()), "linf", max_radius=1.0).distance)
+    C = C[row:row + 1]
+    inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
+                        time_limit=30.0, mode="relu", milp=False, milp_workers=2)
+    assert inside.proven and inside.stop == "proven" and inside.lower >= 0
+    outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
+                         time_limit=bab.GROUPS_AT_ONCE_MIN_TIME, mode="relu", milp=False, milp_workers=2)
+    assert not outside.proven and outside.lower <= 0
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert all(int(pid) != os.getpid() for pid, _ in ran)
+    assert any(stop == "split" for _, stop in ran) and len({pid for pid, _ in ran}) >= 3
+
+
 @pytest.mark.parametrize("seed", [3, 7])
 def test_hull_bound_on_refined_intermediate_bounds_rises_and_stays_sound(seed, monkeypatch):
     """``bound=hull`` refines each box's intermediate bounds before its final facets

@@ -103,7 +103,7 @@ class BabResult:
     lower: float  # a proved lower bound of min over rows of C @ y - threshold on the box
     domains: int  # subdomains bounded
     seconds: float
-    stop: str  # proven | time | domains | counterexample
+    stop: str  # proven | time | domains | counterexample | split (a search of ``verify``: see ``_search``)
     # ReLU splitting stopped by its time: the open subdomains (its heap), for a later search to resume
     open: list | None = field(default=None, repr=False, compare=False)
 
@@ -203,7 +203,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     # tensors from a process), where its next search resumes
     opened: dict[int, object] = {}
 
-    def search(idx, limit, resume=None):
+    def search(idx, limit, resume=None, split=None):
         sub_groups = None if groups is None else torch.unique(groups[idx], return_inverse=True)[1]
         sub_rows = (None if offsets is None else offsets[idx], sub_groups)
         key = tuple(idx.tolist())
@@ -222,23 +222,32 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         leaf = None if leaves is None else \
             (lambda dom: _leaf(original, shape, leaves, dom, C[idx], sub_rows[0], threshold, goal, found))
         return _search(engine, lo, hi, C[idx], threshold, goal, sub_rows, mode, sub_fixed, started,
-                       limit, batch, max_domains - seen, found, resume, leaf)
+                       limit, batch, max_domains - seen, found, resume, leaf, split)
 
-    def in_process(j, limit, _left):  # a group's search in a forked process, one thread: result and setting
+    def in_process(j, pack, limit, _left):  # a piece of a group's search in a forked process, one thread
         if os.getpid() != home:  # (``forked`` runs it here where it cannot fork)
             torch.set_num_threads(1)
-        resume = opened.get(j)
         before = 0 if found is None else len(found)
-        result = search(parts[j], limit, None if resume is None else _unpack_open(resume, lo, hi))
+        began = time.perf_counter()
+
+        def split(open_domains: int) -> int:  # the parts to hand back, when workers are idle (0: go on)
+            now = time.perf_counter()
+            if now - began < SPLIT_AFTER or started + limit - now < SPLIT_MIN_LEFT:
+                return 0
+            taken = forked.claim_idle(min(open_domains, at_once) - 1)
+            return 1 + taken if taken else 0
+
+        result = search(parts[j], limit, None if pack is None else _unpack_open(pack, lo, hi), split)
         # pickled here: the pipe's own pickler would share the tensors' memory through handles
         # that die with this process; the open subdomains go as a few large tensors, and the
         # counterexamples its leaves' LPs found (``_leaf``) with them. A search that ran to the
         # time limit is not resumed: its setting and open subdomains stay here (a CNN's took
-        # longer to pickle than the parent waits past the deadline, and its result was lost)
-        last = limit >= time_limit
+        # longer to pickle than the parent waits past the deadline, and its result was lost).
+        # A search that split hands back its parts (a list of heaps), each to be resumed.
+        heaps = result.open if result.stop == "split" else None if limit >= time_limit else [result.open]
         return pickle.dumps((BabResult(result.proven, result.lower, result.domains, result.seconds, result.stop),
-                             None if last else prepared[tuple(parts[j].tolist())],
-                             None if last else _pack_open(result.open, lo, hi),
+                             None if heaps is None else prepared[tuple(parts[j].tolist())],
+                             None if heaps is None else [p for p in (_pack_open(h, lo, hi) for h in heaps) if p],
                              [] if found is None or os.getpid() == home else found[before:]))
 
     def searches(todo: list[int], limit: float):
@@ -246,30 +255,51 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         search until ``started + limit`` and resuming where it stopped before (``opened``): in
         order in this process, or with several workers that many at once in forked processes,
         one thread each, results as they come (a search that the machine killed reads as a
-        time-out at the group's root bound). Closing it stops the others."""
-        if at_once <= 1 or len(todo) <= 1:
+        time-out at the group's root bound). In processes a search that finds workers idle
+        (no group left to start) splits its open subdomains into parts (SPLIT_AFTER), each then
+        a search of its own: the group's result comes once all its parts have ended, proved
+        when each is, with the least of their bounds. Closing it stops the others."""
+        if at_once <= 1:
             for j in todo:
                 resume = opened.pop(j, None)
-                result = search(parts[j], limit, None if resume is None else
-                                resume if isinstance(resume, list) else _unpack_open(resume, lo, hi))
+                result = search(parts[j], limit, None if resume is None else _merged_open(resume, lo, hi))
                 if result.open:
-                    opened[j] = result.open
+                    opened[j] = [result.open]
                 yield j, result
             return
-        with closing(forked.solve_all(in_process, [(j, limit) for j in todo], started + limit, at_once)) as results:
+        # one problem per part of a group's search: a group not searched yet is one part
+        problems = [(j, pack, limit) for j in todo for pack in (opened.pop(j, None) or [None])]
+        pending = {j: sum(1 for p in problems if p[0] == j) for j in todo}
+        merged = {j: BabResult(True, math.inf, 0, 0.0, "proven") for j in todo}
+        with closing(forked.solve_all(in_process, problems, started + limit, at_once, share_idle=True)) as results:
             for k, got in results:
-                j = todo[k]
+                j = problems[k][0]
+                problems[k] = (j, None, limit)  # its subdomains are not needed here again
+                pending[j] -= 1
                 if got is None:
-                    yield j, BabResult(False, float(root_values[j]) - threshold, 0, 0.0, "time")
-                    continue
-                result, setting, opened[j], points = pickle.loads(got)
+                    result, setting, packs, points = \
+                        BabResult(False, float(root_values[j]) - threshold, 0, 0.0, "time"), None, None, []
+                else:
+                    result, setting, packs, points = pickle.loads(got)
                 if setting is not None:
                     prepared[tuple(parts[j].tolist())] = setting
-                if opened[j] is None:
-                    del opened[j]
                 if found is not None:  # (the points a process found; none where it ran here)
                     found.extend(points)
-                yield j, result
+                if result.stop == "counterexample":
+                    yield j, result
+                    continue
+                if result.stop == "split":  # its parts go on as searches of their own
+                    problems.extend((j, pack, limit) for pack in packs)
+                    pending[j] += len(packs)
+                    result = BabResult(True, math.inf, result.domains, result.seconds, "proven")
+                elif packs:
+                    opened.setdefault(j, []).extend(packs)
+                so_far = merged[j]
+                merged[j] = BabResult(so_far.proven and result.proven, min(so_far.lower, result.lower),
+                                      so_far.domains + result.domains, max(so_far.seconds, result.seconds),
+                                      so_far.stop if not so_far.proven else result.stop)
+                if not pending[j]:
+                    yield j, merged[j]
 
     # per group: proved or not, and its best proved lower bound (at first its root's); the
     # result's bound is the least of them
@@ -351,6 +381,11 @@ MILP_AFTER_MIN = 10.0
 # HiGHS 22-165 s each)
 MILP_SHARE = 0.3
 MILP_GROUP_TIME = 8.0
+# a group's search in a process splits its open subdomains for the workers left idle (no group
+# left to start) once it has run SPLIT_AFTER seconds (a search that ends sooner keeps them) and
+# while at least SPLIT_MIN_LEFT seconds are left
+SPLIT_AFTER = 5.0
+SPLIT_MIN_LEFT = 10.0
 MILP_GUARD = 1e-5  # the MILP looks for rows <= goal + this: room for HiGHS's 1e-7 feasibility tolerances
 MILP_MAX_WEIGHTS = 4_000_000  # nonzero weights of the composed dense layers
 
@@ -492,11 +527,14 @@ def _parts(lower: torch.Tensor, offsets, groups) -> tuple[list[torch.Tensor], to
 
 def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows, mode: str,
             fixed: "_Fixed | None", started: float, time_limit: float, batch: int, max_domains: int,
-            found: list | None, resume: list | None = None, leaf=None) -> BabResult:
+            found: list | None, resume: list | None = None, leaf=None, split=None) -> BabResult:
     """Best-first branch and bound from the box [lo, hi] (see ``verify``); with ``resume`` (ReLU
     splitting: a search's ``open`` subdomains) from where that search stopped. ``leaf`` (ReLU
     splitting): decides a subdomain with no neuron left to split (``_leaf``: "proven",
-    "counterexample" or None, when the box is cut instead)."""
+    "counterexample" or None, when the box is cut instead). ``split`` (ReLU splitting): asked
+    before each batch with the number of open subdomains, the number of parts (>= 2) to divide
+    them into now, or 0; the search then stops with stop "split" and ``open`` the parts' heaps
+    (``_dealt``)."""
     counter = itertools.count()
     # input splitting in few dimensions: every dimension's cut is bounded and the best kept
     smart = mode == "input" and int(((hi - lo) > 0).sum()) <= SMART_DIMS
@@ -545,6 +583,11 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                              heap if fixed is not None and dive is None else None)
         if seen >= max_domains:
             return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "domains")
+        if split is not None and fixed is not None and dive is None and len(heap) >= 2:
+            k = split(len(heap))
+            if k >= 2:
+                return BabResult(False, heap[0][0] - threshold, seen, time.perf_counter() - started, "split",
+                                 _dealt(heap, k))
         n_dive = 0 if dive is None else int(batch * DIVE_SHARE)
         entries = [pop(heap) for _ in range(batch - n_dive)] + [pop(dive) for _ in range(n_dive)]
         parents = [e if len(e) == 4 else alive.pop(e[1]) for e in entries if e is not None]
@@ -608,6 +651,23 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
                 alive[entry[1]] = entry
                 heapq.heappush(dive, (float(probed[i]), entry[1]))
     return BabResult(True, goal - threshold, seen, time.perf_counter() - started, "proven")
+
+
+def _dealt(heap: list, k: int) -> list[list]:
+    """A search's open subdomains dealt into ``k`` heaps in the order of their bounds (each part
+    gets as many of the lowest ones as the others), for ``k`` searches to go on with."""
+    entries = sorted(heap, key=lambda e: (e[0], e[1]))
+    return [entries[i::k] for i in range(k)]  # (a sorted list is a heap)
+
+
+def _merged_open(resumes: list, lo: torch.Tensor, hi: torch.Tensor) -> list:
+    """One heap of the open subdomains of several searches of a group (heaps, or
+    ``_pack_open``'s tensors), renumbered: counters of separate searches may repeat."""
+    heaps = [r if isinstance(r, list) else _unpack_open(r, lo, hi) for r in resumes]
+    if len(heaps) == 1:
+        return heaps[0]
+    entries = sorted((e for h in heaps for e in h), key=lambda e: (e[0], e[1]))
+    return [(b, i, dom, rec) for i, (b, _, dom, rec) in enumerate(entries)]
 
 
 def _pack_open(heap: list | None, lo: torch.Tensor, hi: torch.Tensor) -> dict | None:
