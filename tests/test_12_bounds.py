@@ -713,6 +713,7 @@ def test_filtered_branching_splits_the_candidate_whose_better_child_is_highest(m
 
     monkeypatch.setattr(bab, "WARM_FROM_LAST", False)
     monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 8)
+    monkeypatch.setattr(bab, "FSB_FIRST_ORDER", False)  # each child bounded by a pass (``_filtered``)
     engine, fixed, domains, C, _ = _fixed_case(7, 0.3, 0.2)  # (open subdomains, several free neurons)
     low, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
     assert (low[:-1] < 0).any()
@@ -752,6 +753,47 @@ def test_filtered_branching_splits_the_candidate_whose_better_child_is_highest(m
         assert better[candidates.index(chosen)] >= max(better) - 1e-4
         changed += chosen != candidates[0]
     assert changed  # the filter overruled the score somewhere
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_first_order_branching_picks_the_exact_filters_choice_where_the_estimate_is_exact(seed):
+    """``_estimated`` (the default among the filter's candidates) estimates each child's bound to
+    first order. With one hidden layer, one objective row and a point as the input box, nothing
+    below the split layer is piecewise linear, so the estimate is exact: it picks, for each
+    subdomain (its own point and slopes), the neuron ``_filtered`` picks by bounding every child."""
+    from nnspec.bounds import bab
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    engine = _engine(net, (4,))
+    x = torch.rand(4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    label = int(net(x[None]).argmax())
+    C = margin_objectives(3, label)[:1]
+    fixed = bab._Fixed.at_root(engine, x - 0.5, x + 0.5, C, time.perf_counter() + 60)
+    ((relu, pre),) = fixed.inputs.items()
+    l, u = fixed.bounds[pre]
+    unstable = ((l[0] < 0) & (u[0] > 0)).nonzero().flatten().tolist()
+    assert len(unstable) >= 4
+    B = 6
+    points = x + 0.4 * torch.rand((B, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) - 0.2
+    bounds = {"input": (points, points), pre: (l.expand(B, -1), u.expand(B, -1))}  # a point each
+    A0 = C[None].expand(B, -1, -1)
+    alphas = {relu: torch.rand((B, 1, 16), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))}
+    candidates = [[(pre, j) for i, j in enumerate(unstable) if i % B != b] for b in range(B)]
+    args = (engine, fixed, bounds, A0, alphas, {}, {}, candidates, (None, None))
+    estimated, filtered = bab._estimated(*args), bab._filtered(*args)
+    assert estimated == filtered
+    assert len(set(estimated)) > 1  # the subdomains decide differently
+    # and each child's estimated gain is the gain of its own pass
+    ((up, down),) = bab._child_gains(engine, fixed, bounds, A0, alphas, {}, {}, [pre], (None, None)).values()
+    parent = engine.backward(engine.graph.output, A0, bounds, alphas)[:, 0]
+    for j in unstable:
+        for sign, gain in ((1, up), (-1, down)):
+            split = torch.zeros((B, 16), dtype=torch.int8)
+            split[:, j] = sign
+            child = engine.backward(engine.graph.output, A0, {**bounds, pre: cut_at_splits(*bounds[pre], split)},
+                                    alphas)[:, 0]
+            assert torch.allclose(child - parent, gain[:, j], atol=1e-9)
 
 
 @pytest.mark.parametrize("seed", [3, 28])
