@@ -755,16 +755,17 @@ def test_filtered_branching_splits_the_candidate_whose_better_child_is_highest(m
     assert changed  # the filter overruled the score somewhere
 
 
-@pytest.mark.parametrize("seed", [5, 6])
-def test_first_order_branching_picks_the_exact_filters_choice_where_the_estimate_is_exact(seed):
+@pytest.mark.parametrize("seed, activation", [(5, nn.ReLU), (6, nn.ReLU), (7, lambda: nn.LeakyReLU(0.1))])
+def test_first_order_branching_picks_the_exact_filters_choice_where_the_estimate_is_exact(seed, activation):
     """``_estimated`` (the default among the filter's candidates) estimates each child's bound to
     first order. With one hidden layer, one objective row and a point as the input box, nothing
     below the split layer is piecewise linear, so the estimate is exact: it picks, for each
-    subdomain (its own point and slopes), the neuron ``_filtered`` picks by bounding every child."""
+    subdomain (its own point and slopes), the neuron ``_filtered`` picks by bounding every child;
+    for a leaky ReLU too."""
     from nnspec.bounds import bab
 
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    net = nn.Sequential(nn.Linear(4, 16), activation(), nn.Linear(16, 3)).double()
     engine = _engine(net, (4,))
     x = torch.rand(4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     label = int(net(x[None]).argmax())
