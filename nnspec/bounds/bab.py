@@ -1414,17 +1414,12 @@ def _filtered(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Tensor
     (B, *shape) cut at the new split, with its parent's slopes, split terms and mix (B, S, ...).
     The first candidate where a subdomain has only one; None where it has none. (A candidate is
     unstable on its open subdomain, so neither child is empty.)"""
-    src, layer, idx, sign = [], [], [], []  # per child: its subdomain, split neuron and side
+    if not any(len(c) > 1 for c in candidates):
+        return _best_of(candidates, [])
     pres = sorted({name for cands in candidates for name, _ in cands})
-    for b, cands in enumerate(candidates):
-        if len(cands) > 1:
-            for name, j in cands:
-                for s in (1, -1):
-                    src.append(b), layer.append(pres.index(name)), idx.append(j), sign.append(s)
-    chosen = [c[0] if c else None for c in candidates]
-    if not src:
-        return chosen
-    src, layer, idx, sign = (torch.tensor(t) for t in (src, layer, idx, sign))
+    # per child (each candidate's active one, then its inactive one): its subdomain, split neuron and side
+    src, layer, idx = (t.repeat_interleave(2) for t in _flat_candidates(candidates, pres))
+    sign = torch.tensor([1, -1]).repeat(len(src) // 2)
     values = []
     for first in range(0, len(src), FSB_CHUNK):  # (the children's bounds are built a chunk at a time)
         part = slice(first, first + FSB_CHUNK)
@@ -1442,13 +1437,24 @@ def _filtered(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Tensor
                                 betas={n: t[where] for n, t in betas.items()}, facets=fixed.facets,
                                 mix={n: t[where] for n, t in mix.items()})
         values.append(reduce_rows(value.double(), *rows))
-    better = torch.cat(values).view(-1, 2).max(1).values.tolist()  # per candidate, in ``src`` order
-    at_pair = 0
+    return _best_of(candidates, torch.cat(values).view(-1, 2).max(1).values.tolist())
+
+
+def _flat_candidates(candidates: list[list[tuple[str, int]]], pres: list[str]) -> tuple[torch.Tensor, ...]:
+    """Per candidate of the subdomains that have more than one, in order: its subdomain, its
+    layer (an index into ``pres``) and its flat neuron (long tensors)."""
+    flat = [(b, pres.index(name), j) for b, cands in enumerate(candidates) if len(cands) > 1 for name, j in cands]
+    return tuple(torch.tensor(t, dtype=torch.long) for t in zip(*flat))
+
+
+def _best_of(candidates: list[list[tuple[str, int]]], scores: list[float]) -> list[tuple[str, int] | None]:
+    """Per subdomain, its candidate with the highest score (``scores`` in ``_flat_candidates``'
+    order); the only one where it has one, None where it has none."""
+    chosen, at = [c[0] if c else None for c in candidates], 0
     for b, cands in enumerate(candidates):
         if len(cands) > 1:
-            pair = better[at_pair:at_pair + len(cands)]
-            chosen[b] = cands[max(range(len(cands)), key=lambda i: pair[i])]
-            at_pair += len(cands)
+            chosen[b] = cands[max(range(len(cands)), key=lambda i: scores[at + i])]
+            at += len(cands)
     return chosen
 
 
@@ -1463,23 +1469,16 @@ def _estimated(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Tenso
                mix: dict, candidates: list[list[tuple[str, int]]], rows) -> list[tuple[str, int] | None]:
     """``_filtered``'s choice with each child's bound estimated to first order (``_child_gains``)
     instead of by a pass of its own: per subdomain, the candidate whose better child gains most."""
-    chosen = [c[0] if c else None for c in candidates]
     if not any(len(c) > 1 for c in candidates):
-        return chosen
+        return _best_of(candidates, [])
     pres = sorted({name for cands in candidates for name, _ in cands})
     gains = _child_gains(engine, fixed, bounds, A0, alphas, betas, mix, pres, rows)
-    src, layer, idx = (torch.tensor(t, dtype=torch.long) for t in zip(*[
-        (b, pres.index(name), j) for b, cands in enumerate(candidates) if len(cands) > 1 for name, j in cands]))
-    better = torch.empty(len(src), dtype=A0.dtype)  # per candidate, in that order
+    src, layer, idx = _flat_candidates(candidates, pres)
+    better = torch.empty(len(src), dtype=A0.dtype)
     for i, pre in enumerate(pres):
         mine = layer == i
         better[mine] = torch.maximum(*gains[pre])[src[mine], idx[mine]]
-    better, at = better.tolist(), 0
-    for b, cands in enumerate(candidates):
-        if len(cands) > 1:
-            chosen[b] = cands[max(range(len(cands)), key=lambda i: better[at + i])]
-            at += len(cands)
-    return chosen
+    return _best_of(candidates, better.tolist())
 
 
 def _child_gains(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Tensor, alphas: dict, betas: dict,
@@ -1498,10 +1497,11 @@ def _child_gains(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Ten
     probes = {pre: torch.zeros((B, S) + tuple(engine.by_name[pre].shape), dtype=A0.dtype, requires_grad=True)
               for pre in pres}
     record: dict[str, torch.Tensor] = {}
-    with torch.enable_grad():
-        value = engine.backward(engine.graph.output, A0, bounds, alphas, record=record,
-                                betas={n: betas.get(n, 0) + probes[n] if n in probes else t
-                                       for n, t in (betas | probes).items()},
+    with torch.enable_grad():  # (the caller's pass runs without gradients)
+        probed = dict(betas)  # the split terms, plus a probe (zero) on every candidate layer's input
+        for n, p in probes.items():
+            probed[n] = probed[n] + p if n in probed else p
+        value = engine.backward(engine.graph.output, A0, bounds, alphas, record=record, betas=probed,
                                 facets=fixed.facets, mix=mix)
         reduce_rows(value, *rows).sum().backward()
     worst = _deciding_row(value.detach().double(), *rows)
