@@ -62,8 +62,12 @@ from nnspec.solvers import forked
 # proved in 3,817 subdomains (14 s; 20 at 0.5: 4,059 in 23 s; 8 at 0.5: not in 40 s). On oval21's
 # CNNs the gains come in the first few steps and each step costs more: 12 at 0.5 keeps their
 # times (cifar_base img2578 13 s, 14 s with 8 at 0.1, 21-32 s with 20). Stopping rules for
-# stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12)
-BETA_STEPS = 12
+# stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12). Since children carry on
+# their parent's Adam run (ADAM_STATE), fewer steps per batch and more subdomains win on CNNs' long
+# searches: oval21 cifar_wide img9916's hard group after 130 s on one core -0.186 with 12 steps,
+# -0.159 with 6, -0.146 with 4, -0.144 with 3, -0.152 with 2; img2732's -0.402 with 12, -0.300
+# with 3 (2026-12-06). Dense chains keep their own count (DENSE_BETA_STEPS)
+BETA_STEPS = 4
 # on dense chains (``DenseChain``: a step of 256 subdomains costs ~2 ms, less than the batch's
 # splitting, branching and float64 pass around it) the searches take DENSE_BETA_STEPS: the 256
 # lowest open subdomains of mnist_fc 256x4 prop_7 eps 0.05 group 0 after 20 s, bounded again, 22
