@@ -62,12 +62,16 @@ from nnspec.solvers import forked
 # proved in 3,817 subdomains (14 s; 20 at 0.5: 4,059 in 23 s; 8 at 0.5: not in 40 s). On oval21's
 # CNNs the gains come in the first few steps and each step costs more: 12 at 0.5 keeps their
 # times (cifar_base img2578 13 s, 14 s with 8 at 0.1, 21-32 s with 20). Stopping rules for
-# stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12). Since children carry on
-# their parent's Adam run (ADAM_STATE), fewer steps per batch and more subdomains win on CNNs' long
-# searches: oval21 cifar_wide img9916's hard group after 130 s on one core -0.186 with 12 steps,
-# -0.159 with 6, -0.146 with 4, -0.144 with 3, -0.152 with 2; img2732's -0.402 with 12, -0.300
-# with 3 (2026-12-06). Dense chains keep their own count (DENSE_BETA_STEPS)
-BETA_STEPS = 4
+# stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12).
+# Past BETA_MIN_STEPS a batch steps on only while its last step proved more of its subdomains
+# (not on dense chains): since children carry on their parent's Adam run (ADAM_STATE), a batch far
+# from its goal gains more from more subdomains than from more steps, one near it from the steps.
+# One core, 2026-12-06: oval21 cifar_wide img9916's hard group after 130 s -0.186 with 12 steps,
+# -0.159 with 6, -0.146 with 4, -0.144 with 3, -0.152 with 2, -0.151 with the rule; img2732's
+# -0.402 with 12, -0.300 with 3; cifar_deep img1052's last group proved in 27.7 s (2,547
+# subdomains) with 12, 36.6 s (7,943) with 4, 28.1 s (3,497) with the rule
+BETA_STEPS = 12
+BETA_MIN_STEPS = 4
 # on dense chains (``DenseChain``: a step of 256 subdomains costs ~2 ms, less than the batch's
 # splitting, branching and float64 pass around it) the searches take DENSE_BETA_STEPS: the 256
 # lowest open subdomains of mnist_fc 256x4 prop_7 eps 0.05 group 0 after 20 s, bounded again, 22
@@ -1180,6 +1184,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
             chain_batch = chain.batch(fast, fixed.facets, fixed.mix)
         flat.requires_grad_(chain_batch is None)
         steps = BETA_STEPS if chain_batch is None else DENSE_BETA_STEPS
+        closed_before = -1
         for step in range(steps + 1):
             optimiser.zero_grad()
             params = fixed.views(flat)
@@ -1198,8 +1203,13 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 top = value.detach() if top is None else torch.maximum(top, value)
                 best = torch.where(better if better.shape[1] == 1 else better[:, row_of], flat, best)
                 reached = reduce_rows(top.double(), *rows)
-            if step == steps or bool((reached > goal).all()):
+                closed = int((reached > goal).sum())
+            if step == steps or closed == len(domains):
                 break
+            # (not on dense chains) past BETA_MIN_STEPS, only while the last step proved more subdomains
+            if chain_batch is None and step >= BETA_MIN_STEPS and closed <= closed_before:
+                break
+            closed_before = closed
             if chain_batch is None:
                 (-value.sum()).backward()
             else:  # the gradient of -sum(value); a split term is -beta * sign, so d/d beta = -sign * d/d term
