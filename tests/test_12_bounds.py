@@ -916,6 +916,7 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
     engine, fixed, domains, C, _ = _fixed_case()
     assert DenseChain.of(engine) is not None
     monkeypatch.setattr(bab, "BETA_STEPS", 5)
+    monkeypatch.setattr(bab, "BETA_MIN_STEPS", 5)  # (its stopping rule: the next test)
     monkeypatch.setattr(bab, "DENSE_BETA_STEPS", 9)
     monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)  # (filtered branching's passes are counted elsewhere)
     calls = {"dense": 0, "engine": 0}
@@ -940,6 +941,53 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
     monkeypatch.setattr(DenseChain, "of", staticmethod(lambda e: None))
     bab._bound_fixed(engine, domains, C, (None, None), fixed)
     assert calls == {"dense": 0, "engine": 7}
+
+
+def test_relu_splitting_through_autograd_steps_on_past_its_minimum_only_while_steps_prove_more(monkeypatch):
+    """Through the engine's autograd pass (graphs that are not dense chains) a batch takes
+    BETA_MIN_STEPS steps, then more only while the last one raised the number of its subdomains
+    whose bound is past the goal (up to BETA_STEPS). The steps taken, for several goals, are the
+    ones that the rule gives on the iterates' bounds of a run with the rule off."""
+    from nnspec.bounds import bab
+    from nnspec.bounds.dense import DenseChain
+
+    engine, fixed, domains, C, _ = _fixed_case()
+    monkeypatch.setattr(DenseChain, "of", staticmethod(lambda e: None))
+    monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)
+    monkeypatch.setattr(bab, "BETA_STEPS", 12)
+    values = []
+    engine_pass = type(engine).backward
+
+    def recorded(self, *args, **kwargs):
+        value = engine_pass(self, *args, **kwargs)
+        if value.dtype == torch.float32:  # the steps' passes (the kept bound's is float64)
+            values.append(value.detach().clone())
+        return value
+
+    monkeypatch.setattr(type(engine), "backward", recorded)
+    monkeypatch.setattr(bab, "BETA_MIN_STEPS", 12)  # the rule off: every step's bounds
+    bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    assert len(values) == 13
+    top = torch.stack(values).double().cummax(0).values.min(dim=2).values  # (steps, subdomains)
+
+    def by_the_rule(goal: float) -> int:  # the passes the rule takes, from the recorded bounds
+        before = -1
+        for step in range(13):
+            closed = int((top[step] > goal).sum())
+            if step == 12 or closed == len(domains) or (step >= 4 and closed <= before):
+                return step + 1
+            before = closed
+
+    monkeypatch.setattr(bab, "BETA_MIN_STEPS", 4)
+    taken = {}
+    # goals just below the bounds that the first steps past the minimum reach
+    for goal in [math.inf, *(top[4:7].flatten().unique() - 1e-7).tolist(), -math.inf]:
+        values.clear()
+        bab._bound_fixed(engine, domains, C, (None, None), fixed, goal=goal)
+        taken[goal] = len(values)
+        assert taken[goal] == by_the_rule(goal), goal
+    assert taken[math.inf] == 5 and taken[-math.inf] == 1  # nothing proved: the minimum; all at once: none
+    assert any(n > 5 for n in taken.values())  # a goal that the steps keep approaching: more
 
 
 def test_relu_splitting_from_the_last_iterate_proves_a_row_that_stalled(data_root):
