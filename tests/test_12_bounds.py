@@ -918,6 +918,7 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
     monkeypatch.setattr(bab, "BETA_STEPS", 5)
     monkeypatch.setattr(bab, "BETA_MIN_STEPS", 5)  # (its stopping rule: the next test)
     monkeypatch.setattr(bab, "DENSE_BETA_STEPS", 9)
+    monkeypatch.setattr(bab, "DENSE_BETA_MIN_STEPS", 9)
     monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)  # (filtered branching's passes are counted elsewhere)
     calls = {"dense": 0, "engine": 0}
     dense_step, engine_pass = DenseChain.value_and_grad, type(engine).backward
@@ -943,29 +944,44 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
     assert calls == {"dense": 0, "engine": 7}
 
 
-def test_relu_splitting_through_autograd_steps_on_past_its_minimum_only_while_steps_prove_more(monkeypatch):
-    """Through the engine's autograd pass (graphs that are not dense chains) a batch takes
-    BETA_MIN_STEPS steps, then more only while the last one raised the number of its subdomains
-    whose bound is past the goal (up to BETA_STEPS). The steps taken, for several goals, are the
-    ones that the rule gives on the iterates' bounds of a run with the rule off."""
+@pytest.mark.parametrize("dense", [False, True])
+def test_relu_splitting_steps_on_past_its_minimum_only_while_steps_prove_more(monkeypatch, dense):
+    """A batch takes BETA_MIN_STEPS steps through the engine's autograd pass (DENSE_BETA_MIN_STEPS
+    on a dense chain, through ``dense.DenseChain``), then more only while the last one raised the
+    number of its subdomains whose bound is past the goal (up to BETA_STEPS, DENSE_BETA_STEPS).
+    The steps taken, for several goals, are the ones that the rule gives on the iterates' bounds
+    of a run with the rule off."""
     from nnspec.bounds import bab
     from nnspec.bounds.dense import DenseChain
 
     engine, fixed, domains, C, _ = _fixed_case()
-    monkeypatch.setattr(DenseChain, "of", staticmethod(lambda e: None))
     monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)
-    monkeypatch.setattr(bab, "BETA_STEPS", 12)
+    monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 1)
+    steps, least = ("DENSE_BETA_STEPS", "DENSE_BETA_MIN_STEPS") if dense else ("BETA_STEPS", "BETA_MIN_STEPS")
+    monkeypatch.setattr(bab, steps, 12)
     values = []
-    engine_pass = type(engine).backward
+    if dense:
+        assert DenseChain.of(engine) is not None
+        dense_step = DenseChain.value_and_grad
 
-    def recorded(self, *args, **kwargs):
-        value = engine_pass(self, *args, **kwargs)
-        if value.dtype == torch.float32:  # the steps' passes (the kept bound's is float64)
+        def recorded(self, *args, **kwargs):
+            value, grads = dense_step(self, *args, **kwargs)
             values.append(value.detach().clone())
-        return value
+            return value, grads
 
-    monkeypatch.setattr(type(engine), "backward", recorded)
-    monkeypatch.setattr(bab, "BETA_MIN_STEPS", 12)  # the rule off: every step's bounds
+        monkeypatch.setattr(DenseChain, "value_and_grad", recorded)
+    else:
+        monkeypatch.setattr(DenseChain, "of", staticmethod(lambda e: None))
+        engine_pass = type(engine).backward
+
+        def recorded(self, *args, **kwargs):
+            value = engine_pass(self, *args, **kwargs)
+            if value.dtype == torch.float32:  # the steps' passes (the kept bound's is float64)
+                values.append(value.detach().clone())
+            return value
+
+        monkeypatch.setattr(type(engine), "backward", recorded)
+    monkeypatch.setattr(bab, least, 12)  # the rule off: every step's bounds
     bab._bound_fixed(engine, domains, C, (None, None), fixed)
     assert len(values) == 13
     top = torch.stack(values).double().cummax(0).values.min(dim=2).values  # (steps, subdomains)
@@ -978,7 +994,7 @@ def test_relu_splitting_through_autograd_steps_on_past_its_minimum_only_while_st
                 return step + 1
             before = closed
 
-    monkeypatch.setattr(bab, "BETA_MIN_STEPS", 4)
+    monkeypatch.setattr(bab, least, 4)
     taken = {}
     # goals just below the bounds that the first steps past the minimum reach
     for goal in [math.inf, *(top[4:7].flatten().unique() - 1e-7).tolist(), -math.inf]:

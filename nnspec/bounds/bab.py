@@ -79,6 +79,12 @@ BETA_MIN_STEPS = 4
 # in 52 s against -0.009 after 60 s, groups 1 / 2 / 3 / 5 / 7 in 9.8 / 11.8 / 12.6 / 11.7 / 11.3 s
 # against 11.8 / -0.04 after 40 s / 18.3 / 20.0 / 25.4 s (group 8: 6.0 s against 4.1)
 DENSE_BETA_STEPS = 20
+# and past DENSE_BETA_MIN_STEPS only while the last step proved more subdomains (the rule of
+# BETA_MIN_STEPS, below). One core, `verify` in one process, 120 s (2026-12-06): mnist_fc 256x4
+# prop_7 eps 0.05's hardest group proved after 65.6 s with 20 steps always, 58.7 / 47.0 / 63.6 s
+# with a minimum of 4 / 8 / 12 (8 with at most 30: 49.0 s), and 3 more groups proved in the 120 s
+# with 8 against none more; prop_13 eps 0.05's ten groups 70 s against 39 s
+DENSE_BETA_MIN_STEPS = 8
 BETA_LR = 0.5
 ALPHA_LR = 0.1
 # a subdomain's children start from its last iterate, not its best: with the best, a subdomain whose
@@ -1184,6 +1190,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
             chain_batch = chain.batch(fast, fixed.facets, fixed.mix)
         flat.requires_grad_(chain_batch is None)
         steps = BETA_STEPS if chain_batch is None else DENSE_BETA_STEPS
+        least = BETA_MIN_STEPS if chain_batch is None else DENSE_BETA_MIN_STEPS
         closed_before = -1
         for step in range(steps + 1):
             optimiser.zero_grad()
@@ -1206,8 +1213,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
                 closed = int((reached > goal).sum())
             if step == steps or closed == len(domains):
                 break
-            # (not on dense chains) past BETA_MIN_STEPS, only while the last step proved more subdomains
-            if chain_batch is None and step >= BETA_MIN_STEPS and closed <= closed_before:
+            # past the minimum, only while the last step proved more subdomains
+            if step >= least and closed <= closed_before:
                 break
             closed_before = closed
             if chain_batch is None:
