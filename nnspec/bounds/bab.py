@@ -64,7 +64,7 @@ from nnspec.solvers import forked
 # times (cifar_base img2578 13 s, 14 s with 8 at 0.1, 21-32 s with 20). Stopping rules for
 # stalled batches lost 256x6 prop_7 (docs/benchmarks.md, benchmark 12).
 # Past BETA_MIN_STEPS a batch steps on only while its last step proved more of its subdomains
-# (not on dense chains): since children carry on their parent's Adam run (ADAM_STATE), a batch far
+# (dense chains: DENSE_BETA_MIN_STEPS, below): since children carry on their parent's Adam run (ADAM_STATE), a batch far
 # from its goal gains more from more subdomains than from more steps, one near it from the steps.
 # One core, 2026-12-06: oval21 cifar_wide img9916's hard group after 130 s -0.186 with 12 steps,
 # -0.159 with 6, -0.146 with 4, -0.144 with 3, -0.152 with 2, -0.151 with the rule; img2732's
@@ -80,10 +80,10 @@ BETA_MIN_STEPS = 4
 # against 11.8 / -0.04 after 40 s / 18.3 / 20.0 / 25.4 s (group 8: 6.0 s against 4.1)
 DENSE_BETA_STEPS = 20
 # and past DENSE_BETA_MIN_STEPS only while the last step proved more subdomains (the rule of
-# BETA_MIN_STEPS, below). One core, `verify` in one process, 120 s (2026-12-06): mnist_fc 256x4
+# BETA_MIN_STEPS, above). One core, `verify` in one process, 120 s (2026-12-06): mnist_fc 256x4
 # prop_7 eps 0.05's hardest group proved after 65.6 s with 20 steps always, 58.7 / 47.0 / 63.6 s
 # with a minimum of 4 / 8 / 12 (8 with at most 30: 49.0 s), and 3 more groups proved in the 120 s
-# with 8 against none more; prop_13 eps 0.05's ten groups 70 s against 39 s
+# with 8 against none more; prop_13 eps 0.05's ten groups' searches 39 s against 70 s
 DENSE_BETA_MIN_STEPS = 8
 BETA_LR = 0.5
 ALPHA_LR = 0.1
