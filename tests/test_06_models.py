@@ -68,6 +68,43 @@ def test_fixed_batch_one_file_is_rewritten_to_batch(tmp_path):
     _agrees_with_onnxruntime(path, model)
 
 
+def test_vector_networks_written_as_matrix_times_column_batch_and_bound(tmp_path):
+    """A network whose one sample is a vector and whose layers are W @ x (VNN-COMP's test_small):
+    W @ x becomes x @ W^T, so the graph batches itself (no vmap), agrees with onnxruntime, and the
+    bound engine reads it; its bounds hold the exact extremes, found on a fine grid of the
+    one-dimensional input."""
+    rng = np.random.default_rng(3)
+    W0, B0 = rng.normal(size=(5, 1)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    W1, B1 = rng.normal(size=(2, 5)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in [(W0, "W0"), (B0, "B0"), (W1, "W1"), (B1, "B1")]]
+    nodes = [helper.make_node("MatMul", ["W0", "x"], ["m0"]), helper.make_node("Add", ["m0", "B0"], ["h0"]),
+             helper.make_node("Relu", ["h0"], ["r0"]), helper.make_node("MatMul", ["W1", "r0"], ["m1"]),
+             helper.make_node("Add", ["m1", "B1"], ["y"])]
+    graph = helper.make_graph(nodes, "vector", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
+    path = tmp_path / "vector.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    model = load_model(path)
+    assert model.input_shape == (1,) and model.n_outputs == 2 and model.batching == "rewritten"
+    assert model(torch.rand(100, 1)).shape == (100, 2) and model.calls == 1
+    _agrees_with_onnxruntime(path, model, -1.0, 1.0)
+
+    from nnspec.bounds import engine_for
+
+    engine = engine_for(model)
+    lo, hi = torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64)
+    out = engine.intervals(lo, hi, method="crown")[engine.graph.output]
+    grid = torch.linspace(-1.0, 1.0, 20001, dtype=torch.float64)[:, None]
+    h = torch.relu(grid @ torch.from_numpy(W0).double().T + torch.from_numpy(B0).double())
+    exact = h @ torch.from_numpy(W1).double().T + torch.from_numpy(B1).double()
+    assert (out[0][0] <= exact.min(0).values + 1e-6).all() and (out[1][0] >= exact.max(0).values - 1e-6).all()
+    # and on a box of one point they are the network's value there
+    point = torch.tensor([[0.3]], dtype=torch.float64)
+    low, high = engine.intervals(point, point, method="crown")[engine.graph.output]
+    value = model(point.float()).double()
+    assert torch.allclose(low, value, atol=1e-5) and torch.allclose(high, value, atol=1e-5)
+
+
 def test_counting_chunking_and_budgets():
     model = load_model(DEMO / "digits_mlp.onnx", max_batch=7)
     x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))

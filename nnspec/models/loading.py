@@ -239,6 +239,8 @@ def _make_batchable(proto, prepend: bool = False):
 
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     graph = proto.graph
+    if prepend:  # (on the shapes as given, before the batch dimension goes in)
+        _vectors_on_the_right(proto)
     for value in list(_real_inputs(proto)) + list(graph.output):
         shape = value.type.tensor_type.shape
         if prepend:
@@ -271,6 +273,36 @@ def _make_batchable(proto, prepend: bool = False):
                 arr[0] = 0
                 attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
     return proto
+
+
+def _vectors_on_the_right(proto) -> None:
+    """In place, for a graph whose one sample is a vector (no batch dimension): each ``W @ x``
+    with W a constant matrix and x a vector becomes ``x @ W^T``, the same vector, and the form
+    that a prepended batch dimension leaves valid ((N, n) @ (n, m) is N rows of the original;
+    W @ x on (N, n) is not defined). VNN-COMP's test_small and test_tiny are written this way."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto).graph
+    except Exception:  # noqa: BLE001 - without shapes nothing is rewritten
+        return
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+             if v.type.tensor_type.HasField("shape")}
+    weights = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[0] not in weights or node.input[1] in weights:
+            continue
+        matrix = numpy_helper.to_array(weights[node.input[0]])
+        if matrix.ndim != 2 or ranks.get(node.input[1]) != 1:
+            continue
+        name = f"{node.input[0]}__transposed"
+        if name not in weights:
+            weights[name] = numpy_helper.from_array(matrix.T.copy(), name)
+            graph.initializer.append(weights[name])
+        node.input[0], node.input[1] = node.input[1], name
 
 
 def _onnx2torch():
