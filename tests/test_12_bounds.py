@@ -588,7 +588,7 @@ def test_relu_splitting_without_room_for_warm_starts_still_proves_and_stays_soun
     from nnspec.bounds import bab
     from nnspec.solvers.milp import layers_of, min_distance
 
-    monkeypatch.setattr(bab._Fixed, "MEMORY", 0)
+    monkeypatch.setattr(bab.beta._Fixed, "MEMORY", 0)
     net, x = relu_case(7, 1, (4, 16, 16, 16, 3))
     label = int(net(x).argmax())
     exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
@@ -614,7 +614,7 @@ def _fixed_case(seed: int = 11, radius: float = 0.2, share: float = 0.5):
     engine = _engine(net, (6,))
     lo, hi = (x[0] - radius).clamp(0, 1), (x[0] + radius).clamp(0, 1)
     C = margin_objectives(3, label)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
     gen = torch.Generator().manual_seed(0)
     domains = []
     for _ in range(6):
@@ -625,10 +625,10 @@ def _fixed_case(seed: int = 11, radius: float = 0.2, share: float = 0.5):
             pick = unstable & (torch.rand(l.shape, generator=gen) < share)
             signs = torch.where(torch.rand(l.shape, generator=gen) < 0.5, 1, -1)
             splits[pre] = torch.where(pick, signs, 0).to(torch.int8)
-        domains.append(bab._Domain(lo, hi, splits, -math.inf))
+        domains.append(bab.domains._Domain(lo, hi, splits, -math.inf))
     all_split = {pre: torch.where((fixed.bounds[pre][0][0] < 0) & (fixed.bounds[pre][1][0] > 0), 1, 0).to(torch.int8)
                  for pre in fixed.inputs.values()}
-    domains.append(bab._Domain(lo, hi, all_split, -math.inf))
+    domains.append(bab.domains._Domain(lo, hi, all_split, -math.inf))
     return engine, fixed, domains, C, (lo, hi)
 
 
@@ -640,10 +640,10 @@ def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_
     test can rebuild them.)"""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "WARM_FROM_LAST", False)
+    monkeypatch.setattr(bab.beta, "WARM_FROM_LAST", False)
     engine, fixed, domains, C, _ = _fixed_case()
     assert sum(int(((l < 0) & (u > 0)).sum()) for n, (l, u) in fixed.bounds.items() if n in fixed.inputs.values()) > 4
-    _, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    _, records, empty = bab.beta._bound_fixed(engine, domains, C, (None, None), fixed)
     branch = records["branch"]
     assert len(branch) == len(domains) and branch[-1] is None
     # one subdomain at a time, the same rule
@@ -668,7 +668,8 @@ def test_relu_splitting_branches_each_subdomain_of_a_batch_on_its_own_best_free_
             for k in range(l.numel()):
                 if not (l[k] < 0 < u[k]) or dom.splits[pre][k] != 0:
                     continue
-                score = (bab.SCORE_NEG * max(-float(coeff[k]), 0) + bab.SCORE_POS * max(float(coeff[k]), 0) + 1e-9) \
+                score = (bab.branching.SCORE_NEG * max(-float(coeff[k]), 0)
+                         + bab.branching.SCORE_POS * max(float(coeff[k]), 0) + 1e-9) \
                     * float(u[k] * -l[k] / (u[k] - l[k]))
                 if score > best:
                     best, where = score, (pre, k)
@@ -687,7 +688,7 @@ def test_branching_lists_the_k_best_free_neurons_across_layers_best_first():
     coeffs = {relu: torch.randn((B,) + tuple(engine.by_name[relu].shape), generator=gen, dtype=torch.float64)
               for relu in fixed.inputs}
     splits = {n: torch.stack([d.splits[n] for d in domains]) for n in fixed.inputs.values()}
-    lists = bab._branching(engine, fixed, coeffs, splits, 5)
+    lists = bab.branching._branching(engine, fixed, coeffs, splits, 5)
     for b in range(B):
         scored = []
         for relu, pre in fixed.inputs.items():
@@ -695,7 +696,7 @@ def test_branching_lists_the_k_best_free_neurons_across_layers_best_first():
             for k in range(l.numel()):
                 if l[k] < 0 < u[k] and splits[pre][b, k] == 0:
                     c = float(coeffs[relu][b, k])
-                    score = (bab.SCORE_NEG * max(-c, 0) + bab.SCORE_POS * max(c, 0) + 1e-9) * \
+                    score = (bab.branching.SCORE_NEG * max(-c, 0) + bab.branching.SCORE_POS * max(c, 0) + 1e-9) * \
                         float(u[k] * -l[k] / (u[k] - l[k]))
                     scored.append((score, (pre, k)))
         scored.sort(key=lambda t: -t[0])
@@ -711,11 +712,11 @@ def test_filtered_branching_splits_the_candidate_whose_better_child_is_highest(m
     checked against each child bounded on its own in float64."""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "WARM_FROM_LAST", False)
-    monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 8)
-    monkeypatch.setattr(bab, "FSB_FIRST_ORDER", False)  # each child bounded by a pass (``_filtered``)
+    monkeypatch.setattr(bab.beta, "WARM_FROM_LAST", False)
+    monkeypatch.setattr(bab.branching, "FSB_DENSE_CANDIDATES", 8)
+    monkeypatch.setattr(bab.branching, "FSB_FIRST_ORDER", False)  # each child bounded by a pass (``_filtered``)
     engine, fixed, domains, C, _ = _fixed_case(7, 0.3, 0.2)  # (open subdomains, several free neurons)
-    low, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    low, records, empty = bab.beta._bound_fixed(engine, domains, C, (None, None), fixed)
     assert (low[:-1] < 0).any()
     changed = 0
     for i, dom in enumerate(domains[:-1]):
@@ -736,7 +737,7 @@ def test_filtered_branching_splits_the_candidate_whose_better_child_is_highest(m
         record = {}
         row = int(bound(dom.splits, record).argmin())
         coeffs = {relu: record[relu][:, row] for relu in fixed.inputs}
-        candidates = bab._branching(engine, fixed, coeffs, {n: s[None] for n, s in dom.splits.items()}, 8)[0]
+        candidates = bab.branching._branching(engine, fixed, coeffs, {n: s[None] for n, s in dom.splits.items()}, 8)[0]
         if len(candidates) < 2:
             assert records["branch"][i] == (candidates[0] if candidates else None)
             continue
@@ -770,7 +771,7 @@ def test_first_order_branching_picks_the_exact_filters_choice_where_the_estimate
     x = torch.rand(4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     label = int(net(x[None]).argmax())
     C = margin_objectives(3, label)[:1]
-    fixed = bab._Fixed.at_root(engine, x - 0.5, x + 0.5, C, time.perf_counter() + 60)
+    fixed = bab.beta._Fixed.at_root(engine, x - 0.5, x + 0.5, C, time.perf_counter() + 60)
     ((relu, pre),) = fixed.inputs.items()
     l, u = fixed.bounds[pre]
     unstable = ((l[0] < 0) & (u[0] > 0)).nonzero().flatten().tolist()
@@ -782,11 +783,11 @@ def test_first_order_branching_picks_the_exact_filters_choice_where_the_estimate
     alphas = {relu: torch.rand((B, 1, 16), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))}
     candidates = [[(pre, j) for i, j in enumerate(unstable) if i % B != b] for b in range(B)]
     args = (engine, fixed, bounds, A0, alphas, {}, {}, candidates, (None, None))
-    estimated, filtered = bab._estimated(*args), bab._filtered(*args)
+    estimated, filtered = bab.branching._estimated(*args), bab.branching._filtered(*args)
     assert estimated == filtered
     assert len(set(estimated)) > 1  # the subdomains decide differently
     # and each child's estimated gain is the gain of its own pass
-    ((up, down),) = bab._child_gains(engine, fixed, bounds, A0, alphas, {}, {}, [pre], (None, None)).values()
+    ((up, down),) = bab.branching._child_gains(engine, fixed, bounds, A0, alphas, {}, {}, [pre], (None, None)).values()
     parent = engine.backward(engine.graph.output, A0, bounds, alphas)[:, 0]
     for j in unstable:
         for sign, gain in ((1, up), (-1, down)):
@@ -803,7 +804,7 @@ def test_relu_splitting_with_filtered_branching_stays_exact_around_the_milp_radi
     at 95% of it the box is."""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 6)
+    monkeypatch.setattr(bab.branching, "FSB_DENSE_CANDIDATES", 6)
     _, x, exact, engine, C = _deep_case(seed)
     _exact_around_the_milp_radius(engine, x[0], exact, C)
 
@@ -835,18 +836,18 @@ def test_relu_splitting_on_a_cnn_with_filtered_branching_is_exact_and_splits_les
     next test covers)."""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "FACET_MIN_TIME", math.inf)
+    monkeypatch.setattr(bab.driver, "FACET_MIN_TIME", math.inf)
     net, x, label, exact = _conv_relu_case(seed)
     assert exact < 1.0
     engine = _engine(net, (1, 3, 3))
-    assert bab.DenseChain.of(engine) is None and bab.FSB_CANDIDATES > 1
+    assert bab.beta.DenseChain.of(engine) is None and bab.branching.FSB_CANDIDATES > 1
     C = margin_objectives(3, label)
     outside = bab.verify(engine, (x - 1.02 * exact).clamp(0, 1), (x + 1.02 * exact).clamp(0, 1), C,
                          time_limit=2.0, mode="relu", milp=False)
     assert not outside.proven and outside.lower <= 0
     box = (x - 0.95 * exact).clamp(0, 1), (x + 0.95 * exact).clamp(0, 1)
     filtered = bab.verify(engine, *box, C, time_limit=30.0, mode="relu", milp=False)
-    monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)
+    monkeypatch.setattr(bab.branching, "FSB_CANDIDATES", 1)
     scored = bab.verify(engine, *box, C, time_limit=30.0, mode="relu", milp=False)
     assert filtered.proven and scored.proven
     assert filtered.domains < scored.domains
@@ -861,7 +862,7 @@ def test_hull_facets_on_a_cnn_raise_its_root_bound_and_branch_and_bound_stays_ex
     MILP radius."""
     from nnspec.bounds import bab, hull
 
-    monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
+    monkeypatch.setattr(bab.driver, "FACET_MIN_TIME", 0.0)
     net, x, label, exact = _conv_relu_case(seed)
     engine = _engine(net, (1, 3, 3))
     assert hull.chain_of(engine) is None
@@ -875,7 +876,7 @@ def test_hull_facets_on_a_cnn_raise_its_root_bound_and_branch_and_bound_stays_ex
     assert torch.allclose(composed, net(points), atol=1e-12)
     C = margin_objectives(3, label)
     lo, hi = (x - exact).clamp(0, 1), (x + exact).clamp(0, 1)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
     worst = int(fixed.lower.argmin())
     rows = torch.tensor([worst])
     with_facets = fixed.rows(rows).with_facets(engine, lo, hi, C[rows], None, time.perf_counter() + 60)
@@ -896,10 +897,11 @@ def test_relu_splitting_bounds_from_the_best_iterate_and_hands_children_the_last
     from nnspec.bounds import bab
 
     engine, fixed, domains, C, _ = _fixed_case()
-    low, records, empty = bab._bound_fixed(engine, domains, C, (None, None), fixed)
-    again = [bab._Domain(d.lo, d.hi, d.splits, -math.inf, warm=records["warm"][i].clone()) for i, d in enumerate(domains)]
-    monkeypatch.setattr(bab, "BETA_STEPS", 0)
-    at_warm, _, _ = bab._bound_fixed(engine, again, C, (None, None), fixed)
+    low, records, empty = bab.beta._bound_fixed(engine, domains, C, (None, None), fixed)
+    again = [bab.domains._Domain(d.lo, d.hi, d.splits, -math.inf, warm=records["warm"][i].clone())
+             for i, d in enumerate(domains)]
+    monkeypatch.setattr(bab.beta, "BETA_STEPS", 0)
+    at_warm, _, _ = bab.beta._bound_fixed(engine, again, C, (None, None), fixed)
     live = ~empty
     assert bool(live.sum() >= 4)
     assert bool((at_warm[live] <= low[live] + 1e-9).all())
@@ -915,11 +917,11 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
 
     engine, fixed, domains, C, _ = _fixed_case()
     assert DenseChain.of(engine) is not None
-    monkeypatch.setattr(bab, "BETA_STEPS", 5)
-    monkeypatch.setattr(bab, "BETA_MIN_STEPS", 5)  # (its stopping rule: the next test)
-    monkeypatch.setattr(bab, "DENSE_BETA_STEPS", 9)
-    monkeypatch.setattr(bab, "DENSE_BETA_MIN_STEPS", 9)
-    monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)  # (filtered branching's passes are counted elsewhere)
+    monkeypatch.setattr(bab.beta, "BETA_STEPS", 5)
+    monkeypatch.setattr(bab.beta, "BETA_MIN_STEPS", 5)  # (its stopping rule: the next test)
+    monkeypatch.setattr(bab.beta, "DENSE_BETA_STEPS", 9)
+    monkeypatch.setattr(bab.beta, "DENSE_BETA_MIN_STEPS", 9)
+    monkeypatch.setattr(bab.branching, "FSB_CANDIDATES", 1)  # (filtered branching's passes are counted elsewhere)
     calls = {"dense": 0, "engine": 0}
     dense_step, engine_pass = DenseChain.value_and_grad, type(engine).backward
 
@@ -933,14 +935,14 @@ def test_relu_splitting_takes_more_steps_where_a_step_is_cheap(monkeypatch):
 
     monkeypatch.setattr(DenseChain, "value_and_grad", counted_dense)
     monkeypatch.setattr(type(engine), "backward", counted_engine)
-    bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    bab.beta._bound_fixed(engine, domains, C, (None, None), fixed)
     assert calls == {"dense": 10, "engine": 1}  # the steps' values, then the float64 pass
     calls.update(dense=0, engine=0)
-    bab._bound_fixed(engine, domains, C, (None, None), fixed, goal=-1e9)
+    bab.beta._bound_fixed(engine, domains, C, (None, None), fixed, goal=-1e9)
     assert calls == {"dense": 1, "engine": 1}
     calls.update(dense=0, engine=0)
     monkeypatch.setattr(DenseChain, "of", staticmethod(lambda e: None))
-    bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    bab.beta._bound_fixed(engine, domains, C, (None, None), fixed)
     assert calls == {"dense": 0, "engine": 7}
 
 
@@ -955,10 +957,10 @@ def test_relu_splitting_steps_on_past_its_minimum_only_while_steps_prove_more(mo
     from nnspec.bounds.dense import DenseChain
 
     engine, fixed, domains, C, _ = _fixed_case()
-    monkeypatch.setattr(bab, "FSB_CANDIDATES", 1)
-    monkeypatch.setattr(bab, "FSB_DENSE_CANDIDATES", 1)
+    monkeypatch.setattr(bab.branching, "FSB_CANDIDATES", 1)
+    monkeypatch.setattr(bab.branching, "FSB_DENSE_CANDIDATES", 1)
     steps, least = ("DENSE_BETA_STEPS", "DENSE_BETA_MIN_STEPS") if dense else ("BETA_STEPS", "BETA_MIN_STEPS")
-    monkeypatch.setattr(bab, steps, 12)
+    monkeypatch.setattr(bab.beta, steps, 12)
     values = []
     if dense:
         assert DenseChain.of(engine) is not None
@@ -981,8 +983,8 @@ def test_relu_splitting_steps_on_past_its_minimum_only_while_steps_prove_more(mo
             return value
 
         monkeypatch.setattr(type(engine), "backward", recorded)
-    monkeypatch.setattr(bab, least, 12)  # the rule off: every step's bounds
-    bab._bound_fixed(engine, domains, C, (None, None), fixed)
+    monkeypatch.setattr(bab.beta, least, 12)  # the rule off: every step's bounds
+    bab.beta._bound_fixed(engine, domains, C, (None, None), fixed)
     assert len(values) == 13
     top = torch.stack(values).double().cummax(0).values.min(dim=2).values  # (steps, subdomains)
 
@@ -994,12 +996,12 @@ def test_relu_splitting_steps_on_past_its_minimum_only_while_steps_prove_more(mo
                 return step + 1
             before = closed
 
-    monkeypatch.setattr(bab, least, 4)
+    monkeypatch.setattr(bab.beta, least, 4)
     taken = {}
     # goals just below the bounds that the first steps past the minimum reach
     for goal in [math.inf, *(top[4:7].flatten().unique() - 1e-7).tolist(), -math.inf]:
         values.clear()
-        bab._bound_fixed(engine, domains, C, (None, None), fixed, goal=goal)
+        bab.beta._bound_fixed(engine, domains, C, (None, None), fixed, goal=goal)
         taken[goal] = len(values)
         assert taken[goal] == by_the_rule(goal), goal
     assert taken[math.inf] == 5 and taken[-math.inf] == 1  # nothing proved: the minimum; all at once: none
@@ -1023,13 +1025,13 @@ def test_relu_splitting_from_the_last_iterate_proves_a_row_that_stalled(data_roo
     lo = torch.tensor(case.lower, dtype=torch.float64).reshape(model.input_shape)
     hi = torch.tensor(case.upper, dtype=torch.float64).reshape(model.input_shape)
     engine = engine_for(model)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
-    engine, fixed, lo, hi = bab._pruned(engine, fixed, lo, hi)
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    engine, fixed, lo, hi = bab.beta._pruned(engine, fixed, lo, hi)
     fixed = fixed.refined(engine, lo, hi, C, time.perf_counter() + 60, 1)
     row = int((fixed.lower + offsets).argmin())
     assert float(fixed.lower[row] + offsets[row]) < -1.0
     off = float(offsets[row])
-    result = bab._search(engine, lo, hi, C[row:row + 1], -off, -off, (None, None), "relu",
+    result = bab.best_first._search(engine, lo, hi, C[row:row + 1], -off, -off, (None, None), "relu",
                          fixed.rows(torch.tensor([row])), time.perf_counter(), 120.0, 128, 20_000, None)
     assert result.proven
 
@@ -1190,7 +1192,7 @@ def test_input_cuts_prefer_real_progress_over_proving_a_sliver():
     at 1e-5 of its range proves a sliver and raises the other half by 1e-9; cutting a full-width
     dimension raises both halves by a lot without proving either. The second is chosen: the
     first, chosen every time, made thousands of slivers on ACAS Xu's property 3."""
-    from nnspec.bounds.bab import _best_cuts
+    from nnspec.bounds.bab.inputs import _best_cuts
 
     parent = -0.01
     bounds = torch.tensor([1.0, parent + 1e-9,  # dimension 0 (width 1e-5): one half proved
@@ -1210,7 +1212,8 @@ def test_branch_and_bounds_probe_descends_to_a_violation_away_from_its_starting_
     midpoint, not at a vertex. The probe's projected-gradient descent (off by default, see
     PROBE_STEPS) reaches it from the midpoint (it once never ran: the points were evaluated
     without gradients; then it failed whenever a batch had more starting points than descents)."""
-    from nnspec.bounds.bab import _Domain, _probe
+    from nnspec.bounds.bab.domains import _Domain
+    from nnspec.bounds.bab.inputs import _probe
 
     net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)).double()
     with torch.no_grad():
@@ -1378,23 +1381,23 @@ def test_relu_splitting_hands_children_adams_state(monkeypatch):
     with those moments instead of from zero."""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "ADAM_STATE", True)
+    monkeypatch.setattr(bab.beta, "ADAM_STATE", True)
     engine, fixed, domains, C, _ = _fixed_case()
-    fixed = bab._Fixed(fixed.bounds, fixed.alphas, fixed.lower, fixed.inputs)
+    fixed = bab.beta._Fixed(fixed.bounds, fixed.alphas, fixed.lower, fixed.inputs)
     P = fixed.default.numel()
     assert fixed.start.shape == (3 * P + 1,) and torch.equal(fixed.start[:P], fixed.default)
-    _, records, _ = bab._bound_fixed(engine, domains, C, (None, None), fixed, goal=math.inf)
+    _, records, _ = bab.beta._bound_fixed(engine, domains, C, (None, None), fixed, goal=math.inf)
     warm = records["warm"]
-    steps = bab.DENSE_BETA_MIN_STEPS  # (nothing is proved toward an infinite goal: the minimum)
+    steps = bab.beta.DENSE_BETA_MIN_STEPS  # (nothing is proved toward an infinite goal: the minimum)
     assert warm.shape == (len(domains), 3 * P + 1)
     assert bool((warm[:, -1] == steps).all())
     assert bool((warm[:, 2 * P:3 * P] > 0).any())  # second moments of the parameters that moved
-    kids = [bab._Domain(d.lo, d.hi, d.splits, -math.inf, warm=warm[i].clone()) for i, d in enumerate(domains)]
-    _, again, _ = bab._bound_fixed(engine, kids, C, (None, None), fixed, goal=math.inf)
+    kids = [bab.domains._Domain(d.lo, d.hi, d.splits, -math.inf, warm=warm[i].clone()) for i, d in enumerate(domains)]
+    _, again, _ = bab.beta._bound_fixed(engine, kids, C, (None, None), fixed, goal=math.inf)
     assert bool((again["warm"][:, -1] == 2 * steps).all())
-    monkeypatch.setattr(bab, "ADAM_STATE", False)
-    plain = bab._Fixed(fixed.bounds, fixed.alphas, fixed.lower, fixed.inputs)
-    _, records, _ = bab._bound_fixed(engine, domains, C, (None, None), plain)
+    monkeypatch.setattr(bab.beta, "ADAM_STATE", False)
+    plain = bab.beta._Fixed(fixed.bounds, fixed.alphas, fixed.lower, fixed.inputs)
+    _, records, _ = bab.beta._bound_fixed(engine, domains, C, (None, None), plain)
     assert records["warm"].shape == (len(domains), P)
 
 
@@ -1422,9 +1425,9 @@ def test_a_group_that_starts_late_gets_its_facets_too(monkeypatch):
         time.sleep(0.4)
         return BabResult(True, 0.0, 1, 0.4, "proven")
 
-    monkeypatch.setattr(bab._Fixed, "with_facets", facets)
-    monkeypatch.setattr(bab, "_search", slow)
-    monkeypatch.setattr(bab, "FACET_SHARE", 0.01)
+    monkeypatch.setattr(bab.beta._Fixed, "with_facets", facets)
+    monkeypatch.setattr(bab.best_first, "_search", slow)
+    monkeypatch.setattr(bab.driver, "FACET_SHARE", 0.01)
     result = bab.verify(engine, lo, hi, C, time_limit=30.0, mode="relu", milp=False, milp_workers=1, slack=100.0)
     assert result.proven
     assert len(calls) == C.shape[0]  # every group, the last starting ~0.8 s in (past 0.01 x 30 s)
@@ -1474,13 +1477,13 @@ def test_the_dive_changes_the_order_of_input_splitting_not_the_tree():
         for threshold in (sampled_min - 0.003 * spread, sampled_min + 0.01 * spread):
             results = []
             for share in (0.0, 0.25):
-                old, bab.DIVE_SHARE = bab.DIVE_SHARE, share
+                old, bab.best_first.DIVE_SHARE = bab.best_first.DIVE_SHARE, share
                 try:
                     found = []
                     results.append(bab.verify(engine, lo, hi, C, threshold, time_limit=60, mode="input", batch=4,
                                               found=found))
                 finally:
-                    bab.DIVE_SHARE = old
+                    bab.best_first.DIVE_SHARE = old
                 for x in found:
                     with torch.no_grad():
                         assert float(net(x[None]) @ C.T[:, 0]) <= threshold + 1e-12
@@ -1573,13 +1576,13 @@ def test_branch_and_bound_on_a_dense_chain_drops_the_neurons_the_root_proves_ina
     label = int(net(x).argmax())
     lo, hi = x[0] - 0.3, x[0] + 0.3
     C = margin_objectives(3, label)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
-    assert bab._pruned(engine, fixed, lo, hi) is None  # too few neurons to drop at the default share
-    old, bab.PRUNE_SHARE = bab.PRUNE_SHARE, 1.0
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    assert bab.beta._pruned(engine, fixed, lo, hi) is None  # too few neurons to drop at the default share
+    old, bab.beta.PRUNE_SHARE = bab.beta.PRUNE_SHARE, 1.0
     try:
-        pruned = bab._pruned(engine, fixed, lo, hi)
+        pruned = bab.beta._pruned(engine, fixed, lo, hi)
     finally:
-        bab.PRUNE_SHARE = old
+        bab.beta.PRUNE_SHARE = old
     assert pruned is not None
     small, small_fixed, slo, shi = pruned
     width = sum(int(torch.tensor(small.by_name[n].shape).prod()) for n in small.preact)
@@ -1597,11 +1600,11 @@ def test_branch_and_bound_on_a_dense_chain_drops_the_neurons_the_root_proves_ina
         true_min = float((net(xs) @ C.T).min())
     results = []
     for share in (1.0, 0.0):  # pruned, then not
-        old, bab.PRUNE_SHARE = bab.PRUNE_SHARE, share
+        old, bab.beta.PRUNE_SHARE = bab.beta.PRUNE_SHARE, share
         try:
             results.append(bab.verify(engine, lo, hi, C, time_limit=30, milp=False))
         finally:
-            bab.PRUNE_SHARE = old
+            bab.beta.PRUNE_SHARE = old
     assert results[0].proven and results[1].proven and results[0].domains > 1
     assert all(r.lower <= true_min + 1e-9 for r in results)
 
@@ -1741,8 +1744,8 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, workers, mon
     import multiprocessing
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
+    monkeypatch.setattr(bab.driver, "MILP_AFTER", 0.0)
+    monkeypatch.setattr(bab.driver, "MILP_AFTER_MIN", 0.0)
     net, x, exact, engine, C = _deep_case(seed)
     for offsets, groups in ((None, None), (torch.tensor([0.0, 0.0]), torch.tensor([0, 1]))):
         found: list = []
@@ -1760,14 +1763,15 @@ def test_relu_splitting_hands_what_it_leaves_open_to_the_milp(seed, workers, mon
     # nor within branch and bound's floor of time (a radius bisection's steps); (a subdomain
     # with every neuron split still gets its LP, ``_leaf``, and may end the search)
     stages: list = []
-    monkeypatch.setattr(bab, "_milp_groups", lambda *a, **k: stages.append(1) or ([False] * len(a[7]), "time"))
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 10.0)
+    monkeypatch.setattr(bab.milp_stage, "_milp_groups",
+                        lambda *a, **k: stages.append(1) or ([False] * len(a[7]), "time"))
+    monkeypatch.setattr(bab.driver, "MILP_AFTER_MIN", 10.0)
     short = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
                        time_limit=1.0, mode="relu")
     assert not short.proven and not stages
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
+    monkeypatch.setattr(bab.driver, "MILP_AFTER_MIN", 0.0)
     # the stage does not apply where the root leaves too many neurons unstable
-    monkeypatch.setattr(bab, "MILP_UNSTABLE", 0)
+    monkeypatch.setattr(bab.driver, "MILP_UNSTABLE", 0)
     few = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
                      time_limit=1.0, mode="relu")
     assert not few.proven and not stages
@@ -1781,22 +1785,22 @@ def test_groups_the_milp_leaves_open_go_back_to_branch_and_bound(monkeypatch):
     0). Before, the search ended with the stage."""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 0.0)
+    monkeypatch.setattr(bab.driver, "MILP_AFTER", 0.0)
+    monkeypatch.setattr(bab.driver, "MILP_AFTER_MIN", 0.0)
     calls = []
 
     def stub(original, shape, chain, lo, hi, C, offsets, parts, threshold, goal, deadline, found, workers=1):
         calls.append((len(parts), deadline - time.perf_counter()))
         return [False] * len(parts), "time"
 
-    monkeypatch.setattr(bab, "_milp_groups", stub)
+    monkeypatch.setattr(bab.milp_stage, "_milp_groups", stub)
     net, x, exact, engine, C = _deep_case(3)
     inside = bab.verify(engine, (x[0] - 0.95 * exact).clamp(0, 1), (x[0] + 0.95 * exact).clamp(0, 1), C,
                         time_limit=30.0, mode="relu", offsets=torch.tensor([0.0, 0.0]), groups=torch.tensor([0, 1]))
     assert inside.proven and inside.domains > 1
-    assert calls and calls[0][0] == 2 and calls[0][1] <= bab.MILP_SHARE * 30.0 + 1e-3
+    assert calls and calls[0][0] == 2 and calls[0][1] <= bab.driver.MILP_SHARE * 30.0 + 1e-3
     outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                         time_limit=3.0 + bab.MILP_AFTER_MIN, mode="relu")
+                         time_limit=3.0 + bab.driver.MILP_AFTER_MIN, mode="relu")
     assert not outside.proven and outside.lower <= 0
 
 
@@ -1810,14 +1814,14 @@ def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monke
 
     from nnspec.bounds import bab
 
-    real, log = bab._search, tmp_path / "searches"
+    real, log = bab.best_first._search, tmp_path / "searches"
 
     def logged(*args, **kwargs):  # where each search ran, and with how many threads
         with open(log, "a") as fh:
             fh.write(f"{os.getpid()} {torch.get_num_threads()}\n")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bab, "_search", logged)
+    monkeypatch.setattr(bab.best_first, "_search", logged)
     _, x, exact, engine, C = _deep_case(seed)
     assert C.shape[0] == 2  # two groups
     for workers in (1, 2):
@@ -1825,7 +1829,7 @@ def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monke
                             time_limit=30.0, mode="relu", milp=False, milp_workers=workers)
         assert inside.proven and inside.lower >= 0
         outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                             time_limit=bab.GROUPS_AT_ONCE_MIN_TIME, mode="relu", milp=False,
+                             time_limit=bab.driver.GROUPS_AT_ONCE_MIN_TIME, mode="relu", milp=False,
                              milp_workers=workers)
         assert not outside.proven and outside.lower <= 0
     ran = [line.split() for line in log.read_text().splitlines()]
@@ -1849,8 +1853,8 @@ def test_open_subdomains_pack_into_tensors_and_back_to_the_same_heap():
 
     _, x, exact, engine, C = _deep_case(7)
     lo, hi = (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
-    result = bab._search(engine, lo, hi, C, 0.0, 0.0, (None, None), "relu", fixed, time.perf_counter(), 0.1, 8,
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
+    result = bab.best_first._search(engine, lo, hi, C, 0.0, 0.0, (None, None), "relu", fixed, time.perf_counter(), 0.1, 8,
                          10**9, None)
     heap = result.open
     assert result.stop == "time" and len(heap) >= 2 and all(e[2].splits for e in heap)
@@ -1858,7 +1862,7 @@ def test_open_subdomains_pack_into_tensors_and_back_to_the_same_heap():
     for e in heap[::2]:
         e[2].lo, e[2].hi = e[2].lo.clone(), e[2].hi.clone()
         e[2].lo[0] = (e[2].lo[0] + e[2].hi[0]) / 2
-    back = bab._unpack_open(pickle.loads(pickle.dumps(bab._pack_open(heap, lo, hi))), lo, hi)
+    back = bab.domains._unpack_open(pickle.loads(pickle.dumps(bab.domains._pack_open(heap, lo, hi))), lo, hi)
     assert len(back) == len(heap)
     for (b, c, dom, rec), (b2, c2, dom2, rec2) in zip(heap, back):
         assert (b, c, dom.bound, rec) == (b2, c2, dom2.bound, rec2)
@@ -1868,7 +1872,7 @@ def test_open_subdomains_pack_into_tensors_and_back_to_the_same_heap():
         assert all(torch.equal(dom.splits[n], dom2.splits[n]) for n in dom.splits)
         assert (dom.warm is None) == (dom2.warm is None) and (dom.warm is None or torch.equal(dom.warm, dom2.warm))
         assert dom.branch == dom2.branch
-    assert bab._pack_open([], lo, hi) is None
+    assert bab.domains._pack_open([], lo, hi) is None
 
 
 def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tmp_path):
@@ -1882,17 +1886,17 @@ def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tm
 
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "MILP_AFTER", 0.0)
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 3.0)
-    monkeypatch.setattr(bab, "_milp_groups", lambda *a, **k: ([False] * len(a[7]), "time"))
-    bound = bab._bound_fixed
+    monkeypatch.setattr(bab.driver, "MILP_AFTER", 0.0)
+    monkeypatch.setattr(bab.driver, "MILP_AFTER_MIN", 3.0)
+    monkeypatch.setattr(bab.milp_stage, "_milp_groups", lambda *a, **k: ([False] * len(a[7]), "time"))
+    bound = bab.beta._bound_fixed
 
     def slow(*args, **kwargs):
         time.sleep(0.5)
         return bound(*args, **kwargs)
 
-    monkeypatch.setattr(bab, "_bound_fixed", slow)
-    real, log = bab._search, tmp_path / "searches"
+    monkeypatch.setattr(bab.beta, "_bound_fixed", slow)
+    real, log = bab.best_first._search, tmp_path / "searches"
 
     def logged(*args):
         resumed = args[14] is not None and len(args[14])  # (the search pops its heap)
@@ -1901,7 +1905,7 @@ def test_searches_stopped_in_processes_resume_where_they_stopped(monkeypatch, tm
             fh.write(f"{os.getpid()} {tuple(args[3][0].tolist())} {args[10]} {resumed} {result.stop}\n")
         return result
 
-    monkeypatch.setattr(bab, "_search", logged)
+    monkeypatch.setattr(bab.best_first, "_search", logged)
     _, x, exact, engine, C = _deep_case(7)
     inside = bab.verify(engine, (x[0] - 0.99 * exact).clamp(0, 1), (x[0] + 0.99 * exact).clamp(0, 1), C,
                         time_limit=30.0, mode="relu", milp_workers=2)
@@ -1941,9 +1945,9 @@ def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed, monkeypa
 
     for factor, proved in ((0.95, True), (1.02, False)):
         lo, hi = (x[0] - factor * exact).clamp(0, 1), (x[0] + factor * exact).clamp(0, 1)
-        fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
+        fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 5)
         names = chain_layers(engine)[1]
-        leaves = bab._dense_chain(engine, fixed)
+        leaves = bab.milp_stage._dense_chain(engine, fixed)
         assert leaves[2] == names
         gen = torch.Generator().manual_seed(seed)
         points = [lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64) for _ in range(5)]
@@ -1955,10 +1959,10 @@ def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed, monkeypa
             assert float(margins.min()) < 0
             points, rows = [point], [C[int(margins.argmin()):int(margins.argmin()) + 1]]
         for point in points:
-            dom = bab._Domain(lo, hi, phases(fixed, names, point), 0.0)
+            dom = bab.domains._Domain(lo, hi, phases(fixed, names, point), 0.0)
             for row in rows:
                 found: list = []
-                verdict = bab._leaf(engine, (4,), leaves, dom, row, None, 0.0, 0.0, found)
+                verdict = bab.milp_stage._leaf(engine, (4,), leaves, dom, row, None, 0.0, 0.0, found)
                 assert verdict == ("proven" if proved else "counterexample")
                 if not proved:
                     with torch.no_grad():
@@ -1967,7 +1971,8 @@ def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed, monkeypa
         open_neuron = phases(fixed, names, points[0])
         first = next(n for n in names if bool((open_neuron[n] != 0).any()))
         open_neuron[first] = torch.zeros_like(open_neuron[first])
-        assert bab._leaf(engine, (4,), leaves, bab._Domain(lo, hi, open_neuron, 0.0), C[:1], None, 0.0, 0.0, []) is None
+        assert bab.milp_stage._leaf(engine, (4,), leaves, bab.domains._Domain(lo, hi, open_neuron, 0.0), C[:1], None,
+                                    0.0, 0.0, []) is None
     # a solver that fails leaves the subdomain to the box cuts (no crash)
     from nnspec.solvers import milp
 
@@ -1975,7 +1980,7 @@ def test_a_subdomain_with_every_neuron_split_is_decided_by_one_lp(seed, monkeypa
         raise RuntimeError("HiGHS could not solve the MILP")
 
     monkeypatch.setattr(milp, "find_violation", broken)
-    assert bab._leaf(engine, (4,), leaves, bab._Domain(lo, hi, phases(fixed, names, points[0]), 0.0), C[:1], None,
+    assert bab.milp_stage._leaf(engine, (4,), leaves, bab.domains._Domain(lo, hi, phases(fixed, names, points[0]), 0.0), C[:1], None,
                      0.0, 0.0, []) is None
 
 
@@ -1987,9 +1992,9 @@ def test_a_counterexample_a_leaf_finds_in_a_process_comes_back(monkeypatch):
 
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "MILP_AFTER_MIN", 1000.0)  # the first pass takes the whole time
+    monkeypatch.setattr(bab.driver, "MILP_AFTER_MIN", 1000.0)  # the first pass takes the whole time
     leaves = []
-    real = bab._leaf
+    real = bab.milp_stage._leaf
 
     def spy(*args):
         verdict = real(*args)
@@ -1997,11 +2002,11 @@ def test_a_counterexample_a_leaf_finds_in_a_process_comes_back(monkeypatch):
             leaves.append(os.getpid())  # (in a process: this list stays empty here)
         return verdict
 
-    monkeypatch.setattr(bab, "_leaf", spy)
+    monkeypatch.setattr(bab.milp_stage, "_leaf", spy)
     net, x, exact, engine, C = _deep_case(3)
     lo, hi = (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1)
     found: list = []
-    result = bab.verify(engine, lo, hi, C, time_limit=bab.GROUPS_AT_ONCE_MIN_TIME, mode="relu", found=found,
+    result = bab.verify(engine, lo, hi, C, time_limit=bab.driver.GROUPS_AT_ONCE_MIN_TIME, mode="relu", found=found,
                         milp_workers=2)
     assert result.stop == "counterexample" and not result.proven and not leaves
     with torch.no_grad():
@@ -2028,17 +2033,18 @@ def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage
 
     monkeypatch.setattr(milp, "find_violation", fake)
     started = _time.perf_counter()
-    verdicts = bab._solve_all([("slow",), ("quick",), ("never",)], started + 120, workers=2)
+    verdicts = bab.milp_stage._solve_all([("slow",), ("quick",), ("never",)], started + 120, workers=2)
     k, verdict = next(verdicts)
     assert (k, verdict.status) == (1, "violation") and _time.perf_counter() - started < 30
     verdicts.close()
     assert not multiprocessing.active_children() and _time.perf_counter() - started < 30
-    order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], _time.perf_counter() + 10, 1)]
+    order = [(k, v.status)
+             for k, v in bab.milp_stage._solve_all([("proven",), ("quick",)], _time.perf_counter() + 10, 1)]
     assert order == [(0, "proven"), (1, "violation")]
     # a solver that raises: raised in the caller with two workers as with one (not read as a time-out)
     for workers in (1, 2):
         with pytest.raises((ValueError, RuntimeError), match="a solver bug"):
-            list(bab._solve_all([("proven",), ("broken",)], _time.perf_counter() + 10, workers))
+            list(bab.milp_stage._solve_all([("proven",), ("broken",)], _time.perf_counter() + 10, workers))
     assert not multiprocessing.active_children()
     # where no process can be started, each problem is solved in this one
     def refuse(self):
@@ -2046,7 +2052,7 @@ def test_parallel_milps_stop_the_others_at_the_first_verdict_that_ends_the_stage
 
     monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", refuse)
     started = _time.perf_counter()
-    order = [(k, v.status) for k, v in bab._solve_all([("proven",), ("quick",)], started + 20, 2)]
+    order = [(k, v.status) for k, v in bab.milp_stage._solve_all([("proven",), ("quick",)], started + 20, 2)]
     assert order == [(0, "proven"), (1, "violation")] and _time.perf_counter() - started < 5  # no wait on nothing
 
 
@@ -2159,11 +2165,11 @@ def test_relu_splitting_with_hull_facets_stays_exact_around_the_milp_radius(seed
     box 2% beyond the exact radius is never proved, one at 95% is."""
     from nnspec.bounds import bab
 
-    monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
-    monkeypatch.setattr(bab, "REFINE_MIN_TIME", 0.0)
+    monkeypatch.setattr(bab.driver, "FACET_MIN_TIME", 0.0)
+    monkeypatch.setattr(bab.driver, "REFINE_MIN_TIME", 0.0)
     _, x, exact, engine, C = _deep_case(seed)
     lo, hi = (x[0] - exact).clamp(0, 1), (x[0] + exact).clamp(0, 1)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
     worst = int(fixed.lower.argmin())
     rows = torch.tensor([worst])
     with_facets = fixed.rows(rows).with_facets(engine, lo, hi, C[rows], None, time.perf_counter() + 60)
@@ -2187,7 +2193,7 @@ def test_hull_facets_skip_the_relus_that_the_roots_bounds_left_stable(data_root,
     from nnspec.interop.vnnlib import read_query
     from nnspec.models.loading import load_model
 
-    monkeypatch.setattr(bab, "FACET_MIN_TIME", 0.0)
+    monkeypatch.setattr(bab.driver, "FACET_MIN_TIME", 0.0)
     root = data_root / "vnncomp2022" / "mnist_fc"
     model = load_model(root / "onnx" / "mnist-net_256x4.onnx")
     case = read_query(root / "vnnlib" / "prop_0_0.03.vnnlib").cases[0]
@@ -2332,8 +2338,8 @@ def test_the_refinement_with_two_processes_tightens_what_one_does(data_root):
     shape = tuple(engine.graph.input_shape)
     lo, hi = torch.from_numpy(case.lower).reshape(shape), torch.from_numpy(case.upper).reshape(shape)
     C = torch.tensor([a.c for conj in case.unsafe for a in conj], dtype=torch.float64)
-    fixed = bab._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
-    engine, fixed, lo, hi = bab._pruned(engine, fixed, lo, hi)
+    fixed = bab.beta._Fixed.at_root(engine, lo, hi, C, time.perf_counter() + 60)
+    engine, fixed, lo, hi = bab.beta._pruned(engine, fixed, lo, hi)
     counts = []
     for workers in (1, 2):
         bounds = hull.refine_bounds(engine, fixed.bounds, lo, hi, time.perf_counter() + 120, workers)
@@ -2447,16 +2453,16 @@ def test_open_subdomains_dealt_into_parts_keep_every_one_in_heap_order():
     lo, hi = torch.zeros(2), torch.ones(2)
     heap = []
     for c, b in enumerate([0.3, -0.5, 0.1, -0.2, 0.0, -0.9, 0.2]):
-        heapq.heappush(heap, (b, c, bab._Domain(lo, hi, {}, b), {}))
-    parts = bab._dealt(heap, 3)
+        heapq.heappush(heap, (b, c, bab.domains._Domain(lo, hi, {}, b), {}))
+    parts = bab.domains._dealt(heap, 3)
     assert sorted(e[1] for p in parts for e in p) == list(range(7))
     assert [[e[0] for e in p] for p in parts] == [[-0.9, 0.0, 0.3], [-0.5, 0.1], [-0.2, 0.2]]
     assert all(p == sorted(p, key=lambda e: (e[0], e[1])) for p in parts)
     twins = [[(b, 0, d, r) for b, _, d, r in p] for p in parts]  # counters that repeat across parts
-    merged = bab._merged_open(twins, lo, hi)
+    merged = bab.domains._merged_open(twins, lo, hi)
     assert [e[0] for e in merged] == sorted(e[0] for e in heap)
     assert [e[1] for e in merged] == list(range(7))
-    heapq.heappush(merged, (-0.9, 99, bab._Domain(lo, hi, {}, -0.9), {}))  # no tie reaches a domain
+    heapq.heappush(merged, (-0.9, 99, bab.domains._Domain(lo, hi, {}, -0.9), {}))  # no tie reaches a domain
 
 
 @pytest.mark.parametrize("seed", [3, 7])
@@ -2469,7 +2475,7 @@ def test_a_search_splits_for_idle_workers_with_the_verdicts_of_one(monkeypatch, 
 
     from nnspec.bounds import bab
 
-    real, log = bab._search, tmp_path / "searches"
+    real, log = bab.best_first._search, tmp_path / "searches"
 
     def logged(*args, **kwargs):  # where each search ran, and how it ended
         result = real(*args, **kwargs)
@@ -2477,9 +2483,9 @@ def test_a_search_splits_for_idle_workers_with_the_verdicts_of_one(monkeypatch, 
             fh.write(f"{os.getpid()} {result.stop}\n")
         return result
 
-    monkeypatch.setattr(bab, "_search", logged)
-    monkeypatch.setattr(bab, "SPLIT_AFTER", 0.0)
-    monkeypatch.setattr(bab, "SPLIT_MIN_LEFT", 1.0)
+    monkeypatch.setattr(bab.best_first, "_search", logged)
+    monkeypatch.setattr(bab.driver, "SPLIT_AFTER", 0.0)
+    monkeypatch.setattr(bab.driver, "SPLIT_MIN_LEFT", 1.0)
     from nnspec.solvers.milp import layers_of, min_distance
 
     net, x, exact, engine, C = _deep_case(seed)
@@ -2492,7 +2498,7 @@ def test_a_search_splits_for_idle_workers_with_the_verdicts_of_one(monkeypatch, 
                         time_limit=30.0, mode="relu", milp=False, milp_workers=2)
     assert inside.proven and inside.stop == "proven" and inside.lower >= 0
     outside = bab.verify(engine, (x[0] - 1.02 * exact).clamp(0, 1), (x[0] + 1.02 * exact).clamp(0, 1), C,
-                         time_limit=bab.GROUPS_AT_ONCE_MIN_TIME, mode="relu", milp=False, milp_workers=2)
+                         time_limit=bab.driver.GROUPS_AT_ONCE_MIN_TIME, mode="relu", milp=False, milp_workers=2)
     assert not outside.proven and outside.lower <= 0
     ran = [line.split() for line in log.read_text().splitlines()]
     assert all(int(pid) != os.getpid() for pid, _ in ran)

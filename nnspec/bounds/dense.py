@@ -1,6 +1,6 @@
 """The backward bound of a dense ReLU chain and its gradient, written out for branch and bound.
 
-ReLU splitting (``bab._bound_fixed``) optimises each batch of subdomains' slopes, split
+ReLU splitting (``bab.beta._bound_fixed``) optimises each batch of subdomains' slopes, split
 multipliers and facet mix by a dozen gradient steps on ``BoundEngine.backward``. On mnist_fc's
 pruned chains (layers of 4 to 90 neurons) those tensors are small, and autograd's recording and
 replay of the pass cost more than its arithmetic: 2.3 ms of a 4.3 ms step, against 1.4 ms for
@@ -58,7 +58,7 @@ class Batch:
 
 class DenseChain:
     """A bound engine's graph when it is exactly input -> (affine -> ReLU)* -> affine on flat
-    vectors (``of``), e.g. what ``bab._pruned`` builds."""
+    vectors (``of``), e.g. what ``bab.beta._pruned`` builds."""
 
     def __init__(self, engine, affines: list, relus: list):
         self.affines = affines  # ops, input to output

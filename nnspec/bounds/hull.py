@@ -168,7 +168,7 @@ def unstable(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 # the hull method (``hull_bound``): FACET_STEPS steps of the slopes and the mix at FACET_LR after
-# alpha-CROWN; branch and bound uses the same (``bab._Fixed.with_facets``)
+# alpha-CROWN; branch and bound uses the same (``bab.beta._Fixed.with_facets``)
 FACET_STEPS = 30
 FACET_LR = 0.2
 
@@ -270,7 +270,7 @@ def chain_of(engine, convolutions: bool = False):
     """(layers, ReLU inputs, ReLU names) of the engine's graph as a chain of dense affine maps
     and ReLUs (``exact.chain_layers``) with at most MAX_WEIGHTS weights, or None; computed once
     per engine. Convolutions are densified only with ``convolutions``: for callers with one LP
-    and one set of facets per objective (``bab._Fixed.with_facets``, ``hull_bound``);
+    and one set of facets per objective (``bab.beta._Fixed.with_facets``, ``hull_bound``);
     ``refine_bounds``' LP per unstable neuron does not fit a CNN's thousands of them."""
     dense = not any(op.kind == "affine" and op.matrix is None and op.back not in ("reshape", "shift")
                     for op in engine.ops)

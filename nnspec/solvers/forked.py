@@ -1,6 +1,6 @@
 """Problems solved several at once in forked processes, for solvers that run one thread each and
 cannot be stopped from outside (HiGHS): a process can be. Used by branch and bound's MILP stage
-(``bounds.bab._solve_all``) and the LP relaxations of ``bounds.hull.refine_bounds``.
+(``bounds.bab.milp_stage._solve_all``) and the LP relaxations of ``bounds.hull.refine_bounds``.
 
 Where there is one worker, no ``fork`` (not Linux), or the caller is itself a daemon process (a
 pool's worker, which may not have children), every problem is solved in this process, in order.
