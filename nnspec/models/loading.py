@@ -189,8 +189,7 @@ def _explicit_pads(proto, path: Path):
         inferred = onnx.shape_inference.infer_shapes(proto)
     except Exception as err:
         raise ModelError(f"{path}: shape inference failed while resolving auto_pad ({err})") from None
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
-              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    shapes = _inferred_dims(inferred.graph)
     inits = {i.name: list(i.dims) for i in proto.graph.initializer}
     for node in proto.graph.node:
         attrs = {a.name: a for a in node.attribute}
@@ -275,6 +274,14 @@ def _make_batchable(proto, prepend: bool = False):
     return proto
 
 
+def _inferred_dims(graph) -> dict[str, list[int]]:
+    """Each value's dimensions after onnx's shape inference (0 where a dimension is not fixed),
+    for the values whose shape it found."""
+    return {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.value_info) + list(graph.input) + list(graph.output)
+            if v.type.tensor_type.HasField("shape")}
+
+
 def _vectors_on_the_right(proto) -> None:
     """In place, for a graph whose one sample is a vector (no batch dimension): each ``W @ x``
     with W a constant matrix and x a vector becomes ``x @ W^T``, the same vector, and the form
@@ -288,9 +295,7 @@ def _vectors_on_the_right(proto) -> None:
         inferred = onnx.shape_inference.infer_shapes(proto).graph
     except Exception:  # noqa: BLE001 - without shapes nothing is rewritten
         return
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)
-             if v.type.tensor_type.HasField("shape")}
+    ranks = {name: len(dims) for name, dims in _inferred_dims(inferred).items()}
     weights = {init.name: init for init in graph.initializer}
     for node in graph.node:
         if node.op_type != "MatMul" or node.input[0] not in weights or node.input[1] in weights:
