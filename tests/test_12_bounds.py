@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nnspec.bounds import BoundEngine, BoundGraph, Unsupported, margin_objectives
-from nnspec.bounds.engine import cut_at_splits
+from nnspec.bounds.relax import cut_at_splits
 from nnspec.bounds import certified_radius as _certified
 from tests.helpers import relu_case, relu_net
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from nnspec.bounds import BoundEngine, BoundGraph
 from nnspec.bounds.dense import DenseChain
-from nnspec.bounds.engine import cut_at_splits
+from nnspec.bounds.relax import cut_at_splits
 from nnspec.bounds.hull import facets_at, unstable
 from tests.helpers import relu_net
 

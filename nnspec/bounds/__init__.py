@@ -1,8 +1,8 @@
 """The bound engine: sound bounds over the converted model's graph, used by every backend.
 
-``graph`` reads the torch.fx graph (one rule per operator), ``engine`` computes IBP, CROWN and
-alpha-CROWN bounds of linear objectives over batches of boxes, ``radius`` turns them into
-certified radii. ``engine_for(model)`` builds the engine once per model and normalisation.
+``graph`` reads the torch.fx graph (one rule per operator), ``engine`` computes IBP and CROWN
+bounds of linear objectives over batches of boxes with the relaxations of ``relax``, ``alpha``
+optimises CROWN's slopes (alpha-CROWN), ``radius`` turns bounds into certified radii. ``engine_for(model)`` builds the engine once per model and normalisation.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.graph import BoundGraph, Unsupported
 from nnspec.bounds.radius import METHODS, certified_radius, margin_objectives
+from nnspec.bounds.relax import numel
 
 __all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_radius", "margin_objectives",
            "engine_for", "choose_method"]
@@ -43,15 +44,8 @@ def choose_method(engine: BoundEngine) -> str:
     20-40 CROWN passes for a few per cent on the networks measured (docs/benchmarks.md): asked for
     by name (``bound=alpha``), not by default. The same on either graph of ``engine_for``: a
     decomposed max-pool's ReLU layers are at most half its input, which is at most 4,096."""
-    widest = max((_numel(engine.by_name[name].shape) for name in engine.preact), default=0)
+    widest = max((numel(engine.by_name[name].shape) for name in engine.preact), default=0)
     return "crown" if widest <= 4096 else "ibp"
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _key(value):

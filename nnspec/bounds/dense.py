@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nnspec.bounds.engine import _relu_parts
+from nnspec.bounds.relax import relu_parts
 
 
 @dataclass
@@ -114,7 +114,7 @@ class DenseChain:
         for r, (name, pre) in enumerate(zip(self.relus, self.preacts)):
             l, u = bounds[pre]
             l, u = l.reshape(l.shape[0], 1, -1), u.reshape(u.shape[0], 1, -1)
-            active, inactive, au, bu, crown, _ = _relu_parts(self.relu_ops[r], l, u)  # the engine's lines
+            active, inactive, au, bu, crown, _ = relu_parts(self.relu_ops[r], l, u)  # the engine's lines
             unstable = ~(active | inactive)
             relu = _Relu(active.to(dtype), unstable.to(dtype), au, bu, crown)
             if facets is not None and mix is not None and name in facets and name in mix:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nnspec.bounds.engine import _numel, _signed_rows
+from nnspec.bounds.relax import numel, signed_rows
 
 GUARD = 1e-9  # each facet's intercept is raised by this share of its terms' magnitude (float64 rounding)
 
@@ -335,7 +335,7 @@ def refine_bounds(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, dead
         if not len(idx):
             continue
         pre = [(bounds[p][0][0].flatten().numpy(), bounds[p][1][0].flatten().numpy()) for p in preacts[:k]]
-        rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
+        rows = signed_rows(numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
         objectives = rows.numpy() @ layers[k][0]
         parts = [np.arange(len(objectives))[i::workers] for i in range(min(workers, len(objectives)))]
         problems = [(layers[:k], pre, box_lo.numpy(), box_hi.numpy(), objectives[part]) for part in parts]
@@ -379,7 +379,7 @@ def _tighten(engine, bounds: dict, lo: torch.Tensor, hi: torch.Tensor, name: str
         idx = ((l[0] < 0) & (u[0] > 0)).flatten().nonzero().flatten()
     if not len(idx):
         return
-    rows = _signed_rows(_numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
+    rows = signed_rows(numel(engine.by_name[name].shape), idx)  # lower bounds, then -upper
     shape = (1,) + tuple(engine.graph.input_shape)
     state = engine.optimise(lo.reshape(shape), hi.reshape(shape), rows[None], steps=steps, lr=FACET_LR,
                             bounds=bounds, joint=False, facets=facets, target=name)

@@ -13,7 +13,8 @@ import torch
 
 from nnspec.bounds.bab import beta, inputs
 from nnspec.bounds.bab.domains import BabResult, _dealt, _Domain, _split_input, _split_input_all, _split_relu
-from nnspec.bounds.engine import BoundEngine, _numel
+from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.relax import numel
 
 # subdomains bounded at most per call: a guard on memory, not a budget (the time limit is). With
 # 200,000, mnist_fc 256x4's searches (5,000 subdomains per second once pruned) stopped after 40 s of
@@ -39,7 +40,7 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
     # input splitting in few dimensions: every dimension's cut is bounded and the best kept
     smart = mode == "input" and int(((hi - lo) > 0).sum()) <= SMART_DIMS
     root_width = (hi - lo).flatten()
-    reuse = mode == "input" and sum(_numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
+    reuse = mode == "input" and sum(numel(engine.by_name[n].shape) for n in engine.preact) <= PRIOR_LIMIT
     bound = (lambda doms: beta._bound_fixed(engine, doms, C, rows, fixed, goal)) if fixed is not None else \
         (lambda doms: inputs._bound_reusing(engine, doms, C, rows, goal))
     heap: list[tuple[float, int, _Domain, dict]] = []

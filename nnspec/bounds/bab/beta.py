@@ -15,7 +15,8 @@ from nnspec.bounds.ascent import Adam
 from nnspec.bounds.bab import branching
 from nnspec.bounds.bab.domains import _deciding_row, _Domain
 from nnspec.bounds.dense import DenseChain
-from nnspec.bounds.engine import BoundEngine, _numel, cut_at_splits
+from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.relax import cut_at_splits, numel
 from nnspec.bounds.radius import reduce_rows
 
 # beta-CROWN iterations per batch of subdomains (0: plain CROWN; fewer once every subdomain of the
@@ -251,7 +252,7 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
     if not preacts or any(p is None or p not in fixed.bounds for p in preacts):
         return None
     keep = [(fixed.bounds[p][1][0].flatten() > 0).nonzero().flatten() for p in preacts]
-    total = sum(_numel(engine.by_name[p].shape) for p in preacts)
+    total = sum(numel(engine.by_name[p].shape) for p in preacts)
     if sum(len(k) for k in keep) > PRUNE_SHARE * total or any(len(k) == 0 for k in keep):
         return None
     small_layers, prev = [], None

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from nnspec.bounds.bab.domains import _deciding_row
-from nnspec.bounds.engine import BoundEngine, _relu_parts, cut_at_splits
+from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.relax import cut_at_splits, relu_parts
 from nnspec.bounds.radius import reduce_rows
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ def _child_gains(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Ten
         lam = record[relu.name][at, worst].flatten(1)
         nu = probes[pre].grad[at, worst].flatten(1)
         l, u = (t.reshape(B, -1) for t in bounds[pre])
-        _, _, au, bu, crown, _ = _relu_parts(relu, l, u)
+        _, _, au, bu, crown, _ = relu_parts(relu, l, u)
         slope = relu.slope if relu.kind == "leaky_relu" else 0.0
         al = crown if relu.name not in alphas else alphas[relu.name][at, worst].flatten(1)
         parent = torch.where(lam >= 0, lam * al, lam * au)  # the input's coefficient, and the intercept

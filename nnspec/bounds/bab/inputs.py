@@ -9,7 +9,9 @@ import math
 import torch
 
 from nnspec.bounds.bab.domains import _deciding_row, _Domain
-from nnspec.bounds.engine import BoundEngine, _concretise
+from nnspec.bounds.alpha import initial_alphas
+from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.relax import concretise
 from nnspec.bounds.radius import reduce_rows
 
 CUT_TOL = 0.03  # input cuts: worse-child gains below this share of the parent's distance to the goal tie
@@ -65,7 +67,7 @@ def _bound(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, rows=(N
         if "input" in record and record["input"][0].numel() <= 4096:  # every row's linear bound, for _lp_points
             a_in = record["input"].flatten(2)
             rows["lin:a"] = a_in
-            rows["lin:b"] = low - _concretise(record["input"], lo, hi)
+            rows["lin:b"] = low - concretise(record["input"], lo, hi)
         extra = {f"bounds:{n}": torch.stack([bounds[n][0], bounds[n][1]], 1)
                  for n in (op.inputs[0] for op in engine.ops if op.kind in ("relu", "leaky_relu"))}
         if alphas is not None:  # the objective's final slopes: the children's warm start
@@ -122,7 +124,7 @@ def _input_bounds(engine: BoundEngine, domains, lo, hi, A0, rows, goal):
     idx = still_open(bounds, idx)
     if not len(idx) or not INPUT_ALPHA_STEPS:
         return bounds, None, None
-    alphas = {n: a.detach() for n, a in engine._initial_alphas(bounds, len(domains), A0.shape[1], out).items()}
+    alphas = {n: a.detach() for n, a in initial_alphas(engine, bounds, len(domains), A0.shape[1], out).items()}
     if not alphas:
         return bounds, None, None
     for n, a in alphas.items():  # warm starts: the parent's final slopes, where it kept them
@@ -158,7 +160,7 @@ def joint_groups(a: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.T
     every point has one. The weights start uniform and follow exponentiated gradient steps; every
     iterate is a bound, the best is kept, and each row alone (the max of the minima) is a candidate."""
     c = b + (0 if offsets is None else offsets.to(b).view(1, -1))
-    low = c + _concretise(a, lo, hi)
+    low = c + concretise(a, lo, hi)
     groups = groups.view(-1)
     out = []
     for g in torch.unique(groups).tolist():
