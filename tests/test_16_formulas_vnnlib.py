@@ -7,7 +7,6 @@ output combination over a box is analytic, and from hand-written VNN-LIB text.
 from __future__ import annotations
 
 import csv
-import itertools
 from pathlib import Path
 
 import numpy as np
