@@ -16,6 +16,12 @@ proof, where there is one: for a confidence gap on logits (or probabilities, mar
 ball inside it is proven).
 L-inf regions are boxes. L1/L2 regions are handled by projection onto the ball (clipped to the
 domain, which keeps points feasible) or by the paper's augmented Lagrangian (``constraint=auglag``).
+
+Where s has a usable gradient, a white-box stage runs before the paper's phases (``attack=auto``;
+``attack=mads`` keeps the paper's search alone). The modules: ``quantification`` (the task's
+state, the evaluation that records every point, the phases in order, the outcomes and their
+proofs), ``gradient_phases`` (the white-box stage), ``mads_phases`` (the paper's phases) and
+``tracker`` (what each point teaches, the radius estimate).
 """
 
 from nnspec.backends.quant.quantification import QuantBackend
