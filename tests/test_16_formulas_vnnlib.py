@@ -278,6 +278,25 @@ def test_runner_answers_with_exact_known_verdicts_and_a_confirmed_counterexample
             assert float(values["Y_0"]) == pytest.approx(float(y[0]), abs=1e-6)
 
 
+def test_long_timeouts_start_with_a_quick_round_and_short_ones_do_not(tmp_path):
+    """With a timeout of QUICK_MIN_TIMEOUT or more, each task first gets a short search and branch
+    and bound (QUICK_SHARE of the timeout in all): an easy instance, either way, is decided there,
+    before the first full round's searches take their 5%. Shorter timeouts start with that round."""
+    from nnspec.interop import vnncomp
+
+    net = _linear_onnx(tmp_path / "lin.onnx")
+    for t, want in ((1.3, "unsat"), (1.2, "sat")):  # max of Y_0 - Y_1 over the box: 1.25
+        q = tmp_path / f"q{t}.vnnlib"
+        q.write_text(V1.replace("(assert (or (and (>= Y_0 Y_1) (>= Y_0 1.2e-1)) (<= Y_1 -5)))",
+                                f"(assert (>= (- Y_0 Y_1) {t}))"))
+        long = vnncomp.solve(net, q, vnncomp.QUICK_MIN_TIMEOUT)
+        assert long.result == want and any("quick round" in n for n in long.notes), long.notes
+        short = vnncomp.solve(net, q, 10)
+        assert short.result == want and not any("quick round" in n for n in short.notes), short.notes
+        if want == "sat":
+            assert read_query(q).violated_by(long.x, long.y)
+
+
 def test_the_standard_solver_cli(tmp_path, capsys):
     from nnspec.interop.solver_cli import main
 
