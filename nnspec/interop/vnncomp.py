@@ -3,7 +3,8 @@
 It runs the same pipeline as ``nnspec check`` on the imported query (one task per box of the
 query): the searches first (projected gradient, then MADS), then a proof of the whole box by
 branch and bound on the bound engine, each box getting an equal share of what is left of the
-timeout. The answer keeps the rules of every verdict path:
+timeout (with long timeouts, after a quick round of both at 2% of the timeout). The answer keeps
+the rules of every verdict path:
 
 - ``sat`` only with a counterexample that onnxruntime confirms against the query itself (its boxes
   compared as the model reads them, its output constraints in float64 at tolerance 0): the same
