@@ -36,6 +36,7 @@ QUERIES_PER_SECOND = 50_000  # the searches' query budget per second of a task's
 QUICK_MIN_TIMEOUT = 60.0
 QUICK_SHARE = 0.02
 QUICK_SEARCHES = 0.2
+QUICK_SEED = 7907  # added to the searches' seed in the quick round (round r adds 1009 r)
 
 
 @dataclass
@@ -91,8 +92,10 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
         # the answer needs one confirmed violation, not the closest one: no refinement toward the
         # centre, and no radius bound below it
         # queries: more than any network here evaluates in the time, so the time limits decide
+        # each round's searches restart from points of their own (the quick round's too)
+        offset = QUICK_SEED if quick else 1009 * round_no
         opts.update(bound="bab", bound_time=max(0.05, proof * share), time=max(0.05, searches * share), refine=False,
-                    bound_violated=False, seed=int(opts.get("seed", seed)) + 1009 * round_no,
+                    bound_violated=False, seed=int(opts.get("seed", seed)) + offset,
                     budget=max(int(opts.get("budget", 0)), int(QUERIES_PER_SECOND * share)))
         run = dataclasses.replace(task, options=tuple(sorted(opts.items())))
         for record, outcome in runner.run_task(run, model, bind_task(run, model)):
@@ -121,11 +124,11 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
     # the first full round would have spent its searches' share (0.05 of the time: 15 s of mnist_fc's
     # 300 s) before any proof started
     if timeout >= QUICK_MIN_TIMEOUT:
-        for j, k in enumerate(range(len(tasks))):
+        for k in range(len(tasks)):
             left = deadline - time.perf_counter()
             if left <= 0.05:
                 return Answer("timeout", seconds=time.perf_counter() - started, notes=notes)
-            share = min(left / (len(tasks) - j), QUICK_SHARE * timeout / len(tasks))
+            share = min(left / (len(tasks) - k), QUICK_SHARE * timeout / len(tasks))
             answer = attempt(k, share, QUICK_SEARCHES, 1.0 - QUICK_SEARCHES, 0, quick=True)
             if answer is not None:
                 return answer
