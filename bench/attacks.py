@@ -140,9 +140,9 @@ def _foolbox(model, xs, ys, exact, fmn) -> list[str] | None:
         _, _, hit = fb.attacks.LinfPGD()(fmodel, xs[i:i + 1], ys[i:i + 1], epsilons=eps)
         pgd_found += hit[:, 0].numpy().astype(int)
     pgd_seconds = (time.perf_counter() - t0) / (4 * n)
-    return [f"| foolbox FMN | " + " | ".join(f"{h}/{n}" for h in fmn_found) +
+    return ["| foolbox FMN | " + " | ".join(f"{h}/{n}" for h in fmn_found) +
             f" | {np.median(ratios):.4f} | {np.max(ratios):.4f} | {fmn_seconds:.2f} |",
-            f"| foolbox PGD | " + " | ".join(f"{h}/{n}" for h in pgd_found) + f" | - | - | {pgd_seconds:.2f} |"]
+            "| foolbox PGD | " + " | ".join(f"{h}/{n}" for h in pgd_found) + f" | - | - | {pgd_seconds:.2f} |"]
 
 
 if __name__ == "__main__":

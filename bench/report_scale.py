@@ -12,7 +12,6 @@ the render time and the time to a ready page (Chromium's start included and not)
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys

@@ -72,7 +72,8 @@ def test_the_bound_and_its_gradient_are_the_engines_and_autograds(seed, shared_b
         assert found, "the case has facets"
     gen = torch.Generator().manual_seed(100 + seed)
     A0 = torch.randn(B, S, 4, generator=gen, dtype=torch.float64)
-    params = [t.requires_grad_(True) for t in (*alphas.values(), *betas.values(), *mix.values())]
+    for t in (*alphas.values(), *betas.values(), *mix.values()):
+        t.requires_grad_(True)
     signed = {p: -betas[p] * signs[p] for p in betas}
     want = engine.backward(engine.graph.output, A0, bounds, alphas, betas=signed, facets=found, mix=mix)
     want.sum().backward()

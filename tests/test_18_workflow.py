@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnspec.pipeline import CheckOptions, check
 from nnspec.results.baseline import Baseline, diff
 from nnspec.results.run import RunResult, TaskRecord
 

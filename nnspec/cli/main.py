@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import List, Optional
@@ -18,31 +19,14 @@ import typer
 from rich.console import Console
 
 from nnspec import __version__
+from nnspec.cli.interop import export_app, import_app, vnncomp_app
+from nnspec.cli.options import check_device, check_output, overrides, write_reports
 from nnspec.errors import DataError, ExitCode, InputError, NnspecError, SpecError, UsageError
 from nnspec.text import plain, printable
-
-_STARTED = __import__("time").perf_counter()  # the VNN-COMP timeout counts start-up too
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Safety specs as code for neural networks.")
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _overrides(values: list[str]) -> dict:
-    if not values:  # (the semantics package imports torch: a run served from the cache needs none)
-        return {}
-    from nnspec.semantics.values import parse_override
-
-    out = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise UsageError(f"--set {item!r}: expected NAME=VALUE")
-        try:
-            out[name.strip()] = parse_override(value.strip())
-        except ValueError as err:
-            raise UsageError(f"--set {name.strip()}={err}") from None
-    return out
 
 
 @app.command()
@@ -91,9 +75,9 @@ def check(
         raise UsageError(f"--seed {seed}: must be >= 0")
     if budget is not None and budget < 10:
         raise UsageError(f"--budget {budget}: must be at least 10 queries")
-    _check_device(device)
+    check_device(device)
     for path, flag in ((json_out, "--json"), (html, "--html"), (junit, "--junit"), (sarif, "--sarif")):
-        _check_output(path, flag)
+        check_output(path, flag)
     if baseline is not None and json_out is not None and baseline.resolve() == json_out.resolve():
         raise UsageError(f"--baseline {baseline} and --json name the same file: the run would overwrite its "
                          "baseline; write the new results elsewhere")
@@ -111,7 +95,7 @@ def check(
         raise UsageError("--cache and --no-cache contradict each other")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise UsageError(f"--cache {cache_dir}: is a file, not a folder")
-    options = CheckOptions(models=list(model), overrides=_overrides(set_), seed=seed, budget=budget,
+    options = CheckOptions(models=list(model), overrides=overrides(set_), seed=seed, budget=budget,
                            device=device, float64=float64, require_proven=require_proven,
                            cross_check=cross_check, json_path=json_out, strict=strict, jobs=jobs,
                            threads=threads, executor=executor, address=address, engine=engine,
@@ -129,7 +113,7 @@ def check(
             result, pending = getattr(err, "partial_result", None), err
     if result is not None:
         try:
-            _write_reports(result, html, junit, sarif)
+            write_reports(result, html, junit, sarif)
             from nnspec.report.terminal import print_summary
 
             print_summary(console, result)
@@ -149,55 +133,6 @@ def check(
     raise typer.Exit(int(result.exit_code()))
 
 
-def _check_output(path: Optional[Path], flag: str) -> None:
-    """Refuse an output path that cannot be written before anything runs: empty, a folder, under
-    a file, or in a folder that cannot be created or written."""
-    if path is None:
-        return
-    text = str(path)
-    if not text.strip() or text in (".", "..") or text.endswith(("/", os.sep)):
-        raise UsageError(f"{flag} {text!r}: give a file name")
-    if path.is_dir():
-        raise UsageError(f"{flag} {text}: is a folder; give a file name inside it")
-    parent = path.parent
-    while not parent.exists():
-        if parent == parent.parent:
-            break
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise UsageError(f"{flag} {text}: {parent} is a file, not a folder")
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {text}: cannot write in {parent}")
-    if len(path.name.encode()) > 255:
-        raise UsageError(f"{flag}: the file name is longer than 255 bytes")
-
-
-def _check_device(device: str) -> None:
-    if device == "cpu":
-        return
-    import torch
-
-    if not device.startswith("cuda"):
-        raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
-
-
-def _write_reports(result, html: Optional[Path], junit: Optional[Path], sarif: Optional[Path] = None) -> None:
-    if sarif is not None:
-        from nnspec.report.sarif import write_sarif
-
-        write_sarif(sarif, result)
-    if html is not None:
-        from nnspec.report.html import write_html
-
-        write_html(result, html)
-    if junit is not None:
-        from nnspec.report.junit import write_junit
-
-        write_junit(result, junit)
-
-
 @app.command()
 def explain(
     file: Path = typer.Argument(..., help="a spec file"),
@@ -208,7 +143,7 @@ def explain(
     from nnspec.planning.explain import explain as render
     from nnspec.planning.plan import plan
 
-    modules = load_specs(collect([str(file)]), _overrides(set_))
+    modules = load_specs(collect([str(file)]), overrides(set_))
     typer.echo(render(modules, plan(modules)), nl=False)
 
 
@@ -277,12 +212,12 @@ def report(
     if html is None and junit is None and sarif is None:
         raise UsageError("nothing to write: give --html, --junit and/or --sarif")
     for path, flag in ((html, "--html"), (junit, "--junit"), (sarif, "--sarif")):
-        _check_output(path, flag)
+        check_output(path, flag)
     result = load_results(results)
     if result.meta.get("dropped_lines"):
         typer.echo(f"note: {results}: dropped a torn last line (the run that wrote it was stopped); "
                    f"{len(result.records)} complete records kept", err=True)
-    _write_reports(result, html, junit, sarif)
+    write_reports(result, html, junit, sarif)
     for path in (html, junit, sarif):
         if path is not None:
             typer.echo(f"wrote {path}")
@@ -324,7 +259,7 @@ def lint(
     from nnspec.planning.plan import plan
 
     files = collect(paths)
-    modules = load_specs(files, _overrides(set_))
+    modules = load_specs(files, overrides(set_))
     tasks = plan(modules).tasks
     missing = []
     for m in modules:  # the files a run would read: named in the spec, so the error points at the spec
@@ -344,114 +279,12 @@ def lint(
                f"propert{'ies' if n_props != 1 else 'y'}, {len(tasks)} task{'s' if len(tasks) != 1 else ''}: ok")
 
 
-import_app = typer.Typer(no_args_is_help=True, help="Import properties written for other tools.")
-export_app = typer.Typer(no_args_is_help=True, help="Export properties for other tools.")
-vnncomp_app = typer.Typer(no_args_is_help=True, help="The VNN-COMP runner (prepare_instance.sh / run_instance.sh).")
 server_app = typer.Typer(no_args_is_help=True, help="A warm server that runs this user's nnspec commands in forks "
                          "of one process that has imported torch (start-up ~0.3 s instead of ~3 s).")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(vnncomp_app, name="vnncomp")
 app.add_typer(server_app, name="server")
-
-
-@import_app.command("vnnlib")
-def import_vnnlib(
-    query: Path = typer.Argument(..., help="a .vnnlib file (VNN-LIB 1.0 or 2.0)"),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="the network the query is about (checked "
-                                         "against its sizes; default: from an instances.csv beside the query)"),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="write the spec here (large boxes go to "
-                                       "OUT.boxN.npz beside it); default: print it"),
-) -> None:
-    """Write a readable nnspec spec for a VNN-LIB query."""
-    import numpy as np
-
-    from nnspec.interop.vnnlib import check_against_model, model_for_query, property_name, read_query, to_spec
-
-    q = read_query(query)
-    model = model or model_for_query(query)
-    if model is not None:
-        if not model.is_file():
-            raise UsageError(f"--model {model}: no such file")
-        check_against_model(q, model)
-    box_file = None
-    if out is not None:
-        _check_output(out, "-o")
-
-        def box_file(k, lower, upper):
-            path = out.with_name(f"{out.stem}.box{k + 1}.npz")
-            np.savez(path, lower=lower, upper=upper)
-            return path.name
-
-    rel = None
-    if model is not None:
-        rel = os.path.relpath(model.resolve(), (out.parent if out else Path.cwd()).resolve())
-    text = to_spec(q, rel, name=property_name(query), box_file=box_file)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}")
-
-
-@export_app.command("vnnlib")
-def export_vnnlib(
-    specs: List[str] = typer.Argument(..., help="spec files or folders"),
-    out: Path = typer.Option(..., "-o", "--out", help="the folder to write the .vnnlib files (and instances.csv) into"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="model file; overrides the spec's"),
-    timeout: float = typer.Option(60.0, "--timeout", help="the timeout written into instances.csv"),
-) -> None:
-    """Write one VNN-LIB query per (property, input) that VNN-LIB can state."""
-    from nnspec.interop.export import export
-
-    written, skipped = export(specs, out, model=model, timeout=timeout)
-    for line in skipped:
-        err_console.print(printable(f"not exported: {line}", newlines=False), markup=False)
-    typer.echo(f"wrote {written} quer{'y' if written == 1 else 'ies'} and {out / 'instances.csv'}")
-
-
-@vnncomp_app.command("prepare")
-def vnncomp_prepare(
-    category: str = typer.Argument(..., help="the benchmark category (unused: nnspec needs no per-category setup)"),
-    onnx_file: Path = typer.Argument(...),
-    vnnlib_file: Path = typer.Argument(...),
-) -> None:
-    """Check that nnspec can run the instance (reads the query, converts the network)."""
-    from nnspec.interop.vnnlib import check_against_model, read_query
-    from nnspec.models.loading import load_model
-
-    q = read_query(vnnlib_file)
-    check_against_model(q, onnx_file)
-    load_model(str(onnx_file))
-    typer.echo(f"ready: {onnx_file.name} with {vnnlib_file.name} ({len(q.cases)} box(es))")
-
-
-@vnncomp_app.command("run")
-def vnncomp_run(
-    category: str = typer.Argument(..., help="the benchmark category"),
-    onnx_file: Path = typer.Argument(...),
-    vnnlib_file: Path = typer.Argument(...),
-    result_file: Path = typer.Argument(..., help="where the answer goes: sat (with the counterexample), unsat, "
-                                       "unknown or timeout"),
-    timeout: float = typer.Argument(..., help="seconds, start-up included"),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
-    """Run one VNN-COMP instance and write the answer in the competition's format."""
-    from nnspec.interop.vnncomp import solve, write_answer
-
-    if timeout <= 0:
-        raise UsageError(f"timeout {timeout:g}: must be positive")
-    _check_output(result_file, "RESULT_FILE")
-    from nnspec.interop.vnncomp import watchdog
-
-    # the competition kills a run at its timeout: past it, the answer is 'timeout', whatever a stage
-    # that does not look at the clock (one bound pass on a big net) is still doing
-    with watchdog(result_file, _STARTED + timeout) as claim:
-        answer = solve(onnx_file, vnnlib_file, timeout, started=_STARTED, seed=seed)
-        if not claim():
-            __import__("time").sleep(3600)  # the watchdog is writing 'timeout' and ends the process
-        write_answer(result_file, answer)
-    typer.echo(f"{answer.result} ({answer.seconds:.2f} s)")
 
 
 @server_app.command("start")
@@ -519,10 +352,10 @@ def _print_error(err: NnspecError) -> None:
 def main(argv: list[str] | None = None, started: float | None = None) -> int:
     """Entry point; returns (and, as a script, exits with) the exit code. ``started``: when the
     command started (``time.perf_counter``), where that was before this call (a server's client)."""
-    global _STARTED
-    _STARTED = __import__("time").perf_counter() if started is None else started  # this command's start
-    try:
-        returned = app(args=argv, prog_name="nnspec", standalone_mode=False)
+    if started is None:
+        started = time.perf_counter()
+    try:  # the commands read the start from their context (the VNN-COMP timeout counts start-up too)
+        returned = app(args=argv, prog_name="nnspec", standalone_mode=False, obj={"started": started})
         # without standalone mode, typer returns the code of a raised typer.Exit
         code = returned if isinstance(returned, int) else ExitCode.OK
         if code == ExitCode.INTERRUPTED:  # typer returns Ctrl-C as 130 without a word
