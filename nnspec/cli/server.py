@@ -349,7 +349,8 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], request
         import importlib
 
         cli = importlib.import_module("nnspec.cli.main")
-        cli.err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # this terminal's colours
+        for module in (cli, importlib.import_module("nnspec.cli.interop")):  # this terminal's colours
+            module.err_console = Console(stderr=True, highlight=False, soft_wrap=True)
         code = cli.main(request["argv"], started=request.get("started"))
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
