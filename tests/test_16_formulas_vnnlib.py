@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from nnspec.errors import SpecError
-from nnspec.interop.vnnlib import VnnlibError, parse_query, read_query, to_spec
+from nnspec.interop.vnnlib import VnnlibError, parse_query, read_query
+from nnspec.interop.writing import to_spec
 from nnspec.properties import formulas as F
 from nnspec.properties.expressions import Centres
 from nnspec.semantics.lower import lower

@@ -34,7 +34,8 @@ def import_vnnlib(
     """Write a readable nnspec spec for a VNN-LIB query."""
     import numpy as np
 
-    from nnspec.interop.vnnlib import check_against_model, model_for_query, property_name, read_query, to_spec
+    from nnspec.interop.vnnlib import check_against_model, model_for_query, property_name, read_query
+    from nnspec.interop.writing import to_spec
 
     q = read_query(query)
     model = model or model_for_query(query)

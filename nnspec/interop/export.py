@@ -24,7 +24,8 @@ from nnspec.errors import UsageError
 
 def export(specs: list[str], out: Path, *, model: str | None = None, timeout: float = 60.0) -> tuple[int, list[str]]:
     from nnspec.backends.soundness import linear_objectives
-    from nnspec.interop.vnnlib import OutAtom, to_vnnlib
+    from nnspec.interop.vnnlib import OutAtom
+    from nnspec.interop.writing import to_vnnlib
     from nnspec.pipeline import CheckOptions, collect, load_specs
     from nnspec.runner import Runner, _flat_box, bind_task
     from nnspec.planning.plan import plan
