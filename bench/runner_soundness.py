@@ -1,6 +1,7 @@
 """The VNN-COMP runner against exact answers on random instances (issue 12's "0 wrong answers").
 
     python -m bench.runner_soundness [--instances 200] [--seed 0] [--timeouts 20,60] [--width 16 --depth 3]
+    python -m bench.runner_soundness --arch mixed [--instances 100]
 
 Each instance is a random ReLU network (a float32 ONNX chain of Gemm and Relu, 2-8 inputs, one to
 ``--depth`` hidden layers of 4 to ``--width`` neurons, 2-5 outputs), one or two input boxes, and an unsafe set: a
@@ -21,6 +22,13 @@ one at a time, with a timeout drawn from ``--timeouts`` (60 s and more start wit
 A wrong answer is ``sat`` on an exact unsat instance or ``unsat`` on an exact sat one; every ``sat``
 counterexample is also checked here (inside a box, and the float32 network's outputs there satisfy
 a whole conjunction). Prints one line per wrong answer and a summary table for docs/benchmarks.md.
+
+``--arch mixed``: small image networks (1 x 6 x 6 inputs) of the other operators the bound engine
+has rules for (Conv, BatchNormalization, Relu / LeakyRelu / Sigmoid / Tanh, MaxPool / AveragePool,
+strided Conv, residual Add), boxes of radius 0.002-0.1 in [0, 1], thresholds placed near the least
+value an attack finds. There is no exact answer there: an instance is sat where a stronger attack
+than the runner's first rounds finds a counterexample that onnxruntime confirms, and the runner's
+unsat on it is wrong; its other unsat answers can only be checked by the attack.
 """
 
 from __future__ import annotations
@@ -74,19 +82,131 @@ def forward(layers, x: np.ndarray) -> np.ndarray:
     return h
 
 
+def random_graph(rng: np.random.Generator, path: Path) -> None:
+    """A small image network of the operators the bound engine has rules for, beyond Gemm + Relu:
+    Conv (padding, stride), BatchNormalization, Relu / LeakyRelu / Sigmoid / Tanh, MaxPool /
+    AveragePool, a residual Add of two branches, Flatten, Gemm. Input 1 x 1 x 6 x 6."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    f32 = lambda *shape: (rng.standard_normal(shape) / np.sqrt(max(1, np.prod(shape[1:])))).astype(np.float32)  # noqa: E731
+    c = int(rng.integers(2, 5))
+    act = str(rng.choice(["Relu", "LeakyRelu", "Sigmoid", "Tanh"]))
+    inits = [numpy_helper.from_array(f32(c, 1, 3, 3), "cw"), numpy_helper.from_array(f32(c), "cb")]
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c1"], pads=[1, 1, 1, 1])]
+    last = "c1"
+    if rng.random() < 0.5:
+        inits += [numpy_helper.from_array(a, n) for a, n in [
+            ((np.abs(f32(c)) + 0.5), "scale"), (f32(c), "shift"), (f32(c), "mean"), ((np.abs(f32(c)) + 0.5), "var")]]
+        nodes.append(helper.make_node("BatchNormalization", [last, "scale", "shift", "mean", "var"], ["bn"]))
+        last = "bn"
+    attrs = {"alpha": 0.1} if act == "LeakyRelu" else {}
+    nodes.append(helper.make_node(act, [last], ["a1"], **attrs))
+    last = "a1"
+    if rng.random() < 0.5:  # a residual block: conv -> act, added to its input
+        inits += [numpy_helper.from_array(f32(c, c, 3, 3), "rw"), numpy_helper.from_array(f32(c), "rb")]
+        nodes += [helper.make_node("Conv", [last, "rw", "rb"], ["r1"], pads=[1, 1, 1, 1]),
+                  helper.make_node(act, ["r1"], ["r2"], **attrs),
+                  helper.make_node("Add", ["r2", last], ["res"])]
+        last = "res"
+    side = 6
+    pool = str(rng.choice(["MaxPool", "AveragePool", "Conv", "none"]))
+    if pool == "Conv":  # a strided convolution
+        inits += [numpy_helper.from_array(f32(c, c, 2, 2), "sw"), numpy_helper.from_array(f32(c), "sb")]
+        nodes += [helper.make_node("Conv", [last, "sw", "sb"], ["p"], strides=[2, 2]), helper.make_node(act, ["p"], ["pa"])]
+        last, side = "pa", 3
+    elif pool != "none":
+        nodes.append(helper.make_node(pool, [last], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+        last, side = "p", 3
+    hidden, n_out = int(rng.integers(4, 13)), int(rng.choice([2, 3, 5]))
+    flat = c * side * side
+    inits += [numpy_helper.from_array(f32(hidden, flat), "W1"), numpy_helper.from_array(f32(hidden), "B1"),
+              numpy_helper.from_array(f32(n_out, hidden), "W2"), numpy_helper.from_array(f32(n_out), "B2")]
+    nodes += [helper.make_node("Flatten", [last], ["flat"]),
+              helper.make_node("Gemm", ["flat", "W1", "B1"], ["h"], transB=1),
+              helper.make_node(act, ["h"], ["ha"], **attrs),
+              helper.make_node("Gemm", ["ha", "W2", "B2"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "random_graph",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_out])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+
+
+class OrtNetwork:
+    """A saved network, evaluated by onnxruntime (x: (B, n) -> (B, m), float32), with gradients
+    from its onnx2torch conversion for the attack (whose points onnxruntime then re-evaluates)."""
+
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+        import torch
+        from onnx2torch import convert
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        meta = self.session.get_inputs()[0]
+        self.name, self.shape = meta.name, [int(d) for d in meta.shape[1:]]
+        self.torch = convert(str(path)).eval()
+        self.n_in = int(np.prod(self.shape))
+        self.n_out = int(self.__call__(np.zeros((1, self.n_in)))[0].shape[0])
+        torch.set_grad_enabled(True)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.session.run(None, {self.name: row.reshape([1] + self.shape).astype(np.float32)})[0]
+                               for row in np.asarray(x, np.float32)])
+
+    def lowest(self, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, restarts: int = 16, steps: int = 60) -> float:
+        """The least a.y that projected gradient descent finds over the box (onnxruntime's value)."""
+        found = self.attack([(lo, hi)], [[(a, 0.0)]], np.random.default_rng(0), restarts, steps, keep_best=True)
+        return float(np.asarray(self(found[None]), np.float64)[0] @ a)
+
+    def attack(self, boxes, unsafe, rng, restarts: int = 64, steps: int = 150, keep_best: bool = False):
+        """Projected gradient descent on each conjunction's worst atom, from random starts: a point
+        that onnxruntime confirms violates the query, or None (``keep_best``: the point with the
+        least worst atom, violating or not)."""
+        import torch
+
+        for lo, hi in boxes:
+            lo_t, hi_t = torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
+            for conj in unsafe:
+                a = torch.tensor(np.stack([a for a, _ in conj]), dtype=torch.float32)
+                c = torch.tensor([c for _, c in conj], dtype=torch.float32)
+                x = (lo_t + (hi_t - lo_t) * torch.rand(restarts, len(lo), generator=torch.Generator().manual_seed(
+                    int(rng.integers(1 << 31))))).requires_grad_(True)
+                step = (hi_t - lo_t) / 8
+                for k in range(steps):
+                    y = self.torch(x.view(-1, *self.shape))
+                    loss = (y @ a.T - c).max(dim=1).values  # <= 0 violates the conjunction
+                    g, = torch.autograd.grad(loss.sum(), x)
+                    with torch.no_grad():
+                        x -= step * g.sign() * (0.97 ** k)
+                        x.copy_(torch.maximum(torch.minimum(x, hi_t), lo_t))
+                points = x.detach().numpy()
+                if keep_best:
+                    return points[int(torch.argmin(loss.detach()))]
+                ys = self(points).astype(np.float64)
+                for p, y in zip(points, ys):
+                    if all(a_ @ y <= c_ for a_, c_ in conj):
+                        return p
+        return None
+
+
 # ---------------------------------------------------------------- the query
 
 
-def random_query(layers, rng: np.random.Generator):
-    """(boxes [(lower, upper)], unsafe [[(a, c)]]): an atom (a, c) is a.y <= c."""
-    n_in, n_out = layers[0][0].shape[1], layers[-1][0].shape[0]
+def random_query(evaluate, n_in: int, n_out: int, rng: np.random.Generator, radii=(0.01, 0.5), lowest=None,
+                 domain: tuple[float, float] | None = None):
+    """(boxes [(lower, upper)], unsafe [[(a, c)]]): an atom (a, c) is a.y <= c. ``evaluate``: x (B, n)
+    -> y (B, m); ``lowest(lo, hi, a)``: a search's least a.y over a box, where sampling is not
+    enough to place thresholds near the boundary (many inputs)."""
     boxes = []
     for _ in range(1 if rng.random() < 0.8 else 2):
         centre = rng.random(n_in)
-        radius = float(np.exp(rng.uniform(np.log(0.01), np.log(0.5))))
-        boxes.append((centre - radius, centre + radius))
-    samples = np.concatenate([lo + (hi - lo) * rng.random((4000, n_in)) for lo, hi in boxes])
-    ys = forward(layers, samples).astype(np.float64)
+        radius = float(np.exp(rng.uniform(np.log(radii[0]), np.log(radii[1]))))
+        lo, hi = centre - radius, centre + radius
+        boxes.append((lo, hi) if domain is None else (np.clip(lo, *domain), np.clip(hi, *domain)))
+    samples = np.concatenate([lo + (hi - lo) * rng.random((4000 if lowest is None else 500, n_in)) for lo, hi in boxes])
+    ys = np.asarray(evaluate(samples), np.float64)
     unsafe = []
     for _ in range(int(rng.integers(1, 4))):
         conj = []
@@ -102,6 +222,8 @@ def random_query(layers, rng: np.random.Generator):
                 a[i], a[j] = np.round(rng.uniform(-2, 2, 2), 2)
             values = ys @ a
             low, spread = values.min(), values.max() - values.min() + 1e-3
+            if lowest is not None:
+                low = min(low, min(lowest(lo, hi, a) for lo, hi in boxes))
             conj.append((a, float(np.round(low + spread * rng.uniform(-0.15, 0.1), 4))))
         unsafe.append(conj)
     return boxes, unsafe
@@ -224,6 +346,48 @@ def violates(layers, boxes, unsafe, x: np.ndarray) -> bool:
 # ---------------------------------------------------------------- the sweep
 
 
+def relu_instance(args, rng, onnx_path: Path) -> dict:
+    layers = random_network(rng, args.width, args.depth)
+    write_onnx(layers, onnx_path)
+    n_in, n_out = layers[0][0].shape[1], layers[-1][0].shape[0]
+    boxes, unsafe = random_query(lambda x: forward(layers, x), n_in, n_out, rng)
+
+    def truth() -> str:
+        margin, ceiling, x_best = exact_answer(layers, boxes, unsafe)
+        found = "sat" if margin > args.tolerance else "unsat" if ceiling < -args.tolerance else "close"
+        # the exact answer checks itself: its point violates where it says sat, no sample where unsat
+        samples = np.concatenate([lo + (hi - lo) * rng.random((2000, len(lo))) for lo, hi in boxes])
+        if (found == "sat" and not violates(layers, boxes, unsafe, np.clip(x_best, *boxes_of(boxes, x_best)))) \
+                or (found == "unsat" and any(violates(layers, boxes, unsafe, x) for x in samples)):
+            raise RuntimeError(f"the exact MILP contradicts the network ({margin}, {ceiling})")
+        return found
+
+    return {"network": [n_in] + [w.shape[0] for w, _ in layers], "boxes": boxes, "unsafe": unsafe, "n_out": n_out,
+            "truth": truth, "violates": lambda x: violates(layers, boxes, unsafe, x)}
+
+
+def mixed_instance(args, rng, onnx_path: Path) -> dict:
+    """No exact answer: a stronger attack than the runner's first rounds (64 restarts x 150 steps per
+    box and conjunction) that onnxruntime confirms makes an instance sat; the runner's unsat there
+    is wrong. Its other unsat answers are not checked, only its witnesses."""
+    random_graph(rng, onnx_path)
+    net = OrtNetwork(onnx_path)
+    boxes, unsafe = random_query(net, net.n_in, net.n_out, rng, radii=(0.002, 0.1), lowest=net.lowest, domain=(0, 1))
+
+    def violates_ort(x) -> bool:
+        x32 = np.asarray(x, np.float32)
+        inside = any(np.all(x32 >= lo.astype(np.float32)) and np.all(x32 <= hi.astype(np.float32)) for lo, hi in boxes)
+        y = np.asarray(net(x32[None]), np.float64)[0]
+        return inside and any(all(a @ y <= c for a, c in conj) for conj in unsafe)
+
+    def truth() -> str:
+        return "sat" if net.attack(boxes, unsafe, rng) is not None else "no attack witness"
+
+    ops = sorted({n.op_type for n in __import__("onnx").load(str(onnx_path)).graph.node})
+    return {"network": ops, "boxes": boxes, "unsafe": unsafe, "n_out": net.n_out, "truth": truth,
+            "violates": violates_ort}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=200)
@@ -231,6 +395,8 @@ def main() -> None:
     parser.add_argument("--timeouts", default="20,60", help="comma-separated; instance k gets the k-th mod len")
     parser.add_argument("--width", type=int, default=16, help="hidden layers have 4 to WIDTH neurons")
     parser.add_argument("--depth", type=int, default=3, help="1 to DEPTH hidden layers")
+    parser.add_argument("--arch", choices=["relu", "mixed"], default="relu",
+                        help="relu: ReLU chains, exact answers; mixed: small image networks, attacked")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="exact margins within this are not scored")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/runner_soundness.jsonl")
     args = parser.parse_args()
@@ -247,27 +413,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, args.out.open("w") as log:
         for k in range(args.instances):
             rng = np.random.default_rng([args.seed, k])
-            layers = random_network(rng, args.width, args.depth)
-            boxes, unsafe = random_query(layers, rng)
             onnx_path, query_path = Path(tmp) / f"net{k}.onnx", Path(tmp) / f"q{k}.vnnlib"
-            write_onnx(layers, onnx_path)
-            query_path.write_text(vnnlib_text(boxes, unsafe, layers[-1][0].shape[0]))
-            margin, ceiling, x_best = exact_answer(layers, boxes, unsafe)
-            truth = "sat" if margin > args.tolerance else "unsat" if ceiling < -args.tolerance else "close"
-            # the exact answer checks itself: its point violates where it says sat, no sample where unsat
-            samples = np.concatenate([lo + (hi - lo) * rng.random((2000, len(lo))) for lo, hi in boxes])
-            if (truth == "sat" and not violates(layers, boxes, unsafe, np.clip(x_best, *boxes_of(boxes, x_best)))) \
-                    or (truth == "unsat" and any(violates(layers, boxes, unsafe, x) for x in samples)):
-                raise RuntimeError(f"instance {k}: the exact MILP contradicts the network ({margin}, {ceiling})")
+            instance = (relu_instance if args.arch == "relu" else mixed_instance)(args, rng, onnx_path)
+            query_path.write_text(vnnlib_text(instance["boxes"], instance["unsafe"], instance["n_out"]))
             timeout = timeouts[k % len(timeouts)]
             answer = solve(onnx_path, query_path, timeout, seed=k)
             seconds.append(answer.seconds)
-            bad = (answer.result == "sat" and (truth == "unsat" or not violates(layers, boxes, unsafe, answer.x))) or \
+            truth = instance["truth"]()
+            bad = (answer.result == "sat" and (truth == "unsat" or not instance["violates"](answer.x))) or \
                   (answer.result == "unsat" and truth == "sat")
             tally[(truth, answer.result)] += 1
-            record = {"instance": k, "sizes": [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers],
-                      "boxes": len(boxes), "conjunctions": len(unsafe), "timeout": timeout, "margin": [margin, ceiling],
-                      "truth": truth, "result": answer.result, "seconds": round(answer.seconds, 3), "wrong": bad}
+            record = {"instance": k, "network": instance["network"], "boxes": len(instance["boxes"]),
+                      "conjunctions": len(instance["unsafe"]), "timeout": timeout, "truth": truth,
+                      "result": answer.result, "seconds": round(answer.seconds, 3), "wrong": bad}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if bad:
@@ -275,11 +433,14 @@ def main() -> None:
                 print("WRONG", json.dumps(record), flush=True)
             if (k + 1) % 20 == 0:
                 print(f"{k + 1} instances, {len(wrong)} wrong", flush=True)
-    print(f"\n{args.instances} instances (seed {args.seed}, widths 4-{args.width}, 1-{args.depth} hidden layers, "
+    what = (f"widths 4-{args.width}, 1-{args.depth} hidden layers" if args.arch == "relu" else "mixed graphs")
+    print(f"\n{args.instances} instances (seed {args.seed}, {what}, "
           f"timeouts {args.timeouts} s), {len(wrong)} wrong; "
           f"median {np.median(seconds):.2f} s, max {max(seconds):.2f} s")
-    print("| exact \\ runner | sat | unsat | unknown | timeout |\n|---|---|---|---|---|")
-    for truth in ("sat", "unsat", "close"):
+    print("| answer \\ runner | sat | unsat | unknown | timeout |\n|---|---|---|---|---|")
+    for truth in ("sat", "unsat", "close", "no attack witness"):
+        if not any(tally[(truth, r)] for r in ("sat", "unsat", "unknown", "timeout")):
+            continue
         print(f"| {truth} | " + " | ".join(str(tally[(truth, r)]) for r in ("sat", "unsat", "unknown", "timeout")) + " |")
 
 
