@@ -496,6 +496,40 @@ def test_a_parameter_free_converted_module_is_bounded_not_crashed(tmp_path):
         assert r.verdict == "proven"
 
 
+@pytest.mark.parametrize("activation, kind", [("Relu", "relu"), ("LeakyRelu", "leaky_relu"), ("Sigmoid", "sigmoid"),
+                                              ("Tanh", "tanh"), ("Sign", "sign")])
+def test_every_onnx_activation_with_a_rule_is_bounded_from_a_converted_file(tmp_path, activation, kind):
+    """Each activation as onnx2torch converts it from an ONNX file (Tanh and Sign become a generic
+    OnnxFunction module: Tanh once had "no bound" there) gets its rule, and the CROWN bounds of
+    the network hold at every sampled input."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.loading import load_model
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "W2"),
+             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1),
+             helper.make_node(activation, ["h"], ["a"]),
+             helper.make_node("Gemm", ["a", "W2", "b2"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "act.onnx"))
+    model = load_model(tmp_path / "act.onnx")
+    engine = BoundEngine(BoundGraph.from_module(model.module, (4,)))
+    assert [op.kind for op in engine.graph.ops if op.kind not in ("input", "affine")] == [kind]
+    lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    hi = lo + 0.2
+    l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
+    ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+    assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
+    assert (u - l < ys.amax(0) - ys.amin(0) + 10).all()  # a bound, not infinities
+
+
 def test_the_real_acas_xu_network_gets_a_bound(data_root):
     from nnspec.bounds import certified_radius as certify
     from nnspec.bounds import choose_method, engine_for

@@ -374,9 +374,11 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         return Op(name, "leaky_relu", tuple(refs), fn, slope=float(slope))
     if isinstance(module, nn.Sigmoid) or target in (torch.sigmoid, F.sigmoid):
         return Op(name, "sigmoid", tuple(refs), fn)
-    if isinstance(module, nn.Tanh) or target in (torch.tanh, F.tanh):
+    # (onnx2torch converts ONNX's Tanh and Sign to an OnnxFunction module that calls the function)
+    function = getattr(module, "function", None) if what == "OnnxFunction" else None
+    if isinstance(module, nn.Tanh) or target in (torch.tanh, F.tanh) or function is torch.tanh:
         return Op(name, "tanh", tuple(refs), fn)
-    if (what == "OnnxFunction" and getattr(module, "function", None) is torch.sign) or target is torch.sign:
+    if function is torch.sign or target is torch.sign:
         return Op(name, "sign", tuple(refs), fn)
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)) or target in (F.max_pool2d, F.max_pool1d):
         return Op(name, "maxpool", tuple(refs), fn)
