@@ -289,3 +289,20 @@ def test_the_chunk_size_follows_the_activations_and_costs_no_queries():
     assert torch.allclose(first, again, atol=1e-5)
     reference = torch.cat([cnn.module(x[i:i + 1]) for i in range(0, 1500, 97)])
     assert torch.allclose(first[::97], reference, atol=1e-5)
+
+
+def test_a_network_whose_output_shape_is_not_stated_loads_and_batches(tmp_path):
+    """ONNX lets a graph leave its output's shape out (shape inference fills it in later); the
+    batch-dimension rewrite once indexed its first dimension and stopped with IndexError."""
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    path = tmp_path / "no_output_shape.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    model = load_model(path)
+    x = torch.rand(5, 4)
+    assert model.batching == "rewritten" and model.n_outputs == 3
+    assert torch.allclose(model(x), x @ torch.from_numpy(w).T + torch.from_numpy(b), atol=1e-5)

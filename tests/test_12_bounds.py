@@ -530,6 +530,66 @@ def test_every_onnx_activation_with_a_rule_is_bounded_from_a_converted_file(tmp_
     assert (u - l < ys.amax(0) - ys.amin(0) + 10).all()  # a bound, not infinities
 
 
+def _layout_cases():
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    const = numpy_helper.from_array
+    return {  # name: (nodes from "r" to "z", initializers); opset 13 (pads, axes and shapes as inputs)
+        "Pad": ([helper.make_node("Pad", ["r", "pads", "fill"], ["z"])],
+                [const(np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64), "pads"), const(np.array(0.5, np.float32), "fill")]),
+        "Reshape": ([helper.make_node("Reshape", ["r", "shape"], ["z"])], [const(np.array([1, -1], np.int64), "shape")]),
+        "Squeeze": ([helper.make_node("Unsqueeze", ["r", "axes"], ["u"]), helper.make_node("Squeeze", ["u", "axes"], ["z"])],
+                    [const(np.array([1], np.int64), "axes")]),
+        "Identity": ([helper.make_node("Identity", ["r"], ["z"])], []),
+        "Dropout": ([helper.make_node("Dropout", ["r"], ["z"])], []),
+        "Slice": ([helper.make_node("Slice", ["r", "starts", "ends", "axes"], ["z"])],
+                  [const(np.array([1], np.int64), "starts"), const(np.array([3], np.int64), "ends"),
+                   const(np.array([2], np.int64), "axes")]),
+        "ReduceMean": ([helper.make_node("ReduceMean", ["r"], ["z"], axes=[3])], []),
+    }
+
+
+@pytest.mark.parametrize("layout", list(_layout_cases()))
+def test_onnx_layout_operators_are_bounded_from_a_converted_file(tmp_path, layout):
+    """Pad, Reshape, Squeeze/Unsqueeze, Identity, Dropout, Slice and ReduceMean as onnx2torch converts
+    them from an opset-13 file (their pads, shapes and axes are constant inputs: once "no bound for
+    OnnxPadDynamic", or a Reshape's integer shape made float64 and refused by torch.Size), between a
+    ReLU layer and a Gemm: the CROWN bounds hold at every sampled input."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.loading import load_model
+
+    nodes, inits = _layout_cases()[layout]
+    rng = np.random.default_rng(3)
+    conv = [numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "cw")]
+    front = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+
+    def save(graph_nodes, outputs, initializers, path):
+        g = helper.make_graph(graph_nodes, "g", [x_info], outputs, initializers)
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+
+    save(front + nodes, [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], conv + inits, tmp_path / "p.onnx")
+    size = ort.InferenceSession(str(tmp_path / "p.onnx")).run(None, {"x": np.zeros((1, 1, 4, 4), np.float32)})[0].size
+    head = [numpy_helper.from_array(rng.normal(size=(3, size)).astype(np.float32), "W"),
+            numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")]
+    save(front + nodes + [helper.make_node("Flatten", ["z"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)],
+         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], conv + inits + head, tmp_path / "net.onnx")
+    model = load_model(tmp_path / "net.onnx")
+    engine = BoundEngine(BoundGraph.from_module(model.module, (1, 4, 4)))
+    lo = torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    hi = lo + 0.3
+    l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
+    xs = lo + (hi - lo) * torch.rand(3000, 1, 4, 4, dtype=torch.float64)
+    ys = model(xs.float()).double()
+    assert (ys >= l - 1e-5).all() and (ys <= u + 1e-5).all()
+    assert (u - l).max() < 100
+
+
 def test_the_real_acas_xu_network_gets_a_bound(data_root):
     from nnspec.bounds import certified_radius as certify
     from nnspec.bounds import choose_method, engine_for

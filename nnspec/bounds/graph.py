@@ -64,9 +64,11 @@ class Op:
 
 _MONOTONE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                      nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Unflatten)
-_MONOTONE_ONNX = ("OnnxReshape", "OnnxFlatten", "OnnxTranspose", "OnnxConcat", "OnnxPadStatic",
-                  "OnnxSqueezeStaticAxes", "OnnxUnsqueezeStaticAxes", "OnnxGlobalAveragePool",
-                  "OnnxGlobalAveragePoolWithKnownInputShape")
+_RESHAPING_ONNX = ("OnnxReshape", "OnnxFlatten", "OnnxSqueezeStaticAxes", "OnnxUnsqueezeStaticAxes",
+                   "OnnxSqueezeDynamicAxes", "OnnxUnsqueezeDynamicAxes", "OnnxCopyIdentity", "OnnxDropoutDynamic")
+_MONOTONE_ONNX = _RESHAPING_ONNX + ("OnnxTranspose", "OnnxConcat", "OnnxPadStatic", "OnnxPadDynamic", "OnnxSlice",
+                                    "OnnxGlobalAveragePool", "OnnxGlobalAveragePoolWithKnownInputShape")
+_AVERAGING_REDUCTIONS = ("ReduceMean", "ReduceSum")  # OnnxReduceStaticAxes: linear, coefficients >= 0
 _MONOTONE_FUNCTIONS = (torch.flatten, torch.reshape, torch.cat, torch.concat, torch.permute, torch.transpose,
                        torch.squeeze, torch.unsqueeze, F.pad, F.avg_pool2d, F.avg_pool1d, operator.getitem)
 _MONOTONE_METHODS = ("view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous",
@@ -119,9 +121,10 @@ class BoundGraph:
                 if any(isinstance(v, _Ref) for v in env.values()):
                     raise Unsupported("a graph with several inputs")
                 env[node] = _Ref(current)
-            elif node.op == "get_attr":
-                env[node] = _fetch(gm, node.target).detach().to(torch.float64) \
-                    if isinstance(_fetch(gm, node.target), torch.Tensor) else _fetch(gm, node.target)
+            elif node.op == "get_attr":  # (integer constants, such as a Reshape's shape, stay integers)
+                value = _fetch(gm, node.target)
+                env[node] = value.detach().to(torch.float64) if isinstance(value, torch.Tensor) and \
+                    value.is_floating_point() else value
             elif node.op == "output":
                 out = node.args[0]
                 out = out[0] if isinstance(out, (tuple, list)) else out
@@ -439,13 +442,17 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         raise Unsupported(f"no bound for {what} at node {name}")
 
     # ---- affine operators with coefficients >= 0 (layout, pooling by averages)
+    reduction = what == "OnnxReduceStaticAxes" and getattr(module, "operation_type", None) in _AVERAGING_REDUCTIONS
     if isinstance(module, _MONOTONE_MODULES) or what in _MONOTONE_ONNX or target in _MONOTONE_FUNCTIONS or (
-            node.op == "call_method" and target in _MONOTONE_METHODS):
-        if what == "OnnxPadStatic" and module.mode != "constant":
+            node.op == "call_method" and target in _MONOTONE_METHODS) or reduction:
+        if what in ("OnnxPadStatic", "OnnxPadDynamic") and module.mode != "constant":
             raise Unsupported(f"no bound for {what} in mode {module.mode} at node {name}")
+        if what in _MONOTONE_ONNX and what != "OnnxConcat" and len(refs) != 1:
+            # its shape, pads or axes are computed from the input
+            raise Unsupported(f"no bound for {what} with an argument computed from the input at node {name}")
         op = affine(signs=(1,) * len(refs))
-        if len(refs) == 1 and (isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout, nn.Unflatten)) or what in (
-                "OnnxReshape", "OnnxFlatten", "OnnxSqueezeStaticAxes", "OnnxUnsqueezeStaticAxes") or target in (
+        if len(refs) == 1 and (isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout, nn.Unflatten)) or what in
+                               _RESHAPING_ONNX or target in (
                 torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze) or (node.op == "call_method" and target in (
                 "view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"))):
             op.back = "reshape"

@@ -242,6 +242,8 @@ def _make_batchable(proto, prepend: bool = False):
         _vectors_on_the_right(proto)
     for value in list(_real_inputs(proto)) + list(graph.output):
         shape = value.type.tensor_type.shape
+        if not shape.dim:  # an output of unstated shape (valid ONNX): nothing to rewrite
+            continue
         if prepend:
             old = [onnx.TensorShapeProto.Dimension() for _ in shape.dim]
             for a, b in zip(old, shape.dim):
