@@ -280,6 +280,24 @@ def test_runner_answers_with_exact_known_verdicts_and_a_confirmed_counterexample
             assert float(values["Y_0"]) == pytest.approx(float(y[0]), abs=1e-6)
 
 
+def test_a_near_tangent_counterexample_below_the_witness_slack_is_found_and_checked(tmp_path, cli):
+    """max of Y_0 - Y_1 over the box is 1.25 (at the corner (1, 0), exact in float32). With the
+    threshold 4e-6 below it, the only counterexamples violate by less than the searches' witness
+    slack (1e-5): their lowest point, checked against the query by onnxruntime, answers sat. 4e-6
+    above it, the same near miss is not confirmed, and no sat comes back."""
+    net = _linear_onnx(tmp_path / "lin.onnx")
+    for t, sat in ((1.25 - 4e-6, True), (1.25 + 4e-6, False)):
+        q = tmp_path / f"q{t}.vnnlib"
+        q.write_text(V1.replace("(assert (or (and (>= Y_0 Y_1) (>= Y_0 1.2e-1)) (<= Y_1 -5)))",
+                                f"(assert (>= (- Y_0 Y_1) {t!r}))"))
+        code, _, _ = cli("vnncomp", "run", "test", net, q, tmp_path / "res.txt", "8")
+        text = (tmp_path / "res.txt").read_text()
+        assert code == 0 and (text.splitlines()[0] == "sat") == sat, (t, text)
+        if sat:
+            values = dict(line.strip("()\n").split() for line in text.splitlines()[1:])
+            assert float(values["Y_0"]) - float(values["Y_1"]) >= t
+
+
 def test_long_timeouts_start_with_a_quick_round_and_short_ones_do_not(tmp_path):
     """With a timeout of QUICK_MIN_TIMEOUT or more, each task first gets a short search and branch
     and bound (QUICK_SHARE of the timeout in all): an easy instance, either way, is decided there,

@@ -73,6 +73,9 @@ class Outcome:
     centre_output: list[float]
     lipschitz: float | None = None  # Q^, the sampled Lipschitzian metric
     min_s: float | None = None  # the lowest s seen in the ball
+    # where s was lowest, when no witness was found: a near miss that a caller with a check of its
+    # own may try (the VNN-COMP runner, against its query at tolerance 0); never part of a record
+    lowest_x: list | None = None
     value_range: tuple[float, float] | None = None  # for `reachability range`
     trace: list[dict[str, float]] = field(default_factory=list)
     notes: tuple[str, ...] = ()

@@ -345,5 +345,6 @@ class _Quantification(GradientPhases, MadsPhases):
             proven = witness is None and lower is not None and lower >= float(self.ball.radius)
             verdict = Verdict.VIOLATED if witness else Verdict.PROVEN if proven else Verdict.NO_VIOLATION_FOUND
             notes = (self.search_notes[p],) + ((note,) if note else ())
-            out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=notes, **common))
+            lowest = t.argmin[p].reshape(self.shape).tolist() if witness is None else None
+            out.append(Outcome(verdict, bounds=bounds, witness=witness, notes=notes, lowest_x=lowest, **common))
         return out
