@@ -547,12 +547,13 @@ def _layout_cases():
                   [const(np.array([1], np.int64), "starts"), const(np.array([3], np.int64), "ends"),
                    const(np.array([2], np.int64), "axes")]),
         "ReduceMean": ([helper.make_node("ReduceMean", ["r"], ["z"], axes=[3])], []),
+        "ReduceSum": ([helper.make_node("ReduceSum", ["r", "axes"], ["z"])], [const(np.array([2], np.int64), "axes")]),
     }
 
 
 @pytest.mark.parametrize("layout", list(_layout_cases()))
 def test_onnx_layout_operators_are_bounded_from_a_converted_file(tmp_path, layout):
-    """Pad, Reshape, Squeeze/Unsqueeze, Identity, Dropout, Slice and ReduceMean as onnx2torch converts
+    """Pad, Reshape, Squeeze/Unsqueeze, Identity, Dropout, Slice, ReduceMean and ReduceSum as onnx2torch converts
     them from an opset-13 file (their pads, shapes and axes are constant inputs: once "no bound for
     OnnxPadDynamic", or a Reshape's integer shape made float64 and refused by torch.Size), between a
     ReLU layer and a Gemm: the CROWN bounds hold at every sampled input."""

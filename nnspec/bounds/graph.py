@@ -67,7 +67,8 @@ _MONOTONE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.AvgPool1d, nn.AvgPo
 _RESHAPING_ONNX = ("OnnxReshape", "OnnxFlatten", "OnnxSqueezeStaticAxes", "OnnxUnsqueezeStaticAxes",
                    "OnnxSqueezeDynamicAxes", "OnnxUnsqueezeDynamicAxes", "OnnxCopyIdentity", "OnnxDropoutDynamic")
 _MONOTONE_ONNX = _RESHAPING_ONNX + ("OnnxTranspose", "OnnxConcat", "OnnxPadStatic", "OnnxPadDynamic", "OnnxSlice",
-                                    "OnnxGlobalAveragePool", "OnnxGlobalAveragePoolWithKnownInputShape")
+                                    "OnnxReduceSumStaticAxes", "OnnxGlobalAveragePool",
+                                    "OnnxGlobalAveragePoolWithKnownInputShape")
 _AVERAGING_REDUCTIONS = ("ReduceMean", "ReduceSum")  # OnnxReduceStaticAxes: linear, coefficients >= 0
 _MONOTONE_FUNCTIONS = (torch.flatten, torch.reshape, torch.cat, torch.concat, torch.permute, torch.transpose,
                        torch.squeeze, torch.unsqueeze, F.pad, F.avg_pool2d, F.avg_pool1d, operator.getitem)

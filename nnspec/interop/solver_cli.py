@@ -27,9 +27,10 @@ CAPABILITIES = {
     "--onnx-opset-versions": "8\n21\n",  # older opsets are converted up with onnx.version_converter
     "--onnx-element-types": "float32\nfloat64\n",
     "--onnx-operators": "".join(f"{op} float32 float64\n" for op in (
-        "Add", "AveragePool", "BatchNormalization", "Concat", "Constant", "Conv", "Div", "Flatten", "Gemm",
-        "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Pad", "Relu", "Reshape", "Sigmoid", "Sign", "Sub",
-        "Tanh", "Transpose", "Unsqueeze", "Squeeze")),
+        "Add", "AveragePool", "BatchNormalization", "Concat", "Constant", "Conv", "Div", "Dropout", "Flatten",
+        "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Neg", "Pad",
+        "ReduceMean", "ReduceSum", "Relu", "Reshape", "Sigmoid", "Sign", "Slice", "Squeeze", "Sub", "Tanh",
+        "Transpose", "Unsqueeze")),
     "--vnnlib-versions": "1.0\n2.0\n",
     "--hidden-node-theories": "NH\n",
     "--multiple-input-output-theories": "SIO\n",
