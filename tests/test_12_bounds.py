@@ -591,6 +591,45 @@ def test_onnx_layout_operators_are_bounded_from_a_converted_file(tmp_path, layou
     assert (u - l).max() < 100
 
 
+@pytest.mark.parametrize("batch", ["N", 1])
+def test_a_reshape_to_the_batch_size_read_from_the_input_is_bounded(tmp_path, batch):
+    """PyTorch exports ``x.view(x.size(0), -1)`` as Shape -> Gather -> Concat -> Reshape: a shape
+    computed from the input's shape, which the bound engine cannot follow ("no bound for
+    OnnxShape"). Loading folds it into a constant shape that copies the batch size, for a symbolic
+    and for a fixed batch dimension: the model still matches onnxruntime on a batch, and its CROWN
+    bounds hold at every sampled input."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.crosscheck import onnxruntime_session
+    from nnspec.models.loading import load_model
+
+    rng = np.random.default_rng(0)
+    const = numpy_helper.from_array
+    inits = [const(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "cw"), const(np.array([0], np.int64), "zero"),
+             const(np.array([-1], np.int64), "minus1"), const(rng.normal(size=(3, 32)).astype(np.float32), "W"),
+             const(rng.normal(size=3).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Shape", ["r"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Concat", ["n", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["r", "shape"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "view", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], inits)
+    path = tmp_path / "view.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    model = load_model(path)
+    xs = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(model(xs).double(), onnxruntime_session(path, model)(xs), atol=1e-5)
+    engine = BoundEngine(BoundGraph.from_module(model.module, (1, 4, 4)))
+    lo = xs[:2].double()
+    hi = lo + 0.2
+    l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
+    for i in range(2):
+        ys = model(lo[i] + (hi[i] - lo[i]) * torch.rand(2000, 1, 4, 4, dtype=torch.float64)).double()
+        assert (ys >= l[i] - 1e-5).all() and (ys <= u[i] + 1e-5).all()
+
+
 def test_the_real_acas_xu_network_gets_a_bound(data_root):
     from nnspec.bounds import certified_radius as certify
     from nnspec.bounds import choose_method, engine_for

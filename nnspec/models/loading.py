@@ -1,9 +1,10 @@
 """Loading networks: ONNX (through onnx2torch), TorchScript / torch.export archives, nn.Module.
 
-Real ONNX files are messy: a fixed batch size of 1, ``Reshape`` to a hard-coded ``[1, ...]``, old
-opsets that onnx2torch cannot convert. ``load_onnx`` repairs what it safely can (opset upgrade,
-symbolic batch dimension, leading 1 of constant Reshape shapes turned into 0 = "copy the batch
-size"), checks that a batch of inputs gives the same outputs as one input at a time, and falls back
+Real ONNX files are messy: a fixed batch size of 1, ``Reshape`` to a hard-coded ``[1, ...]`` or to
+a shape computed from the input's, old opsets that onnx2torch cannot convert. ``load_onnx`` repairs
+what it safely can (``nnspec.models.rewrites``: opset upgrade, explicit pads, symbolic batch
+dimension, leading 1 of constant Reshape shapes turned into 0 = "copy the batch size", computed
+Reshape shapes folded), checks that a batch of inputs gives the same outputs as one input at a time, and falls back
 to ``torch.vmap``, then to a per-input loop, only when the rewritten graph does not batch, saying so
 in ``Model.batching`` (native | rewritten | vmap | loop).
 Nothing is ever unpickled from a file.
@@ -23,9 +24,7 @@ from torch import nn
 from nnspec.errors import ModelError
 from nnspec.files import sha256_of  # noqa: F401  (re-exported: callers name it here)
 from nnspec.models.model import Model
-
-MIN_OPSET = 13
-
+from nnspec.models.rewrites import constant_reshapes, explicit_pads, make_batchable, real_inputs, upgrade_opset
 
 def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, device: str = "cpu",
                dtype: torch.dtype = torch.float32, max_batch: int = 4096, engine: str = "torch") -> Model:
@@ -67,8 +66,8 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
         proto = onnx.load(str(path))
     except Exception as err:  # onnx raises DecodeError and others for corrupt files
         raise ModelError(f"{path}: not a readable ONNX file ({type(err).__name__}: {err})") from None
-    proto = _upgrade_opset(proto, path)
-    inputs = _real_inputs(proto)
+    proto = upgrade_opset(proto, path)
+    inputs = real_inputs(proto)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise ModelError(f"{path}: nnspec needs a network with exactly one input, this one has: {names}")
@@ -81,10 +80,10 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
                          "after the batch dimension")
     input_shape = tuple(dims) if unbatched else tuple(dims[1:])
     operators = dict(Counter(node.op_type for node in proto.graph.node))
-    proto = _explicit_pads(proto, path)
+    proto = constant_reshapes(explicit_pads(proto, path))
     fixed_batch = unbatched or dims[0] > 0
     original = _convert(proto, path)
-    batch_proto = _make_batchable(proto, prepend=unbatched) if fixed_batch else proto
+    batch_proto = make_batchable(proto, prepend=unbatched) if fixed_batch else proto
     batched = _convert(batch_proto, path) if fixed_batch else original
     batching = "rewritten" if fixed_batch else "native"
     single = _Unbatched(original) if unbatched else original
@@ -153,163 +152,10 @@ def _attach_ort(model: Model, proto, engine: str, path: Path) -> None:
                                              " (auto: it runs this graph and agrees with the converted module)"))
 
 
-def _upgrade_opset(proto, path: Path):
-    from onnx import version_converter
-
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
-    if opset >= MIN_OPSET:
-        return proto
-    try:
-        return version_converter.convert_version(proto, MIN_OPSET)
-    except Exception as err:
-        raise ModelError(f"{path}: opset {opset} could not be upgraded to {MIN_OPSET} ({err})") from None
-
-
 # seconds per input (torch, on the probe batch) from which onnxruntime's workers stop spinning at
 # the end of each call: the DeepGame CNN (~250 us) stops, the demo nets, ACAS Xu, mnist_fc and
 # oval21 (<= 10 us) keep spinning
 _SPIN_STOP_ABOVE = 50e-6
-_PADDED = ("Conv", "MaxPool", "AveragePool", "LpPool")
-
-
-def _explicit_pads(proto, path: Path):
-    """A copy in which ``auto_pad`` SAME_UPPER / SAME_LOWER / VALID (which onnx2torch does not
-    convert) is written as the explicit ``pads`` that ONNX defines for it: output size
-    ceil(in / stride), total padding (out - 1) * stride + (k - 1) * dilation + 1 - in, the odd
-    pixel at the end (UPPER) or the start (LOWER). Needs the spatial sizes, from shape inference."""
-    import onnx
-    from onnx import helper
-
-    nodes = [n for n in proto.graph.node if n.op_type in _PADDED and any(
-        a.name == "auto_pad" and a.s not in (b"NOTSET", b"") for a in n.attribute)]
-    if not nodes:
-        return proto
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except Exception as err:
-        raise ModelError(f"{path}: shape inference failed while resolving auto_pad ({err})") from None
-    shapes = _inferred_dims(inferred.graph)
-    inits = {i.name: list(i.dims) for i in proto.graph.initializer}
-    for node in proto.graph.node:
-        attrs = {a.name: a for a in node.attribute}
-        mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
-        if node.op_type not in _PADDED or mode in ("NOTSET", ""):
-            continue
-        name = node.name or node.output[0]
-        spatial = shapes.get(node.input[0], [])[2:]
-        if "kernel_shape" in attrs:
-            kernel = list(attrs["kernel_shape"].ints)
-        elif node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
-            kernel = inits[node.input[1]][2:]
-        else:
-            kernel = []
-        if not spatial or not all(spatial) or len(kernel) != len(spatial):
-            raise ModelError(f"{path}: {node.op_type} node '{name}' uses auto_pad={mode} but its input's spatial "
-                             "size is unknown; export the model with explicit pads")
-        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(spatial)
-        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(spatial)
-        begins, ends = [], []
-        for size, k, st, dl in zip(spatial, kernel, strides, dilations):
-            if mode == "VALID":
-                total = 0
-            else:
-                out = -(-size // st)
-                total = max((out - 1) * st + (k - 1) * dl + 1 - size, 0)
-            small, big = total // 2, total - total // 2
-            begins.append(small if mode != "SAME_LOWER" else big)
-            ends.append(big if mode != "SAME_LOWER" else small)
-        keep = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
-        del node.attribute[:]
-        node.attribute.extend(keep + [helper.make_attribute("pads", begins + ends)])
-    return proto
-
-
-def _real_inputs(proto):
-    initializers = {i.name for i in proto.graph.initializer}
-    return [i for i in proto.graph.input if i.name not in initializers]
-
-
-def _make_batchable(proto, prepend: bool = False):
-    """A copy whose batch dimension is symbolic (prepended when the graph has none) and whose
-    constant Reshape shapes copy it."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    graph = proto.graph
-    if prepend:  # (on the shapes as given, before the batch dimension goes in)
-        _vectors_on_the_right(proto)
-    for value in list(_real_inputs(proto)) + list(graph.output):
-        shape = value.type.tensor_type.shape
-        if not shape.dim:  # an output of unstated shape (valid ONNX): nothing to rewrite
-            continue
-        if prepend:
-            old = [onnx.TensorShapeProto.Dimension() for _ in shape.dim]
-            for a, b in zip(old, shape.dim):
-                a.CopyFrom(b)
-            del shape.dim[:]
-            shape.dim.add()
-            for d in old:
-                shape.dim.add().CopyFrom(d)
-        dim0 = shape.dim[0]
-        dim0.Clear()
-        dim0.dim_param = "N"
-    del graph.value_info[:]  # stale shapes that still say batch 1
-    shapes = {init.name: init for init in graph.initializer}
-    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
-    for node in graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2:
-            continue
-        name = node.input[1]
-        if name in shapes:
-            arr = numpy_helper.to_array(shapes[name]).copy()
-            if arr.ndim == 1 and arr.size > 1 and arr[0] == 1:
-                arr[0] = 0
-                shapes[name].CopyFrom(numpy_helper.from_array(arr, name))
-        elif name in constants:
-            attr = constants[name].attribute[0]
-            arr = numpy_helper.to_array(attr.t).copy()
-            if arr.ndim == 1 and arr.size > 1 and arr[0] == 1:
-                arr[0] = 0
-                attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
-    return proto
-
-
-def _inferred_dims(graph) -> dict[str, list[int]]:
-    """Each value's dimensions after onnx's shape inference (0 where a dimension is not fixed),
-    for the values whose shape it found."""
-    return {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
-            for v in list(graph.value_info) + list(graph.input) + list(graph.output)
-            if v.type.tensor_type.HasField("shape")}
-
-
-def _vectors_on_the_right(proto) -> None:
-    """In place, for a graph whose one sample is a vector (no batch dimension): each ``W @ x``
-    with W a constant matrix and x a vector becomes ``x @ W^T``, the same vector, and the form
-    that a prepended batch dimension leaves valid ((N, n) @ (n, m) is N rows of the original;
-    W @ x on (N, n) is not defined). VNN-COMP's test_small and test_tiny are written this way."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = proto.graph
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto).graph
-    except Exception:  # noqa: BLE001 - without shapes nothing is rewritten
-        return
-    ranks = {name: len(dims) for name, dims in _inferred_dims(inferred).items()}
-    weights = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type != "MatMul" or node.input[0] not in weights or node.input[1] in weights:
-            continue
-        matrix = numpy_helper.to_array(weights[node.input[0]])
-        if matrix.ndim != 2 or ranks.get(node.input[1]) != 1:
-            continue
-        name = f"{node.input[0]}__transposed"
-        if name not in weights:
-            weights[name] = numpy_helper.from_array(matrix.T.copy(), name)
-            graph.initializer.append(weights[name])
-        node.input[0], node.input[1] = node.input[1], name
 
 
 def _onnx2torch():
