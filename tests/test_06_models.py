@@ -306,3 +306,23 @@ def test_a_network_whose_output_shape_is_not_stated_loads_and_batches(tmp_path):
     x = torch.rand(5, 4)
     assert model.batching == "rewritten" and model.n_outputs == 3
     assert torch.allclose(model(x), x @ torch.from_numpy(w).T + torch.from_numpy(b), atol=1e-5)
+
+
+def test_a_newer_opset_than_onnx2torch_converts_is_taken_down_and_checked(tmp_path):
+    """torch.onnx.export writes opset 18-20; onnx2torch has no converter for AveragePool's version 19.
+    Such a graph is taken down to opset 17 by onnx's version converter, used because onnxruntime
+    gives the same outputs, and loads; it matches onnxruntime on the original file."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "cw"),
+             numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    path = tmp_path / "opset19.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], ir_version=9), str(path))
+    model = load_model(path)
+    assert model.batching == "native"
+    _agrees_with_onnxruntime(path, model)

@@ -1,12 +1,13 @@
 """Loading networks: ONNX (through onnx2torch), TorchScript / torch.export archives, nn.Module.
 
 Real ONNX files are messy: a fixed batch size of 1, ``Reshape`` to a hard-coded ``[1, ...]`` or to
-a shape computed from the input's, old opsets that onnx2torch cannot convert. ``load_onnx`` repairs
-what it safely can (``nnspec.models.rewrites``: opset upgrade, explicit pads, symbolic batch
-dimension, leading 1 of constant Reshape shapes turned into 0 = "copy the batch size", computed
-Reshape shapes folded), checks that a batch of inputs gives the same outputs as one input at a time, and falls back
-to ``torch.vmap``, then to a per-input loop, only when the rewritten graph does not batch, saying so
-in ``Model.batching`` (native | rewritten | vmap | loop).
+a shape computed from the input's, opsets older or newer than onnx2torch converts. ``load_onnx``
+repairs what it safely can (``nnspec.models.rewrites``: opset upgrade, or down where a newer one
+does not convert, explicit pads, symbolic batch dimension, leading 1 of constant Reshape shapes
+turned into 0 = "copy the batch size", computed Reshape shapes folded), checks that a batch of
+inputs gives the same outputs as one input at a time, and falls back to ``torch.vmap``, then to a
+per-input loop, only when the rewritten graph does not batch, saying so in ``Model.batching``
+(native | rewritten | vmap | loop).
 Nothing is ever unpickled from a file.
 """
 
@@ -24,7 +25,8 @@ from torch import nn
 from nnspec.errors import ModelError
 from nnspec.files import sha256_of  # noqa: F401  (re-exported: callers name it here)
 from nnspec.models.model import Model
-from nnspec.models.rewrites import constant_reshapes, explicit_pads, make_batchable, real_inputs, upgrade_opset
+from nnspec.models.rewrites import (constant_reshapes, downgrade_opset, explicit_pads, make_batchable, real_inputs,
+                                    upgrade_opset)
 
 def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, device: str = "cpu",
                dtype: torch.dtype = torch.float32, max_batch: int = 4096, engine: str = "torch") -> Model:
@@ -82,7 +84,14 @@ def load_onnx(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch.flo
     operators = dict(Counter(node.op_type for node in proto.graph.node))
     proto = constant_reshapes(explicit_pads(proto, path))
     fixed_batch = unbatched or dims[0] > 0
-    original = _convert(proto, path)
+    try:
+        original = _convert(proto, path)
+    except ModelError:  # a newer opset than onnx2torch converts: onnx's converter may take it down
+        older = downgrade_opset(proto)
+        if older is proto:
+            raise
+        proto = older
+        original = _convert(proto, path)
     batch_proto = make_batchable(proto, prepend=unbatched) if fixed_batch else proto
     batched = _convert(batch_proto, path) if fixed_batch else original
     batching = "rewritten" if fixed_batch else "native"

@@ -1,5 +1,5 @@
 """Rewrites of an ONNX graph before onnx2torch converts it, each one that a model's outputs do not
-see: an opset upgrade, ``auto_pad`` written as explicit pads, a symbolic batch dimension (with the
+see: an opset upgrade (or a downgrade, checked, for newer opsets than onnx2torch converts), ``auto_pad`` written as explicit pads, a symbolic batch dimension (with the
 leading 1 of constant Reshape shapes turned into 0, "copy the batch size"), ``W @ x`` on a vector
 turned into ``x @ W^T``, and Reshape shapes computed from the input's shape folded into constants.
 ``nnspec.models.loading`` applies them and checks the result against the original graph."""
@@ -11,6 +11,7 @@ from pathlib import Path
 from nnspec.errors import ModelError
 
 MIN_OPSET = 13
+CONVERTED_OPSET = 17  # what a graph of a newer opset that onnx2torch cannot convert is taken down to
 
 
 def upgrade_opset(proto, path: Path):
@@ -166,6 +167,34 @@ def vectors_on_the_right(proto) -> None:
             weights[name] = numpy_helper.from_array(matrix.T.copy(), name)
             graph.initializer.append(weights[name])
         node.input[0], node.input[1] = node.input[1], name
+
+
+def downgrade_opset(proto):
+    """A copy at opset CONVERTED_OPSET of a graph of a newer one (torch.onnx.export writes 18-20,
+    where onnx2torch lacks some operators' newer versions, AveragePool's 19 among them), by onnx's
+    version converter, used only where onnxruntime gives the same outputs for it on random inputs;
+    else the graph itself."""
+    import numpy as np
+    from onnx import version_converter
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    inputs = real_inputs(proto)
+    if opset <= CONVERTED_OPSET or len(inputs) != 1:
+        return proto
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+            for d in inputs[0].type.tensor_type.shape.dim]
+    try:
+        older = version_converter.convert_version(proto, CONVERTED_OPSET)
+        before, after = _session(proto), _session(older)
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            x = rng.random(dims).astype(np.float32)
+            for a, b in zip(before.run(None, {inputs[0].name: x}), after.run(None, {inputs[0].name: x})):
+                if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6):
+                    return proto
+    except Exception:  # noqa: BLE001 - no adapter for some operator, or a graph onnxruntime cannot run
+        return proto
+    return older
 
 
 def constant_reshapes(proto):
