@@ -1,7 +1,8 @@
 """Rewrites of an ONNX graph before onnx2torch converts it, each one that a model's outputs do not
-see: an opset upgrade (or a downgrade, checked, for newer opsets than onnx2torch converts), ``auto_pad`` written as explicit pads, a symbolic batch dimension (with the
-leading 1 of constant Reshape shapes turned into 0, "copy the batch size"), ``W @ x`` on a vector
-turned into ``x @ W^T``, and Reshape shapes computed from the input's shape folded into constants.
+see: an opset upgrade (or a downgrade, checked, for newer opsets than onnx2torch converts),
+``auto_pad`` written as explicit pads, a symbolic batch dimension (with the leading 1 of constant
+Reshape shapes turned into 0, "copy the batch size"), ``W @ x`` on a vector turned into
+``x @ W^T``, and Reshape shapes computed from the input's shape folded into constants.
 ``nnspec.models.loading`` applies them and checks the result against the original graph."""
 
 from __future__ import annotations
