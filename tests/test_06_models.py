@@ -308,21 +308,55 @@ def test_a_network_whose_output_shape_is_not_stated_loads_and_batches(tmp_path):
     assert torch.allclose(model(x), x @ torch.from_numpy(w).T + torch.from_numpy(b), atol=1e-5)
 
 
-def test_a_newer_opset_than_onnx2torch_converts_is_taken_down_and_checked(tmp_path):
-    """torch.onnx.export writes opset 18-20; onnx2torch has no converter for AveragePool's version 19.
-    Such a graph is taken down to opset 17 by onnx's version converter, used because onnxruntime
-    gives the same outputs, and loads; it matches onnxruntime on the original file."""
+def _opset_graph(tmp_path, name, middle, inits, opset, ir_version=9):
+    """x (N, 1, 4, 4) -> Conv -> Relu -> ``middle`` nodes (from "r" to "m") -> Flatten -> Gemm (3)."""
+    import onnxruntime as ort
+
     rng = np.random.default_rng(2)
-    inits = [numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "cw"),
-             numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")]
-    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
-    path = tmp_path / "opset19.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], ir_version=9), str(path))
+    conv = [numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "cw")]
+    front = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])
+
+    def save(nodes, out, more, path):
+        g = helper.make_graph(nodes, name, [x_info], [out], conv + inits + more)
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version), str(path))
+
+    save(front + middle, helper.make_tensor_value_info("m", TensorProto.FLOAT, None), [], tmp_path / "probe.onnx")
+    size = ort.InferenceSession(str(tmp_path / "probe.onnx")).run(None, {"x": np.zeros((1, 1, 4, 4), np.float32)})[0].size
+    head = [numpy_helper.from_array(rng.normal(size=(3, size)).astype(np.float32), "W"),
+            numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")]
+    path = tmp_path / f"{name}.onnx"
+    save(front + middle + [helper.make_node("Flatten", ["m"], ["f"]), helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)],
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]), head, path)
+    return path
+
+
+def test_newer_versions_of_operators_that_mean_the_same_convert_as_the_older(tmp_path):
+    """torch.onnx.export writes opset 18-20, where onnx2torch has no converter for Pad (18, 19),
+    Reshape (19) or AveragePool (19): those versions mean the same as older ones unless their
+    additions are used, and convert as the older ones; a Pad that uses its axes input is refused."""
+    const = numpy_helper.from_array
+    middle = [helper.make_node("Pad", ["r", "pads"], ["p"], mode="reflect"),
+              helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Reshape", ["a", "shape"], ["m"])]
+    inits = [const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"), const(np.array([0, -1], np.int64), "shape")]
+    path = _opset_graph(tmp_path, "opset20", middle, inits, 20)
+    model = load_model(path)
+    assert model.batching == "native"
+    _agrees_with_onnxruntime(path, model)
+    axes = [helper.make_node("Pad", ["r", "pads", "", "axes"], ["m"])]
+    path = _opset_graph(tmp_path, "axes", axes, [const(np.array([1, 1, 1, 1], np.int64), "pads"),
+                                                 const(np.array([2, 3], np.int64), "axes")], 18)
+    with pytest.raises(ModelError, match=r"cannot convert operator Pad \(opset 18\)"):
+        load_model(path)
+
+
+def test_a_newer_opset_than_onnx2torch_converts_is_taken_down_and_checked(tmp_path):
+    """ReduceMean's version 18 takes its axes as an input, which onnx2torch does not convert: such a
+    graph is taken down to opset 17 by onnx's version converter (axes back to an attribute), used
+    because onnxruntime gives the same outputs, and loads."""
+    middle = [helper.make_node("ReduceMean", ["r", "axes"], ["m"], keepdims=1)]
+    path = _opset_graph(tmp_path, "reduce18", middle, [numpy_helper.from_array(np.array([3], np.int64), "axes")], 18)
     model = load_model(path)
     assert model.batching == "native"
     _agrees_with_onnxruntime(path, model)

@@ -24,6 +24,7 @@ from torch import nn
 
 from nnspec.errors import ModelError
 from nnspec.files import sha256_of  # noqa: F401  (re-exported: callers name it here)
+from nnspec.models import newer_versions
 from nnspec.models.model import Model
 from nnspec.models.rewrites import (constant_reshapes, downgrade_opset, explicit_pads, make_batchable, real_inputs,
                                     upgrade_opset)
@@ -181,6 +182,7 @@ def _onnx2torch():
     if "onnx2torch" in sys.modules or "torchvision" in sys.modules:
         import onnx2torch
 
+        newer_versions.register()
         return onnx2torch
     import importlib
     import types
@@ -203,6 +205,7 @@ def _onnx2torch():
         for key in ("torchvision", "torchvision.ops"):
             if sys.modules.get(key) in (stand_in, ops):
                 del sys.modules[key]
+    newer_versions.register()
     return onnx2torch
 
 
