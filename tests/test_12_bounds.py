@@ -121,17 +121,33 @@ def test_the_game_backend_reports_ibp_and_proves_where_the_box_is_certified():
         assert r.verdict != "proven"
 
 
-def test_no_sound_bound_is_claimed_when_the_outputs_are_not_logits():
-    """The layers' Lipschitz constant and IBP both bound the logit margin; a model declared to give
-    probabilities gets neither (the game still searches for violations)."""
+def test_a_model_that_gives_probabilities_is_proved_on_the_logits_before_its_softmax():
+    """The layers' Lipschitz constant bounds the logit margin: a model declared to give probabilities
+    gets none. But a property that reads only the order of the outputs (a confidence gap with margin
+    0) is proved on the logits before a final softmax, which keeps their order: the same certified
+    radius as the network without its softmax. Without a final softmax in the graph, or with a
+    margin on the probabilities, nothing is claimed."""
     import nnspec
 
-    net = nn.Sequential(relu_net((4, 10, 3), seed=4), nn.Softmax(dim=1))
+    logits = relu_net((4, 10, 3), seed=4)
     x = torch.rand(1, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    r = nnspec.check_module(net, x, "maximum safe radius within linf(0.5) using game(budget=800, tau=0.05)",
-                            outputs_are_logits=False, domain=(0.0, 1.0))[0]
-    assert r.bounds["lower"] is None and r.bounds["lower_method"] is None
-    assert any("not logits" in n for n in r.notes) and any("no sound bound" in n for n in r.notes)
+    spec = "maximum safe radius within linf(0.5) using game(budget=800, tau=0.05)"
+    r = nnspec.check_module(nn.Sequential(logits, nn.Softmax(dim=1)), x, spec, outputs_are_logits=False,
+                            domain=(0.0, 1.0))[0]
+    plain = nnspec.check_module(logits, x, spec, outputs_are_logits=True, domain=(0.0, 1.0))[0]
+    assert any("not logits" in n for n in r.notes)
+    assert r.bounds["lower_method"] == "CROWN" and r.bounds["lower"] == pytest.approx(plain.bounds["lower"], rel=1e-9)
+    assert 0 < r.bounds["lower"] < 0.5
+    sigmoid = nnspec.check_module(nn.Sequential(logits, nn.Sigmoid()), x, spec, outputs_are_logits=False,
+                                  domain=(0.0, 1.0))[0]
+    assert sigmoid.bounds["lower"] is None and any("does not end in a softmax" in n for n in sigmoid.notes)
+    p = torch.softmax(logits(x), dim=1)[0].sort(descending=True).values
+    gap = float(p[0] - p[1]) / 2  # holds at the centre: a bound is tried, and refused
+    margin = nnspec.check_module(nn.Sequential(logits, nn.Softmax(dim=1)), x,
+                                 f"robustness margin {gap:.6f} within linf(0.001) using mads(budget=300)",
+                                 outputs_are_logits=False, domain=(0.0, 1.0))[0]
+    assert margin.verdict != "violated" and margin.bounds["lower"] is None
+    assert any("no sound bound" in n for n in margin.notes)
 
 
 @pytest.mark.parametrize("seed", [4, 5, 7])

@@ -6,8 +6,9 @@ confidence gap read on logits, or read on probabilities with margin 0 (softmax k
 the logits, so p_l < p_t exactly when z_l < z_t), a threshold on a logit, or an output formula over
 y with max/min at the top of its comparisons (its violation set in disjunctive normal form). That
 radius is a proved lower bound of the safe radius in L-inf, L2 and L1 alike (each ball lies in the
-box). Where no bound applies (another expression, an operator without a rule) the answer is None
-and says why.
+box). On a model that gives probabilities, a confidence gap with margin 0 is proved on the logits
+before a softmax that ends its graph (the same order). Where no bound applies (another
+expression, an operator without a rule) the answer is None and says why.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def linear_objectives(expr, n_outputs: int, label: int, centre_out: torch.Tensor
     raise NotLinear(f"no linear form for {type(expr).__name__}")
 
 
+def reads_order_only(expr, outputs_are_logits: bool) -> bool:
+    """Whether a property on a model that gives probabilities reads only their order (a confidence
+    gap with margin 0): softmax keeps the order of the logits, so bounds on the logits before a
+    final softmax prove it."""
+    return not outputs_are_logits and isinstance(expr, ConfidenceGap) and expr.margin == 0
+
+
 def bound_method(options: dict) -> str:
     """The method a task's options ask for: ``bound`` (auto | ibp | crown | alpha | none), with the
     older ``ibp=false`` meaning none."""
@@ -75,16 +83,26 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     confirmed violation, which bounds their search. ``whole``: the region is a box (the ball of
     ``radius`` cut to [lower, upper]): prove all of it first, with the whole time; branch and bound
     on input splits appends candidate counterexamples it meets to ``found``."""
+    before_softmax = False
     try:
         C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, outputs_are_logits)
     except NotLinear as err:
-        return None, f"no sound bound: {err}", None
+        if not reads_order_only(expr, outputs_are_logits):
+            return None, f"no sound bound: {err}", None
+        # the model gives probabilities: where its graph ends in a softmax, the same order of the
+        # logits before it is what a proof must show
+        C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, True)
+        before_softmax, why = True, f"no sound bound: {err}"
     try:
-        engine = engine_for(model, linear=False)
+        engine = engine_for(model, linear=False, before_softmax=before_softmax)
+        if before_softmax and not engine.graph.stripped_softmax:
+            return None, why + " (and the graph does not end in a softmax)", None
         if method == "auto":
             method = choose_method(engine)
         if method != "ibp":
-            engine = engine_for(model)
+            engine = engine_for(model, before_softmax=before_softmax)
+        if method == "milp" and before_softmax:
+            return None, "no sound bound: the MILP mode reads logits (this model gives probabilities)", None
         if method == "milp":
             if not isinstance(expr, ConfidenceGap):
                 return None, "no sound bound: the MILP mode covers confidence gaps (use bound=bab)", None

@@ -16,20 +16,22 @@ __all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_rad
            "engine_for", "choose_method"]
 
 
-def engine_for(model, linear: bool = True) -> BoundEngine:
+def engine_for(model, linear: bool = True, before_softmax: bool = False) -> BoundEngine:
     """The model's bound engine (cached on the model); raises ``Unsupported`` with the reason.
     ``linear=False``: the graph as converted, without the max-pools' decomposition into ReLUs,
     which only linear relaxations use (interval bounds through it equal the plain max-pool's, and
-    probing the windows costs 60 ms on the DeepGame CNN): for IBP and for ``choose_method``."""
+    probing the windows costs 60 ms on the DeepGame CNN): for IBP and for ``choose_method``.
+    ``before_softmax``: a final softmax left out (``engine.graph.stripped_softmax``), for
+    properties that read only the outputs' order."""
     scale, shift = model._scale, model._shift
-    key = (_key(scale), _key(shift), linear)
+    key = (_key(scale), _key(shift), linear, before_softmax)
     cache = getattr(model, "_bound_engines", None)
     if cache is None:
         cache = model._bound_engines = {}
     if key not in cache:
         try:
             cache[key] = BoundEngine(BoundGraph.from_module(model.module, model.input_shape, scale, shift,
-                                                            decompose=linear))
+                                                            decompose=linear, before_softmax=before_softmax))
         except Unsupported as err:
             cache[key] = err
     found = cache[key]

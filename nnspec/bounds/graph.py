@@ -84,6 +84,7 @@ class BoundGraph:
         self.by_name = {op.name: op for op in ops}
         self.output = output
         self.input_shape = input_shape
+        self.stripped_softmax = False  # (from_module(before_softmax=True): the graph gives the logits)
         for op in ops:
             for i in op.inputs:
                 self.by_name[i].users.append(op.name)
@@ -99,16 +100,20 @@ class BoundGraph:
 
     @classmethod
     def from_module(cls, module: nn.Module, input_shape: tuple[int, ...], scale=None, shift=None,
-                    decompose: bool = True) -> "BoundGraph":
+                    decompose: bool = True, before_softmax: bool = False) -> "BoundGraph":
         """Build from a (converted) module; ``scale``/``shift``: the normalisation x * scale + shift
         applied before it; ``decompose``: small max-pools as exact ReLU networks (for linear
-        relaxations). Raises ``Unsupported`` for a graph it cannot bound."""
+        relaxations); ``before_softmax``: a softmax over the outputs that ends the graph is left
+        out, so that the graph gives the logits (``stripped_softmax`` says whether there was one;
+        only for properties that read the outputs' order). Raises ``Unsupported`` for a graph it
+        cannot bound."""
         gm = _graph_module(module)
         # the engine works on a float64 copy on the CPU, whatever device the model runs on (bounds on
         # a GPU are not implemented yet)
         gm = copy.deepcopy(gm).to(device="cpu", dtype=torch.float64).eval()
         ops: list[Op] = [Op("input", "input", (), lambda x: x)]
         env: dict[fx.Node, Any] = {}  # node -> op name (str wrapped in _Ref) or a constant
+        stripped = False
         current = "input"
         if scale is not None:
             s = torch.as_tensor(scale, dtype=torch.float64).cpu()
@@ -141,15 +146,23 @@ class BoundGraph:
                 if not refs:  # a constant subgraph: fold it
                     env[node] = call(*args, **kwargs)
                     continue
+                if before_softmax and _final_softmax(gm, node, args):
+                    env[node] = args[0]  # the logits
+                    stripped = True
+                    continue
                 op = _classify(gm, node, call, args, kwargs, refs)
                 ops.append(op)
                 env[node] = _Ref(op.name)
         if output is None:
             raise Unsupported("the graph has no output")
         graph = cls(ops, output, tuple(input_shape))
+        graph.stripped_softmax = stripped
         graph._infer_shapes()
+        if stripped and len(graph.by_name[output].shape) != 1:
+            raise Unsupported("a softmax over part of an output that is not a vector")
         if decompose and any(_decomposable(op, graph.by_name) for op in ops):  # exact as ReLUs: linear relaxations, not intervals
             graph = cls(_decompose_maxpools(ops, graph.by_name), output, tuple(input_shape))
+            graph.stripped_softmax = stripped
             graph._infer_shapes()
             graph.source_ops = ops
         return graph
@@ -351,6 +364,24 @@ def _bind(call: Callable, args, kwargs, refs: list[str]) -> Callable:
         a, k = sub(args), sub(kwargs)
         return call(*a, **k)
     return fn
+
+
+def _final_softmax(gm: fx.GraphModule, node: fx.Node, args) -> bool:
+    """Whether the node is a softmax over the last dimension of a (batch, outputs) tensor whose only
+    use is the graph's output."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].op != "output" or not args or not isinstance(args[0], _Ref):
+        return False
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if isinstance(module, nn.Softmax):
+        dim = module.dim
+    elif type(module).__name__ == "OnnxSoftmaxV1V11":
+        dim = None if getattr(module, "is_log", False) else getattr(module, "axis", None)
+    elif node.op == "call_function" and node.target in (torch.softmax, F.softmax):
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    else:
+        return False
+    return dim in (-1, 1)
 
 
 def _name(gm: fx.GraphModule, node: fx.Node) -> str:
