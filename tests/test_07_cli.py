@@ -127,6 +127,7 @@ def test_explain_and_inspect(cli):
     assert code == 0 and "input:      (1, 8, 8)" in out and "batching:   native" in out
     diff = float(re.search(r"max \|difference\| (\S+)", out).group(1))
     assert diff < 1e-4
+    assert "bounds:     CROWN by default; nonlinear layers: maxpool x1, relu x2" in out
     code, _, err = cli("inspect", SPECS / "digits_mlp.nnspec")
     assert code == 2 and "unknown model format '.nnspec'" in err
 
@@ -204,3 +205,25 @@ def test_a_sift_partition_on_tiny_images_is_a_positioned_error_for_maximum_safe_
     f = _spec(tmp_path, "maximum safe radius within l0(8) using game(partition=sift, budget=1500)")
     code, out, err = cli("check", f)
     assert code == 2 and err.startswith(f"{f}:3:1: error: SIFT found no keypoints") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("last, says", [
+    ("Softplus", "bounds:     none (no bound for Softplus at node softplus): properties are searched, not proved"),
+    ("Softmax", "bounds:     CROWN by default on the logits before its final softmax"),
+    ("Sigmoid", "bounds:     CROWN by default; nonlinear layers: relu x1, sigmoid x1"),
+])
+def test_inspect_says_what_the_bound_engine_can_prove(cli, tmp_path, last, says):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["z"]), helper.make_node(last, ["z"], ["y"])]
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.normal(size=(6, 3)).astype(np.float32), "W2")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(tmp_path / "m.onnx"))
+    code, out, _ = cli("inspect", tmp_path / "m.onnx")
+    assert code == 0 and says in out, out

@@ -13,7 +13,7 @@ from nnspec.bounds.radius import METHODS, certified_radius, margin_objectives
 from nnspec.bounds.relax import numel
 
 __all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_radius", "margin_objectives",
-           "engine_for", "choose_method"]
+           "engine_for", "choose_method", "support"]
 
 
 def engine_for(model, linear: bool = True, before_softmax: bool = False) -> BoundEngine:
@@ -48,6 +48,24 @@ def choose_method(engine: BoundEngine) -> str:
     decomposed max-pool's ReLU layers are at most half its input, which is at most 4,096."""
     widest = max((numel(engine.by_name[name].shape) for name in engine.preact), default=0)
     return "crown" if widest <= 4096 else "ibp"
+
+
+def support(model) -> str:
+    """One line on what the engine can prove about the model (``nnspec inspect``): the default
+    method and the nonlinear layers it relaxes, or why there is no bound."""
+    from collections import Counter
+
+    try:
+        engine, before = engine_for(model, linear=False), ""
+    except Unsupported as err:
+        try:
+            engine = engine_for(model, linear=False, before_softmax=True)
+        except Unsupported:
+            return f"none ({err}): properties are searched, not proved"
+        before = " on the logits before its final softmax (for properties that read only the outputs' order)"
+    kinds = Counter(op.kind for op in engine.graph.ops if op.kind not in ("input", "affine"))
+    layers = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())) or "none: the network is affine"
+    return f"{METHODS[choose_method(engine)]} by default{before}; nonlinear layers: {layers}"
 
 
 def _key(value):

@@ -191,6 +191,9 @@ def inspect(
     if m.operators:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(m.operators.items()))
         typer.echo(f"operators:  {ops}")
+    from nnspec.bounds import support
+
+    typer.echo(f"bounds:     {support(m)}")
     if cross_check:
         from nnspec.models.crosscheck import max_difference
 
