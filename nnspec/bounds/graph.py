@@ -8,12 +8,17 @@ every op keeps the fx node's name so that notes point at the graph. The kinds:
 - ``input``: the network's input (after the spec's normalisation, itself an affine op);
 - ``affine``: affine in its non-constant arguments (Linear, Conv, BatchNorm in eval mode, MatMul,
   Gemm, Add/Sub/Mul/Div with constants, residual Add/Sub of two branches, Flatten, Reshape,
-  Transpose, Concat, Pad, Squeeze/Unsqueeze, average pooling, Neg, Identity, Dropout). Its linear
+  Transpose, Concat, Pad, Squeeze/Unsqueeze, Slice, average pooling, ReduceMean/ReduceSum, Neg,
+  Identity, Dropout). Its linear
   part is applied backwards by autograd (a vector-Jacobian product), so any padding, stride or
   grouping is handled exactly; its interval rule is ``monotone`` (every coefficient >= 0, or
   <= 0, per argument) or ``signed`` (centre and radius with absolute weights);
 - ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``: elementwise, with linear relaxations;
 - ``maxpool``: an interval rule; backward passes concretise at its output.
+
+Clips (ONNX's Clip, ReLU6, Hardtanh, ``torch.clamp`` with constant ends) become the ReLU ops of
+a + relu(x - a) - relu(x - b); a softmax that ends the graph is left out on request
+(``before_softmax``), for properties that read only the outputs' order.
 
 An operator outside these gives ``Unsupported`` naming it and its node; callers turn that into a
 note ("no bound for Softplus at node N") and no bound, never a crash or an unsound number.
@@ -149,6 +154,11 @@ class BoundGraph:
                 if before_softmax and _final_softmax(gm, node, args):
                     env[node] = args[0]  # the logits
                     stripped = True
+                    continue
+                clip = _clip_range(gm, node, args, kwargs, refs)
+                if clip is not None:  # as ReLUs: min(max(x, a), b) = a + relu(x - a) - relu(x - b)
+                    ops.extend(_clip_ops(node.name, refs[0], *clip))
+                    env[node] = _Ref(node.name)
                     continue
                 op = _classify(gm, node, call, args, kwargs, refs)
                 ops.append(op)
@@ -364,6 +374,53 @@ def _bind(call: Callable, args, kwargs, refs: list[str]) -> Callable:
         a, k = sub(args), sub(kwargs)
         return call(*a, **k)
     return fn
+
+
+def _clip_range(gm: fx.GraphModule, node: fx.Node, args, kwargs, refs) -> tuple | None:
+    """(a, b) for an elementwise clip of one input to [a, b] with constant ends (either may be
+    None: one-sided): nn.ReLU6, nn.Hardtanh, onnx2torch's OnnxClip (ONNX Clip), torch.clamp."""
+    if len(refs) != 1:
+        return None
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if isinstance(module, nn.ReLU6):
+        return 0.0, 6.0
+    if isinstance(module, nn.Hardtanh):
+        return float(module.min_val), float(module.max_val)
+    if type(module).__name__ == "OnnxClip":
+        ends = (module.min_val, module.max_val)
+    elif node.op == "call_function" and node.target in (torch.clamp, torch.clip) or (
+            node.op == "call_method" and node.target in ("clamp", "clip")):
+        rest = list(args[1:]) + [None] * 2
+        ends = (kwargs.get("min", rest[0]), kwargs.get("max", rest[1]))
+    else:
+        return None
+    if any(e is not None and not isinstance(e, (int, float)) for e in ends) or ends == (None, None):
+        return None
+    a, b = (None if e is None else float(e) for e in ends)
+    return None if a is not None and b is not None and a > b else (a, b)
+
+
+def _clip_ops(name: str, source: str, a: float | None, b: float | None) -> list[Op]:
+    """A clip to [a, b] as exact ReLU ops (the last one named ``name``): a + relu(x - a) - relu(x - b),
+    or one of its one-sided forms, with the clip itself as the monotone interval the engine
+    intersects the result with (as for decomposed max-pools)."""
+    ops, relus = [], []
+    for end, tag in ((a, "min"), (b, "max")):
+        if end is not None:
+            ops += [Op(f"{name}/{tag}_shift", "affine", (source,), lambda x, e=end: x - e, signs=(1,), back="shift"),
+                    Op(f"{name}/{tag}_relu", "relu", (f"{name}/{tag}_shift",), torch.relu)]
+            relus.append(f"{name}/{tag}_relu")
+
+    def clamp(x, a=a, b=b):
+        return torch.clamp(x, a, b)
+    if a is not None and b is not None:
+        last = Op(name, "affine", tuple(relus), lambda p, q, a=a: p - q + a, signs=(1, -1))
+    elif a is not None:
+        last = Op(name, "affine", tuple(relus), lambda p, a=a: p + a, signs=(1,), back="shift")
+    else:
+        last = Op(name, "affine", (source, relus[0]), lambda x, q: x - q, signs=(1, -1))
+    last.pool, last.pool_input = clamp, source
+    return ops + [last]
 
 
 def _final_softmax(gm: fx.GraphModule, node: fx.Node, args) -> bool:
