@@ -55,13 +55,15 @@ def support(model) -> str:
     method and the nonlinear layers it relaxes, or why there is no bound."""
     from collections import Counter
 
+    failed = (Unsupported, ValueError, RuntimeError)  # (shapes the graph view cannot follow, as in proofs)
     try:
         engine, before = engine_for(model, linear=False), ""
-    except Unsupported as err:
+    except failed as err:
         try:
             engine = engine_for(model, linear=False, before_softmax=True)
-        except Unsupported:
-            return f"none ({err}): properties are searched, not proved"
+        except failed:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            return f"none ({reason}): properties are searched, not proved"
         before = " on the logits before its final softmax (for properties that read only the outputs' order)"
     kinds = Counter(op.kind for op in engine.graph.ops if op.kind not in ("input", "affine"))
     layers = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())) or "none: the network is affine"
