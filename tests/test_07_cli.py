@@ -208,7 +208,7 @@ def test_a_sift_partition_on_tiny_images_is_a_positioned_error_for_maximum_safe_
 
 
 @pytest.mark.parametrize("last, says", [
-    ("Softplus", "bounds:     none (no bound for Softplus at node softplus): properties are searched, not proved"),
+    ("Softsign", "bounds:     none (no bound for Softsign at node softsign): properties are searched, not proved"),
     ("Softmax", "bounds:     CROWN by default on the logits before its final softmax"),
     ("Sigmoid", "bounds:     CROWN by default; nonlinear layers: relu x1, sigmoid x1"),
 ])

@@ -98,8 +98,8 @@ def test_a_window_keeps_the_other_dimensions_fixed():
 
 
 def test_operators_without_a_rule_are_refused_naming_the_node():
-    net = nn.Sequential(nn.Linear(3, 3), nn.Softplus(), nn.Linear(3, 2)).double()
-    with pytest.raises(Unsupported, match="no bound for Softplus at node _1"):
+    net = nn.Sequential(nn.Linear(3, 3), nn.GELU(), nn.Linear(3, 2)).double()
+    with pytest.raises(Unsupported, match="no bound for GELU at node _1"):
         certified_radius(net, (3,), torch.zeros(3), 0, 1.0, torch.zeros(3), torch.ones(3))
 
 
@@ -438,6 +438,7 @@ def _conv_net():
 @pytest.mark.parametrize("build, shape", [
     (_conv_net, (1, 8, 8)), (_Residual, (6,)),
     (lambda: nn.Sequential(nn.Linear(5, 10), nn.Tanh(), nn.Linear(10, 10), nn.Sigmoid(), nn.Linear(10, 4)), (5,)),
+    (lambda: nn.Sequential(nn.Linear(5, 10), nn.Softplus(), nn.Linear(10, 10), nn.ELU(0.5), nn.Linear(10, 4)), (5,)),
 ])
 @pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "forward", "forward+crown"])
 def test_bounds_hold_for_every_sampled_input_on_many_operators(build, shape, method):
@@ -706,6 +707,33 @@ def test_onnx_clip_and_clamp_get_the_clip_rule(tmp_path):
         l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
         ys = module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
         assert (ys >= l - 1e-6).all() and (ys <= u + 1e-6).all()
+
+
+@pytest.mark.parametrize("module", [nn.Softplus(), nn.ELU(1.0), nn.ELU(0.3)])
+def test_convex_activations_lie_between_their_chord_and_a_tangent(module):
+    """Softplus and ELU (alpha <= 1) are convex: on any interval their upper line is the chord (it
+    meets f at both ends) and their lower line a tangent parallel to it; both hold at 2,001 points
+    of each of 300 random intervals, wide and narrow, on either side of 0 and across it."""
+    from nnspec.bounds.relax import relaxation
+
+    engine = BoundEngine(BoundGraph.from_module(nn.Sequential(module), (1,)))
+    op = engine.graph.ops[-1]
+    assert op.kind in ("softplus", "elu")
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.randn(300, generator=gen, dtype=torch.float64) * 6
+    half = torch.exp(torch.randn(300, generator=gen, dtype=torch.float64) * 2)
+    l, u = centre - half, centre + half
+    al, bl, au, bu = relaxation(op, l, u)
+    xs = l[:, None] + (u - l)[:, None] * torch.linspace(0, 1, 2001, dtype=torch.float64)
+    fx = module.double()(xs)
+    assert (al[:, None] * xs + bl[:, None] <= fx).all() and (fx <= au[:, None] * xs + bu[:, None]).all()
+    assert torch.allclose(au * l + bu, module(l), atol=1e-6) and torch.allclose(au * u + bu, module(u), atol=1e-6)
+    lo, hi = l.clone(), u.clone()  # the tangent touches f: f - line is convex, its minimum ~0
+    for _ in range(200):
+        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        left = module(a) - (al * a + bl) < module(b) - (al * b + bl)
+        lo, hi = torch.where(left, lo, a), torch.where(left, b, hi)
+    assert (module(lo) - (al * lo + bl)).max() < 1e-6
 
 
 def test_the_real_acas_xu_network_gets_a_bound(data_root):

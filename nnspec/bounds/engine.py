@@ -42,7 +42,7 @@ from nnspec.bounds.relax import (
     signed_rows,
 )
 
-ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign")
+ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign", "softplus", "elu")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
 
 

@@ -13,7 +13,8 @@ every op keeps the fx node's name so that notes point at the graph. The kinds:
   part is applied backwards by autograd (a vector-Jacobian product), so any padding, stride or
   grouping is handled exactly; its interval rule is ``monotone`` (every coefficient >= 0, or
   <= 0, per argument) or ``signed`` (centre and radius with absolute weights);
-- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``: elementwise, with linear relaxations;
+- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1):
+  elementwise, with linear relaxations;
 - ``maxpool``: an interval rule; backward passes concretise at its output.
 
 Clips (ONNX's Clip, ReLU6, Hardtanh, ``torch.clamp`` with constant ends) become the ReLU ops of
@@ -21,7 +22,7 @@ a + relu(x - a) - relu(x - b); a softmax that ends the graph is left out on requ
 (``before_softmax``), for properties that read only the outputs' order.
 
 An operator outside these gives ``Unsupported`` naming it and its node; callers turn that into a
-note ("no bound for Softplus at node N") and no bound, never a crash or an unsound number.
+note ("no bound for GELU at node N") and no bound, never a crash or an unsound number.
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ class Unsupported(ValueError):
 @dataclass
 class Op:
     name: str
-    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | maxpool
+    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | softplus | elu | maxpool
     inputs: tuple[str, ...]  # the non-constant arguments, in the order ``fn`` takes them
     fn: Callable[..., torch.Tensor]  # float64, batched: fn(*inputs) -> output
     shape: tuple[int, ...] = ()  # output shape without the batch dimension
     signs: tuple[int, ...] = ()  # affine, monotone: +1 / -1 per input; empty: signed
     abs_fn: Callable[..., torch.Tensor] | None = None  # affine, signed: the linear part with |weights|
-    slope: float = 0.0  # leaky_relu's negative slope
+    slope: float = 0.0  # leaky_relu's negative slope; elu's alpha
     bias: torch.Tensor | None = None  # affine: fn(0, ..., 0), shape (1, *shape)
     matrix: torch.Tensor | None = None  # affine on flat vectors, y = x @ matrix.T + bias: a fast backward path
     # fast backward paths: "shift" (y = sign * x + constant, same shape), "reshape" (the same
@@ -472,6 +473,16 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         return Op(name, "tanh", tuple(refs), fn)
     if function is torch.sign or target is torch.sign:
         return Op(name, "sign", tuple(refs), fn)
+    if isinstance(module, nn.Softplus) or target is F.softplus:  # convex: chord above, tangent below
+        beta = module.beta if module is not None else kwargs.get("beta", 1.0)
+        if beta != 1:
+            raise Unsupported(f"no bound for {what} with beta {beta} at node {name}")
+        return Op(name, "softplus", tuple(refs), fn)
+    if isinstance(module, nn.ELU) or target is F.elu:
+        alpha = float(module.alpha if module is not None else kwargs.get("alpha", 1.0))
+        if not 0 <= alpha <= 1:  # (above 1 the kink at 0 is concave)
+            raise Unsupported(f"no bound for {what} with alpha {alpha:g} at node {name}")
+        return Op(name, "elu", tuple(refs), fn, slope=alpha)
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)) or target in (F.max_pool2d, F.max_pool1d):
         return Op(name, "maxpool", tuple(refs), fn)
     if what == "OnnxMaxPool":  # pragma: no cover - some onnx2torch versions

@@ -24,6 +24,8 @@ def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | N
         return zero, torch.sign(l), zero, torch.sign(u)
     if kind in ("sigmoid", "tanh"):
         return _parallel_chord(kind, l, u)
+    if kind in ("softplus", "elu"):
+        return _convex_lines(op, l, u)
     raise ValueError(f"no relaxation for {kind}")  # pragma: no cover
 
 
@@ -76,6 +78,40 @@ def _parallel_chord(kind: str, l: torch.Tensor, u: torch.Tensor):
     values = [torch.where((x >= l) & (x <= u), f(x) - k * x, f(l) - k * l) for x in cands]
     stacked = torch.stack(values)
     slack = 1e-12 * (1 + stacked.abs().amax(0))
+    return k, stacked.amin(0) - slack, k, stacked.amax(0) + slack
+
+
+# softplus as torch computes it returns x itself past x = 20, within e^-20 of log(1 + e^x): an
+# absolute widening of each line's offset covers that, and float64's rounding
+CONVEX_SLACK = 1e-8
+
+
+def _convex_lines(op: Op, l: torch.Tensor, u: torch.Tensor):
+    """Softplus's or ELU's (alpha <= 1: convex) lines on [l, u]: both at the chord's slope k, the upper
+    one the chord (the max of f(x) - k x on a convex f is at an end), the lower one the tangent
+    where f'(x) = k (closed form; for ELU also its kink at 0): each offset the exact extreme of
+    f(x) - k x over the ends and those points, widened by CONVEX_SLACK."""
+    if op.kind == "softplus":
+        def f(x):
+            return torch.nn.functional.softplus(x)
+
+        def stationary(k):  # sigmoid(x) = k
+            k = k.clamp(1e-300, 1 - 1e-16)
+            return [torch.log(k) - torch.log1p(-k)]
+    else:
+        alpha = op.slope
+
+        def f(x):
+            return torch.nn.functional.elu(x, alpha)
+
+        def stationary(k):  # alpha e^x = k on x < 0, and the kink
+            return [torch.log((k / alpha).clamp_min(1e-300)), torch.zeros_like(k)]
+    width = u - l
+    k = torch.where(width > 1e-9, (f(u) - f(l)) / width.clamp_min(1e-300),
+                    (f(u + 1e-6) - f(l - 1e-6)) / (width + 2e-6))
+    values = [torch.where((x >= l) & (x <= u), f(x) - k * x, f(l) - k * l) for x in [l, u] + stationary(k)]
+    stacked = torch.stack(values)
+    slack = CONVEX_SLACK + 1e-12 * stacked.abs().amax(0)
     return k, stacked.amin(0) - slack, k, stacked.amax(0) + slack
 
 

@@ -27,9 +27,9 @@ CAPABILITIES = {
     "--onnx-opset-versions": "8\n21\n",  # older opsets are converted up with onnx.version_converter
     "--onnx-element-types": "float32\nfloat64\n",
     "--onnx-operators": "".join(f"{op} float32 float64\n" for op in (
-        "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout", "Flatten",
+        "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout", "Elu", "Flatten",
         "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Neg", "Pad",
-        "ReduceMean", "ReduceSum", "Relu", "Reshape", "Sigmoid", "Sign", "Slice", "Squeeze", "Sub", "Tanh",
+        "ReduceMean", "ReduceSum", "Relu", "Reshape", "Sigmoid", "Sign", "Slice", "Softplus", "Squeeze", "Sub", "Tanh",
         "Transpose", "Unsqueeze")),
     "--vnnlib-versions": "1.0\n2.0\n",
     "--hidden-node-theories": "NH\n",
