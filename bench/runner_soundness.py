@@ -336,10 +336,11 @@ def boxes_of(boxes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return min(boxes, key=lambda b: float(np.abs(np.clip(x, b[0], b[1]) - x).sum()))
 
 
-def violates(layers, boxes, unsafe, x: np.ndarray) -> bool:
+def violates(evaluate, boxes, unsafe, x: np.ndarray) -> bool:
+    """Whether x (as float32) lies in a box and ``evaluate``'s outputs there satisfy a whole conjunction."""
     x32 = np.asarray(x, np.float32)
     inside = any(np.all(x32 >= lo.astype(np.float32)) and np.all(x32 <= hi.astype(np.float32)) for lo, hi in boxes)
-    y = forward(layers, x32[None])[0].astype(np.float64)
+    y = np.asarray(evaluate(x32[None]), np.float64)[0]
     return inside and any(all(a @ y <= c for a, c in conj) for conj in unsafe)
 
 
@@ -350,20 +351,23 @@ def relu_instance(args, rng, onnx_path: Path) -> dict:
     layers = random_network(rng, args.width, args.depth)
     write_onnx(layers, onnx_path)
     n_in, n_out = layers[0][0].shape[1], layers[-1][0].shape[0]
-    boxes, unsafe = random_query(lambda x: forward(layers, x), n_in, n_out, rng)
+
+    def network(x):
+        return forward(layers, x)
+    boxes, unsafe = random_query(network, n_in, n_out, rng)
 
     def truth() -> str:
         margin, ceiling, x_best = exact_answer(layers, boxes, unsafe)
         found = "sat" if margin > args.tolerance else "unsat" if ceiling < -args.tolerance else "close"
         # the exact answer checks itself: its point violates where it says sat, no sample where unsat
         samples = np.concatenate([lo + (hi - lo) * rng.random((2000, len(lo))) for lo, hi in boxes])
-        if (found == "sat" and not violates(layers, boxes, unsafe, np.clip(x_best, *boxes_of(boxes, x_best)))) \
-                or (found == "unsat" and any(violates(layers, boxes, unsafe, x) for x in samples)):
+        if (found == "sat" and not violates(network, boxes, unsafe, np.clip(x_best, *boxes_of(boxes, x_best)))) \
+                or (found == "unsat" and any(violates(network, boxes, unsafe, x) for x in samples)):
             raise RuntimeError(f"the exact MILP contradicts the network ({margin}, {ceiling})")
         return found
 
     return {"network": [n_in] + [w.shape[0] for w, _ in layers], "boxes": boxes, "unsafe": unsafe, "n_out": n_out,
-            "truth": truth, "violates": lambda x: violates(layers, boxes, unsafe, x)}
+            "truth": truth, "violates": lambda x: violates(network, boxes, unsafe, x)}
 
 
 def mixed_instance(args, rng, onnx_path: Path) -> dict:
@@ -374,18 +378,12 @@ def mixed_instance(args, rng, onnx_path: Path) -> dict:
     net = OrtNetwork(onnx_path)
     boxes, unsafe = random_query(net, net.n_in, net.n_out, rng, radii=(0.002, 0.1), lowest=net.lowest, domain=(0, 1))
 
-    def violates_ort(x) -> bool:
-        x32 = np.asarray(x, np.float32)
-        inside = any(np.all(x32 >= lo.astype(np.float32)) and np.all(x32 <= hi.astype(np.float32)) for lo, hi in boxes)
-        y = np.asarray(net(x32[None]), np.float64)[0]
-        return inside and any(all(a @ y <= c for a, c in conj) for conj in unsafe)
-
     def truth() -> str:
         return "sat" if net.attack(boxes, unsafe, rng) is not None else "no attack witness"
 
     ops = sorted({n.op_type for n in __import__("onnx").load(str(onnx_path)).graph.node})
     return {"network": ops, "boxes": boxes, "unsafe": unsafe, "n_out": net.n_out, "truth": truth,
-            "violates": violates_ort}
+            "violates": lambda x: violates(net, boxes, unsafe, x)}
 
 
 def main() -> None:

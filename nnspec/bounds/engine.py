@@ -209,7 +209,7 @@ class BoundEngine:
         if op.kind == "affine":
             low = op.fn(*(l if s > 0 else u for (l, u), s in zip(ins, op.signs)))
             high = op.fn(*(u if s > 0 else l for (l, u), s in zip(ins, op.signs)))
-            if op.pool is not None:  # a decomposed max-pool: also within the max of its window's intervals
+            if op.pool is not None:  # a decomposed max-pool or clip: also within the original op's interval
                 pl, pu = bounds[op.pool_input]
                 low, high = torch.maximum(low, op.pool(pl)), torch.minimum(high, op.pool(pu))
             return low, high

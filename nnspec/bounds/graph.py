@@ -58,8 +58,9 @@ class Op:
     # elements in the same order, another shape); "" : through autograd
     back: str = ""
     users: list[str] = field(default_factory=list)
-    # a decomposed max-pool's last op: the max-pool itself and its input, whose interval bounds
-    # (the max of the window's) the engine intersects with the decomposition's
+    # the last op of a decomposed max-pool or clip: the monotone original op and its input, whose
+    # interval bounds (the max of the window's; the clipped interval) the engine intersects with the
+    # decomposition's
     pool: Callable[..., torch.Tensor] | None = None
     pool_input: str = ""
     # a convolution with numeric padding (back == "conv"): its kernel and keywords, for a direct

@@ -1,6 +1,6 @@
 """The elementwise pieces of a bound pass: each nonlinearity's linear relaxation on an interval
-(ReLU and leaky ReLU: the triangle with a free lower slope; sigmoid and tanh: two parallel lines
-at the chord's slope; sign: constants), an interval under branch and bound's splits, two sound
+(ReLU and leaky ReLU: the triangle with a free lower slope; sigmoid, tanh, softplus and ELU: two
+parallel lines at the chord's slope; sign: constants), an interval under branch and bound's splits, two sound
 intervals' intersection, and a linear function's closed-form minimum over a box. The engine's
 passes (``nnspec.bounds.engine``), alpha-CROWN (``nnspec.bounds.alpha``) and branch and bound's
 dense chains (``nnspec.bounds.dense``) share them."""
@@ -22,10 +22,8 @@ def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | N
     if kind == "sign":  # nondecreasing: constant bounds sign(l) <= sign(x) <= sign(u)
         zero = torch.zeros_like(l)
         return zero, torch.sign(l), zero, torch.sign(u)
-    if kind in ("sigmoid", "tanh"):
-        return _parallel_chord(kind, l, u)
-    if kind in ("softplus", "elu"):
-        return _convex_lines(op, l, u)
+    if kind in ("sigmoid", "tanh", "softplus", "elu"):
+        return _parallel_chord(op, l, u)
     raise ValueError(f"no relaxation for {kind}")  # pragma: no cover
 
 
@@ -55,64 +53,48 @@ def relu_lines(op: Op, parts: tuple, alpha: torch.Tensor | None):
     return al.to(au.dtype), zero, au, bu
 
 
-def _parallel_chord(kind: str, l: torch.Tensor, u: torch.Tensor):
+def _parallel_chord(op: Op, l: torch.Tensor, u: torch.Tensor):
     """Both lines with the chord's slope k, their offsets the exact min and max of f(x) - k x on
-    [l, u]: at the ends or where f'(x) = k (closed form for sigmoid and tanh). Sound for convex,
-    concave and mixed intervals alike."""
-    f = torch.sigmoid if kind == "sigmoid" else torch.tanh
-    fl, fu = f(l), f(u)
+    [l, u]: at the ends or where f'(x) = k (closed form for each function, ELU's kink included).
+    Sound for convex, concave and mixed intervals alike; on a convex f (softplus, ELU with
+    alpha <= 1) the upper line is the chord itself and the lower one the tangent parallel to it."""
+    f, deriv, stationary, absolute = _smooth(op)
     width = u - l
-    mid = (l + u) / 2
-    fm = f(mid)
-    deriv = fm * (1 - fm) if kind == "sigmoid" else 1 - fm * fm
-    k = torch.where(width > 1e-9, (fu - fl) / width.clamp_min(1e-300), deriv)
-    cands = [l, u]
-    if kind == "sigmoid":
-        root = torch.sqrt((1 - 4 * k).clamp_min(0))
-        for s in ((1 + root) / 2, (1 - root) / 2):
-            s = s.clamp(1e-300, 1 - 1e-16)
-            cands.append(torch.log(s) - torch.log1p(-s))
-    else:
-        t = torch.sqrt((1 - k).clamp_min(0)).clamp(max=1 - 1e-16)
-        cands += [torch.atanh(t), -torch.atanh(t)]
-    values = [torch.where((x >= l) & (x <= u), f(x) - k * x, f(l) - k * l) for x in cands]
+    k = torch.where(width > 1e-9, (f(u) - f(l)) / width.clamp_min(1e-300), deriv((l + u) / 2))
+    values = [torch.where((x >= l) & (x <= u), f(x) - k * x, f(l) - k * l) for x in [l, u] + stationary(k)]
     stacked = torch.stack(values)
-    slack = 1e-12 * (1 + stacked.abs().amax(0))
+    slack = absolute + 1e-12 * (1 + stacked.abs().amax(0))
     return k, stacked.amin(0) - slack, k, stacked.amax(0) + slack
 
 
 # softplus as torch computes it returns x itself past x = 20, within e^-20 of log(1 + e^x): an
-# absolute widening of each line's offset covers that, and float64's rounding
+# absolute widening of its lines' offsets covers that
 CONVEX_SLACK = 1e-8
 
 
-def _convex_lines(op: Op, l: torch.Tensor, u: torch.Tensor):
-    """Softplus's or ELU's (alpha <= 1: convex) lines on [l, u]: both at the chord's slope k, the upper
-    one the chord (the max of f(x) - k x on a convex f is at an end), the lower one the tangent
-    where f'(x) = k (closed form; for ELU also its kink at 0): each offset the exact extreme of
-    f(x) - k x over the ends and those points, widened by CONVEX_SLACK."""
+def _smooth(op: Op):
+    """(f, f', the points where f'(x) = k, an absolute widening of the offsets) for op's kind."""
+    F = torch.nn.functional
+    if op.kind == "sigmoid":
+        def stationary(k):  # s (1 - s) = k
+            root = torch.sqrt((1 - 4 * k).clamp_min(0))
+            return [_logit(((1 + sign * root) / 2)) for sign in (1, -1)]
+        return torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x)), stationary, 0.0
+    if op.kind == "tanh":
+        def stationary(k):  # 1 - t^2 = k
+            t = torch.sqrt((1 - k).clamp_min(0)).clamp(max=1 - 1e-16)
+            return [torch.atanh(t), -torch.atanh(t)]
+        return torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, stationary, 0.0
     if op.kind == "softplus":
-        def f(x):
-            return torch.nn.functional.softplus(x)
+        return F.softplus, torch.sigmoid, lambda k: [_logit(k)], CONVEX_SLACK
+    alpha = op.slope  # elu: alpha e^x = k on x < 0, and the kink at 0
+    return (lambda x: F.elu(x, alpha), lambda x: torch.where(x < 0, alpha * torch.exp(x), 1.0),
+            lambda k: [torch.log((k / alpha).clamp_min(1e-300)), torch.zeros_like(k)], CONVEX_SLACK)
 
-        def stationary(k):  # sigmoid(x) = k
-            k = k.clamp(1e-300, 1 - 1e-16)
-            return [torch.log(k) - torch.log1p(-k)]
-    else:
-        alpha = op.slope
 
-        def f(x):
-            return torch.nn.functional.elu(x, alpha)
-
-        def stationary(k):  # alpha e^x = k on x < 0, and the kink
-            return [torch.log((k / alpha).clamp_min(1e-300)), torch.zeros_like(k)]
-    width = u - l
-    k = torch.where(width > 1e-9, (f(u) - f(l)) / width.clamp_min(1e-300),
-                    (f(u + 1e-6) - f(l - 1e-6)) / (width + 2e-6))
-    values = [torch.where((x >= l) & (x <= u), f(x) - k * x, f(l) - k * l) for x in [l, u] + stationary(k)]
-    stacked = torch.stack(values)
-    slack = CONVEX_SLACK + 1e-12 * stacked.abs().amax(0)
-    return k, stacked.amin(0) - slack, k, stacked.amax(0) + slack
+def _logit(s: torch.Tensor) -> torch.Tensor:
+    s = s.clamp(1e-300, 1 - 1e-16)
+    return torch.log(s) - torch.log1p(-s)
 
 
 def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -102,24 +102,26 @@ def solve(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *, sta
             decided = outcome.witness is not None or record.verdict == "proven"
             if (round_no == 0 and not quick) or decided:
                 notes.extend(f"{task.prop.name}: {n}" for n in record.notes)
+            candidate = None
             if outcome.witness is not None:
-                x = np.asarray(outcome.witness.x, dtype=np.float32).reshape(-1)
+                candidate = outcome.witness.x
+            elif near_miss(outcome):  # below the searches' witness slack: the query's own check decides
+                candidate = outcome.lowest_x
+            if candidate is not None:
+                x = np.asarray(candidate, dtype=np.float32).reshape(-1)
                 y = session(_as_torch(x, model)).double().numpy().reshape(-1)
                 if query.violated_by(x, y):
+                    if outcome.witness is None:
+                        notes.append(f"{task.prop.name}: a near miss of the searches (s = {outcome.min_s:.3g}, "
+                                     f"within their witness slack) that onnxruntime confirms against the query")
                     if quick:
                         notes.append("found in the quick round")
                     elif round_no:
                         notes.append(f"found in round {round_no + 1}")
                     return Answer("sat", x, y, time.perf_counter() - started, notes)
-                notes.append(f"{task.prop.name}: a witness that onnxruntime does not confirm against the query "
-                             f"was dropped")
-            elif near_miss(outcome):  # below the searches' witness slack: the query's own check decides
-                x = np.asarray(outcome.lowest_x, dtype=np.float32).reshape(-1)
-                y = session(_as_torch(x, model)).double().numpy().reshape(-1)
-                if query.violated_by(x, y):
-                    notes.append(f"{task.prop.name}: a near miss of the searches (s = {outcome.min_s:.3g}, within "
-                                 f"their witness slack) that onnxruntime confirms against the query")
-                    return Answer("sat", x, y, time.perf_counter() - started, notes)
+                if outcome.witness is not None:
+                    notes.append(f"{task.prop.name}: a witness that onnxruntime does not confirm against the query "
+                                 f"was dropped")
             if record.verdict == "proven":
                 if quick:
                     notes.append(f"{task.prop.name}: proved in the quick round")

@@ -18,7 +18,7 @@ CONVERTED_OPSET = 17  # what a graph of a newer opset that onnx2torch cannot con
 def upgrade_opset(proto, path: Path):
     from onnx import version_converter
 
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    opset = _opset(proto)
     if opset >= MIN_OPSET:
         return proto
     try:
@@ -178,7 +178,7 @@ def downgrade_opset(proto):
     import numpy as np
     from onnx import version_converter
 
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    opset = _opset(proto)
     inputs = real_inputs(proto)
     if opset <= CONVERTED_OPSET or len(inputs) != 1:
         return proto
@@ -190,9 +190,8 @@ def downgrade_opset(proto):
         rng = np.random.default_rng(0)
         for _ in range(2):
             x = rng.random(dims).astype(np.float32)
-            for a, b in zip(before.run(None, {inputs[0].name: x}), after.run(None, {inputs[0].name: x})):
-                if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6):
-                    return proto
+            if not _close(before.run(None, {inputs[0].name: x}), after.run(None, {inputs[0].name: x})):
+                return proto
     except Exception:  # noqa: BLE001 - no adapter for some operator, or a graph onnxruntime cannot run
         return proto
     return older
@@ -262,14 +261,23 @@ def constant_reshapes(proto):
     _drop_unused(out.graph)
     try:
         rewritten = _session(out)
-        for batch, x, before in runs:
-            after = rewritten.run(None, {inputs[0].name: x})
-            if any(a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6)
-                   for a, b in zip(after, before[:n_out])):
+        for _, x, before in runs:
+            if not _close(before[:n_out], rewritten.run(None, {inputs[0].name: x})):
                 return proto
     except Exception:  # noqa: BLE001
         return proto
     return out
+
+
+def _opset(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+
+
+def _close(first, second) -> bool:
+    """Whether two onnxruntime runs gave the same outputs (float32 round-off apart)."""
+    import numpy as np
+
+    return all(a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(first, second))
 
 
 def _session(proto):
