@@ -40,6 +40,7 @@ from nnspec.bounds.relax import (
     relu_lines,
     relu_parts,
     signed_rows,
+    SMOOTH,
 )
 
 ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign", "softplus", "elu")
@@ -61,6 +62,10 @@ class BoundEngine:
             for i in op.inputs:
                 readers.setdefault(i, set()).add(op.kind)
         self._relu_only = {n for n in self.preact if readers.get(n, set()) <= {"relu", "leaky_relu"}}
+        # inputs read only by smooth nonlinearities: branch and bound may halve their intervals
+        # (``relax.halved``); the op whose relaxation a halving narrows
+        self.halvable = {op.inputs[0]: op for op in self.ops
+                         if op.kind in SMOOTH and readers.get(op.inputs[0], set()) <= set(SMOOTH)}
         self._casts: dict[tuple, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ forward: intervals
@@ -298,6 +303,10 @@ class BoundEngine:
                     if op.name not in cache:
                         cache[op.name] = relu_parts(op, l, u)
                     al, bl, au, bu = relu_lines(op, cache[op.name], alpha)
+                elif cache is not None and op.kind in SMOOTH:  # no slopes to optimise: the lines themselves
+                    if op.name not in cache:
+                        cache[op.name] = relaxation(op, l, u)
+                    al, bl, au, bu = cache[op.name]
                 else:
                     al, bl, au, bu = relaxation(op, l, u, alpha)
                 pos, neg = a.clamp(min=0), a.clamp(max=0)

@@ -103,6 +103,31 @@ def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tupl
     return torch.where(split > 0, l.clamp(min=0), l), torch.where(split < 0, u.clamp(max=0), u)
 
 
+# the smooth nonlinearities (their relaxation is ``_parallel_chord``'s): branch and bound splits
+# one by halving its input's interval (``halved``), which narrows its lines' gap about fourfold
+SMOOTH = ("sigmoid", "tanh", "softplus", "elu")
+MAX_HALVINGS = 24  # a neuron's interval is halved at most this often (a code below 2**25)
+
+
+def halved(l: torch.Tensor, u: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of a smooth nonlinearity's input under branch and bound's halvings: ``code``
+    numbers the piece of [l, u] a subdomain keeps as a binary heap does (0 or 1: all of it; 2c
+    and 2c + 1: the lower and upper half of piece c). A piece at depth d with index i is
+    [l + w i / 2^d, l + w (i + 1) / 2^d], w = u - l: the fractions are exact in float64, a piece's
+    ends are its halves' outer ends bit for bit (2i / 2^(d+1) is i / 2^d), the halves share their
+    middle, the outermost ends are l and u themselves, and rounding is monotone, so the halves of a
+    piece cover it exactly."""
+    code = code.to(torch.int64).clamp(min=1)
+    powers = 2 ** torch.arange(1, MAX_HALVINGS + 2, dtype=torch.int64)
+    depth = (code[..., None] >= powers).sum(-1)
+    scale = (2 ** depth).to(l.dtype)
+    index = (code - 2 ** depth).to(l.dtype)
+    w = u - l
+    low = torch.where(index == 0, l, l + w * (index / scale))
+    high = torch.where(index + 1 == scale, u, l + w * ((index + 1) / scale))
+    return low, high
+
+
 def intersect(a: tuple, b: tuple) -> tuple:
     """The intersection of two sound intervals (lo, hi); rounding could cross them by an ulp."""
     l, u = torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])

@@ -1,7 +1,8 @@
 """Branch and bound: complete verification of linear objectives over a box, anytime.
 
 A subdomain is the box, possibly cut (input splitting), or the box with some ReLU-like neurons
-fixed active (z >= 0) or inactive (z <= 0) (ReLU splitting). Unproved subdomains with the lowest
+fixed active (z >= 0) or inactive (z <= 0) and some smooth neurons' (sigmoid, tanh, softplus,
+ELU) input intervals halved (neuron splitting, "relu" mode). Unproved subdomains with the lowest
 bounds are split first, a batch at a time (one batched call bounds all children); with input
 splitting's probes (``found``), a share of each batch (DIVE_SHARE) goes to the boxes whose probes
 came closest to a violation instead (the same boxes are split either way, only the order differs).
@@ -17,8 +18,10 @@ coefficient| x width is cut.
 ReLU splitting (otherwise), in beta-CROWN's setting (Wang et al. 2021; ``_Fixed``): alpha-CROWN at
 the root box gives every nonlinearity input's bounds once; a subdomain keeps them except at its
 split neurons, cut at 0, and its bound is a backward pass from the objective with its own slopes
-and split multipliers (beta), optimised from its parent's. A property of several groups (a
-robustness property's rows) is proved one group at a time. Branching: the unstable neuron with the
+and split multipliers (beta), optimised from its parent's. A smooth neuron's halving
+(``relax.halved``) has the layers after it bounded again per subdomain and its interval's two
+ends as constraints with multipliers of their own, like a ReLU split's. A property of several
+groups (a robustness property's rows) is proved one group at a time. Branching: the unstable neuron with the
 largest |coefficient| x relaxation intercept, negative coefficients weighted 5x (in the spirit of
 BaBSR). On a dense chain with few unstable neurons at the root, the groups that the search leaves
 open after its share of the time go to a complete MILP (HiGHS) with the root's bounds as big-M

@@ -12,7 +12,7 @@ import time
 import torch
 
 from nnspec.bounds.bab import beta, inputs
-from nnspec.bounds.bab.domains import BabResult, _dealt, _Domain, _split_input, _split_input_all, _split_relu
+from nnspec.bounds.bab.domains import BabResult, _dealt, _Domain, _split_input, _split_input_all, _split_neuron
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.relax import numel
 
@@ -98,7 +98,7 @@ def _search(engine: BoundEngine, lo, hi, C, threshold: float, goal: float, rows,
         owners: list[int] = []  # per child: its parent's position in ``parents``
         cut_width: list[float] = []  # smart cuts, per child: the cut dimension's width / the root box's
         for p, (_, _, dom, rec) in enumerate(parents):
-            kids = _split_relu(engine, dom) if mode == "relu" else None
+            kids = _split_neuron(engine, dom) if mode == "relu" else None
             if kids is None and leaf is not None:  # the network is affine on it: one LP decides it
                 verdict = leaf(dom)
                 if verdict == "proven":

@@ -10,7 +10,7 @@ import torch
 
 from nnspec.bounds.bab.domains import _deciding_row
 from nnspec.bounds.engine import BoundEngine
-from nnspec.bounds.relax import cut_at_splits, relu_parts
+from nnspec.bounds.relax import MAX_HALVINGS, SMOOTH, cut_at_splits, relaxation, relu_parts
 from nnspec.bounds.radius import reduce_rows
 
 if TYPE_CHECKING:
@@ -24,22 +24,47 @@ if TYPE_CHECKING:
 SCORE_NEG, SCORE_POS = 1.0, 0.2
 
 
+# a smooth neuron's score: SCORE_SMOOTH x |coefficient| x the gap between its two parallel lines
+# (a line's distance from f is at most the gap, half of it on average)
+SCORE_SMOOTH = 0.5
+SMOOTH_MIN_GAP = 1e-7  # a smooth neuron whose lines are closer than this is not split
+
+
 def _branching(engine: BoundEngine, fixed: _Fixed, coeffs: dict[str, torch.Tensor],
-               splits: dict[str, torch.Tensor], k: int = 1) -> list[list[tuple[str, int]]]:
-    """Per subdomain of a batch, up to ``k`` unstable neurons (their input's name, flat index),
-    best first, by the weighted |coefficient| x relaxation intercept (BaBSR's score; SCORE_NEG,
-    SCORE_POS); none where no neuron is unstable. ``coeffs``: per ReLU, the deciding row's
-    coefficients reaching it (B, *shape); ``splits``: per split ReLU input, the subdomains'
-    splits (B, *shape)."""
+               splits: dict[str, torch.Tensor], k: int = 1,
+               bounds: dict | None = None) -> list[list[tuple[str, int]]]:
+    """Per subdomain of a batch, up to ``k`` neurons to split (their input's name, flat index),
+    best first; none where no neuron is left. ReLUs: the unstable ones, by the weighted
+    |coefficient| x relaxation intercept (BaBSR's score; SCORE_NEG, SCORE_POS). Smooth
+    nonlinearities (``engine.halvable``, given the subdomains' ``bounds`` (B, *shape)): by
+    SCORE_SMOOTH x |coefficient| x the gap of their lines, while that is above SMOOTH_MIN_GAP
+    and the interval was halved fewer than MAX_HALVINGS times. ``coeffs``: per nonlinearity,
+    the deciding row's coefficients reaching it (B, *shape); ``splits``: per split input, the
+    subdomains' splits (B, *shape)."""
     names, scores = [], []
     for op in engine.ops:
-        if op.kind not in ("relu", "leaky_relu") or op.name not in coeffs:
+        if op.name not in coeffs:
             continue
         pre = op.inputs[0]
         if pre not in fixed.bounds:
             continue
-        l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]  # the root's; split neurons excluded below
         coeff = coeffs[op.name].flatten(1)
+        if op.kind in SMOOTH:
+            if bounds is None or engine.halvable.get(pre) is not op:
+                continue
+            l, u = (t.flatten(1) for t in bounds[pre])
+            _, bl, _, bu = relaxation(op, l, u)
+            gap = bu - bl
+            score = SCORE_SMOOTH * coeff.abs() * gap
+            open_ = gap > SMOOTH_MIN_GAP
+            if pre in splits:
+                open_ = open_ & (splits[pre].flatten(1) < 2 ** MAX_HALVINGS)
+            names.append((pre, coeff.shape[1]))
+            scores.append(torch.where(open_, score, torch.zeros_like(score)))
+            continue
+        if op.kind not in ("relu", "leaky_relu"):
+            continue
+        l, u = fixed.bounds[pre][0][0], fixed.bounds[pre][1][0]  # the root's; split neurons excluded below
         unstable = ((l < 0) & (u > 0)).flatten()[None].expand_as(coeff)
         if pre in splits:
             unstable = unstable & (splits[pre].flatten(1) == 0)
@@ -97,7 +122,16 @@ def _filtered(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Tensor
         child = {}
         for name, (l, u) in bounds.items():
             l, u = l[where], u[where]
-            if name in pres:
+            if name in pres and name in engine.halvable:  # the lower half (+1) or the upper one (-1)
+                mine = (layer[part] == pres.index(name)).nonzero().flatten()
+                shape = l.shape
+                l, u = l.flatten(1).clone(), u.flatten(1).clone()
+                j, side = idx[part][mine], sign[part][mine]
+                mid = l[mine, j] + (u[mine, j] - l[mine, j]) / 2
+                u[mine, j] = torch.where(side > 0, mid, u[mine, j])
+                l[mine, j] = torch.where(side > 0, l[mine, j], mid)
+                l, u = l.reshape(shape), u.reshape(shape)
+            elif name in pres:
                 mine = (layer[part] == pres.index(name)).nonzero().flatten()
                 split = torch.zeros((len(where), l[0].numel()), dtype=torch.int8)
                 split[mine, idx[part][mine]] = sign[part][mine].to(torch.int8)
@@ -178,10 +212,13 @@ def _child_gains(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Ten
     at = torch.arange(B)
     gains = {}
     for pre in pres:
+        l, u = (t.reshape(B, -1) for t in bounds[pre])
+        nu = probes[pre].grad[at, worst].flatten(1)
+        if pre in engine.halvable:
+            gains[pre] = _halving_gains(engine.halvable[pre], record, at, worst, nu, l, u)
+            continue
         relu = engine.by_name[relu_of[pre]]
         lam = record[relu.name][at, worst].flatten(1)
-        nu = probes[pre].grad[at, worst].flatten(1)
-        l, u = (t.reshape(B, -1) for t in bounds[pre])
         _, _, au, bu, crown, _ = relu_parts(relu, l, u)
         slope = relu.slope if relu.kind == "leaky_relu" else 0.0
         al = crown if relu.name not in alphas else alphas[relu.name][at, worst].flatten(1)
@@ -189,3 +226,19 @@ def _child_gains(engine: BoundEngine, fixed: _Fixed, bounds: dict, A0: torch.Ten
         intercept = torch.where(lam >= 0, torch.zeros_like(lam), lam * bu)
         gains[pre] = ((lam - parent) * nu - intercept, (slope * lam - parent) * nu - intercept)
     return gains
+
+
+def _halving_gains(op, record: dict, at: torch.Tensor, worst: torch.Tensor, nu: torch.Tensor, l: torch.Tensor,
+                   u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_child_gains`` for a smooth nonlinearity's neurons, each halved: its lines on [l, u]
+    replaced by those on the lower half, or the upper one (the input's coefficient lambda x slope
+    changes, times nu, and so does the intercept that lambda's sign picks)."""
+    lam = record[op.name][at, worst].flatten(1)
+    k, bl, _, bu = relaxation(op, l, u)
+    parent, intercept = lam * k, torch.where(lam >= 0, lam * bl, lam * bu)
+    mid = l + (u - l) / 2
+    out = []
+    for a, b in ((l, mid), (mid, u)):
+        k2, bl2, _, bu2 = relaxation(op, a, b)
+        out.append((lam * k2 - parent) * nu + torch.where(lam >= 0, lam * bl2, lam * bu2) - intercept)
+    return out[0], out[1]

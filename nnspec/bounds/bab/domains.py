@@ -1,4 +1,4 @@
-"""Branch and bound's subdomains and results: a subdomain (``_Domain``), its children (ReLU
+"""Branch and bound's subdomains and results: a subdomain (``_Domain``), its children (neuron
 splits and input cuts), the row that decides its value, and the open subdomains of a search
 dealt into parts, or packed into a few tensors for another process and back."""
 
@@ -27,13 +27,15 @@ class BabResult:
 class _Domain:
     lo: torch.Tensor  # (*input_shape)
     hi: torch.Tensor
-    splits: dict[str, torch.Tensor]  # preact name -> int8 (*shape)
+    # nonlinearity input -> (*shape): int8 signs at a ReLU's (+1: >= 0, -1: <= 0, 0: free), int32
+    # ``relax.halved`` codes at a smooth nonlinearity's
+    splits: dict[str, torch.Tensor]
     bound: float
     prior: dict | None = None  # input splitting: the parent's bounds of the nonlinearity inputs (valid here)
     depth: int = 0
     alphas: dict | None = None  # input splitting: the parent's final slopes (S, *shape) each, a warm start
     warm: torch.Tensor | None = None  # ReLU splitting: the parent's slopes and split multipliers (``_Fixed.pack``)
-    branch: tuple[str, int] | None = None  # ReLU splitting: the neuron to split (input name, flat index)
+    branch: tuple[str, int] | None = None  # neuron splitting: the neuron to split (input name, flat index)
 
 
 def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:
@@ -48,18 +50,27 @@ def _deciding_row(low: torch.Tensor, offsets, groups) -> torch.Tensor:
     return torch.where(in_group, v, torch.full_like(v, -torch.inf)).argmax(1)
 
 
-def _split_relu(engine: BoundEngine, dom: _Domain) -> list[_Domain] | None:
-    """The subdomain's two children for the neuron ``_branching`` chose when it was bounded, or
-    None when none is unstable."""
+def _split_neuron(engine: BoundEngine, dom: _Domain) -> list[_Domain] | None:
+    """The subdomain's two children for the neuron ``_branching`` chose when it was bounded
+    (a ReLU's input at 0, +1 and -1; a smooth nonlinearity's input interval halved,
+    ``relax.halved``'s codes 2c and 2c + 1), or None when none is left to split."""
     if dom.branch is None:
         return None
     pre, k = dom.branch
+    halving = pre in engine.halvable
+    current = dom.splits.get(pre)
+    if current is None:
+        current = torch.zeros(engine.by_name[pre].shape, dtype=torch.int32 if halving else torch.int8)
+    if halving:
+        code = max(int(current.view(-1)[k]), 1)
+        sides = (2 * code, 2 * code + 1)
+    else:
+        sides = (1, -1)
     kids = []
-    for sign in (1, -1):
+    for side in sides:
         splits = dict(dom.splits)
-        current = splits.get(pre, torch.zeros(engine.by_name[pre].shape, dtype=torch.int8)).clone()
-        current.view(-1)[k] = sign
-        splits[pre] = current
+        splits[pre] = current.clone()
+        splits[pre].view(-1)[k] = side
         kids.append(_Domain(dom.lo, dom.hi, splits, dom.bound, warm=dom.warm))
     return kids
 
@@ -134,7 +145,7 @@ def _pack_open(heap: list | None, lo: torch.Tensor, hi: torch.Tensor) -> dict | 
                     "names": names, "splits": {}, "has": {}}
     for n in names:
         shape = next(d.splits[n].shape for d in doms if n in d.splits)
-        zero = torch.zeros(shape, dtype=torch.int8)
+        zero = torch.zeros(shape, dtype=next(d.splits[n].dtype for d in doms if n in d.splits))
         packed["splits"][n] = torch.stack([d.splits.get(n, zero) for d in doms])
         packed["has"][n] = torch.tensor([n in d.splits for d in doms])
     warm = [d.warm is not None for d in doms]
