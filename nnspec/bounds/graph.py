@@ -162,6 +162,11 @@ class BoundGraph:
                     ops.extend(_clip_ops(node.name, refs[0], *clip))
                     env[node] = _Ref(node.name)
                     continue
+                leaky = _leaky_ops(gm, node, args, kwargs, refs)
+                if leaky is not None:  # PReLU, or a leaky ReLU sloped outside [0, 1]: one ReLU and an affine op
+                    ops.extend(leaky)
+                    env[node] = _Ref(node.name)
+                    continue
                 op = _classify(gm, node, call, args, kwargs, refs)
                 ops.append(op)
                 env[node] = _Ref(op.name)
@@ -422,6 +427,68 @@ def _clip_ops(name: str, source: str, a: float | None, b: float | None) -> list[
     else:
         last = Op(name, "affine", (source, relus[0]), lambda x, q: x - q, signs=(1, -1))
     last.pool, last.pool_input = clamp, source
+    return ops + [last]
+
+
+def _leaky_ops(gm: fx.GraphModule, node: fx.Node, args, kwargs, refs) -> list[Op] | None:
+    """A PReLU (slopes per channel or element: nn.PReLU, F.prelu, onnx2torch's OnnxPReLU with
+    constant slopes) or a leaky ReLU whose slope is outside [0, 1] as exact ops over ReLUs (the
+    last one named as the node), or None for other nodes and for leaky ReLUs sloped within [0, 1]
+    (``leaky_relu`` ops of their own). With slopes s, f(x) = s x + (1 - s) relu(x) for any s: one
+    ReLU, and the relaxation of a leaky ReLU where 0 <= s <= 1 (an affine op's coefficients must
+    keep one sign per input, so s within [0, 1], or all >= 1, or all <= 0); slopes >= 0 on both
+    sides of 1, f(x) = relu(x) - s relu(-x) (two ReLUs). Slopes >= 0 make f nondecreasing: its
+    interval [f(l), f(u)] is intersected with the decomposition's, as for clips. Slopes of both
+    signs: Unsupported."""
+    if len(refs) != 1 or not isinstance(args[0], _Ref):
+        return None
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    what = _name(gm, node)
+    if isinstance(module, nn.PReLU):
+        slopes = module.weight.detach().to(torch.float64)
+        original = module
+    elif type(module).__name__ == "OnnxPReLU" and len(args) == 2 and isinstance(args[1], torch.Tensor):
+        slopes = args[1]
+
+        def original(x, module=module, slopes=slopes):
+            return module(x, slopes.to(x.dtype))
+    elif node.op == "call_function" and node.target is F.prelu and len(args) == 2 and \
+            isinstance(args[1], torch.Tensor):
+        slopes = args[1]
+
+        def original(x, slopes=slopes):
+            return F.prelu(x, slopes.to(x.dtype))
+    elif isinstance(module, nn.LeakyReLU) or (node.op == "call_function" and node.target is F.leaky_relu):
+        slope = float(module.negative_slope if module is not None else
+                      kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01))
+        if 0 <= slope <= 1:
+            return None
+        slopes = torch.tensor(slope, dtype=torch.float64)
+
+        def original(x, slope=slope):
+            return F.leaky_relu(x, slope)
+    else:
+        return None
+    least, most = float(slopes.min()), float(slopes.max())
+    if least < 0 < most:
+        raise Unsupported(f"no bound for {what} with slopes of both signs ({least:g} to {most:g}) at node {node.name}")
+    source, name = args[0].name, node.name
+
+    def slope_of(x):  # the slopes as the node applies them, in x's shape: f(-1) = -s
+        return -original(-torch.ones_like(x))
+    relu = Op(f"{name}/relu", "relu", (source,), torch.relu)
+    if least >= 0 and most > 1 and least < 1:  # relu(x) - s relu(-x)
+        neg = Op(f"{name}/neg", "affine", (source,), lambda x: -x, signs=(-1,), back="shift")
+        neg_relu = Op(f"{name}/neg_relu", "relu", (neg.name,), torch.relu)
+        last = Op(name, "affine", (relu.name, neg_relu.name), lambda p, q: p - slope_of(p) * q, signs=(1, -1))
+        ops = [relu, neg, neg_relu]
+    else:  # s x + (1 - s) relu(x)
+        signs = (1, 1) if least >= 0 and most <= 1 else (1, -1) if least >= 1 else (-1, 1)
+        last = Op(name, "affine", (source, relu.name), lambda x, r: slope_of(x) * x + (1 - slope_of(x)) * r,
+                  signs=signs)
+        ops = [relu]
+    if least >= 0:  # nondecreasing
+        last.pool, last.pool_input = original, source
     return ops + [last]
 
 
