@@ -136,3 +136,49 @@ def test_onnx_prelu_is_bounded_from_a_converted_file(tmp_path, conv):
     assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
     assert (u - l < 100).all()
     assert n_in == lo.numel()
+
+
+def test_conv_transpose_is_affine_with_exact_crown_bounds(tmp_path):
+    """ConvTranspose (torch, and ONNX as onnx2torch converts it), stride 2, output padding:
+    before, "no bound". In an affine network CROWN's bound is the exact minimum over the box (the
+    network's matrix probed column by column); with a ReLU after it, the bounds hold at samples."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.loading import load_model
+
+    torch.manual_seed(0)
+    up = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)
+    affine = nn.Sequential(up, nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).double()
+    engine = BoundEngine(BoundGraph.from_module(affine, (2, 4, 4)))
+    lo = torch.rand(1, 2, 4, 4, dtype=torch.float64)
+    hi = lo + 0.5
+    C = torch.randn(1, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        bias = affine(torch.zeros(1, 2, 4, 4, dtype=torch.float64))
+        W = (affine(torch.eye(32, dtype=torch.float64).reshape(32, 2, 4, 4)) - bias).T  # (4, 32)
+        a = C[0] @ W  # (3, 32)
+        exact = (a.clamp(min=0) * lo.flatten() + a.clamp(max=0) * hi.flatten()).sum(1) + C[0] @ bias[0]
+    for method in ("ibp", "crown"):
+        got = engine.bound(lo, hi, C, method=method)[0]
+        assert (got <= exact + 1e-9).all()
+    assert torch.allclose(engine.bound(lo, hi, C, method="crown")[0], exact, atol=1e-9, rtol=0)
+
+    rng = np.random.default_rng(0)
+    const = numpy_helper.from_array
+    inits = [const(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "K"), const(rng.normal(size=3).astype(np.float32), "kb"),
+             const(rng.normal(size=(2, 3 * 8 * 8)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b")]
+    nodes = [helper.make_node("ConvTranspose", ["x", "K", "kb"], ["h"], strides=[2, 2], pads=[1, 1, 1, 1],
+                              output_padding=[1, 1]),
+             helper.make_node("Relu", ["h"], ["a"]), helper.make_node("Flatten", ["a"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "up.onnx"))
+    model = load_model(tmp_path / "up.onnx")
+    engine = BoundEngine(BoundGraph.from_module(model.module, (2, 4, 4)))
+    l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
+    with torch.no_grad():
+        ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 2, 4, 4, dtype=torch.float64))
+    assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
+    assert (u - l < 1000).all()

@@ -6,7 +6,7 @@ constants (initializers, folded subgraphs that do not depend on the input) are e
 every op keeps the fx node's name so that notes point at the graph. The kinds:
 
 - ``input``: the network's input (after the spec's normalisation, itself an affine op);
-- ``affine``: affine in its non-constant arguments (Linear, Conv, BatchNorm in eval mode, MatMul,
+- ``affine``: affine in its non-constant arguments (Linear, Conv, ConvTranspose, BatchNorm in eval mode, MatMul,
   Gemm, Add/Sub/Mul/Div with constants, residual Add/Sub of two branches, Flatten, Reshape,
   Transpose, Concat, Pad, Squeeze/Unsqueeze, Slice, average pooling, ReduceMean/ReduceSum, Neg,
   Identity, Dropout). Its linear
@@ -584,6 +584,15 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         given = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation,
                  "groups": module.groups}
         return _with_conv(affine(abs_fn=conv), module.weight.detach(), given, module.weight.dim() - 2)
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and one:
+        # affine: intervals by centre and radius (the radius through |W|), the backward pass by
+        # autograd's vector-Jacobian product (a convolution)
+        if module.padding_mode != "zeros":  # pragma: no cover - torch allows only zeros here
+            raise Unsupported(f"no bound for {what} with padding mode {module.padding_mode} at node {name}")
+        conv = copy.deepcopy(module)
+        conv.weight = nn.Parameter(module.weight.detach().abs(), requires_grad=False)
+        conv.bias = None
+        return affine(abs_fn=conv)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and one:
         scale = (module.weight if module.affine else torch.ones_like(module.running_var)) / torch.sqrt(
             module.running_var + module.eps)
