@@ -34,6 +34,7 @@ from nnspec.bounds.graph import BoundGraph, Op
 from nnspec.bounds.relax import (
     concretise,
     cut_at_splits,
+    gelu_interval,
     intersect,
     numel,
     relaxation,
@@ -43,7 +44,7 @@ from nnspec.bounds.relax import (
     SMOOTH,
 )
 
-ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign", "softplus", "elu")
+ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign", "softplus", "elu", "gelu")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
 
 
@@ -218,8 +219,10 @@ class BoundEngine:
                 pl, pu = bounds[op.pool_input]
                 low, high = torch.maximum(low, op.pool(pl)), torch.minimum(high, op.pool(pu))
             return low, high
-        (l, u), = ins  # elementwise and max-pooling: nondecreasing in every argument
-        return op.fn(l), op.fn(u)
+        (l, u), = ins
+        if op.kind == "gelu":  # (not monotone)
+            return gelu_interval(l, u)
+        return op.fn(l), op.fn(u)  # the other elementwise ops and max-pooling: nondecreasing
 
     def _ibp_exact(self) -> set[str]:
         """Ops whose IBP bound is exact: reached from the input through one affine op at most,

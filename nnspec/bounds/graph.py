@@ -13,7 +13,7 @@ every op keeps the fx node's name so that notes point at the graph. The kinds:
   part is applied backwards by autograd (a vector-Jacobian product), so any padding, stride or
   grouping is handled exactly; its interval rule is ``monotone`` (every coefficient >= 0, or
   <= 0, per argument) or ``signed`` (centre and radius with absolute weights);
-- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1):
+- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1), ``gelu``:
   elementwise, with linear relaxations;
 - ``maxpool``: an interval rule; backward passes concretise at its output.
 
@@ -45,7 +45,7 @@ class Unsupported(ValueError):
 @dataclass
 class Op:
     name: str
-    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | softplus | elu | maxpool
+    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | softplus | elu | gelu | maxpool
     inputs: tuple[str, ...]  # the non-constant arguments, in the order ``fn`` takes them
     fn: Callable[..., torch.Tensor]  # float64, batched: fn(*inputs) -> output
     shape: tuple[int, ...] = ()  # output shape without the batch dimension
@@ -546,6 +546,11 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         if beta != 1:
             raise Unsupported(f"no bound for {what} with beta {beta} at node {name}")
         return Op(name, "softplus", tuple(refs), fn)
+    if isinstance(module, nn.GELU) or target is F.gelu:  # x Phi(x): not monotone, not convex
+        approximate = module.approximate if module is not None else kwargs.get("approximate", "none")
+        if approximate != "none":
+            raise Unsupported(f"no bound for {what} with approximate={approximate!r} at node {name}")
+        return Op(name, "gelu", tuple(refs), fn)
     if isinstance(module, nn.ELU) or target is F.elu:
         alpha = float(module.alpha if module is not None else kwargs.get("alpha", 1.0))
         if not 0 <= alpha <= 1:  # (above 1 the kink at 0 is concave)

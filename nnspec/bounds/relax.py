@@ -22,7 +22,7 @@ def relaxation(op: Op, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | N
     if kind == "sign":  # nondecreasing: constant bounds sign(l) <= sign(x) <= sign(u)
         zero = torch.zeros_like(l)
         return zero, torch.sign(l), zero, torch.sign(u)
-    if kind in ("sigmoid", "tanh", "softplus", "elu"):
+    if kind in SMOOTH:
         return _parallel_chord(op, l, u)
     raise ValueError(f"no relaxation for {kind}")  # pragma: no cover
 
@@ -87,9 +87,59 @@ def _smooth(op: Op):
         return torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, stationary, 0.0
     if op.kind == "softplus":
         return F.softplus, torch.sigmoid, lambda k: [_logit(k)], CONVEX_SLACK
+    if op.kind == "gelu":  # x Phi(x): f' = Phi + x phi, monotone on (-inf, -r], [-r, r], [r, inf), r = sqrt(2)
+        return F.gelu, _gelu_deriv, _gelu_stationary, 0.0
     alpha = op.slope  # elu: alpha e^x = k on x < 0, and the kink at 0
     return (lambda x: F.elu(x, alpha), lambda x: torch.where(x < 0, alpha * torch.exp(x), 1.0),
             lambda k: [torch.log((k / alpha).clamp_min(1e-300)), torch.zeros_like(k)], CONVEX_SLACK)
+
+
+def _gelu_deriv(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+# f' is monotone on each piece; past +-GELU_FAR, f is 0 or x within e^-800, so f - kx is linear there
+# and its extremes on a piece beyond are the piece's ends (GELU_FAR itself is a candidate)
+GELU_FAR = 40.0
+GELU_STEPS = 52
+
+
+def _gelu_stationary(k: torch.Tensor) -> list[torch.Tensor]:
+    """Points where GELU'(x) = k, one per piece on which GELU' is monotone, by GELU_STEPS bisection
+    steps (a piece is at most 38.6 wide: within 1e-14 of the root, where f - kx is within 1e-27 of
+    its extreme, far inside the offsets' widening). Where k is out of a piece's range the result is that piece's end,
+    a point of the interval like any other: the offsets take the extremes over the ends and these
+    points, and an extra point inside [l, u] can only be >= the true minimum of f - kx and <= its
+    maximum, while every true stationary point is among them (to rounding, which the offsets'
+    1e-12 relative widening covers)."""
+    r = math.sqrt(2)
+    out = []
+    for a, b, rising in ((-GELU_FAR, -r, False), (-r, r, True), (r, GELU_FAR, False)):
+        lo, hi = torch.full_like(k, a), torch.full_like(k, b)
+        for _ in range(GELU_STEPS):
+            mid = (lo + hi) / 2
+            below = _gelu_deriv(mid) < k
+            go_right = below if rising else ~below
+            lo, hi = torch.where(go_right, mid, lo), torch.where(go_right, hi, mid)
+        out.append((lo + hi) / 2)
+    return out + [torch.full_like(k, -GELU_FAR), torch.full_like(k, GELU_FAR)]
+
+
+# GELU's least value: at its one stationary point x_min (GELU' = 0 there), f(x_min) = -0.16997...
+GELU_ARGMIN = -0.7517915246935645
+
+
+def gelu_interval(l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[min, max] of GELU on [l, u]: it decreases up to GELU_ARGMIN and increases after, so the
+    maximum is at an end and the minimum at an end or at GELU_ARGMIN (its value less 1e-12 for
+    the digits of the constant). Both widened by 1e-12 (1 + |value|): torch's float64 GELU is
+    monotone on each side only to rounding (an interior point came out 1e-18 above both ends)."""
+    F = torch.nn.functional
+    fl, fu = F.gelu(l), F.gelu(u)
+    inside = (l <= GELU_ARGMIN) & (u >= GELU_ARGMIN)
+    least = F.gelu(torch.tensor(GELU_ARGMIN, dtype=l.dtype)) - 1e-12
+    low, high = torch.where(inside, least, torch.minimum(fl, fu)), torch.maximum(fl, fu)
+    return low - 1e-12 * (1 + low.abs()), high + 1e-12 * (1 + high.abs())
 
 
 def _logit(s: torch.Tensor) -> torch.Tensor:
@@ -105,7 +155,7 @@ def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tupl
 
 # the smooth nonlinearities (their relaxation is ``_parallel_chord``'s): branch and bound splits
 # one by halving its input's interval (``halved``), which narrows its lines' gap about fourfold
-SMOOTH = ("sigmoid", "tanh", "softplus", "elu")
+SMOOTH = ("sigmoid", "tanh", "softplus", "elu", "gelu")
 MAX_HALVINGS = 24  # a neuron's interval is halved at most this often (a code below 2**25)
 
 

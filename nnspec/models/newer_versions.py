@@ -7,7 +7,7 @@ here hands the node to the older version's converter, or refuses it (NotImplemen
 "cannot convert" error) where the newer version's extra meaning is in use: Pad's ``axes`` input or
 ``wrap`` mode, AveragePool's ``dilations``, Cast's float8 ``saturate``. Registered through
 onnx2torch's own ``add_converter``, once, and only for versions it has no converter of its own
-for. Graphs that need more go through onnx's version converter (``rewrites.downgrade_opset``)."""
+for; so is opset 20's Gelu, as torch's GELU (exact or tanh-approximated, as the node says). Graphs that need more go through onnx's version converter (``rewrites.downgrade_opset``)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,20 @@ def register() -> None:
                 get_converter(op_type, version)  # onnx2torch's own, or the alias registered before
             except NotImplementedError:
                 add_converter(operation_type=op_type, version=version)(_alias(op_type, version, base))
+    try:
+        get_converter("Gelu", 20)
+    except NotImplementedError:  # opset 20's Gelu (torch.onnx.export writes it there): torch's GELU
+        add_converter(operation_type="Gelu", version=20)(_gelu)
+
+
+def _gelu(node, graph):  # pylint: disable=unused-argument
+    import torch
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    approximate = node.attributes.get("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    return OperationConverterResult(torch_module=torch.nn.GELU(approximate=approximate),
+                                    onnx_mapping=onnx_mapping_from_node(node=node))
 
 
 def _alias(op_type: str, version: int, base):

@@ -1,7 +1,8 @@
-"""PReLU, and leaky ReLUs sloped outside [0, 1], as exact ops over ReLUs (``graph._leaky_ops``):
-f(x) = s x + (1 - s) relu(x), or relu(x) - s relu(-x). Before, a PReLU had no bound, and a leaky
-ReLU with slope 2 or -0.5 got the [0, 1] relaxation, which does not hold there: CROWN and IBP
-certified bounds that sampled inputs break."""
+"""Operator rules added on 2026-12-06: PReLU, and leaky ReLUs sloped outside [0, 1], as exact ops
+over ReLUs (``graph._leaky_ops``: f(x) = s x + (1 - s) relu(x), or relu(x) - s relu(-x); before,
+a PReLU had no bound, and a leaky ReLU with slope 2 or -0.5 got the [0, 1] relaxation, which does
+not hold there: CROWN and IBP certified bounds that sampled inputs break); ConvTranspose as an
+affine op; GELU (exact, erf form), not monotone, with parallel-chord lines and its own interval."""
 
 from __future__ import annotations
 
@@ -182,3 +183,82 @@ def test_conv_transpose_is_affine_with_exact_crown_bounds(tmp_path):
         ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 2, 4, 4, dtype=torch.float64))
     assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
     assert (u - l < 1000).all()
+
+
+def test_gelu_lines_and_interval_hold_and_touch():
+    """On 400 random intervals (narrow and wide, across GELU's minimum, past +-40): both lines
+    hold at 2,001 points of each, each touches GELU (to 1e-9: the offsets are the exact extremes),
+    and the interval rule holds and is attained (to the grid's resolution)."""
+    from nnspec.bounds.graph import Op
+    from nnspec.bounds.relax import gelu_interval, relaxation
+
+    op = Op("g", "gelu", ("x",), torch.nn.functional.gelu)
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.cat([torch.randn(300, generator=gen, dtype=torch.float64) * 3,
+                        torch.tensor([-0.75, 0.0, 1.4, -1.4, -45.0, 45.0, -39.0, 39.5] * 12 + [0.0] * 4,
+                                     dtype=torch.float64)])
+    width = torch.rand(400, generator=gen, dtype=torch.float64) * torch.tensor([0.01, 1.0, 10.0, 100.0],
+                                                                             dtype=torch.float64).repeat(100)
+    l, u = centre - width / 2, centre + width / 2
+    al, bl, au, bu = relaxation(op, l, u)
+    t = torch.linspace(0, 1, 2001, dtype=torch.float64)[:, None]
+    x = torch.minimum(torch.maximum(l + (u - l) * t, l), u)  # (inside [l, u] despite rounding)
+    f = torch.nn.functional.gelu(x)
+    below, above = f - (al * x + bl), (au * x + bu) - f
+    assert (below >= 0).all() and (above >= 0).all()
+    # touching to the grid's resolution: between grid points f - line grows at most as
+    # max|f''| / 2 x (half the spacing)^2, and max|f''| = 2 phi(0) < 0.8
+    tolerance = 0.1 * ((u - l) / 2000) ** 2 + 1e-9
+    assert (below.min(0).values < tolerance).all() and (above.min(0).values < tolerance).all()
+    low, high = gelu_interval(l, u)
+    assert (low <= f.min(0).values).all() and (high >= f.max(0).values).all()
+    assert (f.min(0).values - low < tolerance).all() and (high - f.max(0).values < 1e-9).all()
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "forward+crown"])
+def test_gelu_network_bounds_hold_at_sampled_inputs(method):
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(3, 8), nn.GELU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2)).double()
+        engine = BoundEngine(BoundGraph.from_module(net, (3,)))
+        lo = -torch.rand(1, 3, dtype=torch.float64)
+        hi = lo + 1.5
+        C = torch.cat([torch.eye(2), -torch.eye(2)]).double()[None]
+        bound = engine.bound(lo, hi, C, method=method)[0]
+        with torch.no_grad():
+            y = net(lo + (hi - lo) * torch.rand(20000, 3, dtype=torch.float64))
+        least = torch.cat([y, -y], 1).min(0).values
+        assert (bound <= least + 1e-9).all() and (bound > least - 10).all()
+
+
+def test_onnx_gelu_of_opset_20_is_bounded_and_its_tanh_form_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.loading import load_model
+
+    rng = np.random.default_rng(3)
+    const = numpy_helper.from_array
+    for approximate in ("none", "tanh"):
+        inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
+                 const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b")]
+        nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1),
+                 helper.make_node("Gelu", ["h"], ["a"], approximate=approximate),
+                 helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+        path = tmp_path / f"gelu_{approximate}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+        model = load_model(path)
+        if approximate == "tanh":
+            with pytest.raises(Unsupported, match="no bound for GELU with approximate='tanh' at node"):
+                BoundGraph.from_module(model.module, (4,))
+            continue
+        engine = BoundEngine(BoundGraph.from_module(model.module, (4,)))
+        assert [op.kind for op in engine.graph.ops if op.kind not in ("input", "affine")] == ["gelu"]
+        lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) - 0.5
+        hi = lo + 1.0
+        l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
+        with torch.no_grad():
+            ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+        assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
