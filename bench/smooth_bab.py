@@ -20,7 +20,8 @@ from nnspec.bounds import bab
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.graph import BoundGraph
 
-ACTIVATIONS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus, "gelu": torch.nn.GELU}
+ACTIVATIONS = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus, "gelu": torch.nn.GELU,
+               "silu": torch.nn.SiLU}
 
 
 def network(seed: int, d: int, act: str) -> torch.nn.Module:

@@ -185,17 +185,19 @@ def test_conv_transpose_is_affine_with_exact_crown_bounds(tmp_path):
     assert (u - l < 1000).all()
 
 
-def test_gelu_lines_and_interval_hold_and_touch():
-    """On 400 random intervals (narrow and wide, across GELU's minimum, past +-40): both lines
-    hold at 2,001 points of each, each touches GELU (to 1e-9: the offsets are the exact extremes),
-    and the interval rule holds and is attained (to the grid's resolution)."""
+@pytest.mark.parametrize("kind", ["gelu", "silu"])
+def test_gelu_and_silu_lines_and_interval_hold_and_touch(kind):
+    """On 400 random intervals (narrow and wide, across the function's minimum, past +-40 and
+    +-60): both lines hold at 2,001 points of each, each touches the function (the offsets are the
+    exact extremes), and the interval rule holds and is attained (to the grid's resolution)."""
     from nnspec.bounds.graph import Op
-    from nnspec.bounds.relax import gelu_interval, relaxation
+    from nnspec.bounds.relax import VALLEYS, relaxation, valley_interval
 
-    op = Op("g", "gelu", ("x",), torch.nn.functional.gelu)
+    f_of = VALLEYS[kind][0]
+    op = Op("g", kind, ("x",), f_of)
     gen = torch.Generator().manual_seed(0)
     centre = torch.cat([torch.randn(300, generator=gen, dtype=torch.float64) * 3,
-                        torch.tensor([-0.75, 0.0, 1.4, -1.4, -45.0, 45.0, -39.0, 39.5] * 12 + [0.0] * 4,
+                        torch.tensor([-0.75, -1.28, 1.4, -2.4, -45.0, 65.0, -59.0, 39.5] * 12 + [0.0] * 4,
                                      dtype=torch.float64)])
     width = torch.rand(400, generator=gen, dtype=torch.float64) * torch.tensor([0.01, 1.0, 10.0, 100.0],
                                                                              dtype=torch.float64).repeat(100)
@@ -203,23 +205,24 @@ def test_gelu_lines_and_interval_hold_and_touch():
     al, bl, au, bu = relaxation(op, l, u)
     t = torch.linspace(0, 1, 2001, dtype=torch.float64)[:, None]
     x = torch.minimum(torch.maximum(l + (u - l) * t, l), u)  # (inside [l, u] despite rounding)
-    f = torch.nn.functional.gelu(x)
+    f = f_of(x)
     below, above = f - (al * x + bl), (au * x + bu) - f
     assert (below >= 0).all() and (above >= 0).all()
     # touching to the grid's resolution: between grid points f - line grows at most as
     # max|f''| / 2 x (half the spacing)^2, and max|f''| = 2 phi(0) < 0.8
     tolerance = 0.1 * ((u - l) / 2000) ** 2 + 1e-9
     assert (below.min(0).values < tolerance).all() and (above.min(0).values < tolerance).all()
-    low, high = gelu_interval(l, u)
+    low, high = valley_interval(kind, l, u)
     assert (low <= f.min(0).values).all() and (high >= f.max(0).values).all()
     assert (f.min(0).values - low < tolerance).all() and (high - f.max(0).values < 1e-9).all()
 
 
+@pytest.mark.parametrize("act", [nn.GELU, nn.SiLU])
 @pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "forward+crown"])
-def test_gelu_network_bounds_hold_at_sampled_inputs(method):
+def test_gelu_and_silu_network_bounds_hold_at_sampled_inputs(method, act):
     for seed in range(3):
         torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(3, 8), nn.GELU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2)).double()
+        net = nn.Sequential(nn.Linear(3, 8), act(), nn.Linear(8, 8), act(), nn.Linear(8, 2)).double()
         engine = BoundEngine(BoundGraph.from_module(net, (3,)))
         lo = -torch.rand(1, 3, dtype=torch.float64)
         hi = lo + 1.5
@@ -256,6 +259,42 @@ def test_onnx_gelu_of_opset_20_is_bounded_and_its_tanh_form_refused(tmp_path):
             continue
         engine = BoundEngine(BoundGraph.from_module(model.module, (4,)))
         assert [op.kind for op in engine.graph.ops if op.kind not in ("input", "affine")] == ["gelu"]
+        lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) - 0.5
+        hi = lo + 1.0
+        l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
+        with torch.no_grad():
+            ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+        assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
+
+
+def test_onnx_silu_as_sigmoid_times_input_is_one_op(tmp_path):
+    """SiLU as an ONNX export writes it, Mul(h, Sigmoid(h)) (either order): one silu op on h
+    (before, "no bound for a product of two inputs"), its CROWN bounds hold at sampled inputs; a
+    product with the sigmoid of another tensor stays refused."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.loading import load_model
+
+    rng = np.random.default_rng(4)
+    const = numpy_helper.from_array
+    for order, other in ((["h", "s"], False), (["s", "h"], False), (["g", "s"], True)):
+        inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
+                 const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b")]
+        nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1), helper.make_node("Sigmoid", ["h"], ["s"]),
+                 helper.make_node("Relu", ["h"], ["g"]), helper.make_node("Mul", order, ["a"]),
+                 helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+        path = tmp_path / f"silu_{order[0]}{order[1]}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+        model = load_model(path)
+        if other:
+            with pytest.raises(Unsupported, match="no bound for a product of two inputs"):
+                BoundGraph.from_module(model.module, (4,))
+            continue
+        engine = BoundEngine(BoundGraph.from_module(model.module, (4,)))
+        assert "silu" in [op.kind for op in engine.graph.ops]
         lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) - 0.5
         hi = lo + 1.0
         l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]

@@ -61,7 +61,7 @@ def _attacked(net, lo, hi) -> float:
 
 @pytest.mark.parametrize("seed, d, eps, act", [(0, 60, 0.3, torch.nn.Tanh), (0, 30, 0.1, torch.nn.Tanh),
                                                (2, 30, 0.1, torch.nn.Tanh), (1, 60, 0.4, torch.nn.Sigmoid),
-                                               (0, 60, 0.3, torch.nn.GELU)])
+                                               (0, 60, 0.3, torch.nn.GELU), (1, 60, 0.3, torch.nn.SiLU)])
 def test_halving_proves_what_relaxation_and_input_splitting_do_not(seed, d, eps, act):
     net = _net(seed, d, act)
     engine = BoundEngine(BoundGraph.from_module(net, (d,)))

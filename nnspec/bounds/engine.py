@@ -34,7 +34,6 @@ from nnspec.bounds.graph import BoundGraph, Op
 from nnspec.bounds.relax import (
     concretise,
     cut_at_splits,
-    gelu_interval,
     intersect,
     numel,
     relaxation,
@@ -42,9 +41,11 @@ from nnspec.bounds.relax import (
     relu_parts,
     signed_rows,
     SMOOTH,
+    VALLEYS,
+    valley_interval,
 )
 
-ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign", "softplus", "elu", "gelu")
+ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "sign", "softplus", "elu", "gelu", "silu")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
 
 
@@ -220,8 +221,8 @@ class BoundEngine:
                 low, high = torch.maximum(low, op.pool(pl)), torch.minimum(high, op.pool(pu))
             return low, high
         (l, u), = ins
-        if op.kind == "gelu":  # (not monotone)
-            return gelu_interval(l, u)
+        if op.kind in VALLEYS:  # (not monotone)
+            return valley_interval(op.kind, l, u)
         return op.fn(l), op.fn(u)  # the other elementwise ops and max-pooling: nondecreasing
 
     def _ibp_exact(self) -> set[str]:

@@ -13,7 +13,7 @@ every op keeps the fx node's name so that notes point at the graph. The kinds:
   part is applied backwards by autograd (a vector-Jacobian product), so any padding, stride or
   grouping is handled exactly; its interval rule is ``monotone`` (every coefficient >= 0, or
   <= 0, per argument) or ``signed`` (centre and radius with absolute weights);
-- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1), ``gelu``:
+- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1), ``gelu``, ``silu``:
   elementwise, with linear relaxations;
 - ``maxpool``: an interval rule; backward passes concretise at its output.
 
@@ -45,7 +45,7 @@ class Unsupported(ValueError):
 @dataclass
 class Op:
     name: str
-    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | softplus | elu | gelu | maxpool
+    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | softplus | elu | gelu | silu | maxpool
     inputs: tuple[str, ...]  # the non-constant arguments, in the order ``fn`` takes them
     fn: Callable[..., torch.Tensor]  # float64, batched: fn(*inputs) -> output
     shape: tuple[int, ...] = ()  # output shape without the batch dimension
@@ -160,6 +160,11 @@ class BoundGraph:
                 clip = _clip_range(gm, node, args, kwargs, refs)
                 if clip is not None:  # as ReLUs: min(max(x, a), b) = a + relu(x - a) - relu(x - b)
                     ops.extend(_clip_ops(node.name, refs[0], *clip))
+                    env[node] = _Ref(node.name)
+                    continue
+                swish = _swish_input(gm, node, args, ops)
+                if swish is not None:  # x * sigmoid(x), as ONNX has SiLU: one op
+                    ops.append(Op(node.name, "silu", (swish,), F.silu))
                     env[node] = _Ref(node.name)
                     continue
                 leaky = _leaky_ops(gm, node, args, kwargs, refs)
@@ -430,6 +435,24 @@ def _clip_ops(name: str, source: str, a: float | None, b: float | None) -> list[
     return ops + [last]
 
 
+def _swish_input(gm: fx.GraphModule, node: fx.Node, args, ops: list[Op]) -> str | None:
+    """The op x of a product x * sigmoid(x) or sigmoid(x) * x (SiLU, as an ONNX export writes it),
+    or None."""
+    if len(args) != 2 or not all(isinstance(a, _Ref) for a in args):
+        return None
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if module is not None:
+        if getattr(module, "math_op_function", None) is not torch.mul:
+            return None
+    elif node.op != "call_function" or node.target not in (operator.mul, torch.mul):
+        return None
+    for x, s in ((args[0].name, args[1].name), (args[1].name, args[0].name)):
+        op = next((o for o in reversed(ops) if o.name == s), None)
+        if op is not None and op.kind == "sigmoid" and op.inputs == (x,):
+            return x
+    return None
+
+
 def _leaky_ops(gm: fx.GraphModule, node: fx.Node, args, kwargs, refs) -> list[Op] | None:
     """A PReLU (slopes per channel or element: nn.PReLU, F.prelu, onnx2torch's OnnxPReLU with
     constant slopes) or a leaky ReLU whose slope is outside [0, 1] as exact ops over ReLUs (the
@@ -546,6 +569,8 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
         if beta != 1:
             raise Unsupported(f"no bound for {what} with beta {beta} at node {name}")
         return Op(name, "softplus", tuple(refs), fn)
+    if isinstance(module, nn.SiLU) or target is F.silu:  # x sigmoid(x): not monotone, not convex
+        return Op(name, "silu", tuple(refs), fn)
     if isinstance(module, nn.GELU) or target is F.gelu:  # x Phi(x): not monotone, not convex
         approximate = module.approximate if module is not None else kwargs.get("approximate", "none")
         if approximate != "none":

@@ -87,8 +87,9 @@ def _smooth(op: Op):
         return torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, stationary, 0.0
     if op.kind == "softplus":
         return F.softplus, torch.sigmoid, lambda k: [_logit(k)], CONVEX_SLACK
-    if op.kind == "gelu":  # x Phi(x): f' = Phi + x phi, monotone on (-inf, -r], [-r, r], [r, inf), r = sqrt(2)
-        return F.gelu, _gelu_deriv, _gelu_stationary, 0.0
+    if op.kind in VALLEYS:  # x Phi(x), x sigmoid(x): f' monotone on (-inf, -r], [-r, r], [r, inf)
+        f, deriv = VALLEYS[op.kind][:2]
+        return f, deriv, lambda k: _valley_stationary(op.kind, k), 0.0
     alpha = op.slope  # elu: alpha e^x = k on x < 0, and the kink at 0
     return (lambda x: F.elu(x, alpha), lambda x: torch.where(x < 0, alpha * torch.exp(x), 1.0),
             lambda k: [torch.log((k / alpha).clamp_min(1e-300)), torch.zeros_like(k)], CONVEX_SLACK)
@@ -98,46 +99,53 @@ def _gelu_deriv(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
 
 
-# f' is monotone on each piece; past +-GELU_FAR, f is 0 or x within e^-800, so f - kx is linear there
-# and its extremes on a piece beyond are the piece's ends (GELU_FAR itself is a candidate)
-GELU_FAR = 40.0
-GELU_STEPS = 52
+def _silu_deriv(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
 
 
-def _gelu_stationary(k: torch.Tensor) -> list[torch.Tensor]:
-    """Points where GELU'(x) = k, one per piece on which GELU' is monotone, by GELU_STEPS bisection
-    steps (a piece is at most 38.6 wide: within 1e-14 of the root, where f - kx is within 1e-27 of
-    its extreme, far inside the offsets' widening). Where k is out of a piece's range the result is that piece's end,
-    a point of the interval like any other: the offsets take the extremes over the ends and these
-    points, and an extra point inside [l, u] can only be >= the true minimum of f - kx and <= its
-    maximum, while every true stationary point is among them (to rounding, which the offsets'
-    1e-12 relative widening covers)."""
-    r = math.sqrt(2)
+# x times a smooth step: one valley, f' rising on [-r, r] and falling outside (to 0 on the left,
+# to 1 on the right). Per kind: f, f', r (where f'' = 0), "far" (past +-far f is 0 or x within
+# 1e-24, so f - kx is linear there to that and its extremes on a piece beyond are the piece's
+# ends, far itself being a candidate), and the least value's point (f' = 0)
+VALLEYS = {
+    "gelu": (torch.nn.functional.gelu, _gelu_deriv, math.sqrt(2), 40.0, -0.7517915246935645),
+    "silu": (torch.nn.functional.silu, _silu_deriv, 2.399357280515467, 60.0, -1.278464542761074),
+}
+VALLEY_STEPS = 52
+
+
+def _valley_stationary(kind: str, k: torch.Tensor) -> list[torch.Tensor]:
+    """Points where f'(x) = k, one per piece on which f' is monotone, by VALLEY_STEPS bisection
+    steps (a piece is at most 58 wide: within 2e-14 of the root, where f - kx is within 1e-27 of
+    its extreme, far inside the offsets' widening), and +-far. Where k is out of a piece's range
+    the result is that piece's end: a point of the interval like any other. The offsets take the
+    extremes over the ends and these points; an extra point inside [l, u] can only be >= the true
+    minimum of f - kx and <= its maximum, while every true stationary point is among them (to
+    rounding, which the offsets' 1e-12 relative widening covers)."""
+    _, deriv, r, far, _ = VALLEYS[kind]
     out = []
-    for a, b, rising in ((-GELU_FAR, -r, False), (-r, r, True), (r, GELU_FAR, False)):
+    for a, b, rising in ((-far, -r, False), (-r, r, True), (r, far, False)):
         lo, hi = torch.full_like(k, a), torch.full_like(k, b)
-        for _ in range(GELU_STEPS):
+        for _ in range(VALLEY_STEPS):
             mid = (lo + hi) / 2
-            below = _gelu_deriv(mid) < k
+            below = deriv(mid) < k
             go_right = below if rising else ~below
             lo, hi = torch.where(go_right, mid, lo), torch.where(go_right, hi, mid)
         out.append((lo + hi) / 2)
-    return out + [torch.full_like(k, -GELU_FAR), torch.full_like(k, GELU_FAR)]
+    return out + [torch.full_like(k, -far), torch.full_like(k, far)]
 
 
-# GELU's least value: at its one stationary point x_min (GELU' = 0 there), f(x_min) = -0.16997...
-GELU_ARGMIN = -0.7517915246935645
-
-
-def gelu_interval(l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[min, max] of GELU on [l, u]: it decreases up to GELU_ARGMIN and increases after, so the
-    maximum is at an end and the minimum at an end or at GELU_ARGMIN (its value less 1e-12 for
-    the digits of the constant). Both widened by 1e-12 (1 + |value|): torch's float64 GELU is
-    monotone on each side only to rounding (an interior point came out 1e-18 above both ends)."""
-    F = torch.nn.functional
-    fl, fu = F.gelu(l), F.gelu(u)
-    inside = (l <= GELU_ARGMIN) & (u >= GELU_ARGMIN)
-    least = F.gelu(torch.tensor(GELU_ARGMIN, dtype=l.dtype)) - 1e-12
+def valley_interval(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[min, max] of GELU or SiLU on [l, u]: each decreases up to its least value's point and
+    increases after, so the maximum is at an end and the minimum at an end or at that point (its
+    value less 1e-12 for the digits of the constant). Both widened by 1e-12 (1 + |value|): torch's
+    float64 functions are monotone on each side only to rounding (an interior point of GELU came
+    out 1e-18 above both ends)."""
+    f, argmin = VALLEYS[kind][0], VALLEYS[kind][4]
+    fl, fu = f(l), f(u)
+    inside = (l <= argmin) & (u >= argmin)
+    least = f(torch.tensor(argmin, dtype=l.dtype)) - 1e-12
     low, high = torch.where(inside, least, torch.minimum(fl, fu)), torch.maximum(fl, fu)
     return low - 1e-12 * (1 + low.abs()), high + 1e-12 * (1 + high.abs())
 
@@ -155,7 +163,7 @@ def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tupl
 
 # the smooth nonlinearities (their relaxation is ``_parallel_chord``'s): branch and bound splits
 # one by halving its input's interval (``halved``), which narrows its lines' gap about fourfold
-SMOOTH = ("sigmoid", "tanh", "softplus", "elu", "gelu")
+SMOOTH = ("sigmoid", "tanh", "softplus", "elu", "gelu", "silu")
 MAX_HALVINGS = 24  # a neuron's interval is halved at most this often (a code below 2**25)
 
 
