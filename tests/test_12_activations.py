@@ -301,3 +301,48 @@ def test_onnx_silu_as_sigmoid_times_input_is_one_op(tmp_path):
         with torch.no_grad():
             ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
         assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
+
+
+@pytest.mark.parametrize("variant", ["div", "mul", "swapped", "erf alone"])
+def test_onnx_erf_and_gelu_as_older_exports_write_it(tmp_path, variant):
+    """Erf has a rule of its own (nondecreasing, tanh-shaped: parallel-chord lines), and GELU as
+    exports before opset 20 write it, Mul(h, Add(Erf(Div(h, sqrt 2)), 1)) then Mul by 0.5 (or
+    Mul(h, 1/sqrt 2) inside, or the product's factors swapped), is read as GELU: one gelu op,
+    the replaced ops dropped (before, "no bound for OnnxErf"). Bounds hold at sampled inputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnspec.models.loading import load_model
+
+    rng = np.random.default_rng(3)
+    const = numpy_helper.from_array
+    inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
+             const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b"),
+             const(np.array(np.sqrt(2), np.float32), "c"), const(np.array(1 / np.sqrt(2), np.float32), "ic"),
+             const(np.array(1.0, np.float32), "one"), const(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1),
+             helper.make_node("Mul", ["h", "ic"], ["d"]) if variant == "mul" else helper.make_node("Div", ["h", "c"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"])]
+    if variant == "erf alone":
+        nodes.append(helper.make_node("Gemm", ["e", "W", "b"], ["y"], transB=1))
+    else:
+        nodes += [helper.make_node("Add", ["e", "one"], ["p"]),
+                  helper.make_node("Mul", ["p", "h"] if variant == "swapped" else ["h", "p"], ["m"]),
+                  helper.make_node("Mul", ["m", "half"], ["a"]), helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    path = tmp_path / "erf.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model = load_model(path)
+    engine = BoundEngine(BoundGraph.from_module(model.module, (4,)))
+    kinds = [op.kind for op in engine.graph.ops if op.kind not in ("input", "affine")]
+    assert kinds == (["erf"] if variant == "erf alone" else ["gelu"])
+    for seed in range(3):
+        lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2 - 1.5
+        hi = lo + 1.0
+        with torch.no_grad():
+            ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+        for method in ("ibp", "crown", "alpha"):
+            C = torch.cat([torch.eye(2), -torch.eye(2)]).double()[None]
+            bound = engine.bound(lo, hi, C, method=method)[0]
+            assert (bound <= torch.cat([ys, -ys], 1).min(0).values + 1e-6).all()

@@ -13,7 +13,7 @@ every op keeps the fx node's name so that notes point at the graph. The kinds:
   part is applied backwards by autograd (a vector-Jacobian product), so any padding, stride or
   grouping is handled exactly; its interval rule is ``monotone`` (every coefficient >= 0, or
   <= 0, per argument) or ``signed`` (centre and radius with absolute weights);
-- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1), ``gelu``, ``silu``:
+- ``relu``, ``leaky_relu``, ``sigmoid``, ``tanh``, ``sign``, ``softplus``, ``elu`` (alpha <= 1), ``gelu``, ``silu``, ``erf``:
   elementwise, with linear relaxations;
 - ``maxpool``: an interval rule; backward passes concretise at its output.
 
@@ -45,7 +45,7 @@ class Unsupported(ValueError):
 @dataclass
 class Op:
     name: str
-    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | softplus | elu | gelu | silu | maxpool
+    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | erf | softplus | elu | gelu | silu | maxpool
     inputs: tuple[str, ...]  # the non-constant arguments, in the order ``fn`` takes them
     fn: Callable[..., torch.Tensor]  # float64, batched: fn(*inputs) -> output
     shape: tuple[int, ...] = ()  # output shape without the batch dimension
@@ -167,6 +167,12 @@ class BoundGraph:
                     ops.append(Op(node.name, "silu", (swish,), F.silu))
                     env[node] = _Ref(node.name)
                     continue
+                erf_gelu = _erf_gelu_input(gm, node, args, ops)
+                if erf_gelu is not None:  # x * (1 + erf(x / sqrt 2)), as ONNX has GELU before opset 20: 2 GELU(x)
+                    ops += [Op(f"{node.name}/gelu", "gelu", (erf_gelu,), F.gelu),
+                            Op(node.name, "affine", (f"{node.name}/gelu",), lambda g: 2 * g, abs_fn=lambda r: 2 * r)]
+                    env[node] = _Ref(node.name)
+                    continue
                 leaky = _leaky_ops(gm, node, args, kwargs, refs)
                 if leaky is not None:  # PReLU, or a leaky ReLU sloped outside [0, 1]: one ReLU and an affine op
                     ops.extend(leaky)
@@ -177,6 +183,7 @@ class BoundGraph:
                 env[node] = _Ref(op.name)
         if output is None:
             raise Unsupported("the graph has no output")
+        ops = _live(ops, output)
         graph = cls(ops, output, tuple(input_shape))
         graph.stripped_softmax = stripped
         graph._infer_shapes()
@@ -435,16 +442,62 @@ def _clip_ops(name: str, source: str, a: float | None, b: float | None) -> list[
     return ops + [last]
 
 
+def _live(ops: list[Op], output: str) -> list[Op]:
+    """The ops the output depends on (through their inputs and the intervals they intersect
+    with), in order: a pattern read as one op (SiLU's sigmoid, GELU's erf) leaves the ops it
+    replaced with no reader, and bounding them would cost passes for nothing."""
+    by_name = {op.name: op for op in ops}
+    needed, todo = {"input", output}, [output]
+    while todo:
+        op = by_name[todo.pop()]
+        for name in op.inputs + ((op.pool_input,) if op.pool_input else ()):
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    return [op for op in ops if op.name in needed]
+
+
+def _is_mul(gm: fx.GraphModule, node: fx.Node) -> bool:
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if module is not None:
+        return getattr(module, "math_op_function", None) is torch.mul
+    return node.op == "call_function" and node.target in (operator.mul, torch.mul)
+
+
+def _erf_gelu_input(gm: fx.GraphModule, node: fx.Node, args, ops: list[Op]) -> str | None:
+    """The op x of a product x * (1 + erf(x c)) with c = 1 / sqrt(2) to float32's precision (x / c
+    or x * c before the erf), either order: twice GELU(x), as exports before opset 20 write
+    GELU (a Mul by 0.5 follows); or None. The float32 constant's rounding (1e-8 relative) is of
+    the order of the model's own float32 arithmetic, which the proofs' guard covers."""
+    if len(args) != 2 or not all(isinstance(a, _Ref) for a in args) or not _is_mul(gm, node):
+        return None
+    by_name = {o.name: o for o in ops}
+    one = torch.ones(1, dtype=torch.float64)
+    for x, y in ((args[0].name, args[1].name), (args[1].name, args[0].name)):
+        plus = by_name.get(y)
+        if plus is None or plus.kind != "affine" or plus.back != "shift" or plus.signs != (1,):
+            continue
+        erf = by_name.get(plus.inputs[0])
+        if erf is None or erf.kind != "erf":
+            continue
+        scale = by_name.get(erf.inputs[0])
+        if scale is None or scale.kind != "affine" or scale.inputs != (x,):
+            continue
+        try:
+            with torch.no_grad():
+                shift = float(plus.fn(0 * one)[0])
+                c, offset = float(scale.fn(one)[0] - scale.fn(0 * one)[0]), float(scale.fn(0 * one)[0])
+        except (RuntimeError, TypeError, IndexError):  # pragma: no cover - a shape the probe does not fit
+            continue
+        if shift == 1.0 and offset == 0.0 and abs(c - 1 / math.sqrt(2)) <= 1e-7:
+            return x
+    return None
+
+
 def _swish_input(gm: fx.GraphModule, node: fx.Node, args, ops: list[Op]) -> str | None:
     """The op x of a product x * sigmoid(x) or sigmoid(x) * x (SiLU, as an ONNX export writes it),
     or None."""
-    if len(args) != 2 or not all(isinstance(a, _Ref) for a in args):
-        return None
-    module = gm.get_submodule(node.target) if node.op == "call_module" else None
-    if module is not None:
-        if getattr(module, "math_op_function", None) is not torch.mul:
-            return None
-    elif node.op != "call_function" or node.target not in (operator.mul, torch.mul):
+    if len(args) != 2 or not all(isinstance(a, _Ref) for a in args) or not _is_mul(gm, node):
         return None
     for x, s in ((args[0].name, args[1].name), (args[1].name, args[0].name)):
         op = next((o for o in reversed(ops) if o.name == s), None)
@@ -562,6 +615,8 @@ def _classify(gm: fx.GraphModule, node: fx.Node, call, args, kwargs, refs: list[
     function = getattr(module, "function", None) if what == "OnnxFunction" else None
     if isinstance(module, nn.Tanh) or target in (torch.tanh, F.tanh) or function is torch.tanh:
         return Op(name, "tanh", tuple(refs), fn)
+    if what == "OnnxErf" or target is torch.erf or function is torch.erf:  # nondecreasing, tanh-shaped
+        return Op(name, "erf", tuple(refs), fn)
     if function is torch.sign or target is torch.sign:
         return Op(name, "sign", tuple(refs), fn)
     if isinstance(module, nn.Softplus) or target is F.softplus:  # convex: chord above, tangent below

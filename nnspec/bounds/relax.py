@@ -85,6 +85,11 @@ def _smooth(op: Op):
             t = torch.sqrt((1 - k).clamp_min(0)).clamp(max=1 - 1e-16)
             return [torch.atanh(t), -torch.atanh(t)]
         return torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, stationary, 0.0
+    if op.kind == "erf":
+        def stationary(k):  # 2 / sqrt(pi) e^(-x^2) = k
+            t = torch.sqrt(torch.log((2 / math.sqrt(math.pi)) / k.clamp_min(1e-300)).clamp_min(0))
+            return [t, -t]
+        return torch.erf, lambda x: 2 / math.sqrt(math.pi) * torch.exp(-x * x), stationary, 0.0
     if op.kind == "softplus":
         return F.softplus, torch.sigmoid, lambda k: [_logit(k)], CONVEX_SLACK
     if op.kind in VALLEYS:  # x Phi(x), x sigmoid(x): f' monotone on (-inf, -r], [-r, r], [r, inf)
@@ -163,7 +168,7 @@ def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tupl
 
 # the smooth nonlinearities (their relaxation is ``_parallel_chord``'s): branch and bound splits
 # one by halving its input's interval (``halved``), which narrows its lines' gap about fourfold
-SMOOTH = ("sigmoid", "tanh", "softplus", "elu", "gelu", "silu")
+SMOOTH = ("sigmoid", "tanh", "erf", "softplus", "elu", "gelu", "silu")
 MAX_HALVINGS = 24  # a neuron's interval is halved at most this often (a code below 2**25)
 
 
