@@ -33,6 +33,8 @@ ACTIVATIONS = {
     "prelu in [0, 2]": lambda: _prelu(_slopes(2, 0.0, 2.0)),
     "prelu above 1": lambda: _prelu(_slopes(3, 1.0, 3.0)),
     "prelu below 0": lambda: _prelu(_slopes(4, -1.0, 0.0)),
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
 }
 
 
@@ -217,42 +219,38 @@ def test_gelu_and_silu_lines_and_interval_hold_and_touch(kind):
     assert (f.min(0).values - low < tolerance).all() and (high - f.max(0).values < 1e-9).all()
 
 
-@pytest.mark.parametrize("act", [nn.GELU, nn.SiLU])
-@pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "forward+crown"])
-def test_gelu_and_silu_network_bounds_hold_at_sampled_inputs(method, act):
-    for seed in range(3):
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(3, 8), act(), nn.Linear(8, 8), act(), nn.Linear(8, 2)).double()
-        engine = BoundEngine(BoundGraph.from_module(net, (3,)))
-        lo = -torch.rand(1, 3, dtype=torch.float64)
-        hi = lo + 1.5
-        C = torch.cat([torch.eye(2), -torch.eye(2)]).double()[None]
-        bound = engine.bound(lo, hi, C, method=method)[0]
-        with torch.no_grad():
-            y = net(lo + (hi - lo) * torch.rand(20000, 3, dtype=torch.float64))
-        least = torch.cat([y, -y], 1).min(0).values
-        assert (bound <= least + 1e-9).all() and (bound > least - 10).all()
-
-
-def test_onnx_gelu_of_opset_20_is_bounded_and_its_tanh_form_refused(tmp_path):
+def _mlp_file(path, middle: list, opset: int = 13, extra: tuple = (), seed: int = 3):
+    """An ONNX MLP, x (1, 4) -Gemm-> h, the nodes ``middle`` from "h" to "a", -Gemm-> y (1, 2),
+    with the initializers ``extra``, loaded as nnspec loads models."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from nnspec.models.loading import load_model
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     const = numpy_helper.from_array
+    inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
+             const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b"),
+             *(const(np.array(v, np.float32), name) for name, v in extra)]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1), *middle,
+             helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return load_model(path)
+
+
+def _samples_of(model, lo, hi):
+    with torch.no_grad():
+        return model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+
+
+def test_onnx_gelu_of_opset_20_is_bounded_and_its_tanh_form_refused(tmp_path):
+    from onnx import helper
+
     for approximate in ("none", "tanh"):
-        inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
-                 const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b")]
-        nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1),
-                 helper.make_node("Gelu", ["h"], ["a"], approximate=approximate),
-                 helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
-        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
-        path = tmp_path / f"gelu_{approximate}.onnx"
-        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), str(path))
-        model = load_model(path)
+        model = _mlp_file(tmp_path / f"gelu_{approximate}.onnx",
+                          [helper.make_node("Gelu", ["h"], ["a"], approximate=approximate)], opset=20)
         if approximate == "tanh":
             with pytest.raises(Unsupported, match="no bound for GELU with approximate='tanh' at node"):
                 BoundGraph.from_module(model.module, (4,))
@@ -262,8 +260,7 @@ def test_onnx_gelu_of_opset_20_is_bounded_and_its_tanh_form_refused(tmp_path):
         lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) - 0.5
         hi = lo + 1.0
         l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
-        with torch.no_grad():
-            ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+        ys = _samples_of(model, lo, hi)
         assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
 
 
@@ -271,24 +268,12 @@ def test_onnx_silu_as_sigmoid_times_input_is_one_op(tmp_path):
     """SiLU as an ONNX export writes it, Mul(h, Sigmoid(h)) (either order): one silu op on h
     (before, "no bound for a product of two inputs"), its CROWN bounds hold at sampled inputs; a
     product with the sigmoid of another tensor stays refused."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    from nnspec.models.loading import load_model
-
-    rng = np.random.default_rng(4)
-    const = numpy_helper.from_array
     for order, other in ((["h", "s"], False), (["s", "h"], False), (["g", "s"], True)):
-        inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
-                 const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b")]
-        nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1), helper.make_node("Sigmoid", ["h"], ["s"]),
-                 helper.make_node("Relu", ["h"], ["g"]), helper.make_node("Mul", order, ["a"]),
-                 helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
-        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
-        path = tmp_path / f"silu_{order[0]}{order[1]}.onnx"
-        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-        model = load_model(path)
+        middle = [helper.make_node("Sigmoid", ["h"], ["s"]), helper.make_node("Relu", ["h"], ["g"]),
+                  helper.make_node("Mul", order, ["a"])]
+        model = _mlp_file(tmp_path / f"silu_{order[0]}{order[1]}.onnx", middle, seed=4)
         if other:
             with pytest.raises(Unsupported, match="no bound for a product of two inputs"):
                 BoundGraph.from_module(model.module, (4,))
@@ -298,8 +283,7 @@ def test_onnx_silu_as_sigmoid_times_input_is_one_op(tmp_path):
         lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) - 0.5
         hi = lo + 1.0
         l, u = engine.intervals(lo, hi, "crown")[engine.graph.output]
-        with torch.no_grad():
-            ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+        ys = _samples_of(model, lo, hi)
         assert (ys >= l - 1e-9).all() and (ys <= u + 1e-9).all()
 
 
@@ -309,39 +293,24 @@ def test_onnx_erf_and_gelu_as_older_exports_write_it(tmp_path, variant):
     exports before opset 20 write it, Mul(h, Add(Erf(Div(h, sqrt 2)), 1)) then Mul by 0.5 (or
     Mul(h, 1/sqrt 2) inside, or the product's factors swapped), is read as GELU: one gelu op,
     the replaced ops dropped (before, "no bound for OnnxErf"). Bounds hold at sampled inputs."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    from nnspec.models.loading import load_model
-
-    rng = np.random.default_rng(3)
-    const = numpy_helper.from_array
-    inits = [const(rng.normal(size=(6, 4)).astype(np.float32), "W1"), const(rng.normal(size=6).astype(np.float32), "b1"),
-             const(rng.normal(size=(2, 6)).astype(np.float32), "W"), const(rng.normal(size=2).astype(np.float32), "b"),
-             const(np.array(np.sqrt(2), np.float32), "c"), const(np.array(1 / np.sqrt(2), np.float32), "ic"),
-             const(np.array(1.0, np.float32), "one"), const(np.array(0.5, np.float32), "half")]
-    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1),
-             helper.make_node("Mul", ["h", "ic"], ["d"]) if variant == "mul" else helper.make_node("Div", ["h", "c"], ["d"]),
-             helper.make_node("Erf", ["d"], ["e"])]
+    middle = [helper.make_node("Mul", ["h", "ic"], ["d"]) if variant == "mul" else helper.make_node("Div", ["h", "c"], ["d"])]
     if variant == "erf alone":
-        nodes.append(helper.make_node("Gemm", ["e", "W", "b"], ["y"], transB=1))
+        middle.append(helper.make_node("Erf", ["d"], ["a"]))
     else:
-        nodes += [helper.make_node("Add", ["e", "one"], ["p"]),
-                  helper.make_node("Mul", ["p", "h"] if variant == "swapped" else ["h", "p"], ["m"]),
-                  helper.make_node("Mul", ["m", "half"], ["a"]), helper.make_node("Gemm", ["a", "W", "b"], ["y"], transB=1)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
-    path = tmp_path / "erf.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    model = load_model(path)
+        middle += [helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "one"], ["p"]),
+                   helper.make_node("Mul", ["p", "h"] if variant == "swapped" else ["h", "p"], ["m"]),
+                   helper.make_node("Mul", ["m", "half"], ["a"])]
+    model = _mlp_file(tmp_path / "erf.onnx", middle,
+                      extra=(("c", np.sqrt(2)), ("ic", 1 / np.sqrt(2)), ("one", 1.0), ("half", 0.5)))
     engine = BoundEngine(BoundGraph.from_module(model.module, (4,)))
     kinds = [op.kind for op in engine.graph.ops if op.kind not in ("input", "affine")]
     assert kinds == (["erf"] if variant == "erf alone" else ["gelu"])
     for seed in range(3):
         lo = torch.rand(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2 - 1.5
         hi = lo + 1.0
-        with torch.no_grad():
-            ys = model.module.double()(lo + (hi - lo) * torch.rand(4000, 4, dtype=torch.float64))
+        ys = _samples_of(model, lo, hi)
         for method in ("ibp", "crown", "alpha"):
             C = torch.cat([torch.eye(2), -torch.eye(2)]).double()[None]
             bound = engine.bound(lo, hi, C, method=method)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.smooth_bab import attacked, network
 from nnspec.bounds import bab
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.graph import BoundGraph
@@ -35,41 +36,16 @@ def test_halves_cover_their_piece_exactly():
     assert bool((first[0] == 0.1).all() and (last[1] == 0.7).all())
 
 
-def _net(seed: int, d: int, act) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(d, 16), act(), torch.nn.Linear(16, 16), act(),
-                               torch.nn.Linear(16, 1)).double()
-
-
-def _attacked(net, lo, hi) -> float:
-    """The least output a few projected gradient descents find (>= the true minimum)."""
-    gen = torch.Generator().manual_seed(1)
-    best = float("inf")
-    for _ in range(4):
-        x = (lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=lo.dtype)).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=0.05 * float((hi - lo).max()))
-        for _ in range(150):
-            opt.zero_grad()
-            net(x[None])[0, 0].backward()
-            opt.step()
-            with torch.no_grad():
-                x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-        with torch.no_grad():
-            best = min(best, float(net(x[None])[0, 0]))
-    return best
-
-
-@pytest.mark.parametrize("seed, d, eps, act", [(0, 60, 0.3, torch.nn.Tanh), (0, 30, 0.1, torch.nn.Tanh),
-                                               (2, 30, 0.1, torch.nn.Tanh), (1, 60, 0.4, torch.nn.Sigmoid),
-                                               (0, 60, 0.3, torch.nn.GELU), (1, 60, 0.3, torch.nn.SiLU)])
+@pytest.mark.parametrize("seed, d, eps, act", [(0, 60, 0.3, "tanh"), (0, 30, 0.1, "tanh"), (2, 30, 0.1, "tanh"),
+                                               (1, 60, 0.4, "sigmoid"), (0, 60, 0.3, "gelu"), (1, 60, 0.3, "silu")])
 def test_halving_proves_what_relaxation_and_input_splitting_do_not(seed, d, eps, act):
-    net = _net(seed, d, act)
+    net = network(seed, d, act)  # (bench.smooth_bab's: two layers of 16)
     engine = BoundEngine(BoundGraph.from_module(net, (d,)))
     torch.manual_seed(100 + seed)
     x0 = torch.randn(d, dtype=torch.float64)
     lo, hi = x0 - eps, x0 + eps
     C = torch.ones(1, 1, dtype=torch.float64)
-    top = _attacked(net, lo, hi)
+    top = attacked(net, lo, hi, restarts=4, steps=150)
     root = float(engine.bound(lo[None], hi[None], C[None], method="alpha")[0, 0])
     assert root < top - 1e-3  # a gap for branch and bound to close
     # 70% of the way from alpha-CROWN's bound to the attack's value: neuron splitting proves it
@@ -97,7 +73,7 @@ def test_mixed_relu_and_smooth_network_stays_sound():
         C = torch.ones(1, 1, dtype=torch.float64)
         with torch.no_grad():
             sampled = float(net(lo + (hi - lo) * torch.rand(4000, 24, dtype=torch.float64)).min())
-        least = min(sampled, _attacked(net, lo, hi))
+        least = min(sampled, attacked(net, lo, hi, restarts=4, steps=150))
         root = float(engine.bound(lo[None], hi[None], C[None], method="alpha")[0, 0])
         result = bab.verify(engine, lo, hi, C, least + 1e-6, time_limit=3.0, milp_workers=1)
         assert not result.proven

@@ -457,6 +457,11 @@ def _live(ops: list[Op], output: str) -> list[Op]:
     return [op for op in ops if op.name in needed]
 
 
+def _producer(ops: list[Op], name: str) -> Op | None:
+    """The op named ``name`` among those built so far (patterns look a few ops back)."""
+    return next((o for o in reversed(ops) if o.name == name), None)
+
+
 def _is_mul(gm: fx.GraphModule, node: fx.Node) -> bool:
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
     if module is not None:
@@ -471,16 +476,15 @@ def _erf_gelu_input(gm: fx.GraphModule, node: fx.Node, args, ops: list[Op]) -> s
     the order of the model's own float32 arithmetic, which the proofs' guard covers."""
     if len(args) != 2 or not all(isinstance(a, _Ref) for a in args) or not _is_mul(gm, node):
         return None
-    by_name = {o.name: o for o in ops}
     one = torch.ones(1, dtype=torch.float64)
     for x, y in ((args[0].name, args[1].name), (args[1].name, args[0].name)):
-        plus = by_name.get(y)
+        plus = _producer(ops, y)
         if plus is None or plus.kind != "affine" or plus.back != "shift" or plus.signs != (1,):
             continue
-        erf = by_name.get(plus.inputs[0])
+        erf = _producer(ops, plus.inputs[0])
         if erf is None or erf.kind != "erf":
             continue
-        scale = by_name.get(erf.inputs[0])
+        scale = _producer(ops, erf.inputs[0])
         if scale is None or scale.kind != "affine" or scale.inputs != (x,):
             continue
         try:
@@ -500,7 +504,7 @@ def _swish_input(gm: fx.GraphModule, node: fx.Node, args, ops: list[Op]) -> str 
     if len(args) != 2 or not all(isinstance(a, _Ref) for a in args) or not _is_mul(gm, node):
         return None
     for x, s in ((args[0].name, args[1].name), (args[1].name, args[0].name)):
-        op = next((o for o in reversed(ops) if o.name == s), None)
+        op = _producer(ops, s)
         if op is not None and op.kind == "sigmoid" and op.inputs == (x,):
             return x
     return None
