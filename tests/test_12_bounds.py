@@ -125,8 +125,8 @@ def test_a_model_that_gives_probabilities_is_proved_on_the_logits_before_its_sof
     """The layers' Lipschitz constant bounds the logit margin: a model declared to give probabilities
     gets none. But a property that reads only the order of the outputs (a confidence gap with margin
     0) is proved on the logits before a final softmax, which keeps their order: the same certified
-    radius as the network without its softmax. Without a final softmax in the graph, or with a
-    margin on the probabilities, nothing is claimed."""
+    radius as the network without its softmax. Without a final softmax in the graph nothing is
+    claimed; a margin on the probabilities is proved through the softmax (``bounds.softmax``)."""
     import nnspec
 
     logits = relu_net((4, 10, 3), seed=4)
@@ -142,12 +142,12 @@ def test_a_model_that_gives_probabilities_is_proved_on_the_logits_before_its_sof
                                   domain=(0.0, 1.0))[0]
     assert sigmoid.bounds["lower"] is None and any("does not end in a softmax" in n for n in sigmoid.notes)
     p = torch.softmax(logits(x), dim=1)[0].sort(descending=True).values
-    gap = float(p[0] - p[1]) / 2  # holds at the centre: a bound is tried, and refused
+    gap = float(p[0] - p[1]) / 2  # holds at the centre, and in a small ball around it
     margin = nnspec.check_module(nn.Sequential(logits, nn.Softmax(dim=1)), x,
                                  f"robustness margin {gap:.6f} within linf(0.001) using mads(budget=300)",
                                  outputs_are_logits=False, domain=(0.0, 1.0))[0]
-    assert margin.verdict != "violated" and margin.bounds["lower"] is None
-    assert any("no sound bound" in n for n in margin.notes)
+    assert margin.verdict == "proven" and margin.bounds["lower"] == pytest.approx(0.001)
+    assert any("through rows over the logits" in n for n in margin.notes)
 
 
 @pytest.mark.parametrize("seed", [4, 5, 7])
@@ -215,17 +215,22 @@ def test_bab_proves_a_ball_between_crowns_radius_and_the_exact_one(seed):
     assert r.bounds["lower"] == pytest.approx(radius) and r.bounds["lower_method"] == "branch and bound"
 
 
-def test_a_probability_gap_with_a_margin_and_other_conditions_get_no_interval_bound():
+def test_a_probability_gap_with_a_margin_and_other_conditions_read_through_the_softmax_are_proved():
     """With margin 0 a probability gap fails exactly where the logit margin does (softmax keeps the
-    order), so IBP applies; with a margin, or for other conditions, it does not."""
+    order); with a margin, a KL divergence or a probability threshold, the proof goes through the
+    softmax (``bounds.softmax``). Interval bounds alone prove these small balls too."""
     import nnspec
 
     net, x = relu_case(4, 1)
     r = nnspec.check_module(net, x, "robustness within linf(0.001) using mads(budget=300)", domain=(0.0, 1.0))[0]
     assert r.verdict == "proven"
-    for cond in ("robustness margin 0.1", "uncertainty kl > 0.01", "reachability prob(1) < 0.99"):
-        r = nnspec.check_module(net, x, f"{cond} within linf(0.001) using mads(budget=300)", domain=(0.0, 1.0))[0]
-        assert r.bounds["lower"] is None and r.verdict != "proven"
+    p = torch.softmax(net(x), dim=1)[0].sort(descending=True).values
+    gap = float(p[0] - p[1]) / 2  # holds at the centre, and in a small ball around it
+    for cond in (f"robustness margin {gap:.6f}", "uncertainty kl > 0.01", "reachability prob(1) < 0.99"):
+        for method in ("ibp", "crown"):
+            r = nnspec.check_module(net, x, f"{cond} within linf(0.001) using mads(budget=300, bound={method})",
+                                    domain=(0.0, 1.0))[0]
+            assert r.verdict == "proven" and r.bounds["lower"] == pytest.approx(0.001), (cond, method)
 
 
 def test_a_margin_within_float32_rounding_is_not_certified():

@@ -17,7 +17,9 @@ import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives
 from nnspec.models.model import Model
-from nnspec.properties.expressions import ConfidenceGap, OutputThreshold
+from nnspec.bounds import softmax
+from nnspec.bounds.softmax import NotProbability, reads_probabilities
+from nnspec.properties.expressions import ConfidenceGap, OutputThreshold, as_probabilities
 from nnspec.properties.formulas import NotLinear, OutputFormula
 
 
@@ -77,32 +79,43 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
                  method: str = "auto", time_limit: float = 10.0,
                  known_upper: float | None = None, whole: bool = False,
-                 found: list | None = None) -> tuple[float | None, str, str | None]:
+                 found: list | None = None, reference_out: torch.Tensor | None = None) -> tuple[float | None, str, str | None]:
     """(certified radius, note, the method's name), or (None, why not, None). ``bab`` and
     ``milp`` run for at most ``time_limit`` seconds (anytime); ``known_upper``: the distance of a
     confirmed violation, which bounds their search. ``whole``: the region is a box (the ball of
     ``radius`` cut to [lower, upper]): prove all of it first, with the whole time; branch and bound
-    on input splits appends candidate counterexamples it meets to ``found``."""
-    before_softmax = False
-    try:
-        C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, outputs_are_logits)
-    except NotLinear as err:
-        if not reads_order_only(expr, outputs_are_logits):
-            return None, f"no sound bound: {err}", None
-        # the model gives probabilities: where its graph ends in a softmax, the same order of the
-        # logits before it is what a proof must show
-        C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, True)
-        before_softmax, why = True, f"no sound bound: {err}"
+    on input splits appends candidate counterexamples it meets to ``found``. A property read
+    through the softmax (``softmax.reads_probabilities``) is proved on rows over the logits
+    (``softmax.Linearisation``); ``reference_out``: the model's outputs at a KL reference input."""
+    before_softmax, through_softmax = False, reads_probabilities(expr)
+    if through_softmax and not outputs_are_logits:
+        # the model gives probabilities: through the logits before a softmax that ends its graph,
+        # else (a probability threshold) linear in the outputs themselves
+        try:
+            through_softmax = before_softmax = engine_for(model, linear=False, before_softmax=True).graph.stripped_softmax
+        except Unsupported:
+            through_softmax = False
+    C = d = groups = None
+    if not through_softmax:
+        try:
+            C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, outputs_are_logits)
+        except NotLinear as err:
+            if not reads_order_only(expr, outputs_are_logits):
+                return None, f"no sound bound: {err}", None
+            # the model gives probabilities: where its graph ends in a softmax, the same order of the
+            # logits before it is what a proof must show
+            C, d, groups = linear_objectives(expr, model.n_outputs, label, centre_out, True)
+            before_softmax, why = True, f"no sound bound: {err}"
     try:
         engine = engine_for(model, linear=False, before_softmax=before_softmax)
-        if before_softmax and not engine.graph.stripped_softmax:
+        if before_softmax and not through_softmax and not engine.graph.stripped_softmax:
             return None, why + " (and the graph does not end in a softmax)", None
         if method == "auto":
             method = choose_method(engine)
         if method != "ibp":
             engine = engine_for(model, before_softmax=before_softmax)
-        if method == "milp" and before_softmax:
-            return None, "no sound bound: the MILP mode reads logits (this model gives probabilities)", None
+        if method == "milp" and (before_softmax or through_softmax):
+            return None, "no sound bound: the MILP mode reads logits (use bound=bab)", None
         if method == "milp":
             if not isinstance(expr, ConfidenceGap):
                 return None, "no sound bound: the MILP mode covers confidence gaps (use bound=bab)", None
@@ -114,18 +127,38 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
             guard = 64 * torch.finfo(model.dtype).eps * (1.0 + abs(centre))
             return _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free, time_limit,
                          known_upper)
+        if through_softmax:
+            rows = _softmax_rows(engine, model, expr, x0, label, outputs_are_logits, reference_out)
+            C, d, groups = rows.C, rows.d, rows.groups
+            if rows.head is not None:
+                engine = engine_for(model, linear=method != "ibp", before_softmax=before_softmax, head=rows.head)
+            if not rows.exact:  # tangent planes: a point where they fail need not violate
+                found = None
         r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method=method, free=free,
                              model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit,
                              known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found)
-    except Unsupported as err:
+    except (Unsupported, NotProbability) as err:
         return None, f"no sound bound ({err})", None
     except (ValueError, RuntimeError) as err:  # shapes the graph view cannot follow: no bound, no crash
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
+    how = " (the probabilities through rows over the logits)" if through_softmax else ""
     if whole:
-        return r, (f"{name} proves the whole box" if r >= radius else
-                   f"{name} did not prove the whole box; it certifies radius {r:.4g} around the centre"), name
-    return r, f"{name} certifies a box of radius {r:.4g} around the centre", name
+        return r, (f"{name} proves the whole box{how}" if r >= radius else
+                   f"{name} did not prove the whole box; it certifies radius {r:.4g} around the centre{how}"), name
+    return r, f"{name} certifies a box of radius {r:.4g} around the centre{how}", name
+
+
+def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outputs_are_logits: bool,
+                  reference_out: torch.Tensor | None) -> softmax.Rows:
+    """The rows over the graph's logits (and a head's exponentials) that prove ``expr``; the
+    centre's logits from the graph at the point itself (exact up to rounding)."""
+    point = x0.double().reshape((1,) + tuple(engine.graph.input_shape))
+    m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
+    centre_z = engine.bound(point, point, torch.eye(m, dtype=torch.float64)[None], method="ibp")[0]
+    reference_p = None if reference_out is None else as_probabilities(reference_out.double(), outputs_are_logits)
+    reqs = softmax.requirements(expr, m, label, centre_z, reference_p)
+    return softmax.rows(reqs, centre_z, torch.finfo(model.dtype).eps)
 
 
 MILP_TOLERANCE = 1e-6  # relative: HiGHS's optimum is exact up to its feasibility tolerances

@@ -16,22 +16,24 @@ __all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_rad
            "engine_for", "choose_method", "support"]
 
 
-def engine_for(model, linear: bool = True, before_softmax: bool = False) -> BoundEngine:
+def engine_for(model, linear: bool = True, before_softmax: bool = False, head=None) -> BoundEngine:
     """The model's bound engine (cached on the model); raises ``Unsupported`` with the reason.
     ``linear=False``: the graph as converted, without the max-pools' decomposition into ReLUs,
     which only linear relaxations use (interval bounds through it equal the plain max-pool's, and
     probing the windows costs 60 ms on the DeepGame CNN): for IBP and for ``choose_method``.
     ``before_softmax``: a final softmax left out (``engine.graph.stripped_softmax``), for
-    properties that read only the outputs' order."""
+    properties read through it. ``head``: a property's ops after the output
+    (``softmax.ExpHead``), one engine per head."""
     scale, shift = model._scale, model._shift
-    key = (_key(scale), _key(shift), linear, before_softmax)
+    key = (_key(scale), _key(shift), linear, before_softmax, None if head is None else head.key())
     cache = getattr(model, "_bound_engines", None)
     if cache is None:
         cache = model._bound_engines = {}
     if key not in cache:
         try:
             cache[key] = BoundEngine(BoundGraph.from_module(model.module, model.input_shape, scale, shift,
-                                                            decompose=linear, before_softmax=before_softmax))
+                                                            decompose=linear, before_softmax=before_softmax,
+                                                            head=head))
         except Unsupported as err:
             cache[key] = err
     found = cache[key]
@@ -64,7 +66,7 @@ def support(model) -> str:
         except failed:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             return f"none ({reason}): properties are searched, not proved"
-        before = " on the logits before its final softmax (for properties that read only the outputs' order)"
+        before = " on the logits before its final softmax (for properties read through it)"
     kinds = Counter(op.kind for op in engine.graph.ops if op.kind not in ("input", "affine"))
     layers = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())) or "none: the network is affine"
     return f"{METHODS[choose_method(engine)]} by default{before}; nonlinear layers: {layers}"

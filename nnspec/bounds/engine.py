@@ -45,7 +45,7 @@ from nnspec.bounds.relax import (
     valley_interval,
 )
 
-ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "erf", "sign", "softplus", "elu", "gelu", "silu")
+ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "erf", "sign", "softplus", "elu", "gelu", "silu", "exp")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
 
 

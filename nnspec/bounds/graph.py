@@ -19,7 +19,7 @@ every op keeps the fx node's name so that notes point at the graph. The kinds:
 
 Clips (ONNX's Clip, ReLU6, Hardtanh, ``torch.clamp`` with constant ends) become the ReLU ops of
 a + relu(x - a) - relu(x - b); a softmax that ends the graph is left out on request
-(``before_softmax``), for properties that read only the outputs' order.
+(``before_softmax``), for properties read through it; a property's own ops (``head``) may follow.
 
 An operator outside these gives ``Unsupported`` naming it and its node; callers turn that into a
 note ("no bound for GELU at node N") and no bound, never a crash or an unsound number.
@@ -45,7 +45,7 @@ class Unsupported(ValueError):
 @dataclass
 class Op:
     name: str
-    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | erf | softplus | elu | gelu | silu | maxpool
+    kind: str  # input | affine | relu | leaky_relu | sigmoid | tanh | sign | erf | softplus | elu | gelu | silu | exp | maxpool
     inputs: tuple[str, ...]  # the non-constant arguments, in the order ``fn`` takes them
     fn: Callable[..., torch.Tensor]  # float64, batched: fn(*inputs) -> output
     shape: tuple[int, ...] = ()  # output shape without the batch dimension
@@ -107,13 +107,15 @@ class BoundGraph:
 
     @classmethod
     def from_module(cls, module: nn.Module, input_shape: tuple[int, ...], scale=None, shift=None,
-                    decompose: bool = True, before_softmax: bool = False) -> "BoundGraph":
+                    decompose: bool = True, before_softmax: bool = False,
+                    head: nn.Module | None = None) -> "BoundGraph":
         """Build from a (converted) module; ``scale``/``shift``: the normalisation x * scale + shift
         applied before it; ``decompose``: small max-pools as exact ReLU networks (for linear
         relaxations); ``before_softmax``: a softmax over the outputs that ends the graph is left
         out, so that the graph gives the logits (``stripped_softmax`` says whether there was one;
-        only for properties that read the outputs' order). Raises ``Unsupported`` for a graph it
-        cannot bound."""
+        for properties read through it); ``head``: a module applied to the output (the logits, with
+        ``before_softmax``), whose ops join the graph (``bounds.softmax.ExpHead``). Raises
+        ``Unsupported`` for a graph it cannot bound."""
         gm = _graph_module(module)
         # the engine works on a float64 copy on the CPU, whatever device the model runs on (bounds on
         # a GPU are not implemented yet)
@@ -129,58 +131,32 @@ class BoundGraph:
                           abs_fn=lambda r, s=s: r * s.abs()))
             current = "normalize"
         output = None
-        for node in gm.graph.nodes:
-            if node.op == "placeholder":
-                if any(isinstance(v, _Ref) for v in env.values()):
-                    raise Unsupported("a graph with several inputs")
-                env[node] = _Ref(current)
-            elif node.op == "get_attr":  # (integer constants, such as a Reshape's shape, stay integers)
-                value = _fetch(gm, node.target)
-                env[node] = value.detach().to(torch.float64) if isinstance(value, torch.Tensor) and \
-                    value.is_floating_point() else value
-            elif node.op == "output":
-                out = node.args[0]
-                out = out[0] if isinstance(out, (tuple, list)) else out
-                value = env[out]
-                if not isinstance(value, _Ref):
-                    raise Unsupported("the output does not depend on the input")
-                output = value.name
-            else:
-                args = fx.node.map_arg(node.args, lambda n: env[n])
-                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-                refs = _refs(args, kwargs)
-                call = _callable(gm, node)
-                if not refs:  # a constant subgraph: fold it
-                    env[node] = call(*args, **kwargs)
-                    continue
-                if before_softmax and _final_softmax(gm, node, args):
-                    env[node] = args[0]  # the logits
-                    stripped = True
-                    continue
-                clip = _clip_range(gm, node, args, kwargs, refs)
-                if clip is not None:  # as ReLUs: min(max(x, a), b) = a + relu(x - a) - relu(x - b)
-                    ops.extend(_clip_ops(node.name, refs[0], *clip))
-                    env[node] = _Ref(node.name)
-                    continue
-                swish = _swish_input(gm, node, args, ops)
-                if swish is not None:  # x * sigmoid(x), as ONNX has SiLU: one op
-                    ops.append(Op(node.name, "silu", (swish,), F.silu))
-                    env[node] = _Ref(node.name)
-                    continue
-                erf_gelu = _erf_gelu_input(gm, node, args, ops)
-                if erf_gelu is not None:  # x * (1 + erf(x / sqrt 2)), as ONNX has GELU before opset 20: 2 GELU(x)
-                    ops += [Op(f"{node.name}/gelu", "gelu", (erf_gelu,), F.gelu),
-                            Op(node.name, "affine", (f"{node.name}/gelu",), lambda g: 2 * g, abs_fn=lambda r: 2 * r)]
-                    env[node] = _Ref(node.name)
-                    continue
-                leaky = _leaky_ops(gm, node, args, kwargs, refs)
-                if leaky is not None:  # PReLU, or a leaky ReLU sloped outside [0, 1]: one ReLU and an affine op
-                    ops.extend(leaky)
-                    env[node] = _Ref(node.name)
-                    continue
-                op = _classify(gm, node, call, args, kwargs, refs)
-                ops.append(op)
-                env[node] = _Ref(op.name)
+        parts = [(gm, before_softmax)]
+        if head is not None:  # a property's own ops after the graph's output (``bounds.softmax``)
+            parts.append((fx.symbolic_trace(copy.deepcopy(head).to(dtype=torch.float64)), False))
+        for k, (gm, strip) in enumerate(parts):
+            if k:  # the head reads the graph's output; its op names are kept apart
+                current, output = output, None
+                for node in gm.graph.nodes:
+                    node.name = f"head/{node.name}"
+            for node in gm.graph.nodes:
+                if node.op == "placeholder":
+                    if any(isinstance(v, _Ref) for v in env.values()) and not k:
+                        raise Unsupported("a graph with several inputs")
+                    env[node] = _Ref(current)
+                elif node.op == "get_attr":  # (integer constants, such as a Reshape's shape, stay integers)
+                    value = _fetch(gm, node.target)
+                    env[node] = value.detach().to(torch.float64) if isinstance(value, torch.Tensor) and \
+                        value.is_floating_point() else value
+                elif node.op == "output":
+                    out = node.args[0]
+                    out = out[0] if isinstance(out, (tuple, list)) else out
+                    value = env[out]
+                    if not isinstance(value, _Ref):
+                        raise Unsupported("the output does not depend on the input")
+                    output = value.name
+                else:
+                    stripped = _visit(gm, node, env, ops, strip, head=bool(k)) or stripped
         if output is None:
             raise Unsupported("the graph has no output")
         ops = _live(ops, output)
@@ -218,6 +194,52 @@ class BoundGraph:
                 if out.shape[0] != 3 or tuple(out.shape[1:]) != op.shape:
                     raise Unsupported(f"node {op.name} mixes the batch dimension (shape {tuple(out.shape)})")
                 values[op.name] = out
+
+
+def _visit(gm: fx.GraphModule, node: fx.Node, env: dict, ops: list[Op], strip: bool, head: bool = False) -> bool:
+    """Append the ops of one fx node that is not a placeholder, constant or output (a constant
+    subgraph is folded instead); ``strip``: a final softmax is left out (the return value says
+    whether this node was one); ``head``: the node is a property head's, where exp has a rule
+    (the head caps its input; a model's exp could overflow, and has none)."""
+    args = fx.node.map_arg(node.args, lambda n: env[n])
+    kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+    refs = _refs(args, kwargs)
+    call = _callable(gm, node)
+    if not refs:  # a constant subgraph: fold it
+        env[node] = call(*args, **kwargs)
+        return False
+    if strip and _final_softmax(gm, node, args):
+        env[node] = args[0]  # the logits
+        return True
+    clip = _clip_range(gm, node, args, kwargs, refs)
+    if clip is not None:  # as ReLUs: min(max(x, a), b) = a + relu(x - a) - relu(x - b)
+        ops.extend(_clip_ops(node.name, refs[0], *clip))
+        env[node] = _Ref(node.name)
+        return False
+    swish = _swish_input(gm, node, args, ops)
+    if swish is not None:  # x * sigmoid(x), as ONNX has SiLU: one op
+        ops.append(Op(node.name, "silu", (swish,), F.silu))
+        env[node] = _Ref(node.name)
+        return False
+    erf_gelu = _erf_gelu_input(gm, node, args, ops)
+    if erf_gelu is not None:  # x * (1 + erf(x / sqrt 2)), as ONNX has GELU before opset 20: 2 GELU(x)
+        ops += [Op(f"{node.name}/gelu", "gelu", (erf_gelu,), F.gelu),
+                Op(node.name, "affine", (f"{node.name}/gelu",), lambda g: 2 * g, abs_fn=lambda r: 2 * r)]
+        env[node] = _Ref(node.name)
+        return False
+    if head and node.op == "call_function" and node.target is torch.exp:
+        ops.append(Op(node.name, "exp", tuple(refs), _bind(call, args, kwargs, refs)))
+        env[node] = _Ref(node.name)
+        return False
+    leaky = _leaky_ops(gm, node, args, kwargs, refs)
+    if leaky is not None:  # PReLU, or a leaky ReLU sloped outside [0, 1]: one ReLU and an affine op
+        ops.extend(leaky)
+        env[node] = _Ref(node.name)
+        return False
+    op = _classify(gm, node, call, args, kwargs, refs)
+    ops.append(op)
+    env[node] = _Ref(op.name)
+    return False
 
 
 DECOMPOSE_LIMIT = 4096  # max-pool inputs (elements) up to which the engine decomposes it (CROWN's default scale)

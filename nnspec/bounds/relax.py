@@ -92,6 +92,8 @@ def _smooth(op: Op):
         return torch.erf, lambda x: 2 / math.sqrt(math.pi) * torch.exp(-x * x), stationary, 0.0
     if op.kind == "softplus":
         return F.softplus, torch.sigmoid, lambda k: [_logit(k)], CONVEX_SLACK
+    if op.kind == "exp":  # (only in a property's head, whose cap keeps the input below 700)
+        return torch.exp, torch.exp, lambda k: [torch.log(k.clamp_min(1e-300))], 0.0
     if op.kind in VALLEYS:  # x Phi(x), x sigmoid(x): f' monotone on (-inf, -r], [-r, r], [r, inf)
         f, deriv = VALLEYS[op.kind][:2]
         return f, deriv, lambda k: _valley_stationary(op.kind, k), 0.0
@@ -168,7 +170,7 @@ def cut_at_splits(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor) -> tupl
 
 # the smooth nonlinearities (their relaxation is ``_parallel_chord``'s): branch and bound splits
 # one by halving its input's interval (``halved``), which narrows its lines' gap about fourfold
-SMOOTH = ("sigmoid", "tanh", "erf", "softplus", "elu", "gelu", "silu")
+SMOOTH = ("sigmoid", "tanh", "erf", "softplus", "elu", "gelu", "silu", "exp")
 MAX_HALVINGS = 24  # a neuron's interval is halved at most this often (a code below 2**25)
 
 

@@ -212,6 +212,7 @@ class _Quantification(GradientPhases, MadsPhases):
         ref_out = None
         if task.reference is not None:
             ref_out = self.model(task.reference.to(self.model.dtype)).to(torch.float64)
+        self.ref_out = ref_out
         centres = Centres(task.labels, centre_out, ref_out)
         self.s_fn = self.prop.expression.bind(centres, task.outputs_are_logits)
         s0 = self.s_fn(centre_out[:, None, :])[:, 0]
@@ -284,7 +285,8 @@ class _Quantification(GradientPhases, MadsPhases):
 
     def _proved_lower(self, p: int, centre_out: torch.Tensor) -> tuple[float | None, str | None, str | None]:
         """A sound lower bound of centre p's safe radius from the bound engine, where s is linear in
-        the outputs (``soundness.linear_objectives``) and the graph has rules; else (None, why, None).
+        the outputs (``soundness.linear_objectives``) or reads them through the softmax
+        (``bounds.softmax``) and the graph has rules; else (None, why, None).
         On a box region the whole box is proved first."""
         expr = self.prop.expression
         method = bound_method(self.opts)
@@ -299,7 +301,7 @@ class _Quantification(GradientPhases, MadsPhases):
                               self.task.upper, free=self.masks[p], method=method,
                               time_limit=float(self.opts.get("bound_time", 10.0)),
                               known_upper=best if math.isfinite(best) else None, whole=bool(self.prop.boxes),
-                              found=found)
+                              found=found, reference_out=None if self.ref_out is None else self.ref_out[p])
         for x in found:  # candidates met by branch and bound: recorded as a witness if the model agrees
             before = float(self.tracker.best_dist[p])
             # the solver's float64 point in the model's dtype may round out of the ball by a float
