@@ -164,3 +164,44 @@ def test_certified_radii_through_the_softmax_are_sound_and_close_to_the_grid(see
     assert 0 < radii["ibp"] <= radii["crown"] + 1e-9
     assert radii["crown"] > 0.4
     assert radii["bab"] > 0.9 and radii["bab"] >= radii["crown"] - 1e-9, radii
+
+
+def test_a_model_that_gives_probabilities_is_proved_as_its_logits_are():
+    """A final softmax is left out and the same rows prove the same radius; probabilities from a
+    sigmoid are the outputs themselves, where a threshold is a linear row."""
+    expr = EXPRESSIONS["p >= 0.5"]
+    net = _net(0)
+    x0 = torch.rand(2, generator=torch.Generator().manual_seed(100))
+    with torch.no_grad():
+        z = net(x0[None])[0].double()
+    label = int(z.argmax())
+    box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
+    logits, _, _ = proved_lower(Model(net, (2,), M), expr, True, x0, label, z, 2.0, *box, method="crown")
+    probs, note, _ = proved_lower(Model(nn.Sequential(net, nn.Softmax(dim=1)), (2,), M), expr, False, x0, label,
+                                  torch.softmax(z, 0), 2.0, *box, method="crown")
+    assert 0 < logits < 2.0 and probs == pytest.approx(logits, rel=1e-9) and "through rows over the logits" in note
+    sigmoid = nn.Sequential(net, nn.Sigmoid())
+    with torch.no_grad():
+        p = sigmoid(x0[None])[0].double()
+    label = int(p.argmax())
+    threshold = ex.OutputThreshold("prob", None, ">=", float(p[label]) - 0.1)
+    r, note, _ = proved_lower(Model(sigmoid, (2,), M), threshold, False, x0, label, p, 2.0, *box, method="crown")
+    assert 0 < r < 2.0 and "through rows" not in note
+    a = torch.linspace(-r, r, 201, dtype=torch.float64)
+    X = torch.stack(torch.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2) + x0.double()
+    with torch.no_grad():
+        assert float(copy.deepcopy(sigmoid).double()(X)[:, label].min()) >= threshold.threshold
+
+
+def test_kl_to_a_reference_input_and_the_milp_mode_through_a_spec():
+    import nnspec
+
+    net = _net(3)
+    x = torch.rand(2, 2, generator=torch.Generator().manual_seed(7))
+    records = nnspec.check_module(net, x, "uncertainty kl to input 1 > 0.01 within linf(0.001) using mads(budget=200)",
+                                  domain=(-5.0, 5.0))
+    first = records[0]  # (input 1's KL to itself is 0: violated at the centre)
+    assert first.verdict == "proven" and first.bounds["lower"] == pytest.approx(0.001)
+    milp = nnspec.check_module(net, x[:1], "reachability prob(0) < 0.999 within linf(0.001) "
+                               "using mads(budget=200, bound=milp)", domain=(-5.0, 5.0))[0]
+    assert milp.bounds["lower"] is None and any("MILP mode reads logits" in n for n in milp.notes)
