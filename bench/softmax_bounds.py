@@ -86,13 +86,13 @@ def descent_min(model: Model, expr, x0, r, label, centre, restarts=4, steps=100)
     for k in range(restarts):
         x = (x0 if k == 0 else lo + (hi - lo) * torch.rand(x0.shape, generator=gen)).clone().requires_grad_(True)
         for _ in range(steps):
-            s = s_values(expr, model.module(x[None]).double()[None], label, centre)[0, 0]
+            s = s_values(expr, model.module(x[None]).double(), label, centre)[0]
             (g,) = torch.autograd.grad(s, x)
             with torch.no_grad():
                 x -= 0.1 * r * g.sign()
                 x.copy_(torch.maximum(torch.minimum(x, hi), lo))
         with torch.no_grad():
-            best = min(best, float(s_values(expr, model.module(x[None]).double()[None], label, centre)[0, 0]))
+            best = min(best, float(s_values(expr, model.module(x[None]).double(), label, centre)[0]))
     return best
 
 
@@ -137,7 +137,7 @@ def main() -> None:
         for name, expr in PROPERTIES.items():
             if isinstance(expr, ex.ConfidenceGap) and expr.target == "label" and expr.target_label == label:
                 continue
-            if float(s_values(expr, centre[None, None], label, centre)[0, 0]) < 0:
+            if float(s_values(expr, centre[None], label, centre)[0]) < 0:
                 continue
             if net is not None:
                 bound = grid_radius(net, expr, x0.double(), label, top)

@@ -141,6 +141,7 @@ class Runner:
             failures=fails, s_centre=outcome.s_centre, bounds=outcome.bounds.to_json(),
             witness=outcome.witness.to_json() if outcome.witness else None, lipschitz=outcome.lipschitz,
             min_s=outcome.min_s, value_range=list(outcome.value_range) if outcome.value_range else None,
+            value_bounds=list(outcome.value_bounds) if outcome.value_bounds else None,
             queries=outcome.queries, seconds=outcome.seconds, stop=outcome.stop,
             centre_output=outcome.centre_output, notes=list(outcome.notes),
             dropped_witnesses=outcome.dropped_witnesses, trace=_thin(outcome.trace),

@@ -13,13 +13,15 @@ expression, an operator without a rule) the answer is None and says why.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives
 from nnspec.models.model import Model
 from nnspec.bounds import softmax
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
-from nnspec.properties.expressions import ConfidenceGap, OutputThreshold, as_probabilities
+from nnspec.properties.expressions import ConfidenceGap, OutputThreshold, OutputValue, as_probabilities
 from nnspec.properties.formulas import NotLinear, OutputFormula
 
 
@@ -159,6 +161,79 @@ def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outp
     reference_p = None if reference_out is None else as_probabilities(reference_out.double(), outputs_are_logits)
     reqs = softmax.requirements(expr, m, label, centre_z, reference_p)
     return softmax.rows(reqs, centre_z, torch.finfo(model.dtype).eps)
+
+
+def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: torch.Tensor, label: int,
+                 radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
+                 method: str = "auto") -> tuple[tuple[float, float] | None, str]:
+    """An interval that a quantity (``reachability range``) provably stays within over the box of
+    ``radius`` around ``x0`` (which holds every ball of that radius), and a note; (None, why not).
+    A logit, or a probability the model outputs without a final softmax, is a row over the
+    outputs; a probability after a softmax is 1 / (1 + sum_k exp(z_k - z_i)) over the logits, its
+    sum bounded through the exponentials' head (``softmax.ExpHead``). ``bab`` and ``milp`` use
+    alpha-CROWN here. Widened for the model's float32 arithmetic as proofs are."""
+    i = label if expr.index is None else expr.index
+    through = expr.fn == "prob"
+    before_softmax = False
+    if through and not outputs_are_logits:
+        try:
+            through = before_softmax = engine_for(model, linear=False, before_softmax=True).graph.stripped_softmax
+        except Unsupported:
+            through = False
+    try:
+        engine = engine_for(model, linear=False, before_softmax=before_softmax)
+        if method == "auto":
+            method = choose_method(engine)
+        how = {"ibp": "ibp", "crown": "crown"}.get(method, "alpha")
+        if how != "ibp":
+            engine = engine_for(model, before_softmax=before_softmax)
+        shape = (1,) + tuple(engine.graph.input_shape)
+        x0 = x0.double().reshape(-1)
+        mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
+        lo = torch.minimum(torch.maximum(x0 - radius * mask, lower.double().reshape(-1)), x0).reshape(shape)
+        hi = torch.maximum(torch.minimum(x0 + radius * mask, upper.double().reshape(-1)), x0).reshape(shape)
+        eps = torch.finfo(model.dtype).eps
+        m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
+        if not through:
+            rows = torch.zeros(1, 2, m, dtype=torch.float64)
+            rows[0, 0, i], rows[0, 1, i] = 1.0, -1.0
+            low, neg_high = (float(v) for v in engine.bound(lo, hi, rows, method=how)[0])
+            guard = 64 * eps * (1 + max(abs(low), abs(neg_high)))
+            found = (low - guard, -neg_high + guard)
+        else:
+            others = [k for k in range(m) if k != i]
+            D = torch.zeros(len(others), m, dtype=torch.float64)
+            D[torch.arange(len(others)), others] = 1.0
+            D[:, i] -= 1.0
+            head = softmax.ExpHead(D, torch.full((len(others),), softmax.MAX_EXPONENT, dtype=torch.float64))
+            engine = engine_for(model, linear=how != "ibp", before_softmax=before_softmax, head=head)
+            point = x0.reshape(shape)
+            centre = engine.bound(point, point, torch.eye(m + len(others), dtype=torch.float64)[None, :m],
+                                  method="ibp")[0]
+            # -log p_i = LSE(z) - z_i is above each tangent plane's row (softmax._tangent_rows)
+            planes, offsets = softmax._tangent_rows(softmax.LogSumExpAbove(torch.eye(m, dtype=torch.float64)[i], 0.0),
+                                                    centre)
+            rows = torch.zeros(1, 2 + len(planes), m + len(others), dtype=torch.float64)
+            rows[0, 0, m:], rows[0, 1, m:] = 1.0, -1.0
+            rows[0, 2:, :m] = planes
+            bounds = engine.intervals(lo, hi, "ibp" if how == "ibp" else "crown")
+            values = engine.bound(lo, hi, rows, method=how, bounds=bounds)[0]
+            out_lo, out_hi = (b.reshape(-1)[m:] for b in bounds[engine.graph.output])
+            sum_low = max(float(values[0]), float(out_lo.sum()))
+            sum_high = min(-float(values[1]), float(out_hi.sum()))
+            delta = softmax.FLOAT32_ROWS * eps * (1.0 + float(centre.abs().max()))
+            spread = math.exp(2 * delta)  # logits moved by delta move the sum by at most this factor
+            plane = float((values[2:] + offsets - delta * planes.abs().sum(dim=1)).max())
+            # a capped sum bounds the true one from below; from above only where no term reached the cap
+            capped = not sum_high < math.exp(softmax.MAX_EXPONENT)
+            found = (0.0 if capped else 1.0 / (1.0 + sum_high * spread),
+                     min(1.0, 1.0 / (1.0 + max(0.0, sum_low) / spread), math.exp(-plane)))
+    except Unsupported as err:
+        return None, f"no sound range ({err})"
+    except (ValueError, RuntimeError) as err:
+        return None, f"no sound range ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    what = f"{expr.fn}({'label' if expr.index is None else i})"
+    return found, f"{METHODS[how]} proves {what} stays within [{found[0]:.6g}, {found[1]:.6g}] over the region's bounding box"
 
 
 MILP_TOLERANCE = 1e-6  # relative: HiGHS's optimum is exact up to its feasibility tolerances

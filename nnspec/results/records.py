@@ -77,6 +77,7 @@ class Outcome:
     # own may try (the VNN-COMP runner, against its query at tolerance 0); never part of a record
     lowest_x: list | None = None
     value_range: tuple[float, float] | None = None  # for `reachability range`
+    value_bounds: tuple[float, float] | None = None  # for `reachability range`: proved to hold the value
     trace: list[dict[str, float]] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     dropped_witnesses: int = 0

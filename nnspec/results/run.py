@@ -47,6 +47,7 @@ class TaskRecord:
     trace: list[dict[str, Any]] = field(default_factory=list)
     milestones: list[dict[str, Any]] = field(default_factory=list)  # confirmed violations found on the way
     cached: bool = False  # served from the result cache (an earlier run with the same inputs)
+    value_bounds: list[float] | None = None  # for `reachability range`: an interval the value provably stays within
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

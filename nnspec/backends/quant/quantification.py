@@ -21,7 +21,7 @@ from nnspec.backends.quant.tracker import (
     rows_of,
 )
 from nnspec.backends.registry import MADS
-from nnspec.backends.soundness import bound_method, proved_lower
+from nnspec.backends.soundness import bound_method, proved_lower, proved_range
 from nnspec.errors import BudgetExhausted, SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres
@@ -318,6 +318,16 @@ class _Quantification(GradientPhases, MadsPhases):
                 self.search_notes[p] += "; a branch-and-bound candidate was not a violation on the model"
         return result
 
+    def _proved_range(self, p: int) -> tuple[tuple[float, float] | None, str | None]:
+        """An interval the quantity provably stays within over centre p's region (the bounding
+        box of its ball), from the bound engine; (None, why not) where it has none."""
+        method = bound_method(self.opts)
+        if method == "none":
+            return None, None
+        return proved_range(self.model, self.prop.expression, self.task.outputs_are_logits, self.task.centres[p],
+                            int(self.task.labels[p]), float(self.ball.radius), self.task.lower, self.task.upper,
+                            free=self.masks[p], method=method)
+
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker
         seconds = (time.perf_counter() - self.started) / self.P
@@ -331,8 +341,11 @@ class _Quantification(GradientPhases, MadsPhases):
                           stop=stops[p] or "none", centre_output=centre_out[p].tolist(),
                           lipschitz=float(t.q_hat[p]), min_s=float(t.min_s[p]), trace=trace)
             if self.is_range:
-                out.append(Outcome(Verdict.QUANTIFIED, bounds=RadiusBounds(), witness=None,
-                                   value_range=(float(t.min_s[p]), float(t.max_s[p])), **common))
+                enclosure, note = self._proved_range(p)
+                notes = (note,) if note else ()
+                out.append(Outcome(Verdict.QUANTIFIED, bounds=RadiusBounds(), witness=None, notes=notes,
+                                   value_range=(float(t.min_s[p]), float(t.max_s[p])), value_bounds=enclosure,
+                                   **common))
                 continue
             witness = None
             if math.isfinite(float(t.best_dist[p])):
