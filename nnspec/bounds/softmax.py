@@ -213,9 +213,10 @@ def rows(reqs: list[Requirement], centre_z: torch.Tensor, model_eps: float = 2.0
         d = d - delta * C.abs().sum(dim=1)
         diffs = torch.eye(m, dtype=torch.float64) - req.a[None]
         zero = diffs.abs().sum(dim=1) == 0  # a term exp(0) = 1
-        target = math.exp(-req.c) * math.exp(2 * delta) - float(zero.sum())
+        # (beyond MAX_EXPONENT the sum's row is left out: its exponentials would be capped below it)
+        target = math.exp(-req.c + 2 * delta) - float(zero.sum()) if -req.c < MAX_EXPONENT else math.inf
         used = []
-        if target > 0 and math.log(target) + 1 <= MAX_EXPONENT:
+        if 0 < target and math.log(target) + 1 <= MAX_EXPONENT:
             used = [(term(D, math.log(target) + 1), 1.0) for D in diffs[~zero]]
         pending.append((C, d, used, -target if used else None))
     keys = list(terms)
