@@ -43,7 +43,8 @@ def _value(req, z: torch.Tensor) -> torch.Tensor:
         return torch.full((len(z),), 1.0 if req.holds else -1.0, dtype=torch.float64)
     if isinstance(req, LogSumExpAbove):
         return torch.logsumexp(z, dim=1) - z @ req.a + req.c
-    return req.c - (req.w * torch.exp(z @ req.D.T)).sum(dim=1)
+    bonus = 0.0 if req.bonus is None else (req.bonus[1] * torch.exp(z @ req.bonus[0].T)).sum(dim=1)
+    return req.c + bonus - (req.w * torch.exp(z @ req.D.T)).sum(dim=1)
 
 
 def _logits(n: int, seed: int) -> torch.Tensor:
@@ -258,3 +259,64 @@ def test_a_range_record_carries_its_enclosure_into_the_report():
                                                 "created": "now", "records": [r.to_json()], "models": [],
                                                 "specs": []}))
     assert "proved enclosure" in page(record) and "proved enclosure" not in page(none)
+
+
+def _formula(text: str):
+    from nnspec.semantics import lower
+    from nnspec.syntax.parser import parse_text
+
+    spec = lower(parse_text(f"property p: always {text} within linf(0.1)\ninputs \"x.npy\"", "t.nnspec"))
+    return spec.properties[0].expression
+
+
+def test_a_linear_condition_on_several_probabilities_is_a_sufficient_requirement():
+    """c @ p + d >= 0 as a sum of exponentials (``softmax._probability_atom``): where it holds the
+    condition does, and where it is marked exact, the converse too."""
+    g = torch.Generator().manual_seed(5)
+    z = _logits(4_000, 5)
+    checked = exact = 0
+    for _ in range(60):
+        c = torch.randn(M, generator=g, dtype=torch.float64) * (torch.rand(M, generator=g) < 0.7)
+        d = float(torch.randn(1, generator=g, dtype=torch.float64)) * 0.5
+        req = softmax._probability_atom(c, d, 0, z[0])
+        truth = torch.softmax(z, dim=1) @ c + d
+        holds = _value(req, z) >= 0
+        clear = truth.abs() > 1e-9
+        assert bool((truth[holds & clear] >= 0).all())
+        checked += int(holds.sum())
+        if isinstance(req, ExpSumBelow) and req.exact or isinstance(req, Constant):
+            assert bool((holds[clear] == (truth[clear] >= 0)).all())
+            exact += 1
+    assert checked > 1000 and exact > 10
+
+
+FORMULAS = {
+    "prob(label) > prob(2) + 0.2": 0,
+    "prob(label) > 0.6 or prob(2) < 0.1": 2,
+    "2 * prob(1) + prob(3) < 0.9 and y[label] > y[1]": 3,
+}
+
+
+@pytest.mark.parametrize("text", FORMULAS)
+def test_output_formulas_over_probabilities_are_proved_close_to_the_grid(text):
+    """Atoms over probabilities refuted through the softmax, beside atoms over the logits
+    (measured: CROWN 0.28-0.75 of the grid radius, branch and bound 0.999 in 5 s)."""
+    seed = FORMULAS[text]
+    expr = _formula(text)
+    net = _net(seed)
+    model = Model(net, (2,), M)
+    x0 = torch.rand(2, generator=torch.Generator().manual_seed(100 + seed))
+    with torch.no_grad():
+        centre = net(x0[None])[0].double()
+    label = int(centre.argmax())
+    exact = _grid_radius(net, expr, x0.double(), label, 2.0)
+    assert 0 < exact < 2.0
+    box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
+    radii = {}
+    for method in ("crown", "bab"):
+        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=5.0,
+                                  known_upper=exact * 1.001)
+        assert r is not None and "through rows over the logits" in note
+        assert r <= exact * 1.001 and _grid_min(net, expr, x0.double(), r, label) >= -1e-9, (method, r, exact)
+        radii[method] = r / exact
+    assert radii["crown"] > 0.2 and radii["bab"] > 0.9, radii

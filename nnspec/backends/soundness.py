@@ -89,7 +89,7 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     on input splits appends candidate counterexamples it meets to ``found``. A property read
     through the softmax (``softmax.reads_probabilities``) is proved on rows over the logits
     (``softmax.Linearisation``); ``reference_out``: the model's outputs at a KL reference input."""
-    before_softmax, through_softmax = False, reads_probabilities(expr)
+    before_softmax, through_softmax = False, reads_probabilities(expr, outputs_are_logits)
     if through_softmax and not outputs_are_logits:
         # the model gives probabilities: through the logits before a softmax that ends its graph,
         # else (a probability threshold) linear in the outputs themselves
@@ -141,6 +141,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                              known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found)
     except (Unsupported, NotProbability) as err:
         return None, f"no sound bound ({err})", None
+    except NotLinear as err:
+        return None, f"no sound bound: {err}", None
     except (ValueError, RuntimeError) as err:  # shapes the graph view cannot follow: no bound, no crash
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
@@ -159,7 +161,7 @@ def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outp
     m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
     centre_z = engine.bound(point, point, torch.eye(m, dtype=torch.float64)[None], method="ibp")[0]
     reference_p = None if reference_out is None else as_probabilities(reference_out.double(), outputs_are_logits)
-    reqs = softmax.requirements(expr, m, label, centre_z, reference_p)
+    reqs = softmax.requirements(expr, m, label, centre_z, reference_p, outputs_are_logits)
     return softmax.rows(reqs, centre_z, torch.finfo(model.dtype).eps)
 
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnspec.properties.expressions import ConfidenceGap, KLDivergence, OutputThreshold
+from nnspec.properties.formulas import OutputFormula
 
 # the tangent planes of LSE touch at the centre's logits times these (0: the uniform point)
 TANGENT_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -63,11 +64,23 @@ class LogSumExpAbove:
 
 @dataclass(frozen=True)
 class ExpSumBelow:
-    """c - sum_k w_k exp(D_k @ z) >= 0, every w_k > 0."""
+    """c + sum_j v_j exp(E_j @ z) - sum_k w_k exp(D_k @ z) >= 0, every w_k, v_j > 0 (``bonus``:
+    (E, v), or none). ``exact``: it holds exactly where the property does (False where terms were
+    dropped, which only lowers the left side)."""
 
     D: torch.Tensor  # (K, m)
     w: torch.Tensor  # (K,)
     c: float
+    exact: bool = True
+    bonus: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Linear:
+    """c @ z + d > 0 over the logits (an output formula's atom, refuted)."""
+
+    c: torch.Tensor  # (m,)
+    d: float
 
 
 @dataclass(frozen=True)
@@ -84,12 +97,14 @@ class NotProbability(ValueError):
     """The expression does not read probabilities in a way these rows cover."""
 
 
-def reads_probabilities(expr) -> bool:
+def reads_probabilities(expr, outputs_are_logits: bool = True) -> bool:
     """Whether proving ``expr`` goes through the softmax: a probability threshold, a confidence gap
-    on probabilities with a margin, or a KL divergence."""
+    on probabilities with a margin, a KL divergence, or an output formula with ``prob`` terms (any
+    formula, on a model that gives probabilities)."""
     return (isinstance(expr, KLDivergence)
             or (isinstance(expr, OutputThreshold) and expr.fn == "prob")
-            or (isinstance(expr, ConfidenceGap) and expr.reading == "probabilities" and expr.margin != 0))
+            or (isinstance(expr, ConfidenceGap) and expr.reading == "probabilities" and expr.margin != 0)
+            or (isinstance(expr, OutputFormula) and (expr.reads_probabilities() or not outputs_are_logits)))
 
 
 def _differences(m: int, base: int, others: list[int]) -> torch.Tensor:
@@ -100,11 +115,19 @@ def _differences(m: int, base: int, others: list[int]) -> torch.Tensor:
     return D
 
 
-def requirements(expr, m: int, label: int, centre_z: torch.Tensor,
-                 reference_p: torch.Tensor | None = None) -> list[Requirement]:
+def requirements(expr, m: int, label: int, centre_z: torch.Tensor, reference_p: torch.Tensor | None = None,
+                 outputs_are_logits: bool = True) -> list:
     """The conjunction of requirements on the logits z that is ``expr`` >= 0 (its safe side, the
     boundary included). ``centre_z``: the logits at the centre (for the least likely label);
-    ``reference_p``: the reference distribution of a KL to a reference. Raises NotProbability."""
+    ``reference_p``: the reference distribution of a KL to a reference. An output formula gives
+    one list of alternatives per disjunct of its violation set (any refuted atom refutes it),
+    ``outputs_are_logits`` False: its every term reads the probabilities. Raises NotProbability
+    (or formulas.NotLinear)."""
+    if isinstance(expr, OutputFormula):
+        form = expr.linear_form(m, label, outputs_are_logits, probabilities=True)
+        return [[Linear(torch.tensor(a.c, dtype=torch.float64), a.d) if a.over == "y" else
+                 _probability_atom(torch.tensor(a.c, dtype=torch.float64), a.d, label, centre_z) for a in conj]
+                for conj in form]
     if isinstance(expr, KLDivergence):
         if expr.reference is None:
             q = torch.full((m,), 1.0 / m, dtype=torch.float64)
@@ -140,9 +163,33 @@ def requirements(expr, m: int, label: int, centre_z: torch.Tensor,
             # (1 - mu) - (1 + mu) e^(z_t - z_l) - mu sum_{k != l, t} e^(z_k - z_l) >= 0
             terms = [t] + ([k for k in range(m) if k not in (label, t)] if mu > 0 else [])
             w = torch.tensor([1.0 + mu] + [mu] * (len(terms) - 1), dtype=torch.float64)
-            out.append(ExpSumBelow(_differences(m, label, terms), w, 1.0 - mu))
+            out.append(ExpSumBelow(_differences(m, label, terms), w, 1.0 - mu, exact=mu >= 0))
         return out
     raise NotProbability(f"no probability rows for {type(expr).__name__}")
+
+
+def _probability_atom(c: torch.Tensor, d: float, label: int, centre_z: torch.Tensor) -> Requirement:
+    """The requirement c @ p + d >= 0 (an atom c @ p + d <= 0 refuted). One probability is a
+    threshold; otherwise, as sum p = 1, it is sum_k w_k p_k >= 0 with w_k = c_k + d, that is
+    sum_k w_k e^z_k >= 0: divided by e^z_b for the positive term b largest at the centre,
+    w_b + sum_{w_j > 0, j != b} w_j e^(z_j - z_b) - sum_{w_k < 0} |w_k| e^(z_k - z_b) >= 0."""
+    nonzero = c.nonzero().flatten().tolist()
+    if not nonzero:
+        return Constant(d > 0)
+    m = c.numel()
+    if len(nonzero) == 1:
+        i = nonzero[0]
+        t = -d / float(c[i])
+        (req,) = requirements(OutputThreshold("prob", i, ">=" if c[i] > 0 else "<=", t), m, label, centre_z)
+        return req
+    w = c + d
+    positive, negative = (w > 0).nonzero().flatten(), (w < 0).nonzero().flatten()
+    if len(negative) == 0 or len(positive) == 0:
+        return Constant(len(positive) > 0)
+    b = int(positive[torch.argmax(torch.log(w[positive]) + centre_z.double()[positive])])
+    others = [int(k) for k in positive if k != b]
+    bonus = (_differences(m, b, others), w[others]) if others else None
+    return ExpSumBelow(_differences(m, b, negative.tolist()), -w[negative], float(w[b]), bonus=bonus)
 
 
 class ExpHead(nn.Module):
@@ -177,55 +224,78 @@ class Rows:
     exact: bool
 
 
-def rows(reqs: list[Requirement], centre_z: torch.Tensor, model_eps: float = 2.0 ** -23) -> Rows:
-    """The rows that prove the requirements, one group each (none for one that always holds).
-    Sums of exponentials read the head's outputs; log-sum-exps give the tangent planes' rows and,
-    in the same group, the sum sum_k exp((e_k - a) @ z) >= exp(-c) (LSE(z) - a @ z is its log),
-    which branch and bound tightens by halving the exponentials' intervals."""
+def rows(reqs: list, centre_z: torch.Tensor, model_eps: float = 2.0 ** -23) -> Rows:
+    """The rows that prove a conjunction: each item a requirement, or a list of alternatives
+    (requirements, or ``Linear`` rows over the logits) any one of which proves it (an output
+    formula's violation disjunct, refuted by any of its atoms); one group per item, none for one
+    that always holds. Sums of exponentials read the head's outputs; log-sum-exps give the
+    tangent planes' rows and the sum sum_k exp((e_k - a) @ z) >= exp(-c) (LSE(z) - a @ z is its
+    log), which branch and bound tightens by halving the exponentials' intervals."""
     centre_z = centre_z.double().reshape(-1)
     m = centre_z.numel()
     delta = FLOAT32_ROWS * model_eps * (1.0 + float(centre_z.abs().max()))
     terms: dict[tuple, float] = {}  # a D row -> its cap
-    pending = []  # per group: (fixed rows over z, their offsets, [(D row, weight)], offset of the exp row)
+    groups = []  # per group: rows over z, their offsets, and exp rows [([(D row, weight)], offset)]
+    exact = True
+    below_caps: list[Linear] = []  # (rows that keep capped exponents exact: groups of their own)
 
     def term(row: torch.Tensor, cap: float) -> tuple:
         key = tuple(row.tolist())
         terms[key] = max(terms.get(key, -math.inf), min(cap, MAX_EXPONENT))
         return key
 
-    for req in reqs:
-        if isinstance(req, Constant):
-            if not req.holds:
-                pending.append((torch.zeros(1, m, dtype=torch.float64), torch.full((1,), -1.0, dtype=torch.float64),
-                                [], None))
+    for item in reqs:
+        alternatives = item if isinstance(item, list) else [item]
+        if any(isinstance(r, Constant) and r.holds for r in alternatives):
             continue
-        if isinstance(req, ExpSumBelow):
-            # exact with any cap >= log(c / w) (past it both sides fail); beyond MAX_EXPONENT: unprovable
-            if req.c <= 0 or any(math.log(req.c / float(w)) + 1 > MAX_EXPONENT for w in req.w):
-                pending.append((torch.zeros(1, m, dtype=torch.float64), torch.full((1,), -1.0, dtype=torch.float64),
-                                [], None))
+        fixed_C, fixed_d, sums = [], [], []
+        for req in alternatives:
+            if isinstance(req, Constant):
                 continue
-            used = [(term(D, math.log(req.c / float(w)) + 1), -float(w)) for D, w in zip(req.D, req.w)]
-            pending.append((torch.zeros(0, m, dtype=torch.float64), torch.zeros(0, dtype=torch.float64),
-                            used, req.c * math.exp(-2 * delta)))
-            continue
-        C, d = _tangent_rows(req, centre_z)
-        d = d - delta * C.abs().sum(dim=1)
-        diffs = torch.eye(m, dtype=torch.float64) - req.a[None]
-        zero = diffs.abs().sum(dim=1) == 0  # a term exp(0) = 1
-        # (beyond MAX_EXPONENT the sum's row is left out: its exponentials would be capped below it)
-        target = math.exp(-req.c + 2 * delta) - float(zero.sum()) if -req.c < MAX_EXPONENT else math.inf
-        used = []
-        if 0 < target and math.log(target) + 1 <= MAX_EXPONENT:
-            used = [(term(D, math.log(target) + 1), 1.0) for D in diffs[~zero]]
-        pending.append((C, d, used, -target if used else None))
+            if isinstance(req, Linear):
+                fixed_C.append(req.c.double()[None])
+                fixed_d.append(torch.tensor([req.d - delta * float(req.c.abs().sum())], dtype=torch.float64))
+            elif isinstance(req, ExpSumBelow) and req.bonus is not None:
+                # the bonus terms can outweigh any cap's term, so every cap is MAX_EXPONENT and the
+                # region must keep the subtracted exponents below it: one more group each (capping
+                # the bonus terms only lowers the left side)
+                exact = exact and req.exact
+                used = [(term(D, MAX_EXPONENT), -float(w)) for D, w in zip(req.D, req.w)]
+                used += [(term(E, MAX_EXPONENT), float(v)) for E, v in zip(*req.bonus)]
+                sums.append((used, req.c * math.exp(-2 * delta) if req.c > 0 else req.c * math.exp(2 * delta)))
+                below_caps.extend(Linear(-D, MAX_EXPONENT - 1) for D in req.D)
+            elif isinstance(req, ExpSumBelow):
+                # exact with any cap >= log(c / w) (past it both sides fail); beyond MAX_EXPONENT: unprovable
+                exact = exact and req.exact
+                if req.c > 0 and all(math.log(req.c / float(w)) + 1 <= MAX_EXPONENT for w in req.w):
+                    sums.append(([(term(D, math.log(req.c / float(w)) + 1), -float(w)) for D, w in zip(req.D, req.w)],
+                                 req.c * math.exp(-2 * delta)))
+            else:
+                exact = False
+                C, d = _tangent_rows(req, centre_z)
+                fixed_C.append(C)
+                fixed_d.append(d - delta * C.abs().sum(dim=1))
+                diffs = torch.eye(m, dtype=torch.float64) - req.a[None]
+                zero = diffs.abs().sum(dim=1) == 0  # a term exp(0) = 1
+                # (beyond MAX_EXPONENT the sum's row is left out: its exponentials would be capped below it)
+                target = math.exp(-req.c + 2 * delta) - float(zero.sum()) if -req.c < MAX_EXPONENT else math.inf
+                if 0 < target and math.log(target) + 1 <= MAX_EXPONENT:
+                    sums.append(([(term(D, math.log(target) + 1), 1.0) for D in diffs[~zero]], -target))
+        if not fixed_C and not sums:  # nothing can prove it: a row that is never > 0
+            fixed_C, fixed_d = [torch.zeros(1, m, dtype=torch.float64)], [torch.full((1,), -1.0, dtype=torch.float64)]
+        groups.append((fixed_C, fixed_d, sums))
+    for row in below_caps:
+        groups.append(([row.c.double()[None]], [torch.tensor([row.d - delta * float(row.c.abs().sum())],
+                                                             dtype=torch.float64)], []))
     keys = list(terms)
     K = len(keys)
     index = {k: i for i, k in enumerate(keys)}
     Cs, ds, gs = [], [], []
-    for g, (C, d, used, offset) in enumerate(pending):
+    for g, (fixed_C, fixed_d, sums) in enumerate(groups):
+        C = torch.cat(fixed_C) if fixed_C else torch.zeros(0, m, dtype=torch.float64)
+        d = torch.cat(fixed_d) if fixed_d else torch.zeros(0, dtype=torch.float64)
         C = torch.cat([C, torch.zeros(len(C), K, dtype=torch.float64)], dim=1)
-        if used:
+        for used, offset in sums:
             row = torch.zeros(1, m + K, dtype=torch.float64)
             for key, w in used:
                 row[0, m + index[key]] += w
@@ -233,12 +303,11 @@ def rows(reqs: list[Requirement], centre_z: torch.Tensor, model_eps: float = 2.0
         Cs.append(C)
         ds.append(d)
         gs.append(torch.full((len(d),), g, dtype=torch.long))
-    if not pending:  # every requirement holds everywhere: one row that is always 1
+    if not groups:  # every requirement holds everywhere: one row that is always 1
         Cs, ds, gs = [torch.zeros(1, m + K, dtype=torch.float64)], [torch.ones(1, dtype=torch.float64)], \
             [torch.zeros(1, dtype=torch.long)]
     head = None if K == 0 else ExpHead(torch.tensor(keys, dtype=torch.float64),
                                        torch.tensor([terms[k] for k in keys], dtype=torch.float64))
-    exact = all(isinstance(r, (ExpSumBelow, Constant)) for r in reqs)
     return Rows(torch.cat(Cs), torch.cat(ds), torch.cat(gs), head, exact)
 
 

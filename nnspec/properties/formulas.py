@@ -257,10 +257,16 @@ class OutputFormula:
     def max_index(self) -> int:
         return _max_index(self.formula)
 
-    def linear_form(self, n_outputs: int, label: int, outputs_are_logits: bool) -> "LinearForm":
-        """The violation set as disjuncts of linear atoms over the raw outputs; raises
-        ``NotLinear`` naming the part that has none."""
-        return linear_form(Not(self.formula), n_outputs, label, outputs_are_logits)
+    def linear_form(self, n_outputs: int, label: int, outputs_are_logits: bool,
+                    probabilities: bool = False) -> "LinearForm":
+        """The violation set as disjuncts of linear atoms over the raw outputs (``probabilities``:
+        or over the probabilities of logits, ``linear_form``); raises ``NotLinear`` naming the
+        part that has none."""
+        return linear_form(Not(self.formula), n_outputs, label, outputs_are_logits, probabilities)
+
+    def reads_probabilities(self) -> bool:
+        """Whether a term reads ``prob``."""
+        return any(leaf.reading == "prob" for t in _terms(self.formula) for leaf in _leaves(t))
 
 
 # ---------------------------------------------------------------- linear forms
@@ -272,20 +278,26 @@ class NotLinear(ValueError):
 
 @dataclass(frozen=True)
 class Atom:
-    """c @ y + d <= 0 (``strict``: < 0)."""
+    """c @ y + d <= 0 (``strict``: < 0); ``over`` "p": c @ p + d, over the probabilities
+    softmax(y) of the logits y (``linear_form(probabilities=True)``)."""
 
     c: tuple[float, ...]
     d: float
     strict: bool
+    over: str = "y"
 
 
 LinearForm = list[list[Atom]]  # a disjunction of conjunctions
 
 
-def linear_form(f: Formula, m: int, label: int, outputs_are_logits: bool = True) -> LinearForm:
+def linear_form(f: Formula, m: int, label: int, outputs_are_logits: bool = True,
+                probabilities: bool = False) -> LinearForm:
     """f as a DNF over linear atoms of the raw outputs (negations pushed to the atoms, max/min at
-    the top of a comparison expanded into conjunctions or disjunctions)."""
-    return _dnf(_nnf(f, False), m, label, outputs_are_logits)
+    the top of a comparison expanded into conjunctions or disjunctions). ``probabilities``: the
+    outputs are (or are read as) softmax of logits, and atoms over them are atoms over "p" on the
+    logits: ``prob`` terms of a model that gives logits, every term of one that gives probabilities
+    through a final softmax. An atom that mixes the two raises ``NotLinear``."""
+    return _dnf(_nnf(f, False), m, label, outputs_are_logits, probabilities)
 
 
 def _nnf(f: Formula, negate: bool) -> Formula:
@@ -299,10 +311,10 @@ def _nnf(f: Formula, negate: bool) -> Formula:
     return And(items) if negate else Or(items)
 
 
-def _dnf(f: Formula, m: int, label: int, logits: bool) -> LinearForm:
+def _dnf(f: Formula, m: int, label: int, logits: bool, probs: bool = False) -> LinearForm:
     if isinstance(f, Cmp):
-        return _atom_dnf(f, m, label, logits)
-    parts = [_dnf(i, m, label, logits) for i in f.items]
+        return _atom_dnf(f, m, label, logits, probs)
+    parts = [_dnf(i, m, label, logits, probs) for i in f.items]
     if isinstance(f, Or):
         out = [conj for p in parts for conj in p]
     else:
@@ -327,7 +339,7 @@ def _expand(t: Term, m: int, label: int) -> tuple[str, list[Term]] | None:
     return None
 
 
-def _atom_dnf(f: Cmp, m: int, label: int, logits: bool) -> LinearForm:
+def _atom_dnf(f: Cmp, m: int, label: int, logits: bool, probs: bool) -> LinearForm:
     # as "small <= big" (or small < big)
     small, big = (f.left, f.right) if f.op in ("<", "<=") else (f.right, f.left)
     strict = f.op in ("<", ">")
@@ -341,31 +353,37 @@ def _atom_dnf(f: Cmp, m: int, label: int, logits: bool) -> LinearForm:
         rel = "<" if strict else "<="
         atoms = [Cmp(small, rel, i) if is_big else Cmp(i, rel, big) for i in items]
         sub = Or(tuple(atoms)) if some else And(tuple(atoms))
-        return _dnf(sub, m, label, logits)
-    c, d = _linear(big, m, label, logits)
-    c2, d2 = _linear(small, m, label, logits)
+        return _dnf(sub, m, label, logits, probs)
+    reads: set[str] = set()
+    c, d = _linear(big, m, label, logits, probs, reads)
+    c2, d2 = _linear(small, m, label, logits, probs, reads)
+    if len(reads) > 1:
+        raise NotLinear(f"{f.text()} compares probabilities with logits")
     # small <= big  <=>  small - big <= 0: the atom is of the violation set f itself
-    return [[Atom(tuple(a - b for a, b in zip(c2, c)), d2 - d, strict)]]
+    return [[Atom(tuple(a - b for a, b in zip(c2, c)), d2 - d, strict, over="p" if "p" in reads else "y")]]
 
 
-def _linear(t: Term, m: int, label: int, logits: bool) -> tuple[list[float], float]:
+def _linear(t: Term, m: int, label: int, logits: bool, probs: bool, reads: set[str]) -> tuple[list[float], float]:
+    """``reads`` collects what the outputs are read as: "y" (as given) or "p" (probabilities of
+    logits, with ``probs``: linear_form's ``probabilities``)."""
     if isinstance(t, Const):
         return [0.0] * m, t.value
     if isinstance(t, Out):
-        if t.reading == "prob" and logits:
+        if t.reading == "prob" and logits and not probs:
             raise NotLinear(f"{t.text()} is not linear in the network's outputs (state it over y)")
+        reads.add("p" if probs and (t.reading == "prob" or not logits) else "y")
         c = [0.0] * m
         c[label if t.index is None else t.index] = 1.0
         return c, 0.0
     if isinstance(t, Sum):
         c, d = [0.0] * m, 0.0
         for i in t.items:
-            ci, di = _linear(i, m, label, logits)
+            ci, di = _linear(i, m, label, logits, probs, reads)
             c = [a + b for a, b in zip(c, ci)]
             d += di
         return c, d
     if isinstance(t, Scale):
-        c, d = _linear(t.term, m, label, logits)
+        c, d = _linear(t.term, m, label, logits, probs, reads)
         return [t.factor * v for v in c], t.factor * d
     raise NotLinear(f"{t.text()} is not linear (max and min are linearised only at the top of a comparison)")
 
