@@ -88,7 +88,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     ``radius`` cut to [lower, upper]): prove all of it first, with the whole time; branch and bound
     on input splits appends candidate counterexamples it meets to ``found``. A property read
     through the softmax (``softmax.reads_probabilities``) is proved on rows over the logits
-    (``softmax.Linearisation``); ``reference_out``: the model's outputs at a KL reference input."""
+    (``softmax.rows``, on a graph with the exponentials' head); ``reference_out``: the model's outputs
+    at a KL reference input."""
     before_softmax, through_softmax = False, reads_probabilities(expr, outputs_are_logits)
     if through_softmax and not outputs_are_logits:
         # the model gives probabilities: through the logits before a softmax that ends its graph,

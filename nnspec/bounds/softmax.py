@@ -12,6 +12,10 @@ logits z (``requirements``), each of two kinds:
   KL(q || p) >= tau is one (a = q, c = sum q log q - tau; KL to uniform: q = 1/m); p_i <= t is one
   (log p_i = z_i - LSE(z): a = e_i, c = log t).
 
+An output formula's comparisons over probabilities are conditions c @ p + d > 0: a threshold when
+one probability appears, else a sum of exponentials with terms of both signs (``_probability_atom``);
+each is an alternative in its violation disjunct's group, beside its atoms over the logits.
+
 The exponentials become ops of the graph: ``ExpHead`` follows the logits with
 y = exp(min(D z, cap)) (``graph.BoundGraph.from_module(head=...)``; exp's relaxation is the chord
 above and the parallel tangent below, like softplus's), and a requirement is then a row linear in
