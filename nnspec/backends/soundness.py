@@ -131,7 +131,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
             return _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free, time_limit,
                          known_upper)
         if through_softmax:
-            rows = _softmax_rows(engine, model, expr, x0, label, outputs_are_logits, reference_out)
+            rows = _softmax_rows(engine, model, expr, x0, label, outputs_are_logits, reference_out,
+                                 int(centre_out.argmin()))
             C, d, groups = rows.C, rows.d, rows.groups
             if rows.head is not None:
                 engine = engine_for(model, linear=method != "ibp", before_softmax=before_softmax, head=rows.head)
@@ -155,14 +156,15 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
 
 
 def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outputs_are_logits: bool,
-                  reference_out: torch.Tensor | None) -> softmax.Rows:
+                  reference_out: torch.Tensor | None, least_likely: int) -> softmax.Rows:
     """The rows over the graph's logits (and a head's exponentials) that prove ``expr``; the
-    centre's logits from the graph at the point itself (exact up to rounding)."""
+    centre's logits from the graph at the point itself (exact up to rounding); ``least_likely``:
+    the least likely label as the searches read it (the model's own outputs at the centre)."""
     point = x0.double().reshape((1,) + tuple(engine.graph.input_shape))
     m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
     centre_z = engine.bound(point, point, torch.eye(m, dtype=torch.float64)[None], method="ibp")[0]
     reference_p = None if reference_out is None else as_probabilities(reference_out.double(), outputs_are_logits)
-    reqs = softmax.requirements(expr, m, label, centre_z, reference_p, outputs_are_logits)
+    reqs = softmax.requirements(expr, m, label, centre_z, reference_p, outputs_are_logits, least_likely)
     return softmax.rows(reqs, centre_z, torch.finfo(model.dtype).eps)
 
 

@@ -120,9 +120,10 @@ def _differences(m: int, base: int, others: list[int]) -> torch.Tensor:
 
 
 def requirements(expr, m: int, label: int, centre_z: torch.Tensor, reference_p: torch.Tensor | None = None,
-                 outputs_are_logits: bool = True) -> list:
+                 outputs_are_logits: bool = True, least_likely: int | None = None) -> list:
     """The conjunction of requirements on the logits z that is ``expr`` >= 0 (its safe side, the
-    boundary included). ``centre_z``: the logits at the centre (for the least likely label);
+    boundary included). ``centre_z``: the logits at the centre (the least likely label there,
+    unless ``least_likely`` gives it: the one the searches read, from the model's outputs);
     ``reference_p``: the reference distribution of a KL to a reference. An output formula gives
     one list of alternatives per disjunct of its violation set (any refuted atom refutes it),
     ``outputs_are_logits`` False: its every term reads the probabilities. Raises NotProbability
@@ -154,7 +155,8 @@ def requirements(expr, m: int, label: int, centre_z: torch.Tensor, reference_p: 
         return [ExpSumBelow(_differences(m, i, others), torch.ones(len(others), dtype=torch.float64), 1.0 / t - 1.0)]
     if isinstance(expr, ConfidenceGap) and expr.reading == "probabilities":
         mu = float(expr.margin)
-        target = {"label": expr.target_label, "least_likely": int(centre_z.argmin()), "untargeted": None}[expr.target]
+        least = int(centre_z.argmin()) if least_likely is None else least_likely
+        target = {"label": expr.target_label, "least_likely": least, "untargeted": None}[expr.target]
         targets = [k for k in range(m) if k != label] if target is None else [target]
         out: list[Requirement] = []
         for t in targets:
