@@ -33,9 +33,11 @@ and its sum of exponentials sum_k exp((e_k - a) @ z) >= exp(-c), where capping o
 sum (sound). Those rows are not exact, so a point where they fail is no candidate.
 
 Floating point: a tangent row asks for FLOAT32_ROWS * eps * (1 + max |z at the centre|) = delta
-times the L1 norm of its coefficients more, a sum for the factor exp(2 delta) (every D_k has L1
-norm <= 2), so that a row proved on float64 logits also holds for logits that the model's float32
-arithmetic moves by delta; the linear properties' guard in ``radius`` comes on top.
+times the L1 norm of its coefficients more; a sum scales its constant by exp(-2 delta) (or
+exp(2 delta) for a bound from below) and its added terms by exp(-4 delta) (every D_k has L1 norm
+<= 2, so each exponential moves by at most the factor exp(2 delta)). So a row proved on float64
+logits also holds for logits that the model's float32 arithmetic moves by delta; the linear
+properties' guard in ``radius`` comes on top.
 """
 
 from __future__ import annotations
@@ -267,7 +269,9 @@ def rows(reqs: list, centre_z: torch.Tensor, model_eps: float = 2.0 ** -23) -> R
                 # the bonus terms only lowers the left side)
                 exact = exact and req.exact
                 used = [(term(D, MAX_EXPONENT), -float(w)) for D, w in zip(req.D, req.w)]
-                used += [(term(E, MAX_EXPONENT), float(v)) for E, v in zip(*req.bonus)]
+                # (float32: with c e^(-2 delta) and the bonus e^(-4 delta) here, the sum holds for
+                # logits moved by delta, each term moving by at most the factor e^(2 delta))
+                used += [(term(E, MAX_EXPONENT), float(v) * math.exp(-4 * delta)) for E, v in zip(*req.bonus)]
                 sums.append((used, req.c * math.exp(-2 * delta) if req.c > 0 else req.c * math.exp(2 * delta)))
                 below_caps.extend(Linear(-D, MAX_EXPONENT - 1) for D in req.D)
             elif isinstance(req, ExpSumBelow):
