@@ -68,7 +68,9 @@ def explain(modules: list[SpecModule], plan: Plan) -> str:
                 info = registry.info(t.backend)
                 opts = ", ".join(f"{k}={_value(v)}" for k, v in t.options)
                 out.append(f"    solver: {t.backend} ({'chosen by the spec' if t.chosen_by == 'spec' else 'chosen by the planner'}): {opts}")
-                out.append(f"    gives: {', '.join(info.capabilities.gives)}; budget is per input")
+                gives = ("the observed min and max, an enclosure the bound engine proves" if prop.kind == "range"
+                         else ", ".join(info.capabilities.gives))
+                out.append(f"    gives: {gives}; budget is per input")
     return "\n".join(out) + "\n"
 
 
