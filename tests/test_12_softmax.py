@@ -139,7 +139,7 @@ def _grid_radius(net, expr, x0, label, top: float) -> float:
 
 
 # (seed, expression): the grid radius is below the ball's 2; CROWN's share of it (measured 0.43-0.86)
-# and branch and bound's (measured 0.9977-0.9999, in 0.7-2.3 s of the 10 s given) are asserted with margins
+# and branch and bound's (measured 0.9977-0.9999, in 0.7-2.3 s of the 6 s given) are asserted with margins
 CASES = [(0, "p >= 0.5"), (2, "kl > 0.2"), (5, "gap to 2, 0.2")]
 
 
@@ -157,7 +157,7 @@ def test_certified_radii_through_the_softmax_are_sound_and_close_to_the_grid(see
     box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
     radii = {}
     for method in ("ibp", "crown", "alpha", "bab"):
-        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=10.0,
+        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=6.0,
                                   known_upper=exact * 1.001)
         assert r is not None and "through rows over the logits" in note
         assert r <= exact * 1.001 and _grid_min(net, expr, x0.double(), r, label) >= -1e-9, (method, r, exact)
@@ -299,7 +299,7 @@ FORMULAS = {
 @pytest.mark.parametrize("text", FORMULAS)
 def test_output_formulas_over_probabilities_are_proved_close_to_the_grid(text):
     """Atoms over probabilities refuted through the softmax, beside atoms over the logits
-    (measured: CROWN 0.28 and 0.75 of the grid radius, branch and bound 0.999 in 2-3 s of the 10 s given)."""
+    (measured: CROWN 0.28 and 0.75 of the grid radius, branch and bound 0.999 in 2-3 s of the 6 s given)."""
     seed = FORMULAS[text]
     expr = _formula(text)
     net = _net(seed)
@@ -313,7 +313,7 @@ def test_output_formulas_over_probabilities_are_proved_close_to_the_grid(text):
     box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
     radii = {}
     for method in ("crown", "bab"):
-        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=10.0,
+        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=6.0,
                                   known_upper=exact * 1.001)
         assert r is not None and "through rows over the logits" in note
         assert r <= exact * 1.001 and _grid_min(net, expr, x0.double(), r, label) >= -1e-9, (method, r, exact)
