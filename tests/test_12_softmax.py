@@ -9,6 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from bench.softmax_bounds import grid_min as _grid_min
+from bench.softmax_bounds import grid_net as _net
+from bench.softmax_bounds import grid_radius as _grid_radius
 from nnspec.backends.soundness import proved_lower
 from nnspec.bounds import softmax
 from nnspec.bounds.softmax import Constant, ExpSumBelow, LogSumExpAbove
@@ -109,33 +112,26 @@ def test_a_row_that_holds_proves_its_requirement(name):
     assert proved > 0
 
 
-def _net(seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(2, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, M))
+def _radii(seed: int, expr, methods) -> dict[str, float]:
+    """Each method's certified radius / the grid radius on the seed's 2-input net, every one
+    checked on the grid (branch and bound gets the grid radius as its known upper bound)."""
+    net = _net(seed)
+    model = Model(net, (2,), M)
+    x0 = torch.rand(2, generator=torch.Generator().manual_seed(100 + seed))
     with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    return net.eval()
-
-
-def _grid_min(net: nn.Module, expr, x0: torch.Tensor, r: float, label: int, k: int = 301) -> float:
-    """min of s over a k x k grid of the box of radius r (float64 network)."""
-    a = torch.linspace(-r, r, k, dtype=torch.float64)
-    X = torch.stack(torch.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2) + x0
-    double = copy.deepcopy(net).double()
-    with torch.no_grad():
-        return float(_s(expr, double(X), label, double(x0[None])[0]).min())
-
-
-def _grid_radius(net, expr, x0, label, top: float) -> float:
-    """The grid's safe radius (bisection on the box's radius), at most ``top``."""
-    if _grid_min(net, expr, x0, top, label) >= 0:
-        return top
-    good, bad = 0.0, top
-    for _ in range(20):
-        mid = (good + bad) / 2
-        good, bad = (mid, bad) if _grid_min(net, expr, x0, mid, label) >= 0 else (good, mid)
-    return bad
+        centre = net(x0[None])[0].double()
+    label = int(centre.argmax())
+    exact = _grid_radius(net, expr, x0.double(), label, 2.0)
+    assert 0 < exact < 2.0
+    box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
+    radii = {}
+    for method in methods:
+        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=6.0,
+                                  known_upper=exact * 1.001)
+        assert r is not None and "through rows over the logits" in note
+        assert r <= exact * 1.001 and _grid_min(net, expr, x0.double(), r, label) >= -1e-9, (method, r, exact)
+        radii[method] = r / exact
+    return radii
 
 
 # (seed, expression): the grid radius is below the ball's 2; CROWN's share of it (measured 0.43-0.86)
@@ -145,23 +141,7 @@ CASES = [(0, "p >= 0.5"), (2, "kl > 0.2"), (5, "gap to 2, 0.2")]
 
 @pytest.mark.parametrize("seed, name", CASES)
 def test_certified_radii_through_the_softmax_are_sound_and_close_to_the_grid(seed, name):
-    expr = EXPRESSIONS[name]
-    net = _net(seed)
-    model = Model(net, (2,), M)
-    x0 = torch.rand(2, generator=torch.Generator().manual_seed(100 + seed))
-    with torch.no_grad():
-        centre = net(x0[None])[0].double()
-    label = int(centre.argmax())
-    exact = _grid_radius(net, expr, x0.double(), label, 2.0)
-    assert exact < 2.0
-    box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
-    radii = {}
-    for method in ("ibp", "crown", "alpha", "bab"):
-        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=6.0,
-                                  known_upper=exact * 1.001)
-        assert r is not None and "through rows over the logits" in note
-        assert r <= exact * 1.001 and _grid_min(net, expr, x0.double(), r, label) >= -1e-9, (method, r, exact)
-        radii[method] = r / exact
+    radii = _radii(seed, EXPRESSIONS[name], ("ibp", "crown", "alpha", "bab"))
     assert 0 < radii["ibp"] <= radii["crown"] + 1e-9
     assert radii["crown"] > 0.4
     assert radii["bab"] > 0.9 and radii["bab"] >= radii["crown"] - 1e-9, radii
@@ -300,22 +280,5 @@ FORMULAS = {
 def test_output_formulas_over_probabilities_are_proved_close_to_the_grid(text):
     """Atoms over probabilities refuted through the softmax, beside atoms over the logits
     (measured: CROWN 0.28 and 0.75 of the grid radius, branch and bound 0.999 in 2-3 s of the 6 s given)."""
-    seed = FORMULAS[text]
-    expr = _formula(text)
-    net = _net(seed)
-    model = Model(net, (2,), M)
-    x0 = torch.rand(2, generator=torch.Generator().manual_seed(100 + seed))
-    with torch.no_grad():
-        centre = net(x0[None])[0].double()
-    label = int(centre.argmax())
-    exact = _grid_radius(net, expr, x0.double(), label, 2.0)
-    assert 0 < exact < 2.0
-    box = (torch.full((2,), -10.0), torch.full((2,), 10.0))
-    radii = {}
-    for method in ("crown", "bab"):
-        r, note, _ = proved_lower(model, expr, True, x0, label, centre, 2.0, *box, method=method, time_limit=6.0,
-                                  known_upper=exact * 1.001)
-        assert r is not None and "through rows over the logits" in note
-        assert r <= exact * 1.001 and _grid_min(net, expr, x0.double(), r, label) >= -1e-9, (method, r, exact)
-        radii[method] = r / exact
+    radii = _radii(FORMULAS[text], _formula(text), ("crown", "bab"))
     assert radii["crown"] > 0.2 and radii["bab"] > 0.9, radii

@@ -17,10 +17,10 @@ import math
 
 import torch
 
-from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives
-from nnspec.models.model import Model
-from nnspec.bounds import softmax
+from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
+from nnspec.bounds.radius import ball_box
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
+from nnspec.models.model import Model
 from nnspec.properties.expressions import ConfidenceGap, OutputThreshold, OutputValue, as_probabilities
 from nnspec.properties.formulas import NotLinear, OutputFormula
 
@@ -90,14 +90,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     through the softmax (``softmax.reads_probabilities``) is proved on rows over the logits
     (``softmax.rows``, on a graph with the exponentials' head); ``reference_out``: the model's outputs
     at a KL reference input."""
-    before_softmax, through_softmax = False, reads_probabilities(expr, outputs_are_logits)
-    if through_softmax and not outputs_are_logits:
-        # the model gives probabilities: through the logits before a softmax that ends its graph,
-        # else (a probability threshold) linear in the outputs themselves
-        try:
-            through_softmax = before_softmax = engine_for(model, linear=False, before_softmax=True).graph.stripped_softmax
-        except Unsupported:
-            through_softmax = False
+    through_softmax = _through_softmax(model, reads_probabilities(expr, outputs_are_logits), outputs_are_logits)
+    before_softmax = through_softmax and not outputs_are_logits
     C = d = groups = None
     if not through_softmax:
         try:
@@ -155,14 +149,32 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     return r, f"{name} certifies a box of radius {r:.4g} around the centre{how}", name
 
 
+def _through_softmax(model: Model, reads: bool, outputs_are_logits: bool) -> bool:
+    """Whether a property that ``reads`` probabilities is proved through the softmax: on a model
+    that gives logits, on those; on one that gives probabilities, on the logits before a softmax
+    that ends its graph (else it is linear in the outputs themselves, or has no bound)."""
+    if not reads or outputs_are_logits:
+        return reads
+    try:
+        return engine_for(model, linear=False, before_softmax=True).graph.stripped_softmax
+    except Unsupported:
+        return False
+
+
+def _centre_logits(engine, x0: torch.Tensor, m: int) -> torch.Tensor:
+    """The graph's first m outputs (the logits) at the point x0, exact up to rounding."""
+    point = x0.double().reshape((1,) + tuple(engine.graph.input_shape))
+    n = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
+    return engine.bound(point, point, torch.eye(n, dtype=torch.float64)[None, :m], method="ibp")[0]
+
+
 def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outputs_are_logits: bool,
                   reference_out: torch.Tensor | None, least_likely: int) -> softmax.Rows:
     """The rows over the graph's logits (and a head's exponentials) that prove ``expr``; the
     centre's logits from the graph at the point itself (exact up to rounding); ``least_likely``:
     the least likely label as the searches read it (the model's own outputs at the centre)."""
-    point = x0.double().reshape((1,) + tuple(engine.graph.input_shape))
     m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
-    centre_z = engine.bound(point, point, torch.eye(m, dtype=torch.float64)[None], method="ibp")[0]
+    centre_z = _centre_logits(engine, x0, m)
     reference_p = None if reference_out is None else as_probabilities(reference_out.double(), outputs_are_logits)
     reqs = softmax.requirements(expr, m, label, centre_z, reference_p, outputs_are_logits, least_likely)
     return softmax.rows(reqs, centre_z, torch.finfo(model.dtype).eps)
@@ -178,13 +190,8 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
     sum bounded through the exponentials' head (``softmax.ExpHead``). ``bab`` and ``milp`` use
     alpha-CROWN here. Widened for the model's float32 arithmetic as proofs are."""
     i = label if expr.index is None else expr.index
-    through = expr.fn == "prob"
-    before_softmax = False
-    if through and not outputs_are_logits:
-        try:
-            through = before_softmax = engine_for(model, linear=False, before_softmax=True).graph.stripped_softmax
-        except Unsupported:
-            through = False
+    through = _through_softmax(model, expr.fn == "prob", outputs_are_logits)
+    before_softmax = through and not outputs_are_logits
     try:
         engine = engine_for(model, linear=False, before_softmax=before_softmax)
         if method == "auto":
@@ -195,8 +202,8 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
         shape = (1,) + tuple(engine.graph.input_shape)
         x0 = x0.double().reshape(-1)
         mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
-        lo = torch.minimum(torch.maximum(x0 - radius * mask, lower.double().reshape(-1)), x0).reshape(shape)
-        hi = torch.maximum(torch.minimum(x0 + radius * mask, upper.double().reshape(-1)), x0).reshape(shape)
+        lo, hi = (b.reshape(shape) for b in ball_box(x0, radius, lower.double().reshape(-1),
+                                                     upper.double().reshape(-1), mask))
         eps = torch.finfo(model.dtype).eps
         m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
         if not through:
@@ -207,16 +214,12 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
             found = (low - guard, -neg_high + guard)
         else:
             others = [k for k in range(m) if k != i]
-            D = torch.zeros(len(others), m, dtype=torch.float64)
-            D[torch.arange(len(others)), others] = 1.0
-            D[:, i] -= 1.0
-            head = softmax.ExpHead(D, torch.full((len(others),), softmax.MAX_EXPONENT, dtype=torch.float64))
+            head = softmax.ExpHead(softmax.differences(m, i, others),
+                                   torch.full((len(others),), softmax.MAX_EXPONENT, dtype=torch.float64))
             engine = engine_for(model, linear=how != "ibp", before_softmax=before_softmax, head=head)
-            point = x0.reshape(shape)
-            centre = engine.bound(point, point, torch.eye(m + len(others), dtype=torch.float64)[None, :m],
-                                  method="ibp")[0]
-            # -log p_i = LSE(z) - z_i is above each tangent plane's row (softmax._tangent_rows)
-            planes, offsets = softmax._tangent_rows(softmax.LogSumExpAbove(torch.eye(m, dtype=torch.float64)[i], 0.0),
+            centre = _centre_logits(engine, x0, m)
+            # -log p_i = LSE(z) - z_i is above each tangent plane's row (softmax.tangent_rows)
+            planes, offsets = softmax.tangent_rows(softmax.LogSumExpAbove(torch.eye(m, dtype=torch.float64)[i], 0.0),
                                                     centre)
             rows = torch.zeros(1, 2 + len(planes), m + len(others), dtype=torch.float64)
             rows[0, 0, m:], rows[0, 1, m:] = 1.0, -1.0

@@ -116,7 +116,9 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     return good
 
 
-def _box(x0, r, lower, upper, mask):
+def ball_box(x0, r, lower, upper, mask):
+    """The box of radius r around the flat centre x0 (only the ``mask`` dimensions move), cut to
+    [lower, upper] (and always holding x0): it holds every ball of radius r there."""
     lo = torch.minimum(torch.maximum(x0 - r * mask, lower), x0)
     hi = torch.maximum(torch.minimum(x0 + r * mask, upper), x0)
     return lo, hi
@@ -152,7 +154,7 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
         if left <= 0.05:
             break
         mid = good + (bad - good) / 2
-        lo, hi = _box(x0, mid, lower, upper, mask)
+        lo, hi = ball_box(x0, mid, lower, upper, mask)
         result = verify(engine, lo, hi, C, threshold, time_limit=left / 2, slack=slack, offsets=offsets,
                         groups=groups)
         if result.proven:
@@ -169,7 +171,7 @@ def _bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, f
     from nnspec.bounds.bab import verify
 
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
-    lo, hi = _box(x0, radius, lower, upper, mask)
+    lo, hi = ball_box(x0, radius, lower, upper, mask)
     result = verify(engine, lo, hi, C, threshold, time_limit=time_limit, slack=slack, offsets=offsets,
                     groups=groups, found=found)
     return radius if result.proven else 0.0
@@ -182,7 +184,7 @@ def _flat_with_slack(engine: BoundEngine, x0, C, lower, upper, free, model_eps, 
     lower, upper = lower.double().reshape(-1).expand_as(x0), upper.double().reshape(-1).expand_as(x0)
     mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
     shape = (1,) + tuple(engine.graph.input_shape)
-    lo, hi = _box(x0, 0.0, lower, upper, mask)
+    lo, hi = ball_box(x0, 0.0, lower, upper, mask)
     centre = float(reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), C[None].double()), offsets,
                                groups)[0])
     return x0, lower, upper, mask, 64 * model_eps * (1.0 + abs(centre))

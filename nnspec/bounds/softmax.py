@@ -113,7 +113,8 @@ def reads_probabilities(expr, outputs_are_logits: bool = True) -> bool:
             or (isinstance(expr, OutputFormula) and (expr.reads_probabilities() or not outputs_are_logits)))
 
 
-def _differences(m: int, base: int, others: list[int]) -> torch.Tensor:
+def differences(m: int, base: int, others: list[int]) -> torch.Tensor:
+    """Rows e_j - e_base (len(others), m): the exponents z_j - z_base."""
     D = torch.zeros(len(others), m, dtype=torch.float64)
     for k, j in enumerate(others):
         D[k, j] += 1.0
@@ -154,7 +155,7 @@ def requirements(expr, m: int, label: int, centre_z: torch.Tensor, reference_p: 
         if t <= 0.0 or t >= 1.0:  # p_i >= t: sum_{k != i} exp(z_k - z_i) <= 1/t - 1
             return [Constant(t <= 0.0)]
         others = [k for k in range(m) if k != i]
-        return [ExpSumBelow(_differences(m, i, others), torch.ones(len(others), dtype=torch.float64), 1.0 / t - 1.0)]
+        return [ExpSumBelow(differences(m, i, others), torch.ones(len(others), dtype=torch.float64), 1.0 / t - 1.0)]
     if isinstance(expr, ConfidenceGap) and expr.reading == "probabilities":
         mu = float(expr.margin)
         least = int(centre_z.argmin()) if least_likely is None else least_likely
@@ -171,7 +172,7 @@ def requirements(expr, m: int, label: int, centre_z: torch.Tensor, reference_p: 
             # (1 - mu) - (1 + mu) e^(z_t - z_l) - mu sum_{k != l, t} e^(z_k - z_l) >= 0
             terms = [t] + ([k for k in range(m) if k not in (label, t)] if mu > 0 else [])
             w = torch.tensor([1.0 + mu] + [mu] * (len(terms) - 1), dtype=torch.float64)
-            out.append(ExpSumBelow(_differences(m, label, terms), w, 1.0 - mu, exact=mu >= 0))
+            out.append(ExpSumBelow(differences(m, label, terms), w, 1.0 - mu, exact=mu >= 0))
         return out
     raise NotProbability(f"no probability rows for {type(expr).__name__}")
 
@@ -196,8 +197,8 @@ def _probability_atom(c: torch.Tensor, d: float, label: int, centre_z: torch.Ten
         return Constant(len(positive) > 0)
     b = int(positive[torch.argmax(torch.log(w[positive]) + centre_z.double()[positive])])
     others = [int(k) for k in positive if k != b]
-    bonus = (_differences(m, b, others), w[others]) if others else None
-    return ExpSumBelow(_differences(m, b, negative.tolist()), -w[negative], float(w[b]), bonus=bonus)
+    bonus = (differences(m, b, others), w[others]) if others else None
+    return ExpSumBelow(differences(m, b, negative.tolist()), -w[negative], float(w[b]), bonus=bonus)
 
 
 class ExpHead(nn.Module):
@@ -282,7 +283,7 @@ def rows(reqs: list, centre_z: torch.Tensor, model_eps: float = 2.0 ** -23) -> R
                                  req.c * math.exp(-2 * delta)))
             else:
                 exact = False
-                C, d = _tangent_rows(req, centre_z)
+                C, d = tangent_rows(req, centre_z)
                 fixed_C.append(C)
                 fixed_d.append(d - delta * C.abs().sum(dim=1))
                 diffs = torch.eye(m, dtype=torch.float64) - req.a[None]
@@ -321,7 +322,7 @@ def rows(reqs: list, centre_z: torch.Tensor, model_eps: float = 2.0 ** -23) -> R
     return Rows(torch.cat(Cs), torch.cat(ds), torch.cat(gs), head, exact)
 
 
-def _tangent_rows(req: LogSumExpAbove, centre_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def tangent_rows(req: LogSumExpAbove, centre_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows (C, d) with C @ z + d <= LSE(z) - a @ z + c for every z: tangent planes at the centre
     scaled by TANGENT_SCALES, and z_k - a @ z + c for every k."""
     rows_, offsets = [], []
