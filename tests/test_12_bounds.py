@@ -2049,7 +2049,7 @@ def test_groups_the_milp_leaves_open_go_back_to_branch_and_bound(monkeypatch):
     assert not outside.proven and outside.lower <= 0
 
 
-@pytest.mark.parametrize("seed", [3, 7])
+@pytest.mark.parametrize("seed", [3])  # (seed 7 too until 2026-12-07: the test run is at its budget)
 def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monkeypatch, tmp_path, seed):
     """With two workers the groups' ReLU-splitting searches run in forked processes, one thread
     each, their results coming back through pipes: the box at 95% of the exact radius is proved
@@ -2710,7 +2710,7 @@ def test_open_subdomains_dealt_into_parts_keep_every_one_in_heap_order():
     heapq.heappush(merged, (-0.9, 99, bab.domains._Domain(lo, hi, {}, -0.9), {}))  # no tie reaches a domain
 
 
-@pytest.mark.parametrize("seed", [3, 7])
+@pytest.mark.parametrize("seed", [3])  # (seed 7 too until 2026-12-07: the test run is at its budget)
 def test_a_search_splits_for_idle_workers_with_the_verdicts_of_one(monkeypatch, tmp_path, seed):
     """One group, two workers: its search runs in a forked process and, finding the other
     worker idle, splits its open subdomains into two searches (SPLIT_AFTER set to 0 here). The

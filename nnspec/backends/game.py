@@ -114,7 +114,7 @@ class GameBackend:
         r, note, st.ibp_method = proved_lower(model, task.prop.expression, task.outputs_are_logits,
                                               torch.from_numpy(ctx.x0), st.label, st.centre_out, ctx.radius,
                                               torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper), method=method,
-                                              time_limit=float(task.options.get("bound_time", 10.0)))
+                                              time_limit=float(task.options.get("bound_time", 10.0)), norm=ctx.norm)
         st.notes.append(note)
         return r
 

@@ -18,6 +18,7 @@ import math
 import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
+from nnspec.bounds.balls import NORMS
 from nnspec.bounds.radius import ball_box
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
 from nnspec.models.model import Model
@@ -81,7 +82,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
                  method: str = "auto", time_limit: float = 10.0,
                  known_upper: float | None = None, whole: bool = False,
-                 found: list | None = None, reference_out: torch.Tensor | None = None) -> tuple[float | None, str, str | None]:
+                 found: list | None = None, reference_out: torch.Tensor | None = None,
+                 norm: str = "linf") -> tuple[float | None, str, str | None]:
     """(certified radius, note, the method's name), or (None, why not, None). ``bab`` and
     ``milp`` run for at most ``time_limit`` seconds (anytime); ``known_upper``: the distance of a
     confirmed violation, which bounds their search. ``whole``: the region is a box (the ball of
@@ -89,7 +91,9 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     on input splits appends candidate counterexamples it meets to ``found``. A property read
     through the softmax (``softmax.reads_probabilities``) is proved on rows over the logits
     (``softmax.rows``, on a graph with the exponentials' head); ``reference_out``: the model's outputs
-    at a KL reference input."""
+    at a KL reference input. ``norm``: the ball's (linf, l2, l1); an L1 or L2 radius is proved
+    over the ball itself where the method can (``certified_radius``), else over its box."""
+    ball = norm if norm in NORMS else None
     through_softmax = _through_softmax(model, reads_probabilities(expr, outputs_are_logits), outputs_are_logits)
     before_softmax = through_softmax and not outputs_are_logits
     C = d = groups = None
@@ -122,8 +126,16 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
             centre = float(min(centre_out[label] - centre_out[t] for t in others))
             # the same guard against float32 rounding as the other methods: look for margins up to it
             guard = 64 * torch.finfo(model.dtype).eps * (1.0 + abs(centre))
-            return _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free, time_limit,
-                         known_upper)
+            r, note, name = _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free,
+                                  time_limit, known_upper, "l1" if norm == "l1" else "linf")
+            if ball == "l2":  # the MILP's L-inf distance bounds the L2 one; alpha-CROWN may prove the ball further
+                over_ball = certified_radius(engine, x0.reshape(-1), margin_objectives(model.n_outputs, label, target),
+                                             expr.margin, radius, lower, upper, method="alpha", free=free,
+                                             model_eps=torch.finfo(model.dtype).eps, norm=ball)
+                if over_ball > r:
+                    return over_ball, f"alpha-CROWN certifies an L2 ball of radius {over_ball:.4g} ({note})", \
+                        METHODS["alpha"]
+            return r, note, name
         if through_softmax:
             rows = _softmax_rows(engine, model, expr, x0, label, outputs_are_logits, reference_out,
                                  int(centre_out.argmin()))
@@ -134,7 +146,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                 found = None
         r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method=method, free=free,
                              model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit,
-                             known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found)
+                             known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found,
+                             norm=norm)
     except (Unsupported, NotProbability) as err:
         return None, f"no sound bound ({err})", None
     except NotLinear as err:
@@ -143,6 +156,11 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
     how = " (the probabilities through rows over the logits)" if through_softmax else ""
+    if ball is not None and not whole:
+        region = "its box" if method == "ibp" else "the ball" if method in ("crown", "alpha") else \
+            "the ball or its box"
+        return r, f"{name} certifies an {ball.upper()} ball of radius {r:.4g} around the centre{how} " \
+                  f"(bounded over {region})", name
     if whole:
         return r, (f"{name} proves the whole box{how}" if r >= radius else
                    f"{name} did not prove the whole box; it certifies radius {r:.4g} around the centre{how}"), name
@@ -247,17 +265,20 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
 MILP_TOLERANCE = 1e-6  # relative: HiGHS's optimum is exact up to its feasibility tolerances
 
 
-def _milp(engine, x0, label, target, margin, radius, lower, upper, free, time_limit, known_upper):
+def _milp(engine, x0, label, target, margin, radius, lower, upper, free, time_limit, known_upper, norm="linf"):
+    """The MILP's radius in ``norm`` (linf, or l1: exact in that norm; on an L2 ball the caller
+    passes linf, whose distance is a lower bound of the L2 one)."""
     from nnspec.bounds.exact import milp_radius
 
     bound = radius if known_upper is None else min(radius, known_upper * (1 + 1e-6) + 1e-9)
     result = milp_radius(engine, x0, label, target, bound, lower, upper, threshold=margin, free=free,
-                         time_limit=time_limit)
+                         time_limit=time_limit, norm=norm)
+    what = "" if norm == "linf" else f" ({norm.upper()})"
     if result.status == "infeasible":
         r = bound if bound >= radius else bound * (1 - MILP_TOLERANCE)
-        return r, f"MILP: no violation within {bound:.4g}", "MILP"
-    r = max(0.0, result.lower * (1 - MILP_TOLERANCE))
+        return r, f"MILP: no violation within {bound:.4g}{what}", "MILP"
+    r = min(radius, max(0.0, result.lower * (1 - MILP_TOLERANCE)))
     if result.status == "optimal":
-        return r, f"MILP: the closest violation is at {result.distance:.6g} (exact)", "MILP"
-    return r, f"MILP stopped after {time_limit:g} s: the closest violation is between {result.lower:.4g} and " \
+        return r, f"MILP: the closest violation{what} is at {result.distance:.6g} (exact)", "MILP"
+    return r, f"MILP stopped after {time_limit:g} s: the closest violation{what} is between {result.lower:.4g} and " \
               f"{result.distance:.4g}", "MILP"

@@ -29,7 +29,8 @@ MIX_START = 0.5  # an unstable neuron's share of the triangle in its upper line 
 def optimise(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
              steps: int = 20, lr: float = 0.25, bounds: dict | None = None,
              deadline: float | None = None, joint: bool | None = None,
-             start: dict | None = None, facets: dict | None = None, target: str | None = None) -> Optimised:
+             start: dict | None = None, facets: dict | None = None, target: str | None = None,
+             ball=None) -> Optimised:
     """alpha-CROWN: the best lower bounds (B, S) of C @ y + d over each box, the tightest bounds
     of every op seen on the way (each iteration's are sound, so their intersection is) and the
     final objective's slopes at the end (a warm start for branch and bound's subdomains).
@@ -41,13 +42,14 @@ def optimise(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.T
     upper line mixes its triangle with its facet, the mix optimised with the slopes (from
     ``start["mix:<relu>"]`` where given, else MIX_START) and returned in ``mix``. ``target``:
     the op whose values C weighs (with ``joint`` False; default the graph's output), e.g. an
-    intermediate layer's neurons, C (B, S, *its shape)."""
+    intermediate layer's neurons, C (B, S, *its shape). ``ball``: the region is that L1/L2 ball
+    cut to the boxes (``nnspec.bounds.balls``; given ``bounds`` carry their own)."""
     lo, hi = lo.to(torch.float64), hi.to(torch.float64)
     C = C.to(torch.float64)
     B, S = C.shape[:2]
     d = torch.zeros(B, S, dtype=torch.float64) if d is None else d.to(torch.float64).expand(B, S)
     if bounds is None:
-        bounds = engine.intervals(lo, hi, "crown")
+        bounds = engine.intervals(lo, hi, "crown", ball=ball)
     out = engine.graph.output if target is None else target
     A0 = C.reshape((B, S) + engine.by_name[out].shape)
     with torch.no_grad():
@@ -126,6 +128,7 @@ def _alpha_joint(engine: BoundEngine, lo, hi, A0, d, base, best, steps: int, lr:
         value = engine.backward(out, A0, bounds, params[out]) + d
         best = torch.maximum(best, value.detach())
         tightest = {n: intersect(tightest[n], (l.detach(), u.detach())) for n, (l, u) in bounds.items()}
+        tightest["input"] = base["input"]  # (with its ball, where the region has one)
         if not value.requires_grad:
             break
         (-value.sum()).backward()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nnspec.bounds import alpha
+from nnspec.bounds.balls import Ball, minimum, with_ball
 from nnspec.bounds.graph import BoundGraph, Op
 from nnspec.bounds.relax import (
     concretise,
@@ -74,7 +75,8 @@ class BoundEngine:
 
     def intervals(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
                   splits: dict[str, torch.Tensor] | None = None,
-                  prior: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, tuple]:
+                  prior: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  ball: Ball | None = None) -> dict[str, tuple]:
         """Bounds (lo, hi) of every op over the boxes, (B, *shape) each. ``splits``: per
         nonlinearity input, (B, *shape) with +1 (the neuron is >= 0 in this subdomain), -1 (<= 0)
         or 0 (free), as branch and bound fixes them; the bounds then hold on the subdomain only,
@@ -89,7 +91,7 @@ class BoundEngine:
         with torch.no_grad():
             for op in self.ops:
                 if op.kind == "input":
-                    bounds[op.name] = (lo, hi)
+                    bounds[op.name] = with_ball(lo, hi, ball)
                     continue
                 l, u = self.interval(op, bounds)
                 if prior is not None and op.name in prior:
@@ -292,9 +294,8 @@ class BoundEngine:
                 continue
             if record is not None and (op.kind == "input" or op.kind in ELEMENTWISE):
                 record[op.name] = a.detach()
-            if op.kind == "input":
-                l, u = bounds[op.name]
-                lower = lower + concretise(a, l, u)
+            if op.kind == "input":  # over the box, or the ball cut to it
+                lower = lower + minimum(a, bounds[op.name])
             elif op.kind == "affine":
                 lower = lower + (a.flatten(2) * self._cast(op, "bias", a.dtype).flatten(1)[None]).sum(-1)
                 for name, g in zip(op.inputs, self._affine_back(op, a)):
@@ -403,17 +404,20 @@ class BoundEngine:
 
     def bound(self, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor | None = None,
               method: str = "crown", alpha_steps: int = 20, lr: float = 0.25,
-              bounds: dict | None = None) -> torch.Tensor:
+              bounds: dict | None = None, ball: Ball | None = None) -> torch.Tensor:
         """Lower bounds (B, S) of C @ y + d over each box; ``method`` ibp | crown | alpha, or forward |
-        forward+crown (the intermediate bounds so, the objective's by a CROWN pass)."""
+        forward+crown (the intermediate bounds so, the objective's by a CROWN pass). ``ball``: over
+        that L1/L2 ball cut to each box instead (CROWN and alpha-CROWN; IBP and the forward modes
+        bound the box, which holds it)."""
         if method == "alpha":
-            return self.optimise(lo, hi, C, d, steps=alpha_steps, lr=lr, bounds=bounds).lower
+            return self.optimise(lo, hi, C, d, steps=alpha_steps, lr=lr, bounds=bounds, ball=ball).lower
         lo, hi = lo.to(torch.float64), hi.to(torch.float64)
         C = C.to(torch.float64)
         B, S = C.shape[:2]
         d = torch.zeros(B, S, dtype=torch.float64) if d is None else d.to(torch.float64).expand(B, S)
         if bounds is None:
-            bounds = self.intervals(lo, hi, method if method in ("ibp", "forward", "forward+crown") else "crown")
+            bounds = self.intervals(lo, hi, method if method in ("ibp", "forward", "forward+crown") else "crown",
+                                    ball=ball)
         out = self.graph.output
         if method == "ibp":
             l, u = bounds[out]

@@ -114,9 +114,10 @@ def _maxpool_layers(op, in_shape) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int | None, radius: float,
                 lower: torch.Tensor, upper: torch.Tensor, *, threshold: float = 0.0, free: torch.Tensor | None = None,
-                time_limit: float = 60.0):
-    """The exact L-inf distance to the closest input where the margin over ``target`` (any label if
-    None) is at most ``threshold``, within ``radius``: a ``MilpResult`` (``lower`` is proved)."""
+                time_limit: float = 60.0, norm: str = "linf"):
+    """The exact L-inf (or ``norm`` l1) distance to the closest input where the margin over
+    ``target`` (any label if None) is at most ``threshold``, within the box of ``radius``: a
+    ``MilpResult`` (``lower`` is proved)."""
     from nnspec.solvers.milp import min_distance
 
     layers, preacts = chain_layers(engine)
@@ -145,7 +146,7 @@ def milp_radius(engine: BoundEngine, x0: torch.Tensor, label: int, target: int |
         low = engine.bound(*(v.reshape((1,) + tuple(engine.graph.input_shape)) for v in box), C[None])[0]
         others = [t for t in range(n_out) if t != label]
         targets = [t for t, v in zip(others, low.tolist()) if v <= threshold]
-    return min_distance(layers, x0.numpy(), label, target, "linf", lo.numpy(), hi.numpy(), max_radius=radius,
+    return min_distance(layers, x0.numpy(), label, target, norm, lo.numpy(), hi.numpy(), max_radius=radius,
                         slack=-threshold, time_limit=time_limit, anytime=True, pre_bounds=pre_bounds,
                         targets=targets)
 

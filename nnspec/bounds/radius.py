@@ -17,8 +17,10 @@ import time
 
 import torch
 
+from nnspec.bounds.balls import NORMS, Ball
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.hull import hull_bound
+from nnspec.bounds.relax import numel
 
 METHODS = {"ibp": "interval bound propagation", "crown": "CROWN", "alpha": "alpha-CROWN",
            "hull": "alpha-CROWN with hull facets", "bab": "branch and bound",
@@ -58,7 +60,7 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
                      free: torch.Tensor | None = None, model_eps: float = 2.0 ** -23, rounds: int = 4,
                      points: int = 8, time_limit: float = 10.0, known_upper: float | None = None,
                      offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-                     whole: bool = False, found: list | None = None) -> float:
+                     whole: bool = False, found: list | None = None, norm: str | None = None) -> float:
     """The largest r in [0, radius] (to about 7/points**rounds of itself) whose box around ``x0``
     (clipped to [lower, upper]; only the ``free`` dimensions move) ``method`` proves to keep every
     objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first; without
@@ -68,22 +70,45 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     ``offsets``/``groups``: the objective is min over groups of max over a group's rows of
     C @ y + offset (``reduce_rows``). ``whole``: with bab and no ``known_upper``, the question is
     the ball of ``radius`` itself (a box region): all the time goes to proving it, and the answer
-    is ``radius`` or 0. ``found`` collects branch and bound's candidate counterexamples."""
+    is ``radius`` or 0. ``found`` collects branch and bound's candidate counterexamples.
+    ``norm`` l1 | l2: the radius of that ball (cut to the box) rather than of the box: CROWN and
+    alpha-CROWN minimise over the ball (``nnspec.bounds.balls``); IBP bounds its box; hull,
+    branch and bound and the MILP prove boxes, so with a ball they give the larger of their box
+    radius and alpha-CROWN's ball radius (each proves the ball)."""
+    ball_norm = norm if norm in NORMS else None
+    if ball_norm is not None and (method == "hull" or (method == "bab" and not _splits_neurons(engine))):
+        # boxes only: the larger of the box's radius and alpha-CROWN's over the ball
+        over_ball = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="alpha", free=free,
+                                     model_eps=model_eps, rounds=rounds, points=points, offsets=offsets,
+                                     groups=groups, norm=ball_norm)
+        if over_ball >= radius:
+            return radius
+        over_box = certified_radius(engine, x0, C, threshold, radius, lower, upper, method=method, free=free,
+                                    model_eps=model_eps, rounds=rounds, points=points,
+                                    time_limit=time_limit, known_upper=known_upper, offsets=offsets,
+                                    groups=groups, whole=whole, found=found)
+        return max(over_ball, over_box)
     if method == "bab":
         return _bab_radius(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
                            time_limit=time_limit, known_upper=known_upper, offsets=offsets, groups=groups,
-                           whole=whole, found=found)
+                           whole=whole, found=found, norm=ball_norm)
     shape = (-1,) + tuple(engine.graph.input_shape)
     x0 = x0.double().reshape(1, -1)
     lower, upper = lower.double().reshape(1, -1).expand_as(x0), upper.double().reshape(1, -1).expand_as(x0)
     mask = torch.ones_like(x0) if free is None else free.double().reshape(1, -1)
     C = C.double()
+    if method == "ibp":
+        ball_norm = None  # IBP bounds the ball's box
 
     def margins(rs: torch.Tensor, below: float = -math.inf) -> torch.Tensor:
         """``below``: hull's facets go to the objectives still below it after alpha-CROWN."""
         lo = torch.minimum(torch.maximum(x0 - rs[:, None] * mask, lower), x0)
         hi = torch.maximum(torch.minimum(x0 + rs[:, None] * mask, upper), x0)
         objectives = C[None].expand(len(rs), -1, -1)
+        if ball_norm is not None:
+            ball = Ball(ball_norm, x0.expand(len(rs), -1), rs)
+            return reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), objectives, method=method,
+                                            ball=ball), offsets, groups)
         if method == "hull":
             d = None if offsets is None else offsets.double().view(1, -1).expand(len(rs), -1)
             return reduce_rows(hull_bound(engine, lo.reshape(shape), hi.reshape(shape), objectives, d, below=below),
@@ -128,8 +153,16 @@ def ball_box(x0, r, lower, upper, mask):
 WHOLE_SHARE = 0.5
 
 
+def _splits_neurons(engine: BoundEngine) -> bool:
+    """Whether branch and bound splits neurons on this graph (ReLUs, past 16 input dimensions:
+    ``bab.verify``'s automatic mode), the mode that proves L1/L2 balls."""
+    return numel(engine.graph.input_shape) > 16 and any(op.kind in ("relu", "leaky_relu") for op in engine.ops)
+
+
 def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
-                known_upper, offsets=None, groups=None, whole=False, found=None, tolerance: float = 1e-3) -> float:
+                known_upper, offsets=None, groups=None, whole=False, found=None, tolerance: float = 1e-3,
+                norm: str | None = None) -> float:
+    """``norm`` l1 | l2: every step proves that ball (cut to its box) by ReLU splitting."""
     from nnspec.bounds.bab import verify
 
     started = time.perf_counter()
@@ -137,7 +170,7 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
         return _bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
                           time_limit=time_limit, offsets=offsets, groups=groups, found=found)
     good = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="crown", free=free,
-                            model_eps=model_eps, offsets=offsets, groups=groups)
+                            model_eps=model_eps, offsets=offsets, groups=groups, norm=norm)
     if good >= radius:
         return radius
     # no violation seen in the ball: the ball itself first (the property's question; the
@@ -145,7 +178,7 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
     # CROWN alone did), then the bisection with the time left
     if known_upper is None and _bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free,
                                           model_eps=model_eps, time_limit=WHOLE_SHARE * time_limit,
-                                          offsets=offsets, groups=groups, found=found) >= radius:
+                                          offsets=offsets, groups=groups, found=found, norm=norm) >= radius:
         return radius
     bad = radius if known_upper is None else min(radius, known_upper)
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
@@ -156,7 +189,7 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
         mid = good + (bad - good) / 2
         lo, hi = ball_box(x0, mid, lower, upper, mask)
         result = verify(engine, lo, hi, C, threshold, time_limit=left / 2, slack=slack, offsets=offsets,
-                        groups=groups)
+                        groups=groups, ball=_ball(norm, x0, mid))
         if result.proven:
             good = mid
         else:
@@ -165,16 +198,24 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
 
 
 def _bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
-               offsets, groups, found) -> float:
+               offsets, groups, found, norm: str | None = None) -> float:
     """``radius`` when branch and bound proves the whole box (the ball of ``radius`` cut to
     [lower, upper]) within the time, else 0 (no radius is certified: the time went to the box)."""
     from nnspec.bounds.bab import verify
 
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
     lo, hi = ball_box(x0, radius, lower, upper, mask)
+    ball = _ball(norm, x0, radius)
     result = verify(engine, lo, hi, C, threshold, time_limit=time_limit, slack=slack, offsets=offsets,
-                    groups=groups, found=found)
+                    groups=groups, found=None if ball is not None else found, ball=ball)
     return radius if result.proven else 0.0
+
+
+def _ball(norm: str | None, x0: torch.Tensor, r: float) -> Ball | None:
+    """The L1/L2 ball of radius r around the flat centre x0 for ``bab.verify`` (None: a box)."""
+    if norm is None:
+        return None
+    return Ball(norm, x0.reshape(1, -1), torch.tensor([float(r)], dtype=torch.float64))
 
 
 def _flat_with_slack(engine: BoundEngine, x0, C, lower, upper, free, model_eps, offsets, groups):

@@ -301,7 +301,8 @@ class _Quantification(GradientPhases, MadsPhases):
                               self.task.upper, free=self.masks[p], method=method,
                               time_limit=float(self.opts.get("bound_time", 10.0)),
                               known_upper=best if math.isfinite(best) else None, whole=bool(self.prop.boxes),
-                              found=found, reference_out=None if self.ref_out is None else self.ref_out[p])
+                              found=found, reference_out=None if self.ref_out is None else self.ref_out[p],
+                              norm=self.ball.norm)
         for x in found:  # candidates met by branch and bound: recorded as a witness if the model agrees
             before = float(self.tracker.best_dist[p])
             # the solver's float64 point in the model's dtype may round out of the ball by a float

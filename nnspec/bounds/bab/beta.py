@@ -14,6 +14,7 @@ from nnspec.bounds import hull
 from nnspec.bounds.ascent import Adam
 from nnspec.bounds.bab import branching
 from nnspec.bounds.bab.domains import _deciding_row, _Domain
+from nnspec.bounds.balls import BallBox, ball_of, spread, with_ball
 from nnspec.bounds.dense import DenseChain
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.relax import cut_at_splits, halved, intersect, numel
@@ -174,8 +175,11 @@ class _Fixed:
 
     @classmethod
     def at_root(cls, engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
-                deadline: float) -> "_Fixed":
-        state = engine.optimise(lo[None], hi[None], C[None], steps=ROOT_ALPHA_STEPS, lr=0.25, deadline=deadline)
+                deadline: float, ball=None) -> "_Fixed":
+        """``ball``: the region is that L1/L2 ball cut to the box (``nnspec.bounds.balls``), which
+        the input of the root's bounds then carries to every subdomain."""
+        state = engine.optimise(lo[None], hi[None], C[None], steps=ROOT_ALPHA_STEPS, lr=0.25, deadline=deadline,
+                                ball=ball)
         return cls(state.bounds, {n: a[0].float() for n, a in state.alphas.items()}, state.lower[0],
                    {n: engine.by_name[n].inputs[0] for n in state.alphas},
                    halving={n: tuple(engine.by_name[n].shape) for n in engine.halvable if n in state.bounds})
@@ -283,7 +287,7 @@ def _pruned(engine: BoundEngine, fixed: _Fixed, lo: torch.Tensor, hi: torch.Tens
         return None  # pragma: no cover - a chain the probe misread
     relu_of = {pre: relu for relu, pre in fixed.inputs.items()}
     relus = [op for op in small.ops if op.kind == "relu"]
-    bounds, alphas, inputs = {"input": (flat_lo, flat_hi)}, {}, {}
+    bounds, alphas, inputs = {"input": with_ball(flat_lo, flat_hi, ball_of(fixed.bounds))}, {}, {}
     for k, (pre, op) in enumerate(zip(preacts, relus)):
         l, u = fixed.bounds[pre]
         bounds[op.inputs[0]] = (l.flatten(1)[:, keep[k]], u.flatten(1)[:, keep[k]])
@@ -327,7 +331,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     zeros = {n: torch.zeros(engine.by_name[n].shape, dtype=torch.int32 if n in engine.halvable else torch.int8)
              for n in names}
     splits = {n: torch.stack([d.splits.get(n, zeros[n]) for d in domains]) for n in names}
-    bounds = {"input": (lo, hi)}
+    ball = spread(ball_of(fixed.bounds), B)  # an L1/L2 region: the same ball for every subdomain
+    bounds = {"input": with_ball(lo, hi, ball)}
     empty = torch.zeros(B, dtype=torch.bool)
     for n, (l, u) in fixed.bounds.items():
         if n == "input":
@@ -347,6 +352,8 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
     # the parameters are optimised in float32 (half the time of float64 on a CPU); the bound is
     # then evaluated once in float64 with them: sound for any slopes in [0, 1] and betas >= 0
     fast = {n: (l.float(), u.float()) for n, (l, u) in bounds.items()}
+    if ball is not None:
+        fast["input"] = BallBox(*fast["input"], ball)  # (minimised over in the coefficients' dtype)
     A0_fast = A0.float()
     # every parameter of the batch lives in one (B, P) float32 tensor (``_Fixed.pack``'s layout),
     # the slopes, multipliers and mix are views of it: one Adam update and one clamp per step
@@ -380,7 +387,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
         optimiser = Adam([flat], lr=lr, state=state)
         top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
         # a dense chain: the bound and its gradient written out (``dense``), not through autograd
-        chain = DenseChain.of(engine)
+        chain = DenseChain.of(engine) if ball is None else None  # (the dense pass minimises over boxes)
         chain_batch = None
         if chain is not None:
             chain_batch = chain.batch(fast, fixed.facets, fixed.mix)

@@ -94,7 +94,8 @@ def _input_then_halving(engine: BoundEngine, lo, hi, C, threshold, *, time_limit
 def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, threshold: float = 0.0, *,
            time_limit: float = 10.0, mode: str = "auto", batch: int | None = None, max_domains: int = MAX_DOMAINS,
            slack: float = 0.0, offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-           found: list | None = None, milp: bool = True, milp_workers: int | None = None) -> BabResult:
+           found: list | None = None, milp: bool = True, milp_workers: int | None = None,
+           ball=None) -> BabResult:
     """Prove min over rows of C @ y(x) > threshold + slack for every x in [lo, hi] (one box,
     ``lo``/``hi`` shaped like one input; ``C`` (S, m)), or give the best proved lower bound of
     min_rows(C @ y) - threshold when time or the domain limit runs out. With ``offsets`` and
@@ -120,7 +121,12 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     ``milp_workers``: processes at once, one thread each: the groups' ReLU-splitting searches
     (``searches`` in the body; time limits of GROUPS_AT_ONCE_MIN_TIME and more), their MILPs,
     and the refinement's LPs; by default torch's thread
-    count, which the executor sets to the cores per task. One: everything in this process."""
+    count, which the executor sets to the cores per task. One: everything in this process.
+
+    ``ball`` (``nnspec.bounds.balls.Ball``, one centre): the region is that L1/L2 ball cut to the
+    box. ReLU splitting minimises every subdomain's bound over it; what works on boxes only (input
+    splitting, the LP refinement, the hull facets, the MILP stage, the dense chains' own pass) is
+    left out, except input splitting, which then proves the box (it holds the ball)."""
     started = time.perf_counter()
     shape = tuple(engine.graph.input_shape)
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
@@ -134,6 +140,10 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         mode = "input" if lo.numel() <= 16 else "relu"
     if mode == "relu" and not relus and not engine.halvable:
         mode = "input"
+    if ball is not None and mode == "relu":
+        milp = False
+    else:
+        ball = None
     goal = threshold + slack
     rows = (offsets, groups)
     if batch is None:  # parents split per step; ReLU splitting's subdomains are cheap (see beta._Fixed)
@@ -142,12 +152,12 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         return best_first._search(engine, lo, hi, C, threshold, goal, rows, mode, None, started, time_limit,
                                   batch, max_domains, found)
     # beta-CROWN: alpha-CROWN's bounds at the root, fixed for every subdomain (see beta._Fixed)
-    fixed = beta._Fixed.at_root(engine, lo, hi, C, started + ROOT_SHARE * time_limit)
+    fixed = beta._Fixed.at_root(engine, lo, hi, C, started + ROOT_SHARE * time_limit, ball=ball)
     original = engine  # the MILP stage checks its points on the network as given, not the pruned one
     pruned = beta._pruned(engine, fixed, lo, hi)
     if pruned is not None:
         engine, fixed, lo, hi = pruned
-    if time_limit >= REFINE_MIN_TIME:  # long searches on dense chains: tighter intermediate bounds first
+    if time_limit >= REFINE_MIN_TIME and ball is None:  # long searches on dense chains: tighter intermediate bounds first
         fixed = fixed.refined(engine, lo, hi, C, started + REFINE_SHARE * time_limit,
                               torch.get_num_threads() if milp_workers is None else milp_workers)
     # a dense chain with few unstable neurons: what branch and bound leaves open goes to a MILP,
@@ -158,7 +168,7 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
         milp_stage._unstable(engine, fixed) <= MILP_UNSTABLE else None
     bab_limit = time_limit if chain is None else \
         max(min(MILP_AFTER * time_limit, MILP_AFTER_MAX), MILP_AFTER_MIN)
-    facets = hull.FACET_STEPS > 0 and time_limit >= FACET_MIN_TIME
+    facets = hull.FACET_STEPS > 0 and time_limit >= FACET_MIN_TIME and ball is None
     parts, root_values = _parts(fixed.lower, offsets, groups)
     # min over groups > goal iff every group's value is: each group gets a search of its own (one
     # row per subdomain instead of all, each split chosen for that group). In one process the
