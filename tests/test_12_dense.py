@@ -94,6 +94,38 @@ def test_the_bound_and_its_gradient_are_the_engines_and_autograds(seed, shared_b
     assert any(float(m.grad.abs().max()) > 0 for m in mix.values()) or not facets
 
 
+@pytest.mark.parametrize("norm, shared_box, facets", [("l1", True, False), ("l2", False, True), ("l2", True, False)])
+def test_over_a_ball_the_bound_and_its_gradient_are_the_engines_and_autograds(norm, shared_box, facets):
+    from nnspec.bounds.balls import Ball, BallBox
+
+    engine = _chain((6, 14, 12, 10, 4), 11)
+    B, S = 7, 2
+    bounds, signs, alphas, betas, found, mix = _case(engine, B, S, 11, shared_box, facets)
+    lo, hi = bounds[DenseChain.of(engine).input]
+    radius = torch.full((B,), 0.2 if norm == "l1" else 0.12, dtype=torch.float64)
+    bounds["input"] = BallBox(lo, hi, Ball(norm, (lo + hi) / 2, radius))
+    A0 = torch.randn(B, S, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for t in (*alphas.values(), *betas.values(), *mix.values()):
+        t.requires_grad_(True)
+    signed = {p: -betas[p] * signs[p] for p in betas}
+    want = engine.backward(engine.graph.output, A0, bounds, alphas, betas=signed, facets=found, mix=mix)
+    want.sum().backward()
+    box = engine.backward(engine.graph.output, A0, {**bounds, "input": (lo, hi)}, alphas, betas=signed,
+                          facets=found, mix=mix)
+    assert bool((want > box + 1e-6).any())  # the ball is smaller than its box here
+    chain = DenseChain.of(engine)
+    with torch.no_grad():
+        got, grads = chain.value_and_grad(chain.batch(bounds, found, mix), A0, alphas,
+                                          {p: t.detach() for p, t in signed.items()}, mix)
+    assert torch.allclose(got, want.detach(), rtol=1e-12, atol=1e-10)
+    for r, a in alphas.items():
+        assert torch.allclose(grads[f"alpha:{r}"], a.grad, atol=1e-9), r
+    for p, b in betas.items():
+        assert torch.allclose(-signs[p] * grads[f"beta:{p}"], b.grad, atol=1e-9), p
+    for r, m in mix.items():
+        assert torch.allclose(grads[f"mix:{r}"], m.grad, atol=1e-9), r
+
+
 def test_float32_stays_close_to_float64():
     engine = _chain((6, 14, 12, 4), 7)
     bounds, signs, alphas, betas, found, mix = _case(engine, 5, 1, 7)

@@ -1,14 +1,16 @@
 """Sound lower bounds of the safe radius that any backend can attach to its results.
 
 The bound engine (``nnspec.bounds``: IBP, CROWN, alpha-CROWN, branch and bound over the model's
-graph) certifies a box radius around the centre when the property is linear in the raw outputs: a
+graph) certifies a radius around the centre when the property is linear in the raw outputs: a
 confidence gap read on logits, or read on probabilities with margin 0 (softmax keeps the order of
 the logits, so p_l < p_t exactly when z_l < z_t), a threshold on a logit, or an output formula over
-y with max/min at the top of its comparisons (its violation set in disjunctive normal form). That
-radius is a proved lower bound of the safe radius in L-inf, L2 and L1 alike (each ball lies in the
-box). On a model that gives probabilities, a confidence gap with margin 0 is proved on the logits
-before a softmax that ends its graph (the same order). Where no bound applies (another
-expression, an operator without a rule) the answer is None and says why.
+y with max/min at the top of its comparisons (its violation set in disjunctive normal form), and
+through the softmax for the properties that read probabilities (``nnspec.bounds.softmax``). The
+region is the ball's box in L-inf and, where the method can, the L2 or L1 ball itself
+(``nnspec.bounds.balls``; else its box, which holds it): a proved lower bound of the safe radius
+in the region's norm. On a model that gives probabilities, a confidence gap with margin 0 is
+proved on the logits before a softmax that ends its graph (the same order). Where no bound applies
+(another expression, an operator without a rule) the answer is None and says why.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
-from nnspec.bounds.balls import NORMS
+from nnspec.bounds.balls import NORMS, Ball
 from nnspec.bounds.radius import ball_box
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
 from nnspec.models.model import Model
@@ -200,9 +202,10 @@ def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outp
 
 def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: torch.Tensor, label: int,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
-                 method: str = "auto") -> tuple[tuple[float, float] | None, str]:
+                 method: str = "auto", norm: str = "linf") -> tuple[tuple[float, float] | None, str]:
     """An interval that a quantity (``reachability range``) provably stays within over the box of
-    ``radius`` around ``x0`` (which holds every ball of that radius), and a note; (None, why not).
+    ``radius`` around ``x0`` (which holds every ball of that radius; with ``norm`` l1 or l2 and a
+    linear method, over that ball cut to the box), and a note; (None, why not).
     A logit, or a probability the model outputs without a final softmax, is a row over the
     outputs; a probability after a softmax is 1 / (1 + sum_k exp(z_k - z_i)) over the logits, its
     sum bounded through the exponentials' head (``softmax.ExpHead``). ``bab`` and ``milp`` use
@@ -222,12 +225,14 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
         mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
         lo, hi = (b.reshape(shape) for b in ball_box(x0, radius, lower.double().reshape(-1),
                                                      upper.double().reshape(-1), mask))
+        ball = None if how == "ibp" or norm not in NORMS else \
+            Ball(norm, x0.reshape(1, -1), torch.tensor([float(radius)], dtype=torch.float64))
         eps = torch.finfo(model.dtype).eps
         m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())
         if not through:
             rows = torch.zeros(1, 2, m, dtype=torch.float64)
             rows[0, 0, i], rows[0, 1, i] = 1.0, -1.0
-            low, neg_high = (float(v) for v in engine.bound(lo, hi, rows, method=how)[0])
+            low, neg_high = (float(v) for v in engine.bound(lo, hi, rows, method=how, ball=ball)[0])
             guard = 64 * eps * (1 + max(abs(low), abs(neg_high)))
             found = (low - guard, -neg_high + guard)
         else:
@@ -242,7 +247,7 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
             rows = torch.zeros(1, 2 + len(planes), m + len(others), dtype=torch.float64)
             rows[0, 0, m:], rows[0, 1, m:] = 1.0, -1.0
             rows[0, 2:, :m] = planes
-            bounds = engine.intervals(lo, hi, "ibp" if how == "ibp" else "crown")
+            bounds = engine.intervals(lo, hi, "ibp" if how == "ibp" else "crown", ball=ball)
             values = engine.bound(lo, hi, rows, method=how, bounds=bounds)[0]
             out_lo, out_hi = (b.reshape(-1)[m:] for b in bounds[engine.graph.output])
             sum_low = max(float(values[0]), float(out_lo.sum()))
@@ -259,7 +264,8 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
     except (ValueError, RuntimeError) as err:
         return None, f"no sound range ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     what = f"{expr.fn}({'label' if expr.index is None else i})"
-    return found, f"{METHODS[how]} proves {what} stays within [{found[0]:.6g}, {found[1]:.6g}] over the region's bounding box"
+    region = "bounding box" if ball is None else f"{norm.upper()} ball"
+    return found, f"{METHODS[how]} proves {what} stays within [{found[0]:.6g}, {found[1]:.6g}] over the region's {region}"
 
 
 MILP_TOLERANCE = 1e-6  # relative: HiGHS's optimum is exact up to its feasibility tolerances

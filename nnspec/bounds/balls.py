@@ -90,39 +90,53 @@ def with_ball(lo: torch.Tensor, hi: torch.Tensor, ball: Ball | None):
 def minimum(a: torch.Tensor, bounds) -> torch.Tensor:
     """min of sum(a * x) over the input region ``bounds`` ((lo, hi) or a ``BallBox``):
     a (B, S, *shape), lo and hi (B, *shape) -> (B, S)."""
+    if getattr(bounds, "ball", None) is None:
+        return concretise(a, *bounds)
+    return minimum_and_point(a, bounds)[0]
+
+
+def minimum_and_point(a: torch.Tensor, bounds) -> tuple[torch.Tensor, torch.Tensor]:
+    """``minimum`` and where it is reached, (B, S) and (B, S, n) flat: the gradient of the minimum
+    in a (for a ball, the dual's minimiser at its lambda), for passes that differentiate by hand
+    (``dense.DenseChain``)."""
     lo, hi = bounds
-    box = concretise(a, lo, hi)
-    ball = getattr(bounds, "ball", None)
-    if ball is None:
-        return box
     B, S = a.shape[:2]
     flat = a.flatten(2)
+    lo, hi = lo.reshape(B, 1, -1).to(flat.dtype), hi.reshape(B, 1, -1).to(flat.dtype)
+    corner = torch.where(flat > 0, lo, hi)
+    box = (flat * corner).sum(-1)
+    ball = getattr(bounds, "ball", None)
+    if ball is None:
+        return box, corner
     x0 = ball.centre.to(flat.dtype).reshape(B, 1, -1)
-    down = (x0 - lo.reshape(B, 1, -1).to(flat.dtype)).clamp(min=0)  # room below the centre
-    up = (hi.reshape(B, 1, -1).to(flat.dtype) - x0).clamp(min=0)  # and above
+    down, up = (x0 - lo).clamp(min=0), (hi - x0).clamp(min=0)  # room below the centre, and above
     r = ball.radius.to(flat.dtype).reshape(B, 1)
-    base = (flat * x0).sum(-1)
     if ball.norm == "l1":
-        value = base - _knapsack(flat, down, up, r)
-    else:
-        value = base + _l2_dual(flat, down, up, r)
-    return torch.maximum(box, value)
+        delta = _knapsack(flat, down, up, r)
+        value = (flat * (x0 + delta)).sum(-1)
+    else:  # the dual's value, below the minimum for any lambda (|delta| <= r at the one chosen)
+        delta, lam = _l2_dual(flat, down, up, r)
+        value = (flat * (x0 + delta)).sum(-1) + 0.5 * lam * (delta.pow(2).sum(-1) - r.pow(2))
+    use_box = box > value
+    return torch.where(use_box, box, value), torch.where(use_box[..., None], corner, x0 + delta)
 
 
 def _knapsack(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """max of -(a @ delta) over |delta|_1 <= r and -down <= delta <= up: (B, S)."""
-    gain = a.abs()
+    """The delta (B, S, n) that minimises a @ delta over |delta|_1 <= r and -down <= delta <= up:
+    the budget r to the largest |a_i| first, each up to its room in a's falling direction."""
     room = torch.where(a > 0, down, up).expand_as(a)
-    order = torch.argsort(gain.detach(), dim=-1, descending=True)
-    gain, room = gain.gather(-1, order), room.gather(-1, order)
-    before = torch.cumsum(room, dim=-1) - room  # the budget the larger gains take first
-    take = torch.minimum((r[..., None] - before).clamp(min=0), room)
-    return (gain * take).sum(-1)
+    order = torch.argsort(a.detach().abs(), dim=-1, descending=True)
+    sorted_room = room.gather(-1, order)
+    before = torch.cumsum(sorted_room, dim=-1) - sorted_room  # the budget the larger gains take first
+    take = torch.minimum((r[..., None] - before).clamp(min=0), sorted_room)
+    step = torch.zeros_like(room).scatter(-1, order, take)
+    return torch.where(a > 0, -step, step)
 
 
-def _l2_dual(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """A lower bound (B, S) of min a @ delta over |delta|_2 <= r and -down <= delta <= up: the
-    Lagrangian dual at the lambda that bisection finds, valid at any lambda > 0."""
+def _l2_dual(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Tensor) -> tuple:
+    """The Lagrangian dual of min a @ delta over |delta|_2 <= r and -down <= delta <= up: its
+    minimiser delta(lambda) = clip(-a / lambda) (B, S, n) and lambda (B, S), lambda found by
+    bisection on log lambda where |delta(lambda)|_2 = r (the dual is valid at any lambda > 0)."""
     lo, hi = -down, up
 
     def step(lam: torch.Tensor) -> torch.Tensor:
@@ -138,8 +152,7 @@ def _l2_dual(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Ten
             outside = step(torch.exp(mid)).pow(2).sum(-1) > r.pow(2)
             left, right = torch.where(outside, mid, left), torch.where(outside, right, mid)
         lam = torch.exp(right)  # |delta(lambda)| <= r there
-    delta = step(lam)
-    return (a * delta + 0.5 * lam[..., None] * delta.pow(2)).sum(-1) - 0.5 * lam * r.pow(2)
+    return step(lam), lam
 
 
 def ball_norm(norm: str) -> str | None:

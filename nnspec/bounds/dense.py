@@ -12,6 +12,9 @@ coefficients) and one back up (each coefficient's adjoint), a matrix product per
 way. The bound is piecewise linear in the parameters; the gradient is the one autograd gives
 (a tie at a coefficient of exactly 0 aside, where either side's is a subgradient).
 
+Over an L1/L2 ball (``nnspec.bounds.balls``) the input's term is the minimum over the ball cut to
+the box, and the adjoint there the point that reaches it.
+
 It is used only to *choose* the parameters: branch and bound evaluates the bound it keeps with
 the engine's own pass in float64 (sound for any slopes in [0, 1], multipliers >= 0 and mix in
 [0, 1]), so an error here could cost tightness, never soundness.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nnspec.bounds.balls import BallBox, minimum_and_point
 from nnspec.bounds.relax import relu_parts
 
 
@@ -54,6 +58,7 @@ class Batch:
     # R = diag(rad) M^T, for M the first layer's matrix (with its facets' rows, if any)
     top: torch.Tensor | None = None
     R: torch.Tensor | None = None
+    ball: object | None = None  # the region's L1/L2 ball (``nnspec.bounds.balls``), one per subdomain
 
 
 class DenseChain:
@@ -125,6 +130,10 @@ class DenseChain:
                 relu.fmask = (unstable & facet.valid_of(l.shape[-1])).to(dtype)
                 relu.M, relu.Mt, relu.bext = self._stacked(facet, weights[r], l.shape[-1], dtype)
             relus.append(relu)
+        ball = getattr(bounds[self.input], "ball", None)
+        if ball is not None:  # the input's minimum over the ball (and its point, for the adjoints)
+            return Batch(lo.reshape(lo.shape[0], 1, -1), hi.reshape(hi.shape[0], 1, -1), None, None, relus,
+                         ball=ball)
         same = lo.shape[0] == 1 or bool((lo == lo[:1]).all() and (hi == hi[:1]).all())
         if same:
             lo, hi = lo[0].reshape(-1), hi[0].reshape(-1)
@@ -181,7 +190,10 @@ class DenseChain:
                 direct = None
             if k == 0:
                 g = c
-                if batch.mid is not None:
+                if batch.ball is not None:
+                    low, point = minimum_and_point(g, BallBox(batch.lo[:, 0], batch.hi[:, 0], batch.ball))
+                    lower = lower + low
+                elif batch.mid is not None:
                     lower = lower + g @ batch.mid - g.abs() @ batch.rad
                 else:
                     lower = lower + (g.clamp(min=0) * batch.lo + g.clamp(max=0) * batch.hi).sum(-1)
@@ -206,7 +218,9 @@ class DenseChain:
             a = new
         # back up: the adjoint of each coefficient (d sum(bound) / d coefficient)
         grads: dict[str, torch.Tensor] = {}
-        bar = None if batch.mid is not None else torch.where(g > 0, batch.lo, batch.hi)  # on the input's coefficients
+        # on the input's coefficients: where their minimum is reached
+        bar = point if batch.ball is not None else None if batch.mid is not None else \
+            torch.where(g > 0, batch.lo, batch.hi)
         for r, relu in enumerate(batch.relus):
             c, pos, al, t = saved[r]
             if r == 0 and bar is None:  # the shared box: bar = mid - sign(g) * rad, its products kept

@@ -320,14 +320,14 @@ class _Quantification(GradientPhases, MadsPhases):
         return result
 
     def _proved_range(self, p: int) -> tuple[tuple[float, float] | None, str | None]:
-        """An interval the quantity provably stays within over centre p's region (the bounding
-        box of its ball), from the bound engine; (None, why not) where it has none."""
+        """An interval the quantity provably stays within over centre p's region (its L2 or L1
+        ball, or the ball's bounding box), from the bound engine; (None, why not) where it has none."""
         method = bound_method(self.opts)
         if method == "none":
             return None, None
         return proved_range(self.model, self.prop.expression, self.task.outputs_are_logits, self.task.centres[p],
                             int(self.task.labels[p]), float(self.ball.radius), self.task.lower, self.task.upper,
-                            free=self.masks[p], method=method)
+                            free=self.masks[p], method=method, norm=self.ball.norm)
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker

@@ -387,7 +387,7 @@ def _bound_fixed(engine: BoundEngine, domains: list[_Domain], C: torch.Tensor, r
         optimiser = Adam([flat], lr=lr, state=state)
         top, cache = None, {}  # the relaxations' parts that the slopes do not change, kept between steps
         # a dense chain: the bound and its gradient written out (``dense``), not through autograd
-        chain = DenseChain.of(engine) if ball is None else None  # (the dense pass minimises over boxes)
+        chain = DenseChain.of(engine)
         chain_batch = None
         if chain is not None:
             chain_batch = chain.batch(fast, fixed.facets, fixed.mix)
