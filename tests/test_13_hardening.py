@@ -48,6 +48,15 @@ def test_non_finite_and_huge_numbers_are_positioned_errors(cli, tmp_path, body, 
     assert code == 2 and f":3:{body.index(token) + 1}:" in line and message in line, err
 
 
+@pytest.mark.parametrize("domain", ["[0, 1e308]", "[-1e39, 1]"])
+def test_a_domain_past_the_inputs_float32_range_is_a_positioned_error(cli, tmp_path, domain):
+    """Finite in the spec's float64, but no float32 input can hold it (found by bench.fuzz_check:
+    an internal error before)."""
+    code, out, err = cli("check", _spec(tmp_path, f"domain {domain}\nproperty q: robustness within linf(0.1)"))
+    line = _one_line_error(err)
+    assert code == 2 and ":3:8:" in line and "too large for the inputs' float32 values" in line, err
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999", "NaN", "infinity", "9" * 400])
 def test_set_rejects_non_finite_values_naming_them(cli, value):
     code, out, err = cli("check", ROOT / "specs" / "digits_mlp.nnspec", "--set", f"eps={value}")

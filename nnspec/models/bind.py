@@ -61,6 +61,12 @@ def domain_of(module: SpecModule, model: Model) -> tuple[torch.Tensor, torch.Ten
     if module.domain is None:
         return torch.zeros(n), torch.ones(n)
     d = module.domain
+    top = torch.finfo(torch.get_default_dtype()).max  # the inputs' dtype (float32)
+    for v in (*d.lower, *d.upper):
+        if abs(v) > top:
+            raise SpecError.at(d.span, f"domain bound {v:g} is too large for the inputs' "
+                                       f"{str(torch.get_default_dtype()).removeprefix('torch.')} values "
+                                       f"(at most {top:.4g} in size)")
     if not d.per_dimension:
         return torch.full((n,), d.lower[0]), torch.full((n,), d.upper[0])
     if len(d.lower) != n:
