@@ -268,3 +268,17 @@ def test_a_probability_range_over_an_l2_ball_holds_the_discs_values():
     in_box, _ = proved_range(model, ex.OutputValue("prob", 2, 0.01), True, x0, label, r, *BOX, method="alpha")
     assert found[0] <= float(p.min()) and float(p.max()) <= found[1]
     assert in_box[0] <= found[0] and found[1] <= in_box[1] and found != in_box
+
+
+def test_the_milp_on_an_l2_ball_says_its_distance_is_l_inf():
+    net, x0, label, engine, _ = _wide_case()
+    model = Model(net, (20,), 3, dtype=torch.float64)
+    with torch.no_grad():
+        centre = net(x0[None])[0]
+    box = (torch.zeros(20, dtype=torch.float64), torch.ones(20, dtype=torch.float64))
+    r, note, name = proved_lower(model, gap(None), True, x0, label, centre, 0.3, *box, method="milp", norm="l2",
+                                 time_limit=20.0)
+    in_box = certified_radius(engine, x0, margin_objectives(3, label), 0.0, 0.3, *box, method="alpha",
+                              model_eps=2.0**-52, norm="l2")
+    assert r >= in_box * (1 - 1e-9) and r > 0
+    assert "in L-inf: a lower bound of the L2 distance" in note, note

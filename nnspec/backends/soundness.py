@@ -131,6 +131,7 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
             r, note, name = _milp(engine, x0, label, target, expr.margin + guard, radius, lower, upper, free,
                                   time_limit, known_upper, "l1" if norm == "l1" else "linf")
             if ball == "l2":  # the MILP's L-inf distance bounds the L2 one; alpha-CROWN may prove the ball further
+                note += " (in L-inf: a lower bound of the L2 distance)"
                 over_ball = certified_radius(engine, x0.reshape(-1), margin_objectives(model.n_outputs, label, target),
                                              expr.margin, radius, lower, upper, method="alpha", free=free,
                                              model_eps=torch.finfo(model.dtype).eps, norm=ball)

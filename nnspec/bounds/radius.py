@@ -71,10 +71,11 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     C @ y + offset (``reduce_rows``). ``whole``: with bab and no ``known_upper``, the question is
     the ball of ``radius`` itself (a box region): all the time goes to proving it, and the answer
     is ``radius`` or 0. ``found`` collects branch and bound's candidate counterexamples.
-    ``norm`` l1 | l2: the radius of that ball (cut to the box) rather than of the box: CROWN and
-    alpha-CROWN minimise over the ball (``nnspec.bounds.balls``); IBP bounds its box; hull,
-    branch and bound and the MILP prove boxes, so with a ball they give the larger of their box
-    radius and alpha-CROWN's ball radius (each proves the ball)."""
+    ``norm`` l1 | l2: the radius of that ball (cut to the box) rather than of the box: CROWN,
+    alpha-CROWN and branch and bound's ReLU splitting minimise over the ball
+    (``nnspec.bounds.balls``); IBP bounds its box; hull and input splitting prove boxes, so with
+    a ball they give the larger of their box radius and alpha-CROWN's ball radius (each proves
+    the ball)."""
     ball_norm = norm if norm in NORMS else None
     if ball_norm is not None and (method == "hull" or (method == "bab" and not _splits_neurons(engine))):
         # boxes only: the larger of the box's radius and alpha-CROWN's over the ball
@@ -154,9 +155,12 @@ WHOLE_SHARE = 0.5
 
 
 def _splits_neurons(engine: BoundEngine) -> bool:
-    """Whether branch and bound splits neurons on this graph (ReLUs, past 16 input dimensions:
-    ``bab.verify``'s automatic mode), the mode that proves L1/L2 balls."""
-    return numel(engine.graph.input_shape) > 16 and any(op.kind in ("relu", "leaky_relu") for op in engine.ops)
+    """Whether branch and bound splits neurons on this graph (``bab.verify``'s automatic mode:
+    ReLUs, past INPUT_SPLIT_DIMS input dimensions), the mode that proves L1/L2 balls."""
+    from nnspec.bounds.bab.driver import INPUT_SPLIT_DIMS
+
+    return numel(engine.graph.input_shape) > INPUT_SPLIT_DIMS and \
+        any(op.kind in ("relu", "leaky_relu") for op in engine.ops)
 
 
 def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,

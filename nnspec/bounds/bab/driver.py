@@ -20,6 +20,7 @@ from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.radius import group_max, reduce_rows
 from nnspec.solvers import forked
 
+INPUT_SPLIT_DIMS = 16  # mode auto: input splitting up to this many input dimensions, neuron splitting past it
 ROOT_SHARE = 0.3  # of the time limit at most, for the root's alpha-CROWN
 # hull facets (``beta._Fixed.with_facets``) on dense chains, for searches of at least FACET_MIN_TIME
 # seconds: an LP per group when its search first starts (with at least FACET_MIN_TIME seconds
@@ -132,12 +133,12 @@ def verify(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.Ten
     lo, hi = lo.double().reshape(shape), hi.double().reshape(shape)
     C = C.double()
     relus = [op for op in engine.ops if op.kind in ("relu", "leaky_relu")]
-    if mode == "auto" and lo.numel() > 16 and not relus and engine.halvable:
+    if mode == "auto" and lo.numel() > INPUT_SPLIT_DIMS and not relus and engine.halvable:
         return _input_then_halving(engine, lo, hi, C, threshold, time_limit=time_limit, batch=batch,
                                    max_domains=max_domains, slack=slack, offsets=offsets, groups=groups, found=found,
                                    milp=milp, milp_workers=milp_workers)
     if mode == "auto":
-        mode = "input" if lo.numel() <= 16 else "relu"
+        mode = "input" if lo.numel() <= INPUT_SPLIT_DIMS else "relu"
     if mode == "relu" and not relus and not engine.halvable:
         mode = "input"
     if ball is not None and mode == "relu":
