@@ -20,7 +20,7 @@ import math
 import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
-from nnspec.bounds.balls import NORMS, Ball
+from nnspec.bounds.balls import Ball, ball_norm
 from nnspec.bounds.radius import ball_box
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
 from nnspec.models.model import Model
@@ -95,7 +95,7 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     (``softmax.rows``, on a graph with the exponentials' head); ``reference_out``: the model's outputs
     at a KL reference input. ``norm``: the ball's (linf, l2, l1); an L1 or L2 radius is proved
     over the ball itself where the method can (``certified_radius``), else over its box."""
-    ball = norm if norm in NORMS else None
+    ball = ball_norm(norm)
     through_softmax = _through_softmax(model, reads_probabilities(expr, outputs_are_logits), outputs_are_logits)
     before_softmax = through_softmax and not outputs_are_logits
     C = d = groups = None
@@ -226,7 +226,7 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
         mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
         lo, hi = (b.reshape(shape) for b in ball_box(x0, radius, lower.double().reshape(-1),
                                                      upper.double().reshape(-1), mask))
-        ball = None if how == "ibp" or norm not in NORMS else \
+        ball = None if how == "ibp" or ball_norm(norm) is None else \
             Ball(norm, x0.reshape(1, -1), torch.tensor([float(radius)], dtype=torch.float64))
         eps = torch.finfo(model.dtype).eps
         m = int(torch.Size(engine.by_name[engine.graph.output].shape).numel())

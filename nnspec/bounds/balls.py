@@ -49,10 +49,6 @@ class Ball:
         if self.norm not in NORMS:
             raise ValueError(f"no ball concretisation for {self.norm!r} (one of {', '.join(NORMS)})")
 
-    def rows(self, idx) -> "Ball":
-        """The balls of the boxes ``idx``."""
-        return Ball(self.norm, self.centre[idx], self.radius[idx])
-
 
 class BallBox(tuple):
     """An input's bounds (lo, hi) that also carry the ball they bound: unpacks as the pair, so

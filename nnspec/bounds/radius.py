@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from nnspec.bounds.balls import NORMS, Ball
+from nnspec.bounds.balls import Ball, ball_norm as _ball_norm
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.hull import hull_bound
 from nnspec.bounds.relax import numel
@@ -76,7 +76,7 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     (``nnspec.bounds.balls``); IBP bounds its box; hull and input splitting prove boxes, so with
     a ball they give the larger of their box radius and alpha-CROWN's ball radius (each proves
     the ball)."""
-    ball_norm = norm if norm in NORMS else None
+    ball_norm = _ball_norm(norm)
     if ball_norm is not None and (method == "hull" or (method == "bab" and not _splits_neurons(engine))):
         # boxes only: the larger of the box's radius and alpha-CROWN's over the ball
         over_ball = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="alpha", free=free,
