@@ -14,7 +14,7 @@ from torch import nn
 from nnspec.bounds import BoundEngine, BoundGraph, Unsupported, margin_objectives
 from nnspec.bounds.relax import cut_at_splits
 from nnspec.bounds import certified_radius as _certified
-from tests.helpers import relu_case, relu_net
+from tests.helpers import gap, linear_model, prop, relu_case, relu_net, task
 
 
 def _engine(net, shape):
@@ -213,6 +213,72 @@ def test_bab_proves_a_ball_between_crowns_radius_and_the_exact_one(seed):
                             "mads(budget=300, bound=bab, bound_time=10)", domain=(0.0, 1.0))[0]
     assert r.verdict == "proven" and r.failures == []
     assert r.bounds["lower"] == pytest.approx(radius) and r.bounds["lower_method"] == "branch and bound"
+
+
+@pytest.mark.parametrize("seed", [4, 9])
+def test_the_default_bound_escalates_to_branch_and_bound_where_crown_falls_just_short(seed):
+    """`bound=auto` (the default): the same ball as above, which CROWN leaves unproved by less
+    than ESCALATE_WITHIN, is proven by branch and bound, and the note says so. It was left at
+    CROWN's radius, `no_violation_found`, before."""
+    import nnspec
+    from nnspec.backends.soundness import ESCALATE_WITHIN
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1)
+    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    radius = 0.97 * exact
+    crown = nnspec.check_module(net, x, f"robustness on logits within linf({radius}) using mads(budget=300, "
+                                "bound=crown)", domain=(0.0, 1.0))[0]
+    assert crown.verdict == "no_violation_found" and radius / ESCALATE_WITHIN <= crown.bounds["lower"] < radius
+    r = nnspec.check_module(net, x, f"robustness on logits within linf({radius}) using mads(budget=300)",
+                            domain=(0.0, 1.0))[0]
+    assert r.verdict == "proven" and r.bounds["lower"] == pytest.approx(radius)
+    assert r.bounds["lower_method"] == "branch and bound"
+    assert any(n.startswith("branch and bound proves the whole box") and f"CROWN certified {crown.bounds['lower']:.4g}"
+               in n for n in r.notes)
+
+
+def test_the_default_bound_keeps_crown_past_the_escalation_gap_and_beside_a_violation():
+    """No escalation where CROWN's radius is below the ball's over ESCALATE_WITHIN (branch and
+    bound's time would go to a gap it does not close), nor where a violation is known (the verdict
+    is settled), nor where a method is named."""
+    from nnspec.backends.soundness import ESCALATE_WITHIN, proved_lower
+    from nnspec.models.model import Model
+
+    net, x = relu_case(4, 1)
+    model = Model(net, (4,), 3, dtype=torch.float64)
+    with torch.no_grad():
+        centre = net(x)[0]
+    label = int(centre.argmax())
+    box = (torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+    args = (model, gap(None), True, x[0], label, centre)
+    r, _, name = proved_lower(*args, 1.0, *box)
+    assert name == "CROWN" and 0 < r < 1.0
+    far = proved_lower(*args, 1.01 * ESCALATE_WITHIN * r, *box, escalate=True)
+    assert far[2] == "CROWN" and far[0] == pytest.approx(r, rel=1e-2) and "branch and bound" not in far[1]
+    near = 0.99 * ESCALATE_WITHIN * r
+    known = proved_lower(*args, near, *box, escalate=True, known_upper=near)
+    assert known[2] == "CROWN" and "branch and bound" not in known[1]
+    named = proved_lower(*args, near, *box, method="crown", escalate=True)
+    assert named[2] == "CROWN" and "branch and bound" not in named[1]
+    tried = proved_lower(*args, near, *box, escalate=True, time_limit=2.0)
+    assert "branch and bound" in tried[1]  # proved the ball, or says it did not in the time
+
+
+def test_a_records_seconds_include_its_proof(monkeypatch):
+    """A record's `seconds` is its input's share of the searches plus its own proof (which can be
+    bound_time seconds of branch and bound); the proof's time was left out before."""
+    from nnspec.backends.quant import QuantBackend, quantification
+
+    def slow(*args, **kwargs):
+        time.sleep(0.4)
+        return None, "no sound bound (slow)", None
+
+    monkeypatch.setattr(quantification, "proved_lower", slow)
+    model, _ = linear_model(6, 3, seed=1)
+    x = torch.rand(2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    outs = QuantBackend().run(task(prop(gap(None), "linf", 1e-3), x, model(x).argmax(1), budget=200), model)
+    assert all(o.seconds >= 0.4 for o in outs) and "no sound bound (slow)" in outs[0].notes
 
 
 def test_a_probability_gap_with_a_margin_and_other_conditions_read_through_the_softmax_are_proved():
@@ -2067,6 +2133,7 @@ def test_groups_are_searched_at_once_in_processes_with_the_verdicts_of_one(monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bab.best_first, "_search", logged)
+    monkeypatch.setattr(bab.driver, "GROUPS_AT_ONCE_MIN_TIME", 4.0)  # (10 s: the outside box's searches run it out)
     _, x, exact, engine, C = _deep_case(seed)
     assert C.shape[0] == 2  # two groups
     for workers in (1, 2):
@@ -2731,6 +2798,7 @@ def test_a_search_splits_for_idle_workers_with_the_verdicts_of_one(monkeypatch, 
     monkeypatch.setattr(bab.best_first, "_search", logged)
     monkeypatch.setattr(bab.driver, "SPLIT_AFTER", 0.0)
     monkeypatch.setattr(bab.driver, "SPLIT_MIN_LEFT", 1.0)
+    monkeypatch.setattr(bab.driver, "GROUPS_AT_ONCE_MIN_TIME", 4.0)  # (10 s: the outside box's search runs it out)
     from nnspec.solvers.milp import layers_of, min_distance
 
     net, x, exact, engine, C = _deep_case(seed)

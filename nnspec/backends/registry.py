@@ -42,7 +42,8 @@ def create(name: str) -> "Backend":
 BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "hull", "bab", "milp", "none")
 BOUND_DOC = ("the sound lower bound of the radius where s is a logit margin: ibp, crown, alpha (alpha-CROWN), "
              "hull (alpha-CROWN with the single-neuron hull's facets, dense ReLU chains), bab (branch and bound), "
-             "milp (exact, small ReLU networks), none, or auto (by network size)")
+             "milp (exact, small ReLU networks), none, or auto (by network size; mads: then branch and bound "
+             "on the whole ball where no violation was found and CROWN falls short of it by at most 1.5x)")
 
 MADS = BackendInfo(
     name="mads",
@@ -71,7 +72,8 @@ MADS = BackendInfo(
                    "moved by the region LP), gradient (always try gradients), mads (derivative-free only, "
                    "the paper's method)", choices=("auto", "gradient", "mads")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
-        OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
+        OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime), and "
+                   "for bound=auto's branch and bound", minimum=0),
         OptionSpec("bound_violated", bool, True, "also bound the safe radius of an input with a confirmed "
                    "violation (below the closest witness); false: the bound's time goes only to inputs without one"),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),

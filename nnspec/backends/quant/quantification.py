@@ -287,7 +287,9 @@ class _Quantification(GradientPhases, MadsPhases):
         """A sound lower bound of centre p's safe radius from the bound engine, where s is linear in
         the outputs (``soundness.linear_objectives``) or reads them through the softmax
         (``bounds.softmax``) and the graph has rules; else (None, why, None).
-        On a box region the whole box is proved first."""
+        On a box region the whole box is proved first. With ``bound=auto`` and no violation found,
+        branch and bound is tried on the whole ball where CROWN falls just short of it
+        (``soundness.proved_lower``'s ``escalate``)."""
         expr = self.prop.expression
         method = bound_method(self.opts)
         if method == "none" or float(self.tracker.s0[p]) < 0:
@@ -302,7 +304,7 @@ class _Quantification(GradientPhases, MadsPhases):
                               time_limit=float(self.opts.get("bound_time", 10.0)),
                               known_upper=best if math.isfinite(best) else None, whole=bool(self.prop.boxes),
                               found=found, reference_out=None if self.ref_out is None else self.ref_out[p],
-                              norm=self.ball.norm)
+                              norm=self.ball.norm, escalate=True)
         for x in found:  # candidates met by branch and bound: recorded as a witness if the model agrees
             before = float(self.tracker.best_dist[p])
             # the solver's float64 point in the model's dtype may round out of the ball by a float
@@ -331,18 +333,21 @@ class _Quantification(GradientPhases, MadsPhases):
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker
-        seconds = (time.perf_counter() - self.started) / self.P
+        searched = (time.perf_counter() - self.started) / self.P  # the searches ran for all centres at once
         traces = self._traces()
         out = []
         for p in range(self.P):
             trace = traces[p]
+            started = time.perf_counter()
             if not self.is_range:  # first: branch and bound may meet a violation, which the record then shows
                 lower, note, method = self._proved_lower(p, centre_out[p])
+            else:
+                enclosure, note = self._proved_range(p)
+            seconds = searched + time.perf_counter() - started  # this centre's share of the searches and its proof
             common = dict(s_centre=float(t.s0[p]), queries=int(t.queries[p]), seconds=seconds,
                           stop=stops[p] or "none", centre_output=centre_out[p].tolist(),
                           lipschitz=float(t.q_hat[p]), min_s=float(t.min_s[p]), trace=trace)
             if self.is_range:
-                enclosure, note = self._proved_range(p)
                 notes = (note,) if note else ()
                 out.append(Outcome(Verdict.QUANTIFIED, bounds=RadiusBounds(), witness=None, notes=notes,
                                    value_range=(float(t.min_s[p]), float(t.max_s[p])), value_bounds=enclosure,
