@@ -265,6 +265,54 @@ def test_the_default_bound_keeps_crown_past_the_escalation_gap_and_beside_a_viol
     assert "branch and bound" in tried[1]  # proved the ball, or says it did not in the time
 
 
+def test_an_escalation_that_fails_keeps_crowns_radius(monkeypatch):
+    """Branch and bound failing inside bound=auto's escalation (here: raising) leaves CROWN's
+    radius and says why: what was computed is not lost."""
+    from nnspec.backends import soundness
+    from nnspec.models.model import Model
+
+    net, x = relu_case(4, 1)
+    model = Model(net, (4,), 3, dtype=torch.float64)
+    with torch.no_grad():
+        centre = net(x)[0]
+    args = (model, gap(None), True, x[0], int(centre.argmax()), centre)
+    box = (torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+    r, _, _ = soundness.proved_lower(*args, 1.0, *box)
+    real = soundness.certified_radius
+
+    def failing(*a, method="crown", **kw):
+        if method == "bab":
+            raise RuntimeError("out of memory")
+        return real(*a, method=method, **kw)
+
+    monkeypatch.setattr(soundness, "certified_radius", failing)
+    got, note, name = soundness.proved_lower(*args, 1.2 * r, *box, escalate=True)
+    assert name == "CROWN" and got == pytest.approx(r, rel=1e-2)
+    assert note.endswith("; branch and bound did not prove the whole box (out of memory)")
+
+
+def test_the_default_bound_escalates_on_an_l2_ball_by_relu_splitting():
+    """An L2 ball on a 20-input ReLU net (ReLU splitting, which bounds the ball itself) 1.3x
+    CROWN's ball radius: bound=auto's escalation proves it, saying it was the L2 ball."""
+    from nnspec.backends.soundness import ESCALATE_WITHIN, proved_lower
+    from nnspec.models.model import Model
+
+    net = relu_net((20, 16, 16, 3), seed=2)
+    x0 = torch.rand(20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model = Model(net, (20,), 3, dtype=torch.float64)
+    with torch.no_grad():
+        centre = net(x0[None])[0]
+    label = int(centre.argmax())
+    box = (torch.full((20,), -10.0, dtype=torch.float64), torch.full((20,), 10.0, dtype=torch.float64))
+    args = (model, gap(None), True, x0, label, centre)
+    crown, _, _ = proved_lower(*args, 3.0, *box, norm="l2")
+    radius = 1.3 * crown  # branch and bound certifies 2.9x CROWN's radius (test_12_balls' wide net)
+    assert radius / ESCALATE_WITHIN <= crown
+    r, note, name = proved_lower(*args, radius, *box, norm="l2", escalate=True, time_limit=20.0)
+    assert name == "branch and bound" and r == radius
+    assert note.startswith(f"branch and bound proves the whole L2 ball of radius {radius:.4g}")
+
+
 def test_a_records_seconds_include_its_proof(monkeypatch):
     """A record's `seconds` is its input's share of the searches plus its own proof (which can be
     bound_time seconds of branch and bound); the proof's time was left out before."""

@@ -22,7 +22,7 @@ import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
 from nnspec.bounds.balls import Ball, ball_norm
-from nnspec.bounds.radius import ball_box
+from nnspec.bounds.radius import ball_box, splits_neurons
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
 from nnspec.models.model import Model
 from nnspec.properties.expressions import ConfidenceGap, OutputThreshold, OutputValue, as_probabilities
@@ -165,17 +165,13 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                              norm=norm)
         if escalate and automatic and method == "crown" and known_upper is None and time_limit > 0 and \
                 radius / ESCALATE_WITHIN <= r < radius:
-            started = time.perf_counter()
-            proved = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method="bab",
-                                      free=free, model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit,
-                                      offsets=d, groups=groups, whole=True, found=found, norm=norm) >= radius
-            seconds = time.perf_counter() - started
-            region = f"{ball.upper()} ball" if ball is not None else "box"
+            proved, escalated = _escalate(engine, x0, C, d, groups, radius, lower, upper, free, model, time_limit,
+                                          found, ball)
             if proved:
                 how = " (the probabilities through rows over the logits)" if through_softmax else ""
-                return radius, f"branch and bound proves the whole {region} of radius {radius:.4g}{how} in " \
-                               f"{seconds:.1f} s (CROWN certified {r:.4g})", METHODS["bab"]
-            escalated = f"; branch and bound did not prove the whole {region} in {seconds:.1f} s"
+                return radius, f"branch and bound proves {escalated}{how} (CROWN certified {r:.4g})", \
+                    METHODS["bab"]
+            escalated = f"; branch and bound did not prove {escalated}"
     except (Unsupported, NotProbability) as err:
         return None, f"no sound bound ({err})", None
     except NotLinear as err:
@@ -194,6 +190,25 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                    f"{name} did not prove the whole box; it certifies radius {r:.4g} around the centre{how}"
                    f"{escalated}"), name
     return r, f"{name} certifies a box of radius {r:.4g} around the centre{how}{escalated}", name
+
+
+def _escalate(engine, x0, C, d, groups, radius, lower, upper, free, model, time_limit, found,
+              ball: str | None) -> tuple[bool, str]:
+    """bound=auto's branch and bound on the whole region: (proved, what it was and how long it took,
+    or why it stopped). An L1/L2 ball is bounded as such where branch and bound splits ReLUs; input
+    splitting and the smooth neurons' halving prove its box, which holds it. A failure keeps
+    CROWN's radius (the caller's)."""
+    over_ball = ball is not None and splits_neurons(engine)
+    region = f"the whole {ball.upper()} ball" if over_ball else \
+        "the whole box" if ball is None else f"the {ball.upper()} ball's whole box"
+    started = time.perf_counter()
+    try:
+        r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method="bab", free=free,
+                             model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit, offsets=d,
+                             groups=groups, whole=True, found=found, norm=ball if over_ball else None)
+    except (Unsupported, ValueError, RuntimeError) as err:
+        return False, f"{region} ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    return r >= radius, f"{region} of radius {radius:.4g} in {time.perf_counter() - started:.1f} s"
 
 
 def _through_softmax(model: Model, reads: bool, outputs_are_logits: bool) -> bool:

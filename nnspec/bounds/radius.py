@@ -77,7 +77,7 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     a ball they give the larger of their box radius and alpha-CROWN's ball radius (each proves
     the ball)."""
     ball_norm = _ball_norm(norm)
-    if ball_norm is not None and (method == "hull" or (method == "bab" and not _splits_neurons(engine))):
+    if ball_norm is not None and (method == "hull" or (method == "bab" and not splits_neurons(engine))):
         # boxes only: the larger of the box's radius and alpha-CROWN's over the ball
         over_ball = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="alpha", free=free,
                                      model_eps=model_eps, rounds=rounds, points=points, offsets=offsets,
@@ -154,7 +154,7 @@ def ball_box(x0, r, lower, upper, mask):
 WHOLE_SHARE = 0.5
 
 
-def _splits_neurons(engine: BoundEngine) -> bool:
+def splits_neurons(engine: BoundEngine) -> bool:
     """Whether branch and bound splits neurons on this graph (``bab.verify``'s automatic mode:
     ReLUs, past INPUT_SPLIT_DIMS input dimensions), the mode that proves L1/L2 balls."""
     from nnspec.bounds.bab.driver import INPUT_SPLIT_DIMS
