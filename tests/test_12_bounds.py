@@ -265,6 +265,27 @@ def test_the_default_bound_keeps_crown_past_the_escalation_gap_and_beside_a_viol
     assert "branch and bound" in tried[1]  # proved the ball, or says it did not in the time
 
 
+@pytest.mark.parametrize("seed", [4, 9])
+def test_the_game_backend_escalates_after_its_searches_as_the_mads_backend_does(seed):
+    """`maximum safe radius` with the default bound: CROWN (before the searches) falls just short
+    of a ball at 0.97 of the exact radius; once the searches found no violation, branch and bound
+    proves it, and CROWN's note says so. With bound=crown the record stays quantified."""
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1)
+    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    radius = 0.97 * exact
+    spec = f"maximum safe radius within linf({radius}) using game(budget=500{{}})"
+    crown = nnspec.check_module(net, x, spec.format(", bound=crown"), domain=(0.0, 1.0))[0]
+    assert crown.verdict == "quantified" and crown.bounds["lower"] < radius
+    r = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))[0]
+    assert r.verdict == "proven" and r.bounds["lower"] == pytest.approx(radius)
+    assert r.bounds["lower_method"] == "branch and bound"
+    assert [n for n in r.notes if "CROWN" in n] == \
+        [next(n for n in r.notes if n.startswith("branch and bound proves the whole box"))]
+
+
 def test_an_escalation_that_fails_keeps_crowns_radius(monkeypatch):
     """Branch and bound failing inside bound=auto's escalation (here: raising) leaves CROWN's
     radius and says why: what was computed is not lost."""

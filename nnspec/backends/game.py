@@ -33,7 +33,8 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import GAME
-from nnspec.backends.soundness import bound_method, proved_lower
+from nnspec.backends.soundness import ESCALATE_WITHIN, bound_method, proved_lower
+from nnspec.bounds import METHODS
 from nnspec.errors import SpecError
 from nnspec.models.model import Model, label_score
 from nnspec.properties.expressions import Centres, ConfidenceGap
@@ -116,7 +117,26 @@ class GameBackend:
                                               torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper), method=method,
                                               time_limit=float(task.options.get("bound_time", 10.0)), norm=ctx.norm)
         st.notes.append(note)
+        st.ibp_note = len(st.notes) - 1
         return r
+
+    def _escalate(self, task: BoundTask, model: Model, st: "_State") -> None:
+        """``bound=auto`` after the searches, as in the mads backend: where they found no violation
+        and CROWN's radius (proved before them) falls short of the ball's by at most
+        ESCALATE_WITHIN, branch and bound gets ``bound_time`` seconds to prove the whole ball."""
+        ctx = st.ctx
+        if st.witness is not None or st.ibp is None or st.ibp_method != METHODS["crown"] or \
+                bound_method(task.options) != "auto" or not ctx.radius / ESCALATE_WITHIN <= st.ibp < ctx.radius:
+            return
+        started = time.perf_counter()
+        r, note, method = proved_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0),
+                                       st.label, st.centre_out, ctx.radius, torch.from_numpy(ctx.lower),
+                                       torch.from_numpy(ctx.upper), time_limit=float(task.options.get("bound_time", 10.0)),
+                                       norm=ctx.norm, escalate=True)
+        st.seconds += time.perf_counter() - started
+        st.notes[st.ibp_note] = note  # CROWN's note, with what branch and bound did
+        if method == METHODS["bab"]:
+            st.ibp, st.ibp_method = r, method
 
     def _floor(self, st: "_State", game: GridGame) -> float:
         """A lower bound of the grid game's value known before searching: no violation is closer
@@ -266,6 +286,7 @@ class GameBackend:
         """The sound lower bounds and the outcome."""
         if not st.wants_lower and task.options["lower"] == "astar" and st.ctx.norm == "l0":
             st.notes.append("no A* lower bound in l0: a Lipschitz constant bounds no l0 distance")
+        self._escalate(task, model, st)
         return self._outcome(st, self._lowers(st.ctx, st.lip, st.theorem, st.ibp, st.ibp_method))
 
     def _best_first(self, game: GridGame, budget: int, opts, seconds: float = 0.0, floor: float = 0.0):
@@ -467,6 +488,7 @@ class _State:
     history: list = field(default_factory=list)  # (queries, violation) as the upper bound fell
     ibp: float | None = None  # the radius the bound engine certifies
     ibp_method: str | None = None  # by which method (IBP, CROWN, alpha-CROWN)
+    ibp_note: int | None = None  # where its note is in ``notes``
     theorem: "_Grid | None" = None  # A*'s result (Theorem 1), when it ran
     stops: list = field(default_factory=list)  # why each search stopped
 

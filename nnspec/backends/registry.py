@@ -42,8 +42,8 @@ def create(name: str) -> "Backend":
 BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "hull", "bab", "milp", "none")
 BOUND_DOC = ("the sound lower bound of the radius where s is a logit margin: ibp, crown, alpha (alpha-CROWN), "
              "hull (alpha-CROWN with the single-neuron hull's facets, dense ReLU chains), bab (branch and bound), "
-             "milp (exact, small ReLU networks), none, or auto (by network size; mads: then branch and bound "
-             "on the whole ball where no violation was found and CROWN falls short of it by at most 1.5x)")
+             "milp (exact, small ReLU networks), none, or auto (by network size, then branch and bound on the whole "
+             "ball where the searches found no violation and CROWN falls short of it by at most 1.5x)")
 
 MADS = BackendInfo(
     name="mads",
