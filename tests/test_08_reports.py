@@ -75,13 +75,20 @@ def test_junit_has_one_case_per_input_and_failures():
 
 
 def test_model_comparison_ranks_models(cli, tmp_path):
-    spec = ROOT / "specs" / "digits_mlp.nnspec"
     models = ROOT / "specs" / "models"
+    spec = tmp_path / "two.nnspec"  # (the demo MLP spec's first two properties; no bound: it costs the CNN time)
+    spec.write_text(f'model "{models / "digits_mlp.onnx"}"\noutput logits\n'
+                    f'inputs "{models / "digits_test.npz"}" key x labels key y first 8\ndomain [0, 1]\n'
+                    "property robust_small: robustness within linf(0.01) using mads(budget=800, seed=0, bound=none)\n"
+                    "property radius_large: robustness within linf(0.3) require estimate >= 0.01 "
+                    "using mads(budget=1500, seed=0, bound=none)\n")
     code, out, err = cli("check", spec, "--model", models / "digits_mlp.onnx", "--model", models / "digits_cnn.onnx",
                          "--budget", "200", "--html", tmp_path / "c.html", "--json", tmp_path / "c.json")
     assert code in (0, 1), err
     html = (tmp_path / "c.html").read_text()
     assert "Model comparison" in html and "digits_cnn.onnx" in html and "digits_mlp.onnx" in html
+    records = json.loads((tmp_path / "c.json").read_text())["records"]
+    assert {r["model"].rsplit("/", 1)[-1] for r in records} == {"digits_mlp.onnx", "digits_cnn.onnx"}
 
 
 def test_report_command_rebuilds_from_json(cli, tmp_path):
