@@ -300,14 +300,10 @@ def test_an_escalation_that_fails_keeps_crowns_radius(monkeypatch):
     args = (model, gap(None), True, x[0], int(centre.argmax()), centre)
     box = (torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
     r, _, _ = soundness.proved_lower(*args, 1.0, *box)
-    real = soundness.certified_radius
+    def failing(*a, **kw):
+        raise RuntimeError("out of memory")
 
-    def failing(*a, method="crown", **kw):
-        if method == "bab":
-            raise RuntimeError("out of memory")
-        return real(*a, method=method, **kw)
-
-    monkeypatch.setattr(soundness, "certified_radius", failing)
+    monkeypatch.setattr(soundness, "bab_whole", failing)
     got, note, name = soundness.proved_lower(*args, 1.2 * r, *box, escalate=True)
     assert name == "CROWN" and got == pytest.approx(r, rel=1e-2)
     assert note.endswith("; branch and bound did not prove the whole box (out of memory)")

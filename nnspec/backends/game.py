@@ -112,10 +112,7 @@ class GameBackend:
         method = bound_method(task.options)
         if ctx.norm == "l0" or method == "none" or ctx.s0 < 0:
             return None
-        r, note, st.ibp_method = proved_lower(model, task.prop.expression, task.outputs_are_logits,
-                                              torch.from_numpy(ctx.x0), st.label, st.centre_out, ctx.radius,
-                                              torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper), method=method,
-                                              time_limit=float(task.options.get("bound_time", 10.0)), norm=ctx.norm)
+        r, note, st.ibp_method = self._proved_lower(task, model, st, method)
         st.notes.append(note)
         st.ibp_note = len(st.notes) - 1
         return r
@@ -129,14 +126,21 @@ class GameBackend:
                 bound_method(task.options) != "auto" or not ctx.radius / ESCALATE_WITHIN <= st.ibp < ctx.radius:
             return
         started = time.perf_counter()
-        r, note, method = proved_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0),
-                                       st.label, st.centre_out, ctx.radius, torch.from_numpy(ctx.lower),
-                                       torch.from_numpy(ctx.upper), time_limit=float(task.options.get("bound_time", 10.0)),
-                                       norm=ctx.norm, escalate=True)
+        r, note, method = self._proved_lower(task, model, st, "auto", escalate=True)
         st.seconds += time.perf_counter() - started
         st.notes[st.ibp_note] = note  # CROWN's note, with what branch and bound did
         if method == METHODS["bab"]:
             st.ibp, st.ibp_method = r, method
+
+    @staticmethod
+    def _proved_lower(task: BoundTask, model: Model, st: "_State", method: str, escalate: bool = False):
+        """``soundness.proved_lower`` on this centre's ball (CROWN again where it escalates: the
+        proof before the searches could not know whether they would find a violation)."""
+        ctx = st.ctx
+        return proved_lower(model, task.prop.expression, task.outputs_are_logits, torch.from_numpy(ctx.x0), st.label,
+                            st.centre_out, ctx.radius, torch.from_numpy(ctx.lower), torch.from_numpy(ctx.upper),
+                            method=method, time_limit=float(task.options.get("bound_time", 10.0)), norm=ctx.norm,
+                            escalate=escalate)
 
     def _floor(self, st: "_State", game: GridGame) -> float:
         """A lower bound of the grid game's value known before searching: no violation is closer

@@ -22,7 +22,7 @@ import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
 from nnspec.bounds.balls import Ball, ball_norm
-from nnspec.bounds.radius import ball_box, splits_neurons
+from nnspec.bounds.radius import bab_whole, ball_box, splits_neurons
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
 from nnspec.models.model import Model
 from nnspec.properties.expressions import ConfidenceGap, OutputThreshold, OutputValue, as_probabilities
@@ -194,18 +194,16 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
 
 def _escalate(engine, x0, C, d, groups, radius, lower, upper, free, model, time_limit, found,
               ball: str | None) -> tuple[bool, str]:
-    """bound=auto's branch and bound on the whole region: (proved, what it was and how long it took,
-    or why it stopped). An L1/L2 ball is bounded as such where branch and bound splits ReLUs; input
-    splitting and the smooth neurons' halving prove its box, which holds it. A failure keeps
-    CROWN's radius (the caller's)."""
-    over_ball = ball is not None and splits_neurons(engine)
-    region = f"the whole {ball.upper()} ball" if over_ball else \
-        "the whole box" if ball is None else f"the {ball.upper()} ball's whole box"
+    """bound=auto's branch and bound on the whole region (``radius.bab_whole``): (proved, what it
+    was and how long it took, or why it stopped). An L1/L2 ball is bounded as such where branch and
+    bound splits ReLUs; input splitting and the smooth neurons' halving prove its box, which holds
+    it. A failure keeps CROWN's radius (the caller's)."""
+    region = "the whole box" if ball is None else f"the whole {ball.upper()} ball" if splits_neurons(engine) else \
+        f"the {ball.upper()} ball's whole box"
     started = time.perf_counter()
     try:
-        r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method="bab", free=free,
-                             model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit, offsets=d,
-                             groups=groups, whole=True, found=found, norm=ball if over_ball else None)
+        r = bab_whole(engine, x0, C, 0.0, radius, lower, upper, free=free, model_eps=torch.finfo(model.dtype).eps,
+                      time_limit=time_limit, offsets=d, groups=groups, found=found, norm=ball)
     except (Unsupported, ValueError, RuntimeError) as err:
         return False, f"{region} ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     return r >= radius, f"{region} of radius {radius:.4g} in {time.perf_counter() - started:.1f} s"

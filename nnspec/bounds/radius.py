@@ -69,8 +69,8 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     branch-and-bound proof, until ``time_limit`` seconds (anytime: the best radius proved so far).
     ``offsets``/``groups``: the objective is min over groups of max over a group's rows of
     C @ y + offset (``reduce_rows``). ``whole``: with bab and no ``known_upper``, the question is
-    the ball of ``radius`` itself (a box region, or the ball an automatic choice escalates on):
-    all the time goes to proving it, and the answer is ``radius`` or 0. ``found`` collects branch and bound's candidate counterexamples.
+    the ball of ``radius`` itself (a box region): all the time goes to proving it, and the answer
+    is ``radius`` or 0. ``found`` collects branch and bound's candidate counterexamples.
     ``norm`` l1 | l2: the radius of that ball (cut to the box) rather than of the box: CROWN,
     alpha-CROWN and branch and bound's ReLU splitting minimise over the ball
     (``nnspec.bounds.balls``); IBP bounds its box; hull and input splitting prove boxes, so with
@@ -170,9 +170,9 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
     from nnspec.bounds.bab import verify
 
     started = time.perf_counter()
-    if whole and known_upper is None:  # the question is the whole region, with all the time
-        return _bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
-                          time_limit=time_limit, offsets=offsets, groups=groups, found=found, norm=norm)
+    if whole and known_upper is None:  # a box region: the question is the whole box, with all the time
+        return bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free, model_eps=model_eps,
+                         time_limit=time_limit, offsets=offsets, groups=groups, found=found)
     good = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="crown", free=free,
                             model_eps=model_eps, offsets=offsets, groups=groups, norm=norm)
     if good >= radius:
@@ -180,9 +180,9 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
     # no violation seen in the ball: the ball itself first (the property's question; the
     # bisection's steps approach ``radius`` but never try it, so the ball was never proved unless
     # CROWN alone did), then the bisection with the time left
-    if known_upper is None and _bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free,
-                                          model_eps=model_eps, time_limit=WHOLE_SHARE * time_limit,
-                                          offsets=offsets, groups=groups, found=found, norm=norm) >= radius:
+    if known_upper is None and bab_whole(engine, x0, C, threshold, radius, lower, upper, free=free,
+                                         model_eps=model_eps, time_limit=WHOLE_SHARE * time_limit,
+                                         offsets=offsets, groups=groups, found=found, norm=norm) >= radius:
         return radius
     bad = radius if known_upper is None else min(radius, known_upper)
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
@@ -201,10 +201,12 @@ def _bab_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, 
     return good
 
 
-def _bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
-               offsets, groups, found, norm: str | None = None) -> float:
+def bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, free, model_eps, time_limit,
+              offsets, groups, found, norm: str | None = None) -> float:
     """``radius`` when branch and bound proves the whole box (the ball of ``radius`` cut to
-    [lower, upper]) within the time, else 0 (no radius is certified: the time went to the box)."""
+    [lower, upper]; ``norm`` l1 | l2: that ball, where it splits ReLUs, else its box) within the
+    time, else 0 (no radius is certified: the time went to the region). ``found`` (boxes only)
+    collects candidate counterexamples."""
     from nnspec.bounds.bab import verify
 
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
