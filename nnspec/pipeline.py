@@ -31,6 +31,7 @@ class CheckOptions:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set NAME=VALUE
     seed: int | None = None
     budget: int | None = None
+    bound_time: float | None = None  # --bound-time: every task's proof time (bound=bab, milp, auto's escalation)
     device: str = "cpu"
     float64: bool = False
     require_proven: bool = False
@@ -225,7 +226,7 @@ def _check(files: list[Path], options: CheckOptions, cache, run_key, on_record, 
     model_paths = options.models or [None]
     # planned once without the models, so that unplannable properties fail before anything loads;
     # re-planned per model below, with defaults that depend on its input dimension
-    plan(modules, seed=options.seed, budget=options.budget)
+    plan(modules, seed=options.seed, budget=options.budget, bound_time=options.bound_time)
     runner = Runner(options, on_record)
     store = ResultStore(options.json_path)
     result = RunResult([], _meta(files, options))
@@ -371,7 +372,7 @@ def _run_options(options: CheckOptions) -> dict[str, Any]:
     """The run options that change records (the cache key holds them)."""
     return {"device": options.device, "float64": options.float64, "require_proven": options.require_proven,
             "cross_check": options.cross_check, "engine": options.engine, "seed": options.seed,
-            "budget": options.budget}
+            "budget": options.budget, "bound_time": options.bound_time}
 
 
 def _plan_for_model(modules, runner, model_path, options: CheckOptions, cache=None):
@@ -391,7 +392,8 @@ def _plan_for_model(modules, runner, model_path, options: CheckOptions, cache=No
                 if cache is not None:
                     cache.put_model_info(path, info)
             dims[m.file] = int(info["n_inputs"])
-    return plan(modules, seed=options.seed, budget=options.budget, n_inputs=dims).tasks
+    return plan(modules, seed=options.seed, budget=options.budget, bound_time=options.bound_time,
+                n_inputs=dims).tasks
 
 
 def _meta(files: list[Path], options: CheckOptions) -> dict[str, Any]:
@@ -400,7 +402,8 @@ def _meta(files: list[Path], options: CheckOptions) -> dict[str, Any]:
     return {
         "nnspec_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": options.seed, "budget": options.budget, "device": options.device,
+        "seed": options.seed, "budget": options.budget, "bound_time": options.bound_time,
+        "device": options.device,
         "model_args": [str(m) for m in options.models],
         "specs": [{"file": str(f), "sha256": sha256_of(f)} for f in files],
         "_started": time.perf_counter(),

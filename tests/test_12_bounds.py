@@ -239,6 +239,24 @@ def test_the_default_bound_escalates_to_branch_and_bound_where_crown_falls_just_
                in n for n in r.notes)
 
 
+def test_a_bound_time_of_zero_stops_the_default_at_crown():
+    """`bound_time` given with the call (the CLI's `--bound-time`) overrides the spec's: at 0 the
+    ball that the default's branch and bound proves above stays at CROWN's radius."""
+    import nnspec
+    from nnspec.errors import UsageError
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(4, 1)
+    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    spec = f"robustness on logits within linf({0.97 * exact}) using mads(budget=300, bound_time=10)"
+    crown = nnspec.check_module(net, x, spec, domain=(0.0, 1.0), bound_time=0)[0]
+    assert crown.verdict == "no_violation_found" and crown.bounds["lower_method"] == "CROWN"
+    assert crown.options["bound_time"] == 0 and crown.bounds["lower"] < 0.97 * exact
+    assert not any("branch and bound" in n for n in crown.notes)
+    with pytest.raises(UsageError, match="bound_time=-1: must be"):
+        nnspec.check_module(net, x, spec, domain=(0.0, 1.0), bound_time=-1)
+
+
 def test_the_default_bound_keeps_crown_past_the_escalation_gap_and_beside_a_violation():
     """No escalation where CROWN's radius is below the ball's over ESCALATE_WITHIN (branch and
     bound's time would go to a gap it does not close), nor where a violation is known (the verdict

@@ -86,6 +86,24 @@ def test_budget_flag_overrides_the_specs_budgets(cli, tmp_path):
     assert all(r["queries"] <= 40 + 8 for r in records)
 
 
+def test_bound_time_flag_overrides_the_specs_proof_times(cli, tmp_path):
+    """`--bound-time S` caps every task's proof time as `--budget` caps its queries (a smoke run's
+    proofs, bound=auto's branch and bound included); a bad value is a one-line usage error."""
+    body = ("default using mads(budget=50, bound_time=7)\n"
+            "property a: robustness within linf(0.01)\n"
+            "property b: maximum safe radius within linf(0.01) using game(budget=300, bound_time=9)")
+    path = _spec(tmp_path, body)
+    code, out, err = cli("check", path, "--bound-time", "0.5", "--json", tmp_path / "r.json")
+    assert code in (0, 1), err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert {(r["property"].split(":")[0], r["options"]["bound_time"]) for r in result["records"]} == \
+        {("a", 0.5), ("b", 0.5)}
+    assert result["bound_time"] == 0.5
+    for bad in ("-1", "nan", "inf"):
+        code, out, err = cli("check", path, "--bound-time", bad)
+        assert code == 2 and _one_line_error(err).startswith(f"error: --bound-time {float(bad)}: must be")
+
+
 # ---------------------------------------------------------------- output paths checked first
 
 @pytest.mark.parametrize("flag, target, message", [

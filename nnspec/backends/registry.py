@@ -116,7 +116,8 @@ GAME = BackendInfo(
                    "(dense/conv/pool chains); estimate: sampled gradients (bounds then only estimates)",
                    choices=("layers", "estimate")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
-        OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime)", minimum=0),
+        OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime), and "
+                   "for bound=auto's branch and bound", minimum=0),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
         OptionSpec("attack", str, "none", "gradient: a gradient stage before the grid searches of the upper bound "
                    "(L-inf, L2, L1, where the gradient of s is usable); none: the games alone",

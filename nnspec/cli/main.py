@@ -8,6 +8,7 @@ and only with NNSPEC_DEBUG=1.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -45,6 +46,9 @@ def check(
                                     "estimate that counts as a regression"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed for every solver (default: the spec's, else 0)"),
     budget: Optional[int] = typer.Option(None, "--budget", help="model queries per input for every property; overrides the spec's budgets"),
+    bound_time: Optional[float] = typer.Option(None, "--bound-time", help="seconds of proof per input for every "
+                                               "property (bound=bab, bound=milp, and the default's branch and "
+                                               "bound; 0: the default stops at CROWN); overrides the spec's"),
     set_: List[str] = typer.Option([], "--set", help="override a spec 'param': --set eps=0.05"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     float64: bool = typer.Option(False, "--float64", help="evaluate the network in float64"),
@@ -75,6 +79,8 @@ def check(
         raise UsageError(f"--seed {seed}: must be >= 0")
     if budget is not None and budget < 10:
         raise UsageError(f"--budget {budget}: must be at least 10 queries")
+    if bound_time is not None and not 0 <= bound_time < math.inf:
+        raise UsageError(f"--bound-time {bound_time}: must be a number of seconds >= 0")
     check_device(device)
     for path, flag in ((json_out, "--json"), (html, "--html"), (junit, "--junit"), (sarif, "--sarif")):
         check_output(path, flag)
@@ -96,6 +102,7 @@ def check(
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise UsageError(f"--cache {cache_dir}: is a file, not a folder")
     options = CheckOptions(models=list(model), overrides=overrides(set_), seed=seed, budget=budget,
+                           bound_time=bound_time,
                            device=device, float64=float64, require_proven=require_proven,
                            cross_check=cross_check, json_path=json_out, strict=strict, jobs=jobs,
                            threads=threads, executor=executor, address=address, engine=engine,

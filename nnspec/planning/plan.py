@@ -2,9 +2,10 @@
 
 A ``Task`` is one property on one input set; the backend evaluates all of its inputs together
 (tensor parallelism across inputs). Options are resolved here, once: the spec's explicit values,
-then the CLI's (--seed, --budget), then defaults chosen from the input dimension. Precedence:
-``--budget`` overrides every budget, the spec's included (a CI smoke run must be able to cap all of
-them); ``--seed`` only fills in where the spec names no seed.
+then the CLI's (--seed, --budget, --bound-time), then defaults chosen from the input dimension.
+Precedence: ``--budget`` and ``--bound-time`` override every budget and proof time, the spec's
+included (a CI smoke run must be able to cap all of them); ``--seed`` only fills in where the spec
+names no seed.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def default_options(info: BackendInfo, n_inputs: int | None, norm: str = "linf")
 
 
 def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | None = None,
-         n_inputs: dict[str, int] | None = None, inline_inputs: bool = False) -> Plan:
+         bound_time: float | None = None, n_inputs: dict[str, int] | None = None,
+         inline_inputs: bool = False) -> Plan:
     """Tasks for every property x input set; raises one SpecError for every unplannable property.
+    ``budget`` and ``bound_time`` (``--budget``, ``--bound-time``) override every task's, where its
+    backend has the option.
 
     ``inline_inputs``: the inputs come with the call (Python API), one task per property.
     """
@@ -89,6 +93,8 @@ def plan(modules: list[SpecModule], *, seed: int | None = None, budget: int | No
                 opts.update(prop.solver.option_dict())  # the spec's explicit values win over defaults
             if budget is not None:  # ... but --budget wins over everything: a CI smoke run caps every task
                 opts["budget"] = budget
+            if bound_time is not None and "bound_time" in opts:  # ... as --bound-time caps its proofs
+                opts["bound_time"] = bound_time
             for one in (q for r in _radii(prop) for q in _boxes(r)):
                 sets = [-1] if boxed else range(len(module.input_sets) if not inline_inputs else 1)
                 for i in sets:
