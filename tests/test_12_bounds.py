@@ -305,6 +305,26 @@ def test_the_game_backend_escalates_after_its_searches_as_the_mads_backend_does(
         [next(n for n in r.notes if n.startswith("branch and bound proves the whole box"))]
 
 
+@pytest.mark.parametrize("seed", [4, 9])
+def test_feature_robustness_escalates_as_maximum_safe_radius_does(seed):
+    """The game's feature robustness (alpha-beta over features) is bounded from below by any proof
+    of the whole ball: with the default bound, branch and bound proves the ball at 0.97 of the
+    exact radius that CROWN leaves open, and the record is proven. It stayed quantified before."""
+    import nnspec
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1)
+    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    radius = 0.97 * exact
+    spec = f"feature robustness over saliency(2) within linf({radius}) using game(budget=500{{}})"
+    crown = nnspec.check_module(net, x, spec.format(", bound=crown"), domain=(0.0, 1.0))[0]
+    assert crown.verdict == "quantified" and crown.bounds["lower"] < radius
+    r = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))[0]
+    assert r.verdict == "proven" and r.bounds["lower"] == pytest.approx(radius)
+    assert r.bounds["lower_method"] == "branch and bound"
+    assert any(n.startswith("branch and bound proves the whole box") for n in r.notes)
+
+
 def test_an_escalation_that_fails_keeps_crowns_radius(monkeypatch):
     """Branch and bound failing inside bound=auto's escalation (here: raising) leaves CROWN's
     radius and says why: what was computed is not lost."""

@@ -120,7 +120,8 @@ class GameBackend:
     def _escalate(self, task: BoundTask, model: Model, st: "_State") -> None:
         """``bound=auto`` after the searches, as in the mads backend: where they found no violation
         and CROWN's radius (proved before them) falls short of the ball's by at most
-        ESCALATE_WITHIN, branch and bound gets ``bound_time`` seconds to prove the whole ball."""
+        ESCALATE_WITHIN, branch and bound gets ``bound_time`` seconds to prove the whole ball (for
+        maximum safe radius and feature robustness alike: no feature's perturbation leaves it)."""
         ctx = st.ctx
         if st.witness is not None or st.ibp is None or st.ibp_method != METHODS["crown"] or \
                 bound_method(task.options) != "auto" or not ctx.radius / ESCALATE_WITHIN <= st.ibp < ctx.radius:
@@ -395,9 +396,10 @@ class GameBackend:
         best = min(witnesses.values(), key=lambda w: float(np.linalg.norm(w - x0, ord=_ord(norm))), default=None)
         st.upper = math.inf if best is None else float(np.linalg.norm(best - x0, ord=_ord(norm)))
         st.witness = best
-        lowers = self._lowers(ctx, lip, None, st.ibp, st.ibp_method)
         st.queries += model.queries - q0
         st.seconds += time.perf_counter() - started
+        self._escalate(task, model, st)  # the whole ball proved bounds every feature's game from below
+        lowers = self._lowers(ctx, lip, None, st.ibp, st.ibp_method)
         return self._outcome(st, lowers)
 
     # ------------------------------------------------------------------ helpers
