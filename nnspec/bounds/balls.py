@@ -21,7 +21,8 @@ fixed dimensions, lo <= x0 <= hi), with delta = x - x0:
 
 Both are also bounded below by the box's own minimum (the ball cut to the box lies in the box),
 and the larger of the two is returned. The intermediate bounds of a pass use the same minimum,
-so every layer's bounds are over the ball (IBP's stay over the box: sound, looser).
+so every layer's bounds are over the ball, the first layer's included (over a box IBP is exact
+there; over a ball it is not). IBP's stay over the box: sound, looser.
 """
 
 from __future__ import annotations

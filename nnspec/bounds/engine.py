@@ -96,7 +96,8 @@ class BoundEngine:
                 l, u = self.interval(op, bounds)
                 if prior is not None and op.name in prior:
                     l, u = intersect((l, u), prior[op.name])
-                elif method != "ibp" and op.name in self.preact and op.name not in self._exact:
+                elif method != "ibp" and op.name in self.preact and (op.name not in self._exact or ball is not None):
+                    # (IBP is exact over the box only: over a ball the first layer's pass is tighter)
                     l, u = self._crown_tightened(op, l, u, bounds)
                 if splits is not None and op.name in splits:
                     l, u = cut_at_splits(l, u, splits[op.name])
