@@ -2,7 +2,9 @@
 linear programming and a constrained solver, certified radii of linear models against their
 analytic values, and of two-input ReLU networks against the closest violation on a dense grid."""
 
+import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from nnspec.bounds.exact import milp_radius
 from nnspec.models.loading import from_module
 from nnspec.models.model import Model
 from tests.helpers import gap, linear_model, prop, relu_net, task
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _lp_l1(a, x0, lo, hi, r) -> float:
@@ -305,3 +309,88 @@ def test_the_milp_on_an_l2_ball_says_its_distance_is_l_inf():
                               model_eps=2.0**-52, norm="l2")
     assert r >= in_box * (1 - 1e-9) and r > 0
     assert "in L-inf: a lower bound of the L2 distance" in note, note
+
+
+# ---------------------------------------------------------------- L0 balls
+
+def test_the_minimum_over_an_l0_ball_is_the_brute_force_one():
+    """min a @ x over at most k coordinates moved, each anywhere in the box: the k largest gains,
+    against every subset of k coordinates, for every k."""
+    g = torch.Generator().manual_seed(0)
+    n = 6
+    a = torch.randn(2, 3, n, generator=g, dtype=torch.float64)
+    x0 = torch.rand(2, n, generator=g, dtype=torch.float64)
+    lo, hi = torch.zeros(2, n, dtype=torch.float64), torch.ones(2, n, dtype=torch.float64)
+    for k in range(n + 1):
+        got = minimum(a, BallBox(lo, hi, Ball("l0", x0, torch.full((2,), float(k), dtype=torch.float64))))
+        for b in range(2):
+            for s in range(3):
+                gains = [min(float(a[b, s, i] * (lo[b, i] - x0[b, i])), float(a[b, s, i] * (hi[b, i] - x0[b, i])))
+                         for i in range(n)]
+                best = min(sum(gains[i] for i in subset) for subset in itertools.combinations(range(n), k))
+                assert float(got[b, s]) == pytest.approx(float(a[b, s] @ x0[b]) + best, abs=1e-12)
+
+
+def _exact_l0(net, x, label, n) -> int:
+    """The most coordinates that can move anywhere in [0, 1] with no violation: every subset of
+    k + 1 of them searched by the MILP (a violation within the box with those free)."""
+    engine = engine_for(Model(net, (n,), 3, dtype=torch.float64))
+    for k in range(1, n + 1):
+        for subset in itertools.combinations(range(n), k):
+            lo, hi = x.clone(), x.clone()
+            lo[list(subset)], hi[list(subset)] = 0.0, 1.0
+            result = milp_radius(engine, x, label, None, 1.0, lo, hi, time_limit=30)
+            assert result.status in ("optimal", "infeasible")
+            if math.isfinite(result.distance):
+                return k - 1
+    return n
+
+
+@pytest.mark.parametrize("seed, exact", [(1, 6), (2, 1), (5, 6), (10, 1), (11, 6)])
+def test_certified_l0_counts_never_exceed_the_exact_one(seed, exact):
+    """CROWN and alpha-CROWN over the L0 ball (the count of coordinates that may move anywhere in
+    the domain) on 6-input ReLU nets, against every subset searched by the MILP: never above it,
+    and alpha-CROWN never below CROWN. IBP over the L0 ball's box (the whole domain) proves none."""
+    net = relu_net((6, 12, 12, 3), seed=seed)
+    x = torch.rand(6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    label = int(net(x[None]).argmax())
+    assert _exact_l0(net, x, label, 6) == exact
+    engine = engine_for(Model(net, (6,), 3, dtype=torch.float64))
+    C, box = margin_objectives(3, label), (torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64))
+    got = {m: certified_radius(engine, x, C, 0.0, 6.0, *box, method=m, norm="l0", model_eps=2.0**-52)
+           for m in ("ibp", "crown", "alpha")}
+    assert got["ibp"] == 0.0 and got["crown"] <= got["alpha"] <= exact
+    assert all(float(v).is_integer() for v in got.values())
+    if seed == 5:  # measured: CROWN 2, alpha-CROWN 3 of 6
+        assert got["crown"] == 2 and got["alpha"] == 3
+
+
+def test_relu_splitting_proves_l0_balls_past_alpha_crown():
+    """A 20-input net (branch and bound splits ReLUs, bounding every subdomain over the L0 ball):
+    alpha-CROWN certifies 2 coordinates, branch and bound all 4 asked; no 3 coordinates moved
+    anywhere in [0, 1] give a violation (every subset of 3 searched by the MILP)."""
+    net = relu_net((20, 16, 16, 3), seed=0)
+    x = torch.rand(20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    label = int(net(x[None]).argmax())
+    engine = engine_for(Model(net, (20,), 3, dtype=torch.float64))
+    C, box = margin_objectives(3, label), (torch.zeros(20, dtype=torch.float64), torch.ones(20, dtype=torch.float64))
+    alpha = certified_radius(engine, x, C, 0.0, 4.0, *box, method="alpha", norm="l0", model_eps=2.0**-52)
+    bab = certified_radius(engine, x, C, 0.0, 4.0, *box, method="bab", norm="l0", model_eps=2.0**-52,
+                           time_limit=10.0)
+    assert alpha == 2 and bab == 4  # measured: 4 in about 8 s
+    for subset in itertools.combinations(range(20), 3):
+        lo, hi = x.clone(), x.clone()
+        lo[list(subset)], hi[list(subset)] = 0.0, 1.0
+        assert not math.isfinite(milp_radius(engine, x, label, None, 1.0, lo, hi, time_limit=30).distance)
+
+
+def test_the_game_brackets_the_pixels_that_flip_a_digit():
+    """`maximum safe radius within l0(8)` (DeepGame's pixel game) now has a sound lower bound:
+    CROWN's count of pixels that may change anywhere in the domain, below the witness's count.
+    On the demo MLP's first three digits the bracket is [0, 1], [1, 2] and [1, 3]."""
+    from nnspec.pipeline import CheckOptions, check
+
+    result = check([ROOT / "specs" / "games.nnspec"], CheckOptions(cache=False))
+    pixels = [r for r in result.records if r.property.startswith("pixels")]
+    assert [(r.bounds["lower"], r.bounds["upper"]) for r in pixels] == [(0, 1), (1, 2), (1, 3)]
+    assert all(r.bounds["lower_method"] == "CROWN" and r.witness["confirmed"] for r in pixels)

@@ -110,7 +110,7 @@ class GameBackend:
     def _ibp(self, task: BoundTask, model: Model, st: "_State") -> float | None:
         ctx = st.ctx
         method = bound_method(task.options)
-        if ctx.norm == "l0" or method == "none" or ctx.s0 < 0:
+        if method == "none" or ctx.s0 < 0:
             return None
         r, note, st.ibp_method = self._proved_lower(task, model, st, method)
         st.notes.append(note)

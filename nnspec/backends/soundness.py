@@ -127,6 +127,11 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         automatic = method == "auto"
         if automatic:
             method = choose_method(engine)
+        if ball == "l0" and method in ("milp", "hull"):  # (no L0 MILP; facets are cut for boxes)
+            method = "alpha"
+        if ball == "l0" and method == "ibp":
+            return None, "no sound bound: IBP bounds the box of an L0 ball, the whole domain " \
+                         f"({'the default for a network this wide' if automatic else 'use bound=crown'})", None
         if method != "ibp":
             engine = engine_for(model, before_softmax=before_softmax)
         if method == "milp" and (before_softmax or through_softmax):

@@ -1,4 +1,4 @@
-"""Linear functions minimised over an L1 or L2 ball cut to a box: the input end of a bound pass.
+"""Linear functions minimised over an L1, L2 or L0 ball cut to a box: the input end of a bound pass.
 
 A backward pass (CROWN, alpha-CROWN) ends with a linear function a @ x + c of the input, valid on
 the region the intermediate bounds were computed for; its minimum over the input region is the
@@ -18,6 +18,10 @@ fixed dimensions, lo <= x0 <= hi), with delta = x - x0:
   gives a sound bound; the best one, where |delta(lambda)|_2 = r, is found by bisection on
   log lambda (BISECTIONS steps, without gradients: the bound at a fixed lambda is what is
   differentiated, which alpha-CROWN may do). Exact up to the bisection.
+- L0 (at most k = floor(r) coordinates leave the centre, each anywhere in the box): each
+  coordinate alone lowers a @ x by |a_i| times its room in a's falling direction, and changes of
+  different coordinates add up, so the minimum takes the k largest of those gains (a sort). Exact.
+  (The box of an L0 ball is the whole box [lo, hi]: the callers pass that.)
 
 Both are also bounded below by the box's own minimum (the ball cut to the box lies in the box),
 and the larger of the two is returned. The intermediate bounds of a pass use the same minimum,
@@ -33,14 +37,15 @@ import torch
 
 from nnspec.bounds.relax import concretise
 
-NORMS = ("l1", "l2")
+NORMS = ("l1", "l2", "l0")
 BISECTIONS = 24  # steps on log lambda over LAMBDA_SPAN: the bound is flat in lambda at its optimum
 LAMBDA_SPAN = 30.0  # lambda searched in [lambda_max e^-30, lambda_max]; below that the box's minimum holds
 
 
 @dataclass(frozen=True)
 class Ball:
-    """An L1 or L2 ball around ``centre`` (B, n) of ``radius`` (B,), one per box of a batch."""
+    """An L1, L2 or L0 ball around ``centre`` (B, n) of ``radius`` (B,), one per box of a batch (L0:
+    at most floor(radius) coordinates differ from the centre)."""
 
     norm: str
     centre: torch.Tensor
@@ -111,6 +116,9 @@ def minimum_and_point(a: torch.Tensor, bounds) -> tuple[torch.Tensor, torch.Tens
     if ball.norm == "l1":
         delta = _knapsack(flat, down, up, r)
         value = (flat * (x0 + delta)).sum(-1)
+    elif ball.norm == "l0":
+        delta = _largest_gains(flat, down, up, r)
+        value = (flat * (x0 + delta)).sum(-1)
     else:  # the dual's value, below the minimum for any lambda (|delta| <= r at the one chosen)
         delta, lam = _l2_dual(flat, down, up, r)
         value = (flat * (x0 + delta)).sum(-1) + 0.5 * lam * (delta.pow(2).sum(-1) - r.pow(2))
@@ -127,6 +135,18 @@ def _knapsack(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Te
     before = torch.cumsum(sorted_room, dim=-1) - sorted_room  # the budget the larger gains take first
     take = torch.minimum((r[..., None] - before).clamp(min=0), sorted_room)
     step = torch.zeros_like(room).scatter(-1, order, take)
+    return torch.where(a > 0, -step, step)
+
+
+def _largest_gains(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The delta (B, S, n) that minimises a @ delta over at most floor(r) nonzero coordinates with
+    -down <= delta <= up: the coordinates with the largest |a_i| times their room in a's falling
+    direction go to the end of that room."""
+    room = torch.where(a > 0, down, up).expand_as(a)
+    gain = a.detach().abs() * room
+    order = torch.argsort(gain, dim=-1, descending=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(a.shape[-1]).expand_as(order))
+    step = torch.where(rank < torch.floor(r)[..., None], room, torch.zeros_like(room))
     return torch.where(a > 0, -step, step)
 
 
@@ -153,6 +173,6 @@ def _l2_dual(a: torch.Tensor, down: torch.Tensor, up: torch.Tensor, r: torch.Ten
 
 
 def ball_norm(norm: str) -> str | None:
-    """The ball a region's norm gives the bound engine: l1 and l2 have one; linf is its box."""
+    """The ball a region's norm gives the bound engine: l1, l2 and l0 have one; linf is its box."""
     return norm if norm in NORMS else None
 

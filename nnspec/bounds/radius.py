@@ -75,8 +75,12 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     alpha-CROWN and branch and bound's ReLU splitting minimise over the ball
     (``nnspec.bounds.balls``); IBP bounds its box; hull and input splitting prove boxes, so with
     a ball they give the larger of their box radius and alpha-CROWN's ball radius (each proves
-    the ball)."""
+    the ball). ``norm`` l0: ``l0_radius``."""
     ball_norm = _ball_norm(norm)
+    if ball_norm == "l0":
+        return l0_radius(engine, x0, C, threshold, radius, lower, upper, method=method, free=free,
+                         model_eps=model_eps, points=points, time_limit=time_limit, known_upper=known_upper,
+                         offsets=offsets, groups=groups)
     if ball_norm is not None and (method == "hull" or (method == "bab" and not splits_neurons(engine))):
         # boxes only: the larger of the box's radius and alpha-CROWN's over the ball
         over_ball = certified_radius(engine, x0, C, threshold, radius, lower, upper, method="alpha", free=free,
@@ -140,6 +144,68 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
         first_bad = int((~ok).nonzero()[0])
         good, bad = (float(rs[first_bad - 1]) if first_bad > 0 else good), float(rs[first_bad])
     return good
+
+
+def l0_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, method: str = "crown", free=None,
+              model_eps: float = 2.0 ** -23, points: int = 8, time_limit: float = 10.0,
+              known_upper: float | None = None, offsets=None, groups=None) -> float:
+    """The largest whole number k <= ``radius`` such that changing any k coordinates (of the
+    ``free`` ones), each anywhere in [lower, upper], keeps every objective above ``threshold``;
+    0 if none (CROWN or alpha-CROWN over the L0 ball, ``balls._largest_gains``: the box of an L0
+    ball is the whole domain, where IBP proves nothing useful). ``known_upper``: a confirmed
+    violation's count, which no k reaches. The counts are searched in batches of ``points``
+    (certification is monotone in k). ``bab`` starts from alpha-CROWN's count and, where it splits
+    ReLUs, gives branch and bound ``time_limit`` seconds:
+    WHOLE_SHARE of it to the largest count (the question), the rest to the counts above CROWN's,
+    one by one (ReLU splitting over the L0 ball; input splitting would prove its box, the whole
+    domain); ``hull`` and ``milp`` bound it with alpha-CROWN."""
+    x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
+    lo, hi = l0_box(x0, lower, upper, mask)
+    top = int(math.floor(radius + 1e-9))
+    if known_upper is not None:
+        top = min(top, int(math.ceil(known_upper - 1e-9)) - 1)
+    if top <= 0:
+        return 0.0
+    shape = (-1,) + tuple(engine.graph.input_shape)
+    inner = "alpha" if method in ("alpha", "hull", "milp", "bab") else "ibp" if method == "ibp" else "crown"
+
+    def proves(ks: list[int]) -> torch.Tensor:
+        B = len(ks)
+        ball = Ball("l0", x0.reshape(1, -1).expand(B, -1), torch.tensor(ks, dtype=torch.float64))
+        low = engine.bound(lo.reshape(shape).expand(B, *shape[1:]), hi.reshape(shape).expand(B, *shape[1:]),
+                           C.double()[None].expand(B, -1, -1), method=inner, ball=None if inner == "ibp" else ball)
+        return reduce_rows(low, offsets, groups) > threshold + slack
+
+    good, bad = 0, top + 1  # good: proved; bad: not proved (or past the question)
+    while bad - good > 1:
+        ks = sorted({round(good + (bad - good) * (i + 1) / (points + 1)) for i in range(points)} - {good, bad})
+        ok = proves(ks)
+        first_bad = int((~ok).nonzero()[0]) if not bool(ok.all()) else len(ks)
+        good = ks[first_bad - 1] if first_bad > 0 else good
+        bad = ks[first_bad] if first_bad < len(ks) else bad
+    if method != "bab" or good >= top or time_limit <= 0 or not splits_neurons(engine):
+        return float(good)  # (input splitting would prove the L0 ball's box: the whole domain)
+    started = time.perf_counter()
+
+    def bab_proves(k: int, seconds: float) -> bool:
+        return bab_whole(engine, x0, C, threshold, float(k), lower, upper, free=mask, model_eps=model_eps,
+                         time_limit=seconds, offsets=offsets, groups=groups, found=None, norm="l0") >= k
+
+    if bab_proves(top, WHOLE_SHARE * time_limit):  # the question first, then count up from CROWN's
+        return float(top)
+    for k in range(good + 1, top):
+        left = time_limit - (time.perf_counter() - started)
+        if left <= 0.05 or not bab_proves(k, left / 2):
+            break
+        good = k
+    return float(good)
+
+
+def l0_box(x0, lower, upper, mask):
+    """The box of an L0 ball around the flat centre x0: the whole domain in the ``mask``
+    dimensions (any of them may go anywhere), the centre elsewhere."""
+    keep = mask > 0
+    return torch.where(keep, lower, x0), torch.where(keep, upper, x0)
 
 
 def ball_box(x0, r, lower, upper, mask):
@@ -210,7 +276,7 @@ def bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, fr
     from nnspec.bounds.bab import verify
 
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
-    lo, hi = ball_box(x0, radius, lower, upper, mask)
+    lo, hi = l0_box(x0, lower, upper, mask) if norm == "l0" else ball_box(x0, radius, lower, upper, mask)
     ball = _ball(norm, x0, radius)
     result = verify(engine, lo, hi, C, threshold, time_limit=time_limit, slack=slack, offsets=offsets,
                     groups=groups, found=None if ball is not None else found, ball=ball)
@@ -218,7 +284,7 @@ def bab_whole(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, fr
 
 
 def _ball(norm: str | None, x0: torch.Tensor, r: float) -> Ball | None:
-    """The L1/L2 ball of radius r around the flat centre x0 for ``bab.verify`` (None: a box)."""
+    """The L1/L2/L0 ball of radius r around the flat centre x0 for ``bab.verify`` (None: a box)."""
     if norm is None:
         return None
     return Ball(norm, x0.reshape(1, -1), torch.tensor([float(r)], dtype=torch.float64))
