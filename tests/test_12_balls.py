@@ -394,3 +394,19 @@ def test_the_game_brackets_the_pixels_that_flip_a_digit():
     pixels = [r for r in result.records if r.property.startswith("pixels")]
     assert [(r.bounds["lower"], r.bounds["upper"]) for r in pixels] == [(0, 1), (1, 2), (1, 3)]
     assert all(r.bounds["lower_method"] == "CROWN" and r.witness["confirmed"] for r in pixels)
+
+
+def test_the_default_escalates_an_l0_ball_only_where_branch_and_bound_splits_relus():
+    """bound=auto's branch and bound over an L0 ball: on a 20-input net (ReLU splitting) it proves
+    3 coordinates where CROWN certifies 2; on a 6-input net (input splitting, whose box would be
+    the whole domain) it is not tried, and CROWN's count stays."""
+    for n, seed, crown, expect in ((20, 0, 2, 3), (6, 5, 2, 2)):
+        net = relu_net((n, 16, 16, 3) if n == 20 else (n, 12, 12, 3), seed=seed)
+        x = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        with torch.no_grad():
+            centre = net(x[None])[0]
+        box = (torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
+        args = (Model(net, (n,), 3, dtype=torch.float64), gap(None), True, x, int(centre.argmax()), centre)
+        assert proved_lower(*args, 3.0, *box, norm="l0")[0] == crown
+        r, note, name = proved_lower(*args, 3.0, *box, norm="l0", escalate=True, time_limit=10.0)
+        assert r == expect and (name == "branch and bound") == ("branch and bound" in note) == (n == 20), note

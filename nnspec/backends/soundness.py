@@ -169,7 +169,8 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                              known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found,
                              norm=norm)
         if escalate and automatic and method == "crown" and known_upper is None and time_limit > 0 and \
-                radius / ESCALATE_WITHIN <= r < radius:
+                radius / ESCALATE_WITHIN <= r < radius and (ball != "l0" or splits_neurons(engine)):
+            # (an L0 ball's box is the whole domain: input splitting would try to prove all of it)
             proved, escalated = _escalate(engine, x0, C, d, groups, radius, lower, upper, free, model, time_limit,
                                           found, ball)
             if proved:
