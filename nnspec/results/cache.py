@@ -4,7 +4,8 @@ A task's key is a SHA-256 over everything its records depend on: the property as
 spans left out, so that editing another property or adding a comment above it changes nothing),
 the spec's model/inputs/domain/normalisation/output statements, the bytes of the model file and of
 every input file, the backend and its options, the run options that change results (device,
-float64, require-proven, cross-check, engine) and nnspec's version and code (``code_version``).
+float64, require-proven, cross-check, engine, seed, budget, bound time) and nnspec's version and
+code (``code_version``).
 Records come back exactly as they were stored, with their spec position updated and ``cached``
 set; the report says so.
 
