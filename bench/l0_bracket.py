@@ -14,6 +14,8 @@ pixels that flip the digit is then known. Per bound method (none, crown, alpha, 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import statistics
 import tempfile
 import time
@@ -35,7 +37,10 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=20)
     parser.add_argument("--pixels", type=int, default=8)
     parser.add_argument("--bab-time", type=float, default=10.0)
+    parser.add_argument("--random", type=int, default=0)
     args = parser.parse_args()
+    if args.random:
+        return random_nets(args.random)
     models = ROOT / "specs" / "models"
     print(f"demo MLP, first {args.inputs} test digits, maximum safe radius within l0({args.pixels})\n")
     print("| bound | lower bound found | tight brackets (upper = lower + 1) | median upper - lower | "
@@ -59,6 +64,43 @@ def main() -> None:
         tight = sum(g == 1 for g in gaps)
         print(f"| {bound} | {found}/{len(pairs)} | {tight}/{len(pairs)} | {statistics.median(gaps):g} | "
               f"{seconds:.2f} |")
+
+
+def random_nets(count: int, n: int = 17, top: int = 3) -> None:
+    import torch
+
+    from nnspec.bounds import certified_radius, engine_for, margin_objectives
+    from nnspec.bounds.exact import milp_radius
+    from nnspec.models.model import Model
+    from tests.helpers import relu_net
+
+    def violated(engine, x, label, k: int) -> bool:  # some k coordinates, anywhere in [0, 1], violate
+        for subset in itertools.combinations(range(n), k):
+            lo, hi = x.clone(), x.clone()
+            lo[list(subset)], hi[list(subset)] = 0.0, 1.0
+            result = milp_radius(engine, x, label, None, 1.0, lo, hi, time_limit=30)
+            assert result.status in ("optimal", "infeasible"), result
+            if math.isfinite(result.distance):
+                return True
+        return False
+
+    print(f"{count} random {n}-16-16-3 ReLU nets, L0 counts certified up to {top}\n")
+    print("| net | crown | alpha | bab (5 s) | s (all three) | bab's count |")
+    print("|---|---|---|---|---|---|")
+    for seed in range(100, 100 + count):
+        net = relu_net((n, 16, 16, 3), seed=seed)
+        engine = engine_for(Model(net, (n,), 3, dtype=torch.float64))
+        x = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        label = int(net(x[None]).argmax())
+        C, box = margin_objectives(3, label), (torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
+        started = time.perf_counter()
+        got = {m: int(certified_radius(engine, x, C, 0.0, float(top), *box, method=m, norm="l0",
+                                       model_eps=2.0**-52, time_limit=5.0)) for m in ("crown", "alpha", "bab")}
+        seconds = time.perf_counter() - started
+        k = got["bab"]
+        assert not (k and violated(engine, x, label, k)), f"net {seed}: {k} coordinates proved, a violation exists"
+        what = "the question (capped)" if k == top else "exact" if violated(engine, x, label, k + 1) else "not exact"
+        print(f"| {seed} | {got['crown']} | {got['alpha']} | {k} | {seconds:.1f} | {what} |")
 
 
 if __name__ == "__main__":
