@@ -155,10 +155,10 @@ def l0_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, me
     ball is the whole domain, where IBP proves nothing useful). ``known_upper``: a confirmed
     violation's count, which no k reaches. The counts are searched in batches of ``points``
     (certification is monotone in k). ``bab`` starts from alpha-CROWN's count and, where it splits
-    ReLUs, gives branch and bound ``time_limit`` seconds:
-    WHOLE_SHARE of it to the largest count (the question), the rest to the counts above CROWN's,
-    one by one (ReLU splitting over the L0 ball; input splitting would prove its box, the whole
-    domain); ``hull`` and ``milp`` bound it with alpha-CROWN."""
+    ReLUs, gives branch and bound ``time_limit`` seconds: WHOLE_SHARE of it to the largest count
+    (the question), the rest to the counts above alpha-CROWN's, one by one (ReLU splitting over the
+    L0 ball; input splitting would prove its box, the whole domain); ``hull`` and ``milp`` bound it
+    with alpha-CROWN."""
     x0, lower, upper, mask, slack = _flat_with_slack(engine, x0, C, lower, upper, free, model_eps, offsets, groups)
     lo, hi = l0_box(x0, lower, upper, mask)
     top = int(math.floor(radius + 1e-9))
@@ -191,7 +191,7 @@ def l0_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, me
         return bab_whole(engine, x0, C, threshold, float(k), lower, upper, free=mask, model_eps=model_eps,
                          time_limit=seconds, offsets=offsets, groups=groups, found=None, norm="l0") >= k
 
-    if bab_proves(top, WHOLE_SHARE * time_limit):  # the question first, then count up from CROWN's
+    if bab_proves(top, WHOLE_SHARE * time_limit):  # the question first, then count up from alpha-CROWN's
         return float(top)
     for k in range(good + 1, top):
         left = time_limit - (time.perf_counter() - started)
