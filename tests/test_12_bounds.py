@@ -196,16 +196,23 @@ def test_require_proven_says_whether_a_check_was_violated_bounded_or_only_search
     assert r.failures == ["not proven: no sound method proved this property (only searched)"]
 
 
+def _exact_linf_case(seed: int):
+    """``relu_case(seed, 1)`` and the exact L-inf radius of its input (MILP)."""
+    from nnspec.solvers.milp import layers_of, min_distance
+
+    net, x = relu_case(seed, 1)
+    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    return net, x, exact
+
+
 @pytest.mark.parametrize("seed", [4, 5])
 def test_bab_proves_a_ball_between_crowns_radius_and_the_exact_one(seed):
     """`bound=bab` on a ball that CROWN cannot prove and that holds (0.97 of the exact MILP radius):
     proven, with the ball's radius as the lower bound. The radius bisection alone never tried the
     ball itself (its steps approach it from below), so such a ball was never proven before."""
     import nnspec
-    from nnspec.solvers.milp import layers_of, min_distance
 
-    net, x = relu_case(seed, 1)
-    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    net, x, exact = _exact_linf_case(seed)
     radius = 0.97 * exact
     crown = nnspec.check_module(net, x, f"robustness on logits within linf({radius}) using mads(budget=300, "
                                 "bound=crown)", domain=(0.0, 1.0))[0]
@@ -223,10 +230,8 @@ def test_the_default_bound_escalates_to_branch_and_bound_where_crown_falls_just_
     CROWN's radius, `no_violation_found`, before."""
     import nnspec
     from nnspec.backends.soundness import ESCALATE_WITHIN
-    from nnspec.solvers.milp import layers_of, min_distance
 
-    net, x = relu_case(seed, 1)
-    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    net, x, exact = _exact_linf_case(seed)
     radius = 0.97 * exact
     crown = nnspec.check_module(net, x, f"robustness on logits within linf({radius}) using mads(budget=300, "
                                 "bound=crown)", domain=(0.0, 1.0))[0]
@@ -244,10 +249,8 @@ def test_a_bound_time_of_zero_stops_the_default_at_crown():
     ball that the default's branch and bound proves above stays at CROWN's radius."""
     import nnspec
     from nnspec.errors import UsageError
-    from nnspec.solvers.milp import layers_of, min_distance
 
-    net, x = relu_case(4, 1)
-    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    net, x, exact = _exact_linf_case(4)
     spec = f"robustness on logits within linf({0.97 * exact}) using mads(budget=300, bound_time=10)"
     crown = nnspec.check_module(net, x, spec, domain=(0.0, 1.0), bound_time=0)[0]
     assert crown.verdict == "no_violation_found" and crown.bounds["lower_method"] == "CROWN"
@@ -285,17 +288,18 @@ def test_the_default_bound_keeps_crown_past_the_escalation_gap_and_beside_a_viol
 
 
 @pytest.mark.parametrize("seed", [4, 9])
-def test_the_game_backend_escalates_after_its_searches_as_the_mads_backend_does(seed):
+@pytest.mark.parametrize("kind", ["maximum safe radius", "feature robustness over saliency(2)"])
+def test_the_game_backend_escalates_after_its_searches_as_the_mads_backend_does(seed, kind):
     """`maximum safe radius` with the default bound: CROWN (before the searches) falls just short
     of a ball at 0.97 of the exact radius; once the searches found no violation, branch and bound
-    proves it, and CROWN's note says so. With bound=crown the record stays quantified."""
+    proves it, and CROWN's note says so. With bound=crown the record stays quantified. The same for
+    feature robustness (alpha-beta over features), which any proof of the whole ball bounds from
+    below: it stayed quantified before the thirtieth session."""
     import nnspec
-    from nnspec.solvers.milp import layers_of, min_distance
 
-    net, x = relu_case(seed, 1)
-    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
+    net, x, exact = _exact_linf_case(seed)
     radius = 0.97 * exact
-    spec = f"maximum safe radius within linf({radius}) using game(budget=500{{}})"
+    spec = f"{kind} within linf({radius}) using game(budget=500{{}})"
     crown = nnspec.check_module(net, x, spec.format(", bound=crown"), domain=(0.0, 1.0))[0]
     assert crown.verdict == "quantified" and crown.bounds["lower"] < radius
     r = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))[0]
@@ -303,26 +307,6 @@ def test_the_game_backend_escalates_after_its_searches_as_the_mads_backend_does(
     assert r.bounds["lower_method"] == "branch and bound"
     assert [n for n in r.notes if "CROWN" in n] == \
         [next(n for n in r.notes if n.startswith("branch and bound proves the whole box"))]
-
-
-@pytest.mark.parametrize("seed", [4, 9])
-def test_feature_robustness_escalates_as_maximum_safe_radius_does(seed):
-    """The game's feature robustness (alpha-beta over features) is bounded from below by any proof
-    of the whole ball: with the default bound, branch and bound proves the ball at 0.97 of the
-    exact radius that CROWN leaves open, and the record is proven. It stayed quantified before."""
-    import nnspec
-    from nnspec.solvers.milp import layers_of, min_distance
-
-    net, x = relu_case(seed, 1)
-    exact = min_distance(layers_of(net), x[0].numpy(), int(net(x).argmax()), None, "linf", max_radius=1.0).distance
-    radius = 0.97 * exact
-    spec = f"feature robustness over saliency(2) within linf({radius}) using game(budget=500{{}})"
-    crown = nnspec.check_module(net, x, spec.format(", bound=crown"), domain=(0.0, 1.0))[0]
-    assert crown.verdict == "quantified" and crown.bounds["lower"] < radius
-    r = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))[0]
-    assert r.verdict == "proven" and r.bounds["lower"] == pytest.approx(radius)
-    assert r.bounds["lower_method"] == "branch and bound"
-    assert any(n.startswith("branch and bound proves the whole box") for n in r.notes)
 
 
 def test_an_escalation_that_fails_keeps_crowns_radius(monkeypatch):
