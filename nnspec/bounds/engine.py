@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nnspec.bounds import alpha
+from nnspec.bounds import alpha, patches
 from nnspec.bounds.balls import Ball, minimum, with_ball
 from nnspec.bounds.graph import BoundGraph, Op
 from nnspec.bounds.relax import (
@@ -51,6 +51,8 @@ _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
 
 
 class BoundEngine:
+    use_patches = True  # CROWN's intermediate bounds of convolutions in patches (``nnspec.bounds.patches``)
+
     def __init__(self, graph: BoundGraph):
         self.graph = graph
         self.ops = graph.ops
@@ -254,14 +256,23 @@ class BoundEngine:
         B = bounds["input"][0].shape[0]
         n = numel(op.shape)
         k = n if rows is None else len(rows)
-        widest = max(numel(o.shape) for o in self.ops[: self.graph.index[op.name] + 1])
-        chunk = max(1, min(2 * k, _MEMORY // max(1, 8 * B * widest * 3)))
-        objectives = signed_rows(n, rows)  # (2k, n)
+        path = patches.chain(self, op) if self.use_patches else []
         lows = []
-        for start in range(0, 2 * k, chunk):
-            c = objectives[start:start + chunk]
-            A = c[None].expand(B, -1, -1).reshape((B, c.shape[0]) + op.shape)
-            lows.append(self.backward(op.name, A, bounds))
+        if path:  # a convolution's neurons: each row's coefficients in its receptive field
+            chunk = max(1, min(2 * k, _MEMORY // max(1, 8 * B * patches.row_elements(path, self) * 6)))
+            index = torch.arange(n) if rows is None else rows
+            index, sign = torch.cat([index, index]), torch.cat([torch.ones(k), -torch.ones(k)])
+            for start in range(0, 2 * k, chunk):
+                lows.append(patches.lower_bounds(self, op, index[start:start + chunk], sign[start:start + chunk],
+                                                 bounds))
+        else:
+            widest = max(numel(o.shape) for o in self.ops[: self.graph.index[op.name] + 1])
+            chunk = max(1, min(2 * k, _MEMORY // max(1, 8 * B * widest * 3)))
+            objectives = signed_rows(n, rows)  # (2k, n)
+            for start in range(0, 2 * k, chunk):
+                c = objectives[start:start + chunk]
+                A = c[None].expand(B, -1, -1).reshape((B, c.shape[0]) + op.shape)
+                lows.append(self.backward(op.name, A, bounds, patch=True))
         low = torch.cat(lows, dim=1)  # (B, 2k)
         if rows is None:
             return low[:, :n].reshape((B,) + op.shape), (-low[:, n:]).reshape((B,) + op.shape)
@@ -274,7 +285,7 @@ class BoundEngine:
 
     def backward(self, start: str, A0: torch.Tensor, bounds, alphas: dict | None = None,
                  record: dict | None = None, betas: dict | None = None, cache: dict | None = None,
-                 facets: dict | None = None, mix: dict | None = None) -> torch.Tensor:
+                 facets: dict | None = None, mix: dict | None = None, patch: bool = False) -> torch.Tensor:
         """Lower bounds (B, S) of sum(A0 * value(start)) over the boxes, with the relaxations
         given by ``bounds`` (and, for ReLUs, the lower slopes ``alphas[op] (B, S, *shape)``).
         ``record``: filled with the coefficients reaching each nonlinearity and the input (for
@@ -293,6 +304,11 @@ class BoundEngine:
             a = coeffs.pop(op.name, None)
             if a is None:
                 continue
+            if patch and not coeffs and self.use_patches and a.dim() == 5:
+                # all that is left flows back from this op: in patches where each row is local
+                rest = self._patched(op, a, bounds)
+                if rest is not None:
+                    return lower + rest
             if record is not None and (op.kind == "input" or op.kind in ELEMENTWISE):
                 record[op.name] = a.detach()
             if op.kind == "input":  # over the box, or the ball cut to it
@@ -332,6 +348,19 @@ class BoundEngine:
                 l, u = bounds[op.name]
                 lower = lower + concretise(a, l, u)
         return lower
+
+    def _patched(self, op: Op, a: torch.Tensor, bounds) -> torch.Tensor | None:
+        """The rest of a plain CROWN pass from ``op``'s coefficients ``a`` (B, S, C, h, w) in
+        patches (``nnspec.bounds.patches``), where op starts a patch chain and every row's
+        non-zero coefficients lie in a small window; None otherwise."""
+        if not patches.chain(self, op, (1, 1)):
+            return None
+        local = patches.from_dense(a, tuple(op.shape))
+        if local is None:
+            return None
+        p, y, x = local
+        steps = patches.chain(self, op, tuple(p.shape[-2:]))
+        return patches.run(self, steps, p, y, x, bounds) if steps else None
 
     def _facet_back(self, op: Op, facet, t: torch.Tensor, neg: torch.Tensor, l, u, coeffs: dict) -> tuple:
         """The share (1 - t) of the negative coefficients ``neg`` that meets the hull facets of

@@ -1,0 +1,156 @@
+"""CROWN's intermediate bounds of convolutions in patches (``nnspec.bounds.patches``): the same
+bounds as the dense backward pass, on every kind of convolution, only cheaper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from nnspec.bounds import BoundEngine, BoundGraph, patches
+from nnspec.bounds.balls import Ball
+
+
+def _engine(net: nn.Module, shape) -> BoundEngine:
+    return BoundEngine(BoundGraph.from_module(net.double().eval(), shape))
+
+
+def _both(engine: BoundEngine, lo, hi, ball=None, method="crown") -> tuple[dict, dict, int]:
+    """The bounds of every op with patches and without, and how many patch passes ran."""
+    calls = []
+    run = patches.run
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return run(*args, **kwargs)
+
+    patches.run = counted
+    try:
+        with_patches = engine.intervals(lo, hi, method, ball=ball)
+    finally:
+        patches.run = run
+    engine.use_patches = False
+    try:
+        dense = engine.intervals(lo, hi, method, ball=ball)
+    finally:
+        engine.use_patches = True
+    return with_patches, dense, len(calls)
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    for name in b:
+        for x, y in zip(a[name], b[name]):
+            assert torch.allclose(x, y, rtol=1e-9, atol=1e-9), (name, float((x - y).abs().max()))
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.1), "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), kernel=st.sampled_from([1, 2, 3, 5]), stride=st.sampled_from([1, 2, 3]),
+       padding=st.sampled_from([0, 1, 2]), dilation=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]),
+       act=st.sampled_from(sorted(_ACTIVATIONS)), pool=st.booleans())
+def test_patches_give_the_dense_passes_bounds_on_any_convolution(seed, kernel, stride, padding, dilation, groups,
+                                                                 act, pool):
+    """Random two- and three-convolution nets (kernel, stride, padding, dilation, groups, each
+    activation, with and without a max-pool between): every op's CROWN bounds with patches equal
+    the dense pass's, and patches ran for the second convolution's neurons at least."""
+    torch.manual_seed(seed)
+    a = _ACTIVATIONS[act]
+    layers = [nn.Conv2d(2, 4, 3, padding=1), a(),
+              nn.Conv2d(4, 4, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups), a()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.Conv2d(4, 6, 3, padding=1), a(), nn.Flatten()]
+    net = nn.Sequential(*layers)
+    shape = (2, 10, 10)
+    with torch.no_grad():
+        n_out = net(torch.zeros((1,) + shape)).shape[1]
+    net = nn.Sequential(*layers, nn.Linear(n_out, 3))
+    x = torch.rand((2,) + shape, dtype=torch.float64)
+    eps = 0.02 * (1 + seed % 3)
+    engine = _engine(net, shape)
+    got, dense, runs = _both(engine, x - eps, x + eps)
+    _assert_same(got, dense)
+    assert runs >= 1
+
+
+def test_patches_are_taken_where_each_neuron_sees_a_small_window_and_cost_far_less():
+    """A CNN shaped like DeepGame's (two 3 x 3 convolutions, a max-pool, two more): the bounds of
+    the second convolution's 3,200 neurons go through patches of 3 x 3 and 5 x 5 instead of the
+    whole 22 x 22 layer; the same bounds, and the sound: sampled outputs lie inside them."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(16 * 3 * 3, 20), nn.ReLU(), nn.Linear(20, 10))
+    shape = (1, 24, 24)
+    engine = _engine(net, shape)
+    second = engine.by_name[engine.ops[3].name]
+    steps = patches.chain(engine, second)
+    assert [s.op.kind for s in steps] == ["affine", "relu", "affine", "input"]
+    assert [s.size for s in steps] == [(1, 1), (3, 3), (3, 3), (5, 5)]
+    x = torch.rand((1,) + shape, dtype=torch.float64)
+    lo, hi = (x - 0.01).clamp(0, 1), (x + 0.01).clamp(0, 1)
+    got, dense, runs = _both(engine, lo, hi)
+    _assert_same(got, dense)
+    assert runs >= 3  # the second, third and fourth convolutions (and the max-pool's differences)
+    samples = lo + (hi - lo) * torch.rand((256,) + shape, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(samples)
+    l, u = got[engine.graph.output]
+    assert bool((y >= l - 1e-9).all() and (y <= u + 1e-9).all())
+
+
+def test_patches_over_an_l2_ball_end_in_the_balls_dense_minimum():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3))
+    shape = (1, 10, 10)
+    engine = _engine(net, shape)
+    x = torch.rand((2,) + shape, dtype=torch.float64)
+    for norm in ("l2", "l1"):
+        ball = Ball(norm, x.reshape(2, -1), torch.tensor([0.3, 0.6], dtype=torch.float64))
+        got, dense, runs = _both(engine, torch.zeros_like(x), torch.ones_like(x), ball=ball)
+        _assert_same(got, dense)
+        assert runs >= 1
+
+
+def test_no_patches_where_a_patch_would_cover_its_layer():
+    """A 3 x 3 kernel on a 3 x 3 layer: the patch is the layer, so the pass stays dense."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2))
+    engine = _engine(net, (1, 4, 4))
+    assert patches.chain(engine, engine.ops[3]) == []
+    x = torch.rand((1, 1, 4, 4), dtype=torch.float64)
+    got, dense, runs = _both(engine, x - 0.1, x + 0.1)
+    _assert_same(got, dense)
+    assert runs == 0
+
+
+def test_dense_coefficients_go_to_patches_and_back():
+    """``from_dense`` crops each row to the bounding box of its non-zeros (the largest box's size
+    for all), ``to_dense`` puts it back; rows spread over the layer stay dense."""
+    torch.manual_seed(3)
+    a = torch.zeros((2, 3, 4, 9, 9), dtype=torch.float64)
+    a[:, 0, :, 0:2, 7:9] = torch.rand((2, 4, 2, 2), dtype=torch.float64)
+    a[:, 1, 1, 4, 4] = 1.0
+    a[:, 2, 3, 8, 0:3] = -torch.rand((2, 3), dtype=torch.float64)
+    p, y, x = patches.from_dense(a, (4, 9, 9))
+    assert p.shape == (2, 3, 4, 2, 3)
+    assert y.tolist() == [0, 4, 8] and x.tolist() == [7, 4, 0]
+    assert torch.equal(patches.to_dense(p, y, x, (4, 9, 9)), a)
+    a[:, 1, 1, 0, 0] = 1.0  # one row over most of the layer
+    assert patches.from_dense(a, (4, 9, 9)) is None
+
+
+@pytest.mark.parametrize("method", ["forward+crown"])
+def test_the_forward_mode_with_crown_gets_the_same_bounds(method):
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
+    engine = _engine(net, (1, 10, 10))
+    x = torch.rand((3, 1, 10, 10), dtype=torch.float64)
+    got, dense, runs = _both(engine, x - 0.05, x + 0.05, method=method)
+    _assert_same(got, dense)
+    assert runs >= 1
