@@ -154,3 +154,42 @@ def test_the_forward_mode_with_crown_gets_the_same_bounds(method):
     got, dense, runs = _both(engine, x - 0.05, x + 0.05, method=method)
     _assert_same(got, dense)
     assert runs >= 1
+
+
+# ---------------------------------------------------------------- networks past CROWN's default scale
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_past_crowns_scale_the_radius_search_goes_one_box_at_a_time_to_the_same_radius(seed, monkeypatch):
+    """Past CROWN_SCALE a CROWN pass costs seconds per box, and most where every neuron is
+    unstable, so the search starts from IBP's radius and goes up one box at a time: the same
+    radius as the batched search (to its resolution), below the exact MILP radius, and no box it
+    bounds with CROWN is past 8x that radius (the batched sweep starts at the question's radius)."""
+    import nnspec.bounds.engine as engine_module
+    from nnspec.bounds import certified_radius, margin_objectives
+    from nnspec.solvers.milp import layers_of, min_distance
+    from tests.helpers import relu_case
+
+    net, x = relu_case(seed, 1, (4, 16, 16, 3))
+    label = int(net(x).argmax())
+    exact = min_distance(layers_of(net), x[0].numpy(), label, None, "linf", max_radius=1.0).distance
+    engine = _engine(net, (4,))
+    C = margin_objectives(3, label)
+    args = (engine, x[0], C, 0.0, 1.0, torch.zeros(4), torch.ones(4))
+    batched = certified_radius(*args, method="crown")
+    assert not engine.past_crown_scale
+    monkeypatch.setattr(engine_module, "CROWN_SCALE", 8)
+    assert engine.past_crown_scale
+    widths = []
+    bound = engine.bound
+
+    def recorded(lo, hi, *rest, method="crown", **kw):
+        if method != "ibp":
+            widths.append(float(((hi - lo) / 2).max()))
+        return bound(lo, hi, *rest, method=method, **kw)
+
+    monkeypatch.setattr(engine, "bound", recorded)
+    one_at_a_time = certified_radius(*args, method="crown")
+    assert one_at_a_time == pytest.approx(batched, rel=2e-3)
+    assert 0 < one_at_a_time <= exact + 1e-9
+    assert max(widths) <= 8 * one_at_a_time + 1e-12

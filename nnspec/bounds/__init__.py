@@ -10,7 +10,6 @@ from __future__ import annotations
 from nnspec.bounds.engine import BoundEngine
 from nnspec.bounds.graph import BoundGraph, Unsupported
 from nnspec.bounds.radius import METHODS, certified_radius, margin_objectives
-from nnspec.bounds.relax import numel
 
 __all__ = ["BoundEngine", "BoundGraph", "Unsupported", "METHODS", "certified_radius", "margin_objectives",
            "engine_for", "choose_method", "support"]
@@ -43,13 +42,15 @@ def engine_for(model, linear: bool = True, before_softmax: bool = False, head=No
 
 
 def choose_method(engine: BoundEngine) -> str:
-    """The default by network size: CROWN up to a few thousand neurons per layer (a CROWN pass
-    costs one backward pass per neuron of each layer it bounds), IBP beyond. alpha-CROWN costs
+    """The default by network size: CROWN up to CROWN_SCALE (4,096) neurons per layer (a CROWN
+    pass costs one backward pass per unstable neuron of each layer it bounds), IBP beyond. Past
+    it ``bound=crown`` still works: convolutions' neurons go back in patches and the radius search
+    one box at a time, 24 s per image on the DeepGame MNIST CNN for 48x IBP's radius
+    (docs/benchmarks.md), too slow for a default over many inputs. alpha-CROWN costs
     20-40 CROWN passes for a few per cent on the networks measured (docs/benchmarks.md): asked for
     by name (``bound=alpha``), not by default. The same on either graph of ``engine_for``: a
     decomposed max-pool's ReLU layers are at most half its input, which is at most 4,096."""
-    widest = max((numel(engine.by_name[name].shape) for name in engine.preact), default=0)
-    return "crown" if widest <= 4096 else "ibp"
+    return "ibp" if engine.past_crown_scale else "crown"
 
 
 def support(model) -> str:

@@ -48,6 +48,7 @@ from nnspec.bounds.relax import (
 
 ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "erf", "sign", "softplus", "elu", "gelu", "silu", "exp")
 _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
+CROWN_SCALE = 4096  # neurons in the widest nonlinear layer up to which CROWN is the default (IBP past it)
 
 
 class BoundEngine:
@@ -72,6 +73,12 @@ class BoundEngine:
         self.halvable = {op.inputs[0]: op for op in self.ops
                          if op.kind in SMOOTH and readers.get(op.inputs[0], set()) <= set(SMOOTH)}
         self._casts: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def past_crown_scale(self) -> bool:
+        """Whether a nonlinear layer is wider than CROWN_SCALE: where one CROWN pass over a box
+        costs seconds (the DeepGame MNIST CNN: 2-8 s, more the more neurons are unstable)."""
+        return max((numel(self.by_name[name].shape) for name in self.preact), default=0) > CROWN_SCALE
 
     # ------------------------------------------------------------------ forward: intervals
 
