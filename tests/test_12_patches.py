@@ -193,3 +193,24 @@ def test_past_crowns_scale_the_radius_search_goes_one_box_at_a_time_to_the_same_
     assert one_at_a_time == pytest.approx(batched, rel=2e-3)
     assert 0 < one_at_a_time <= exact + 1e-9
     assert max(widths) <= 8 * one_at_a_time + 1e-12
+
+
+def test_past_crowns_scale_the_default_note_points_to_crown_which_certifies_more():
+    """A convolution of 8 x 24 x 24 = 4,608 neurons: IBP by default, and its note says that
+    bound=crown certifies more; with bound=crown the lower bound is larger and still below the
+    closest violation."""
+    import nnspec
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 3)).double()
+    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    spec = "robustness on logits within linf(0.01) using mads(budget=100, seed=0{})"
+    default, = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))
+    crown, = nnspec.check_module(net, x, spec.format(", bound=crown"), domain=(0.0, 1.0))
+    assert default.bounds["lower_method"] == "interval bound propagation"
+    assert any("IBP is the default past 4,096 neurons per layer, bound=crown certifies more" in n
+               for n in default.notes)
+    assert crown.bounds["lower_method"] == "CROWN"
+    assert not any("bound=crown" in n for n in crown.notes)
+    assert crown.bounds["lower"] > 1.5 * default.bounds["lower"] > 0
+    assert crown.bounds["upper"] is None or crown.bounds["lower"] <= crown.bounds["upper"]

@@ -21,6 +21,7 @@ import time
 import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
+from nnspec.bounds.engine import CROWN_SCALE
 from nnspec.bounds.balls import Ball, ball_norm
 from nnspec.bounds.radius import bab_whole, ball_box, splits_neurons
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
@@ -186,6 +187,9 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
     how = " (the probabilities through rows over the logits)" if through_softmax else ""
+    if automatic and method == "ibp":  # past CROWN's default scale: say what more there is
+        escalated += f"; IBP is the default past {CROWN_SCALE:,} neurons per layer, bound=crown certifies more " \
+                     "at seconds per input"
     if ball is not None and not whole:
         region = "its box" if method == "ibp" else "the ball" if method in ("crown", "alpha") else \
             "the ball or its box"
