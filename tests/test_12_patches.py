@@ -72,20 +72,23 @@ def test_patches_give_the_dense_passes_bounds_on_any_convolution(seed, kernel, s
     x = torch.rand((2,) + shape, dtype=torch.float64)
     eps = 0.02 * (1 + seed % 3)
     engine = _engine(net, shape)
+    second = engine.ops[3]
+    assert second.back == "conv" and patches.chain(engine, second)
     got, dense, runs = _both(engine, x - eps, x + eps)
     _assert_same(got, dense)
-    assert runs >= 1
+    l, u = got[second.name]
+    assert runs >= 1 or not bool(((l < 0) & (u > 0)).any())  # (no unstable neuron: no pass at all)
 
 
 def test_patches_are_taken_where_each_neuron_sees_a_small_window_and_cost_far_less():
     """A CNN shaped like DeepGame's (two 3 x 3 convolutions, a max-pool, two more): the bounds of
-    the second convolution's 3,200 neurons go through patches of 3 x 3 and 5 x 5 instead of the
-    whole 22 x 22 layer; the same bounds, and the sound: sampled outputs lie inside them."""
+    the second convolution's 1,024 neurons go through patches of 3 x 3 and 5 x 5 instead of the
+    whole 18 x 18 layer; the same bounds, and the sound: sampled outputs lie inside them."""
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Flatten(), nn.Linear(16 * 3 * 3, 20), nn.ReLU(), nn.Linear(20, 10))
-    shape = (1, 24, 24)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 2 * 2, 20), nn.ReLU(), nn.Linear(20, 10))
+    shape = (1, 20, 20)
     engine = _engine(net, shape)
     second = engine.by_name[engine.ops[3].name]
     steps = patches.chain(engine, second)
@@ -106,8 +109,8 @@ def test_patches_are_taken_where_each_neuron_sees_a_small_window_and_cost_far_le
 def test_patches_over_an_l2_ball_end_in_the_balls_dense_minimum():
     torch.manual_seed(2)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 6 * 6, 3))
-    shape = (1, 10, 10)
+                        nn.Linear(4 * 4 * 4, 3))
+    shape = (1, 8, 8)
     engine = _engine(net, shape)
     x = torch.rand((2,) + shape, dtype=torch.float64)
     for norm in ("l2", "l1"):
