@@ -10,7 +10,9 @@ the coefficients A to its inputs (A @ W, here by autograd's vector-Jacobian prod
 op), an elementwise nonlinearity is replaced by the lower or upper line of its relaxation according
 to the sign of each coefficient, and at the input the linear function is minimised over the box in
 closed form. The relaxations need bounds of every nonlinearity's input: those come from IBP and,
-for CROWN, from a CROWN pass of their own (identity objectives), whichever is tighter.
+for CROWN, from a CROWN pass of their own (identity objectives), whichever is tighter; for a
+convolution's neurons that pass keeps each neuron's coefficients over its receptive field only
+(``nnspec.bounds.patches``).
 alpha-CROWN (Xu et al. 2021; ``nnspec.bounds.alpha``) makes the lower slope of each unstable ReLU
 a free parameter in [0, 1] per objective and maximises the bound by projected gradient ascent;
 every iterate is sound, the best one per objective is kept. The relaxations themselves are in
@@ -303,7 +305,9 @@ class BoundEngine:
         the relaxations that do not depend on the slopes are kept between passes. ``facets[relu]``
         (``hull.Facets``) with ``mix[relu]`` (B, S, n) in [0, 1]: an unstable neuron's upper line
         is mix * triangle + (1 - mix) * its hull facet, a line in the ReLU's layer's inputs (sound
-        for any mix: both lines hold on the box)."""
+        for any mix: both lines hold on the box). ``patch``: a plain CROWN pass (none of the above)
+        whose coefficients left all flow back from one op of a convolution chain, each row's within
+        a small window, finishes in patches (``_patched``): the same bound, cheaper."""
         B, S = A0.shape[:2]
         coeffs: dict[str, torch.Tensor] = {start: A0}
         lower = torch.zeros(B, S, dtype=A0.dtype)
