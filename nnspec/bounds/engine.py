@@ -272,7 +272,7 @@ class BoundEngine:
             index = torch.arange(n) if rows is None else rows
             index, sign = torch.cat([index, index]), torch.cat([torch.ones(k), -torch.ones(k)])
             for start in range(0, 2 * k, chunk):
-                lows.append(patches.lower_bounds(self, op, index[start:start + chunk], sign[start:start + chunk],
+                lows.append(patches.lower_bounds(self, path, index[start:start + chunk], sign[start:start + chunk],
                                                  bounds))
         else:
             widest = max(numel(o.shape) for o in self.ops[: self.graph.index[op.name] + 1])

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from nnspec.bounds.graph import Op
-from nnspec.bounds.relax import relaxation
+from nnspec.bounds.relax import numel, relaxation
 
 
 @dataclass
@@ -81,15 +81,16 @@ def chain(engine, start: Op, size: tuple[int, int] = (1, 1)) -> list[Step]:
         op = below
 
 
-def lower_bounds(engine, start: Op, index: torch.Tensor, sign: torch.Tensor, bounds: dict) -> torch.Tensor:
-    """Lower bounds (B, S) of sign[s] * value(start)[index[s]] (flat indices into start's output)
-    over the boxes of ``bounds``, by CROWN's backward pass in patches."""
+def lower_bounds(engine, steps: list[Step], index: torch.Tensor, sign: torch.Tensor, bounds: dict) -> torch.Tensor:
+    """Lower bounds (B, S) of sign[s] * value(start)[index[s]] (flat indices into the output of
+    start, the first op of ``steps = chain(engine, start)``) over the boxes of ``bounds``, by
+    CROWN's backward pass in patches."""
     S = index.numel()
-    c_out, h, w = start.shape
+    c_out, h, w = steps[0].op.shape
     c, y, x = index // (h * w), (index % (h * w)) // w, index % w
     a = torch.zeros((1, S, c_out, 1, 1), dtype=torch.float64)  # (b, S, C, ph, pw): b is 1 until a relaxation
     a[0, torch.arange(S), c, 0, 0] = sign.to(torch.float64)
-    return run(engine, chain(engine, start), a, y, x, bounds)
+    return run(engine, steps, a, y, x, bounds)
 
 
 def from_dense(a: torch.Tensor, shape) -> tuple | None:
@@ -217,5 +218,5 @@ def row_elements(steps: list[Step], engine) -> int:
     last = steps[-1].op
     if last.kind != "input":
         end = engine.graph.index[last.inputs[0]]
-        most = max([most] + [int(torch.tensor(o.shape).prod()) for o in engine.ops[: end + 1] if o.shape])
+        most = max([most] + [numel(o.shape) for o in engine.ops[: end + 1]])
     return most
