@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nnspec.bounds.ascent import Adam
-from nnspec.bounds.relax import intersect, numel, signed_rows
+from nnspec.bounds.relax import concretise, intersect, numel, signed_rows
 
 if TYPE_CHECKING:
     from nnspec.bounds.engine import BoundEngine
@@ -54,6 +54,8 @@ def optimise(engine: BoundEngine, lo: torch.Tensor, hi: torch.Tensor, C: torch.T
     A0 = C.reshape((B, S) + engine.by_name[out].shape)
     with torch.no_grad():
         best = engine.backward(out, A0, bounds) + d
+        if out in bounds:  # never below IBP's (a caller's bounds may be of the nonlinearities' inputs only)
+            best = torch.fmax(best, concretise(A0, *bounds[out]) + d)
     if joint is None:
         joint = not facets and target is None and _joint_alpha_size(engine, B, bounds) <= JOINT_ALPHA_LIMIT
     if joint:
