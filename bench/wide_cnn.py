@@ -6,11 +6,13 @@ up to which CROWN is the default, so `auto` gives IBP. Two parts, on 2 CPU cores
 1. One CROWN pass (every op's bounds) on the first test image at a few radii, with the
    convolutions' neurons in patches (``nnspec.bounds.patches``) and without (the dense pass): the
    seconds, and the largest difference between the two passes' bounds (rounding only).
-2. `nnspec check` with `robustness within linf(0.1) using mads(budget=..., bound=ibp|crown)` on
+2. `nnspec check` with `robustness within linf(0.1) using mads(budget=..., bound=ibp|auto|crown)` on
    the first N test images: the certified radius (lower bound) and the closest confirmed
    violation (upper bound) per image, the seconds per image.
 
-    python -m bench.wide_cnn [--images 5] [--budget 2000] [--no-dense]
+    python -m bench.wide_cnn [--images 5] [--budget 2000] [--no-dense] [--bounds ibp,auto,crown]
+
+``auto`` (the default) gives CROWN ``bound_time`` seconds from IBP's radius on this network.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--no-dense", action="store_true", help="skip the dense passes (minutes)")
+    parser.add_argument("--bounds", default="ibp,auto,crown", help="the bound= options to compare")
+    parser.add_argument("--bound-time", type=float, default=None, help="--bound-time for every check")
     args = parser.parse_args()
     data = deepgame_mnist()
     if data is None:
@@ -77,15 +81,16 @@ def main() -> None:
           "(median) | s per image |")
     print("|---|---|---|---|---|---|---|")
     root = data_root()
+    notes = []
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "mnist.npz"
         np.savez(inputs, x=images[: args.images], y=labels[: args.images])
-        for bound in ("ibp", "crown"):
+        for bound in args.bounds.split(","):
             spec = Path(tmp) / f"{bound}.nnspec"
             spec.write_text(SPEC.format(model=root / "models/deepgame_mnist.onnx", inputs=inputs,
                                         budget=args.budget, bound=bound))
             started = time.perf_counter()
-            records = check([spec], CheckOptions(cache=False)).records
+            records = check([spec], CheckOptions(cache=False, bound_time=args.bound_time)).records
             seconds = (time.perf_counter() - started) / len(records)
             lower = [r.bounds["lower"] or 0.0 for r in records]
             upper = [r.bounds["upper"] for r in records if r.bounds["upper"] is not None]
@@ -94,6 +99,10 @@ def main() -> None:
             print(f"| {bound} | {statistics.median(lower):.2e} | {min(lower):.2e} | {max(lower):.2e} | "
                   f"{statistics.median(upper) if upper else float('nan'):.3g} | "
                   f"{statistics.median(ratio) if ratio else float('nan'):.3f} | {seconds:.1f} |")
+            notes.append(f"{bound}: {records[0].notes[-1] if records[0].notes else ''}")
+    print("\nThe first image's last note per bound:\n")
+    for note in notes:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch
 
 from nnspec.backends.base import BoundTask
 from nnspec.backends.registry import GAME
-from nnspec.backends.soundness import ESCALATE_WITHIN, bound_method, proved_lower
+from nnspec.backends.soundness import ESCALATE_WITHIN, bound_method, past_crown_scale, proved_lower
 from nnspec.bounds import METHODS
 from nnspec.errors import SpecError
 from nnspec.models.model import Model, label_score
@@ -124,7 +124,8 @@ class GameBackend:
         maximum safe radius and feature robustness alike: no feature's perturbation leaves it)."""
         ctx = st.ctx
         if st.witness is not None or st.ibp is None or st.ibp_method != METHODS["crown"] or \
-                bound_method(task.options) != "auto" or not ctx.radius / ESCALATE_WITHIN <= st.ibp < ctx.radius:
+                bound_method(task.options) != "auto" or not ctx.radius / ESCALATE_WITHIN <= st.ibp < ctx.radius \
+                or past_crown_scale(model):  # (there the default's CROWN had bound_time already, before)
             return
         started = time.perf_counter()
         r, note, method = self._proved_lower(task, model, st, "auto", escalate=True)

@@ -42,8 +42,9 @@ def create(name: str) -> "Backend":
 BOUND_METHODS = ("auto", "ibp", "crown", "alpha", "hull", "bab", "milp", "none")
 BOUND_DOC = ("the sound lower bound of the radius where s is a logit margin: ibp, crown, alpha (alpha-CROWN), "
              "hull (alpha-CROWN with the single-neuron hull's facets, dense ReLU chains), bab (branch and bound), "
-             "milp (exact, small ReLU networks), none, or auto (by network size, then branch and bound on the whole "
-             "ball where the searches found no violation and CROWN falls short of it by at most 1.5x)")
+             "milp (exact, small ReLU networks), none, or auto (CROWN, then branch and bound on the whole ball where "
+             "the searches found no violation and CROWN falls short of it by at most 1.5x; past 4,096 neurons per "
+             "layer IBP, then CROWN from IBP's radius for bound_time)")
 
 MADS = BackendInfo(
     name="mads",
@@ -73,7 +74,7 @@ MADS = BackendInfo(
                    "the paper's method)", choices=("auto", "gradient", "mads")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
         OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime), and "
-                   "for bound=auto's branch and bound", minimum=0),
+                   "for bound=auto's branch and bound (past 4,096 neurons per layer: its CROWN)", minimum=0),
         OptionSpec("bound_violated", bool, True, "also bound the safe radius of an input with a confirmed "
                    "violation (below the closest witness); false: the bound's time goes only to inputs without one"),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
@@ -117,7 +118,7 @@ GAME = BackendInfo(
                    choices=("layers", "estimate")),
         OptionSpec("bound", str, "auto", BOUND_DOC, choices=BOUND_METHODS),
         OptionSpec("bound_time", float, 10.0, "seconds per input for bound=bab or bound=milp (anytime), and "
-                   "for bound=auto's branch and bound", minimum=0),
+                   "for bound=auto's branch and bound (past 4,096 neurons per layer: its CROWN)", minimum=0),
         OptionSpec("ibp", bool, True, "false: no sound lower bound (the same as bound=none; kept for older specs)"),
         OptionSpec("attack", str, "none", "gradient: a gradient stage before the grid searches of the upper bound "
                    "(L-inf, L2, L1, where the gradient of s is usable); none: the games alone",

@@ -105,7 +105,9 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
     over the ball itself where the method can (``certified_radius``), else over its box.
     ``escalate`` (``method="auto"``, for a search that found no violation): where the default
     method (CROWN) falls short of ``radius`` by at most a factor ESCALATE_WITHIN, branch and bound
-    gets ``time_limit`` seconds to prove the whole ball, the property's question."""
+    gets ``time_limit`` seconds to prove the whole ball, the property's question. Past CROWN's
+    default scale ``auto`` is IBP's radius, then CROWN from it for ``time_limit`` seconds
+    (``certified_radius``'s ``anytime``; none at 0), and no escalation."""
     ball = ball_norm(norm)
     escalated = ""
     through_softmax = _through_softmax(model, reads_probabilities(expr, outputs_are_logits), outputs_are_logits)
@@ -128,6 +130,10 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         automatic = method == "auto"
         if automatic:
             method = choose_method(engine)
+        # past CROWN's default scale: IBP's radius, then CROWN from it for time_limit seconds (anytime)
+        anytime = automatic and method == "ibp" and ball != "l0" and time_limit > 0
+        if anytime:
+            method = "crown"
         if ball == "l0" and method in ("milp", "hull"):  # (no L0 MILP; facets are cut for boxes)
             method = "alpha"
         if ball == "l0" and method == "ibp":
@@ -165,11 +171,20 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                 engine = engine_for(model, linear=method != "ibp", before_softmax=before_softmax, head=rows.head)
             if not rows.exact:  # tangent planes: a point where they fail need not violate
                 found = None
+        report: dict = {}
         r = certified_radius(engine, x0.reshape(-1), C, 0.0, radius, lower, upper, method=method, free=free,
                              model_eps=torch.finfo(model.dtype).eps, time_limit=time_limit,
                              known_upper=known_upper, offsets=d, groups=groups, whole=whole, found=found,
-                             norm=norm)
-        if escalate and automatic and method == "crown" and known_upper is None and time_limit > 0 and \
+                             norm=norm, anytime=anytime, report=report)
+        if anytime:
+            escalated = f"; the default past {CROWN_SCALE:,} neurons per layer: IBP's radius, then CROWN one box " \
+                        f"at a time for up to bound_time={time_limit:g} s"
+            if report.get("method") == "ibp":
+                escalated += ", which proved no more"
+            if report.get("stopped"):
+                escalated += " (the time ran out; bound=crown finishes the search)"
+            method = report.get("method", method)
+        elif escalate and automatic and method == "crown" and known_upper is None and time_limit > 0 and \
                 radius / ESCALATE_WITHIN <= r < radius and (ball != "l0" or splits_neurons(engine)):
             # (an L0 ball's box is the whole domain: input splitting would try to prove all of it)
             proved, escalated = _escalate(engine, x0, C, d, groups, radius, lower, upper, free, model, time_limit,
@@ -187,9 +202,9 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
         return None, f"no sound bound ({str(err).splitlines()[0] if str(err) else type(err).__name__})", None
     name = METHODS[method]
     how = " (the probabilities through rows over the logits)" if through_softmax else ""
-    if automatic and method == "ibp":  # past CROWN's default scale: say what more there is
-        escalated += f"; IBP is the default past {CROWN_SCALE:,} neurons per layer, bound=crown certifies more " \
-                     "at seconds per input"
+    if automatic and method == "ibp" and not anytime:  # past CROWN's default scale with no time for CROWN
+        escalated += f"; IBP is the default past {CROWN_SCALE:,} neurons per layer with bound_time=0, bound=crown " \
+                     "certifies more at seconds per input"
     if ball is not None and not whole:
         region = "its box" if method == "ibp" else "the ball" if method in ("crown", "alpha") else \
             "the ball or its box"
@@ -200,6 +215,15 @@ def proved_lower(model: Model, expr, outputs_are_logits: bool, x0: torch.Tensor,
                    f"{name} did not prove the whole box; it certifies radius {r:.4g} around the centre{how}"
                    f"{escalated}"), name
     return r, f"{name} certifies a box of radius {r:.4g} around the centre{how}{escalated}", name
+
+
+def past_crown_scale(model: Model) -> bool:
+    """Whether the model is past CROWN's default scale (``BoundEngine.past_crown_scale``), where
+    ``bound=auto`` gives CROWN ``bound_time`` seconds from IBP's radius and does not escalate."""
+    try:
+        return engine_for(model, linear=False).past_crown_scale
+    except (Unsupported, ValueError, RuntimeError):
+        return False
 
 
 def _escalate(engine, x0, C, d, groups, radius, lower, upper, free, model, time_limit, found,

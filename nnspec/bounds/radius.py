@@ -60,7 +60,8 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
                      free: torch.Tensor | None = None, model_eps: float = 2.0 ** -23, rounds: int = 4,
                      points: int = 8, time_limit: float = 10.0, known_upper: float | None = None,
                      offsets: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-                     whole: bool = False, found: list | None = None, norm: str | None = None) -> float:
+                     whole: bool = False, found: list | None = None, norm: str | None = None,
+                     anytime: bool = False, report: dict | None = None) -> float:
     """The largest r in [0, radius] (to about 7/points**rounds of itself) whose box around ``x0``
     (clipped to [lower, upper]; only the ``free`` dimensions move) ``method`` proves to keep every
     objective C @ y above ``threshold``; 0 if none. ``bab``: CROWN's radius first; without
@@ -75,7 +76,11 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     alpha-CROWN and branch and bound's ReLU splitting minimise over the ball
     (``nnspec.bounds.balls``); IBP bounds its box; hull and input splitting prove boxes, so with
     a ball they give the larger of their box radius and alpha-CROWN's ball radius (each proves
-    the ball). ``norm`` l0: ``l0_radius``."""
+    the ball). ``norm`` l0: ``l0_radius``. Past CROWN's default scale the search goes one box at a
+    time (``_one_box_at_a_time``); ``anytime``: there it stops before a pass that would end past
+    ``time_limit`` seconds, with the best radius proved so far. ``report`` (a dict): receives
+    ``method``, the method that proved the radius returned ("ibp" where the one-box search's
+    linear passes proved no more than IBP's sweep), and ``stopped``, whether the time ran out."""
     ball_norm = _ball_norm(norm)
     if ball_norm == "l0":
         return l0_radius(engine, x0, C, threshold, radius, lower, upper, method=method, free=free,
@@ -121,16 +126,24 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
         return reduce_rows(engine.bound(lo.reshape(shape), hi.reshape(shape), objectives, method=method), offsets,
                            groups)
 
-    centre_margin = float(margins(torch.zeros(1, dtype=torch.float64))[0])
+    centre_margin = float(margins(torch.zeros(1, dtype=torch.float64), method="ibp")[0])  # (at a point: exact)
     slack = 64 * model_eps * (1.0 + abs(centre_margin))
 
     def proves(rs: torch.Tensor, method: str = method) -> torch.Tensor:
         return margins(rs, threshold + slack, method) > threshold + slack
 
+    def excess(rs: torch.Tensor, method: str = method) -> torch.Tensor:
+        """How far each radius's bound is above what a proof needs (> 0: proved)."""
+        return margins(rs, threshold + slack, method) - (threshold + slack)
+
     # a geometric sweep radius * 8^-k (one batch), then linear refinement of the bracket
     rs = radius * torch.pow(8.0, -torch.arange(0, 16, dtype=torch.float64))
+    if report is not None:
+        report.update(method=method, stopped=False)
     if method != "ibp" and engine.past_crown_scale:
-        return _one_box_at_a_time(proves, rs, rounds * round(math.log2(points)))
+        return _one_box_at_a_time(excess, rs, centre_margin - (threshold + slack),
+                                  deadline=time.perf_counter() + time_limit if anytime else None,
+                                  known_upper=known_upper, whole=whole, report=report)
     ok = proves(rs)
     if not bool(ok.any()):
         return 0.0
@@ -148,30 +161,113 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     return good
 
 
-def _one_box_at_a_time(proves, rs: torch.Tensor, steps: int) -> float:
+MAX_ONE_BOX_PASSES = 40  # a safeguard: the searches measured take 6-10
+ONE_BOX_RESOLUTION = 0.01  # the one-box search stops when its bracket is within 1% of its lower end
+
+
+def _one_box_at_a_time(excess, rs: torch.Tensor, centre: float, deadline: float | None = None,
+                       known_upper: float | None = None, whole: bool = False, report: dict | None = None) -> float:
     """``certified_radius``'s search on a network past CROWN's default scale, where a pass costs
-    seconds per box and more the more neurons a box leaves unstable, so that one batch with the
-    largest radii (every neuron unstable) costs most of the time: IBP's sweep first (cheap, and
-    sound: what it proves is proved), then the method from the radius above IBP's upwards, one
-    box per pass, up to the first it does not prove, and a bisection of that bracket to the same
-    resolution (``steps`` halvings; 8^4 = 2^12). The DeepGame MNIST CNN with CROWN: 116 s per
-    image in batches, 24 s so (docs/benchmarks.md)."""
-    ok = proves(rs, "ibp")
-    k = int(ok.nonzero()[0]) if bool(ok.any()) else len(rs)
-    while k > 0 and bool(proves(rs[k - 1:k])[0]):
-        k -= 1
-    if k == len(rs):
-        return 0.0
-    if k == 0:
-        return float(rs[0])
-    good, bad = float(rs[k]), float(rs[k - 1])
-    for _ in range(steps):
-        mid = (good + bad) / 2
-        if bool(proves(torch.tensor([mid], dtype=torch.float64))[0]):
-            good = mid
+    seconds per box and more the more neurons a box leaves unstable (so that one batch with the
+    largest radii, every neuron unstable, costs most of the time). ``excess(rs, method)``: how far
+    each radius's bound is above what a proof needs (> 0: proved), decreasing in the radius;
+    ``centre``: its value at radius 0 (the centre's own margin). IBP's sweep first (cheap; every
+    method proves what IBP proves, ``BoundEngine.bound``), then one box per pass: 8x IBP's radius,
+    then up by the secant through the last two proved radii's values (their linear extrapolation
+    to 0, from 1.25x to 2x up: the bound falls faster than linearly as more neurons become
+    unstable, so the extrapolation overshoots, 3.3x on the DeepGame CNN), and once a radius
+    fails, regula falsi on the bracket (the Illinois variant, at least a quarter of the bracket
+    up, since a failed radius's value can be far below 0; a bisection where a value is unknown)
+    until the bracket is within ONE_BOX_RESOLUTION of its lower end. ``deadline`` (time.perf_counter()): no pass starts that the last one's
+    duration says would end after it; the radius is the best proved so far. ``known_upper``: a
+    confirmed violation's distance, no radius from which is tried. ``whole``: the question
+    (rs[0]) is tried first."""
+    ibp = excess(rs, "ibp")
+    ok = ibp > 0
+    first = int(ok.nonzero()[0]) if bool(ok.any()) else len(rs)
+    top = float(rs[0])
+    last = [0.0]  # the last pass's seconds
+    passes = [0]
+
+    def attempt(r: float) -> float | None:
+        """The excess at r (nan where not computed: past a known violation); None where the time is up."""
+        if known_upper is not None and r >= known_upper:
+            return math.nan
+        now = time.perf_counter()
+        if passes[0] >= MAX_ONE_BOX_PASSES or deadline is not None and now + last[0] > deadline:
+            if report is not None and passes[0] < MAX_ONE_BOX_PASSES:
+                report["stopped"] = True
+            return None
+        value = float(excess(torch.tensor([r], dtype=torch.float64))[0])
+        last[0] = time.perf_counter() - now
+        passes[0] += 1
+        return value
+
+    def result(radius: float) -> float:
+        if report is not None and radius == ibp_radius:
+            report["method"] = "ibp"  # (the linear passes proved no more than IBP's sweep)
+        return radius
+
+    ibp_radius = float(rs[first]) if first < len(rs) else 0.0
+    if first == 0:
+        return result(top)
+    good, good_f = ibp_radius, (float(ibp[first]) if first < len(rs) else centre)
+    previous = None  # (radius, excess) of the proved point before ``good`` from a linear pass
+    linear_good = False  # whether good's excess is the method's (else IBP's, a lower estimate)
+    bad, bad_f = None, math.nan
+    if whole:
+        value = attempt(top)
+        if value is None:
+            return result(good)
+        if value > 0:
+            return top
+        bad, bad_f = top, value
+    while bad is None:  # up from IBP's radius until a radius fails
+        if not linear_good or good == 0.0:
+            r = 8 * good if good > 0 else float(rs[-1])
         else:
-            bad = mid
-    return good
+            p, pf = previous if previous is not None else (0.0, centre)
+            guess = good + good_f * (good - p) / (pf - good_f) if pf > good_f else 2 * good
+            r = min(max(guess, 1.25 * good), 2 * good)
+        r = min(r, top)
+        if known_upper is not None and r >= known_upper:
+            bad = known_upper  # (no value there: the bracket is bisected until a pass fails)
+            break
+        value = attempt(r)
+        if value is None:
+            return result(good)
+        if value > 0:
+            if r >= top:
+                return top
+            if linear_good:
+                previous = (good, good_f)
+            good, good_f, linear_good = r, value, True
+        else:
+            bad, bad_f = r, value
+    if good == 0.0:  # (not even the sweep's smallest radius)
+        return result(0.0)
+    side = 0  # the end kept by the last step: -1 good, +1 bad (Illinois: halve its value when kept twice)
+    while bad - good > good * ONE_BOX_RESOLUTION:
+        width = bad - good
+        if math.isfinite(bad_f) and math.isfinite(good_f) and good_f > bad_f:
+            r = good + good_f * width / (good_f - bad_f)
+            r = min(max(r, good + width / 4), bad - width / 16)
+        else:
+            r = good + width / 2
+        value = attempt(r)
+        if value is None:
+            break
+        if value > 0:
+            good, good_f = r, value
+            if side == -1:
+                bad_f /= 2
+            side = -1
+        else:
+            bad, bad_f = r, value
+            if side == 1:
+                good_f /= 2
+            side = 1
+    return result(good)
 
 
 def l0_radius(engine: BoundEngine, x0, C, threshold, radius, lower, upper, *, method: str = "crown", free=None,
