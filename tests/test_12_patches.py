@@ -318,3 +318,24 @@ def test_past_crowns_scale_the_game_backends_default_runs_crown_once_and_does_no
     assert record.bounds["lower_method"] == "CROWN" and calls == [False]
     assert any("then CROWN one box at a time for up to bound_time=60 s" in n for n in record.notes)
     assert record.bounds["upper"] is None or 0 < record.bounds["lower"] <= record.bounds["upper"]
+
+
+def test_past_crowns_scale_a_ranges_default_enclosure_is_crowns_unless_bound_time_is_zero():
+    """``reachability range`` past CROWN's default scale: one CROWN pass by default (no search, so
+    no time to share), narrower than IBP's and holding every sampled value; bound_time=0: IBP's."""
+    import nnspec
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 3)).double()
+    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    spec = "reachability range logit(0) tolerance 0.01 within linf(0.02) using mads(budget=200, seed=0{})"
+    default, = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))
+    ibp, = nnspec.check_module(net, x, spec.format(", bound_time=0"), domain=(0.0, 1.0))
+    assert any(n.startswith("CROWN proves logit(0) stays within") for n in default.notes)
+    assert any(n.startswith("interval bound propagation proves logit(0)") for n in ibp.notes)
+    (low, high), (ibp_low, ibp_high) = default.value_bounds, ibp.value_bounds
+    assert ibp_low <= low and high <= ibp_high and (high - low) < 0.5 * (ibp_high - ibp_low)
+    samples = (x + 0.02 * (2 * torch.rand((512, 1, 26, 26), dtype=torch.float64) - 1)).clamp(0, 1)
+    with torch.no_grad():
+        y = net(samples)[:, 0]
+    assert low <= float(y.min()) and float(y.max()) <= high

@@ -276,21 +276,23 @@ def _softmax_rows(engine, model: Model, expr, x0: torch.Tensor, label: int, outp
 
 def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: torch.Tensor, label: int,
                  radius: float, lower: torch.Tensor, upper: torch.Tensor, free: torch.Tensor | None = None,
-                 method: str = "auto", norm: str = "linf") -> tuple[tuple[float, float] | None, str]:
+                 method: str = "auto", norm: str = "linf", time_limit: float = 10.0
+                 ) -> tuple[tuple[float, float] | None, str]:
     """An interval that a quantity (``reachability range``) provably stays within over the box of
     ``radius`` around ``x0`` (which holds every ball of that radius; with ``norm`` l1 or l2 and a
     linear method, over that ball cut to the box), and a note; (None, why not).
     A logit, or a probability the model outputs without a final softmax, is a row over the
     outputs; a probability after a softmax is 1 / (1 + sum_k exp(z_k - z_i)) over the logits, its
     sum bounded through the exponentials' head (``softmax.ExpHead``). ``bab`` and ``milp`` use
-    alpha-CROWN here. Widened for the model's float32 arithmetic as proofs are."""
+    alpha-CROWN here. Widened for the model's float32 arithmetic as proofs are. ``auto`` past
+    CROWN's default scale: one CROWN pass where ``time_limit`` (``bound_time``) is above 0, else IBP."""
     i = label if expr.index is None else expr.index
     through = _through_softmax(model, expr.fn == "prob", outputs_are_logits)
     before_softmax = through and not outputs_are_logits
     try:
         engine = engine_for(model, linear=False, before_softmax=before_softmax)
         if method == "auto":
-            method = choose_method(engine)
+            method = "crown" if time_limit > 0 else choose_method(engine)  # (one pass: no search here)
         how = {"ibp": "ibp", "crown": "crown"}.get(method, "alpha")
         if how != "ibp":
             engine = engine_for(model, before_softmax=before_softmax)

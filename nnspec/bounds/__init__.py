@@ -46,8 +46,8 @@ def choose_method(engine: BoundEngine) -> str:
     pass costs one backward pass per unstable neuron of each layer it bounds), IBP beyond. Past
     it a radius (``soundness.proved_lower``) is IBP's, then CROWN's for up to ``bound_time``
     seconds from there (convolutions' neurons go back in patches, the radius search one box at a
-    time: 18-25 s per image to the end on the DeepGame MNIST CNN, docs/benchmarks.md); other
-    uses of the default (a range's enclosure, a search's start point) take IBP. alpha-CROWN costs
+    time: 17 s per image to the end on the DeepGame MNIST CNN, docs/benchmarks.md); a range's
+    enclosure one CROWN pass; a search's start point none. alpha-CROWN costs
     20-40 CROWN passes for a few per cent on the networks measured (docs/benchmarks.md): asked for
     by name (``bound=alpha``), not by default. The same on either graph of ``engine_for``: a
     decomposed max-pool's ReLU layers are at most half its input, which is at most 4,096."""

@@ -329,7 +329,8 @@ class _Quantification(GradientPhases, MadsPhases):
             return None, None
         return proved_range(self.model, self.prop.expression, self.task.outputs_are_logits, self.task.centres[p],
                             int(self.task.labels[p]), float(self.ball.radius), self.task.lower, self.task.upper,
-                            free=self.masks[p], method=method, norm=self.ball.norm)
+                            free=self.masks[p], method=method, norm=self.ball.norm,
+                            time_limit=float(self.opts.get("bound_time", 10.0)))
 
     def _outcomes(self, centre_out: torch.Tensor, stops: list[str]) -> list[Outcome]:
         t = self.tracker
