@@ -178,10 +178,10 @@ def _one_box_at_a_time(excess, rs: torch.Tensor, centre: float, deadline: float 
     unstable, so the extrapolation overshoots, 3.3x on the DeepGame CNN), and once a radius
     fails, regula falsi on the bracket (the Illinois variant, at least a quarter of the bracket
     up, since a failed radius's value can be far below 0; a bisection where a value is unknown)
-    until the bracket is within ONE_BOX_RESOLUTION of its lower end. ``deadline`` (time.perf_counter()): no pass starts that the last one's
-    duration says would end after it; the radius is the best proved so far. ``known_upper``: a
-    confirmed violation's distance, no radius from which is tried. ``whole``: the question
-    (rs[0]) is tried first."""
+    until the bracket is within ONE_BOX_RESOLUTION of its lower end. ``deadline``
+    (time.perf_counter()): no pass starts that the last one's duration says would end after it;
+    the radius is the best proved so far. ``known_upper``: a confirmed violation's distance, no
+    radius from which is tried. ``whole``: the question (rs[0]) is tried first."""
     ibp = excess(rs, "ibp")
     ok = ibp > 0
     first = int(ok.nonzero()[0]) if bool(ok.any()) else len(rs)
