@@ -339,3 +339,44 @@ def test_past_crowns_scale_a_ranges_default_enclosure_is_crowns_unless_bound_tim
     with torch.no_grad():
         y = net(samples)[:, 0]
     assert low <= float(y.min()) and float(y.max()) <= high
+
+
+def test_an_anytime_search_stops_a_pass_that_runs_past_its_time():
+    """The first CROWN pass on a wide network can take far longer than bound_time: the engine checks
+    the deadline between its intermediate passes (``BoundEngine.stop_at``), so the search stops
+    inside the pass, with IBP's radius, instead of finishing it."""
+    import time
+
+    from nnspec.bounds import certified_radius, margin_objectives
+    from nnspec.bounds.engine import PassStopped
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 22 * 22, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 3)).double()
+    engine = _engine(net, (1, 26, 26))
+    assert engine.past_crown_scale
+    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    label = int(net(x).argmax())
+    with engine.stop_at(time.perf_counter() - 1), pytest.raises(PassStopped):
+        engine.intervals(x - 0.01, x + 0.01, "crown")
+    assert engine.deadline is None
+    engine.intervals(x - 0.01, x + 0.01, "crown")  # (no deadline outside it)
+
+    entered = []
+    crown_bounds = engine._crown_bounds
+
+    def slow_first(op, bounds, rows=None):
+        entered.append(op.name)
+        if len(entered) == 1:
+            time.sleep(0.3)
+        return crown_bounds(op, bounds, rows)
+
+    engine._crown_bounds = slow_first
+    args = (engine, x.reshape(-1), margin_objectives(3, label), 0.0, 0.5, torch.zeros(676), torch.ones(676))
+    report: dict = {}
+    r = certified_radius(*args, method="crown", time_limit=0.1, anytime=True, report=report)
+    ibp = certified_radius(*args, method="ibp")
+    assert len(entered) == 1 and report == {"method": "ibp", "stopped": True} and r <= ibp
+    entered.clear()
+    full = certified_radius(*args, method="crown")
+    assert len(entered) >= 4 and full > ibp

@@ -26,7 +26,9 @@ evaluates every bound it uses in float64 (``nnspec.bounds.bab``).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +55,13 @@ _MEMORY = 192 * 2**20  # bytes of coefficients per backward chunk
 CROWN_SCALE = 4096  # neurons in the widest nonlinear layer up to which CROWN is the default (IBP past it)
 
 
+class PassStopped(Exception):
+    """A CROWN pass stopped at the engine's ``deadline`` (``BoundEngine.stop_at``)."""
+
+
 class BoundEngine:
     use_patches = True  # CROWN's intermediate bounds of convolutions in patches (``nnspec.bounds.patches``)
+    deadline: float | None = None  # time.perf_counter() past which CROWN's intermediate passes stop (PassStopped)
 
     def __init__(self, graph: BoundGraph):
         self.graph = graph
@@ -109,6 +116,7 @@ class BoundEngine:
                     l, u = intersect((l, u), prior[op.name])
                 elif method != "ibp" and op.name in self.preact and (op.name not in self._exact or ball is not None):
                     # (IBP is exact over the box only: over a ball the first layer's pass is tighter)
+                    self._check_deadline()
                     l, u = self._crown_tightened(op, l, u, bounds)
                 if splits is not None and op.name in splits:
                     l, u = cut_at_splits(l, u, splits[op.name])
@@ -272,6 +280,7 @@ class BoundEngine:
             index = torch.arange(n) if rows is None else rows
             index, sign = torch.cat([index, index]), torch.cat([torch.ones(k), -torch.ones(k)])
             for start in range(0, 2 * k, chunk):
+                self._check_deadline()
                 lows.append(patches.lower_bounds(self, path, index[start:start + chunk], sign[start:start + chunk],
                                                  bounds))
         else:
@@ -279,6 +288,7 @@ class BoundEngine:
             chunk = max(1, min(2 * k, _MEMORY // max(1, 8 * B * widest * 3)))
             objectives = signed_rows(n, rows)  # (2k, n)
             for start in range(0, 2 * k, chunk):
+                self._check_deadline()
                 c = objectives[start:start + chunk]
                 A = c[None].expand(B, -1, -1).reshape((B, c.shape[0]) + op.shape)
                 lows.append(self.backward(op.name, A, bounds, patch=True))
@@ -289,6 +299,22 @@ class BoundEngine:
         cu = torch.full((B, n), math.inf, dtype=torch.float64)
         cl[:, rows], cu[:, rows] = low[:, :k], -low[:, k:]
         return cl.reshape((B,) + op.shape), cu.reshape((B,) + op.shape)
+
+    def _check_deadline(self) -> None:
+        """(Before each op's CROWN bounds, each chunk of their rows and the objective's pass.)"""
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise PassStopped("a CROWN pass stopped at its deadline")
+
+    @contextlib.contextmanager
+    def stop_at(self, deadline: float | None):
+        """Within it, CROWN's intermediate passes raise PassStopped once time.perf_counter() is
+        past ``deadline`` (checked between chunks of rows): an anytime search's bound on how far
+        one pass can overrun its time (the first pass on a wide network can take minutes)."""
+        before, self.deadline = self.deadline, deadline
+        try:
+            yield
+        finally:
+            self.deadline = before
 
     # ------------------------------------------------------------------ backward: linear relaxation
 
@@ -467,6 +493,7 @@ class BoundEngine:
             return concretise(C, l.flatten(1), u.flatten(1)) + d
         if method not in ("crown", "forward", "forward+crown"):
             raise ValueError(f"unknown bound method {method!r}")
+        self._check_deadline()
         with torch.no_grad():
             low = self.backward(out, C.reshape((B, S) + self.by_name[out].shape), bounds) + d
             if out not in bounds:  # (a caller's bounds of the nonlinearities' inputs only)

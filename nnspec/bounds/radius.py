@@ -18,7 +18,7 @@ import time
 import torch
 
 from nnspec.bounds.balls import Ball, ball_norm as _ball_norm
-from nnspec.bounds.engine import BoundEngine
+from nnspec.bounds.engine import BoundEngine, PassStopped
 from nnspec.bounds.hull import hull_bound
 from nnspec.bounds.relax import numel
 
@@ -141,9 +141,10 @@ def certified_radius(engine: BoundEngine, x0: torch.Tensor, C: torch.Tensor, thr
     if report is not None:
         report.update(method=method, stopped=False)
     if method != "ibp" and engine.past_crown_scale:
-        return _one_box_at_a_time(excess, rs, centre_margin - (threshold + slack),
-                                  deadline=time.perf_counter() + time_limit if anytime else None,
-                                  known_upper=known_upper, whole=whole, report=report)
+        deadline = time.perf_counter() + time_limit if anytime else None
+        with engine.stop_at(deadline):  # (a pass that would overrun the time stops, too)
+            return _one_box_at_a_time(excess, rs, centre_margin - (threshold + slack), deadline=deadline,
+                                      known_upper=known_upper, whole=whole, report=report)
     ok = proves(rs)
     if not bool(ok.any()):
         return 0.0
@@ -179,8 +180,9 @@ def _one_box_at_a_time(excess, rs: torch.Tensor, centre: float, deadline: float 
     fails, regula falsi on the bracket (the Illinois variant, at least a quarter of the bracket
     up, since a failed radius's value can be far below 0; a bisection where a value is unknown)
     until the bracket is within ONE_BOX_RESOLUTION of its lower end. ``deadline``
-    (time.perf_counter()): no pass starts that the last one's duration says would end after it;
-    the radius is the best proved so far. ``known_upper``: a confirmed violation's distance, no
+    (time.perf_counter()): no pass starts that the last one's duration says would end after it,
+    and one that runs past it stops (``BoundEngine.stop_at``: PassStopped); the radius is the best
+    proved so far. ``known_upper``: a confirmed violation's distance, no
     radius from which is tried. ``whole``: the question (rs[0]) is tried first."""
     ibp = excess(rs, "ibp")
     ok = ibp > 0
@@ -198,7 +200,12 @@ def _one_box_at_a_time(excess, rs: torch.Tensor, centre: float, deadline: float 
             if report is not None and passes[0] < MAX_ONE_BOX_PASSES:
                 report["stopped"] = True
             return None
-        value = float(excess(torch.tensor([r], dtype=torch.float64))[0])
+        try:
+            value = float(excess(torch.tensor([r], dtype=torch.float64))[0])
+        except PassStopped:  # (the engine's own deadline, the same: ``BoundEngine.stop_at``)
+            if report is not None:
+                report["stopped"] = True
+            return None
         last[0] = time.perf_counter() - now
         passes[0] += 1
         return value
