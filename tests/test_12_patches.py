@@ -380,3 +380,35 @@ def test_an_anytime_search_stops_a_pass_that_runs_past_its_time():
     entered.clear()
     full = certified_radius(*args, method="crown")
     assert len(entered) >= 4 and full > ibp
+
+
+def test_past_crowns_scale_a_ranges_crown_pass_stops_at_bound_time():
+    """A range's one CROWN pass past the scale stops at bound_time (here every pass is made to take
+    longer) and the enclosure is IBP's, its note saying why."""
+    import time
+
+    import nnspec
+    from nnspec.bounds.engine import BoundEngine
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 22 * 22, 3)).double()
+    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    spec = "reachability range logit(0) tolerance 0.01 within linf(0.02) using mads(budget=200, seed=0{})"
+    crown_bounds = BoundEngine._crown_bounds
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.3)
+        return crown_bounds(self, *args, **kwargs)
+
+    default, = nnspec.check_module(net, x, spec.format(", bound_time=60"), domain=(0.0, 1.0))
+    ibp, = nnspec.check_module(net, x, spec.format(", bound_time=0"), domain=(0.0, 1.0))
+    BoundEngine._crown_bounds = slow
+    try:
+        stopped, = nnspec.check_module(net, x, spec.format(", bound_time=0.1"), domain=(0.0, 1.0))
+    finally:
+        BoundEngine._crown_bounds = crown_bounds
+    assert any(n.startswith("CROWN proves") for n in default.notes)
+    assert stopped.value_bounds == ibp.value_bounds != default.value_bounds
+    assert any(n.startswith("interval bound propagation proves") and
+               n.endswith("(the default's CROWN pass ran past bound_time=0.1 s)") for n in stopped.notes)

@@ -15,13 +15,14 @@ proved on the logits before a softmax that ends its graph (the same order). Wher
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import torch
 
 from nnspec.bounds import METHODS, Unsupported, certified_radius, choose_method, engine_for, margin_objectives, softmax
-from nnspec.bounds.engine import CROWN_SCALE
+from nnspec.bounds.engine import CROWN_SCALE, PassStopped
 from nnspec.bounds.balls import Ball, ball_norm
 from nnspec.bounds.radius import bab_whole, ball_box, splits_neurons
 from nnspec.bounds.softmax import NotProbability, reads_probabilities
@@ -285,17 +286,23 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
     outputs; a probability after a softmax is 1 / (1 + sum_k exp(z_k - z_i)) over the logits, its
     sum bounded through the exponentials' head (``softmax.ExpHead``). ``bab`` and ``milp`` use
     alpha-CROWN here. Widened for the model's float32 arithmetic as proofs are. ``auto`` past
-    CROWN's default scale: one CROWN pass where ``time_limit`` (``bound_time``) is above 0, else IBP."""
+    CROWN's default scale: one CROWN pass where ``time_limit`` (``bound_time``) is above 0, stopped
+    at it (IBP's enclosure then), else IBP."""
     i = label if expr.index is None else expr.index
     through = _through_softmax(model, expr.fn == "prob", outputs_are_logits)
     before_softmax = through and not outputs_are_logits
+    stack = contextlib.ExitStack()
+    deadline = None
     try:
         engine = engine_for(model, linear=False, before_softmax=before_softmax)
         if method == "auto":
             method = "crown" if time_limit > 0 else choose_method(engine)  # (one pass: no search here)
+            if method == "crown" and engine.past_crown_scale:  # a pass can take minutes: at most time_limit
+                deadline = time.perf_counter() + time_limit
         how = {"ibp": "ibp", "crown": "crown"}.get(method, "alpha")
         if how != "ibp":
             engine = engine_for(model, before_softmax=before_softmax)
+            stack.enter_context(engine.stop_at(deadline))
         shape = (1,) + tuple(engine.graph.input_shape)
         x0 = x0.double().reshape(-1)
         mask = torch.ones_like(x0) if free is None else free.double().reshape(-1)
@@ -316,6 +323,7 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
             head = softmax.ExpHead(softmax.differences(m, i, others),
                                    torch.full((len(others),), softmax.MAX_EXPONENT, dtype=torch.float64))
             engine = engine_for(model, linear=how != "ibp", before_softmax=before_softmax, head=head)
+            stack.enter_context(engine.stop_at(deadline))
             centre = _centre_logits(engine, x0, m)
             # -log p_i = LSE(z) - z_i is above each tangent plane's row (softmax.tangent_rows)
             planes, offsets = softmax.tangent_rows(softmax.LogSumExpAbove(torch.eye(m, dtype=torch.float64)[i], 0.0),
@@ -335,10 +343,17 @@ def proved_range(model: Model, expr: OutputValue, outputs_are_logits: bool, x0: 
             capped = not sum_high < math.exp(softmax.MAX_EXPONENT)
             found = (0.0 if capped else 1.0 / (1.0 + sum_high * spread),
                      min(1.0, 1.0 / (1.0 + max(0.0, sum_low) / spread), math.exp(-plane)))
+    except PassStopped:  # past the scale, CROWN's pass ran past bound_time: IBP's enclosure
+        stack.close()
+        found, note = proved_range(model, expr, outputs_are_logits, x0, label, radius, lower, upper, free, "ibp",
+                                   norm)
+        return found, f"{note} (the default's CROWN pass ran past bound_time={time_limit:g} s)"
     except Unsupported as err:
         return None, f"no sound range ({err})"
     except (ValueError, RuntimeError) as err:
         return None, f"no sound range ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    finally:
+        stack.close()
     what = f"{expr.fn}({'label' if expr.index is None else i})"
     region = "bounding box" if ball is None else f"{norm.upper()} ball"
     return found, f"{METHODS[how]} proves {what} stays within [{found[0]:.6g}, {found[1]:.6g}] over the region's {region}"
