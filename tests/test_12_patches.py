@@ -205,6 +205,14 @@ def test_past_crowns_scale_the_radius_search_goes_one_box_at_a_time_to_the_same_
     assert max(widths) <= 8 * one_at_a_time + 1e-12
 
 
+def _wide_net() -> tuple[nn.Module, torch.Tensor]:
+    """A convolution of 8 x 24 x 24 = 4,608 neurons (past CROWN's default scale) and a dense head,
+    and one input in [0, 1]."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 3)).double()
+    return net, torch.rand(1, 1, 26, 26, dtype=torch.float64)
+
+
 def test_past_crowns_scale_the_default_gives_crown_its_bound_time_from_ibps_radius():
     """A convolution of 8 x 24 x 24 = 4,608 neurons, past CROWN's default scale: by default IBP's
     radius, then CROWN one box at a time for up to bound_time (anytime), which here finishes: the
@@ -212,9 +220,7 @@ def test_past_crowns_scale_the_default_gives_crown_its_bound_time_from_ibps_radi
     its note says bound=crown certifies more. Every lower bound stays below the closest violation."""
     import nnspec
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 3)).double()
-    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    net, x = _wide_net()
     spec = "robustness on logits within linf(0.01) using mads(budget=100, seed=0{})"
     default, = nnspec.check_module(net, x, spec.format(", bound_time=60"), domain=(0.0, 1.0))
     crown, = nnspec.check_module(net, x, spec.format(", bound=crown"), domain=(0.0, 1.0))
@@ -302,9 +308,7 @@ def test_past_crowns_scale_the_game_backends_default_runs_crown_once_and_does_no
     import nnspec
     import nnspec.backends.game as game
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 3)).double()
-    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    net, x = _wide_net()
     calls = []
     proved_lower = game.proved_lower
 
@@ -325,9 +329,7 @@ def test_past_crowns_scale_a_ranges_default_enclosure_is_crowns_unless_bound_tim
     no time to share), narrower than IBP's and holding every sampled value; bound_time=0: IBP's."""
     import nnspec
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 3)).double()
-    x = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    net, x = _wide_net()
     spec = "reachability range logit(0) tolerance 0.01 within linf(0.02) using mads(budget=200, seed=0{})"
     default, = nnspec.check_module(net, x, spec.format(""), domain=(0.0, 1.0))
     ibp, = nnspec.check_module(net, x, spec.format(", bound_time=0"), domain=(0.0, 1.0))
